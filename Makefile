@@ -1,0 +1,144 @@
+# bus - non-recursive GNU make build.
+#
+#   make                 library, bus, (busd), into build/
+#   make test            install missing Debian packages, build, run all suites
+#   make asan test       the same under AddressSanitizer+UBSan, in build-asan/
+#   make tsan test       the same under ThreadSanitizer, in build-tsan/
+#   make bench-quick     the short benchmark (ratios against the bare limits)
+#   make demo            a real run of the bus
+#   make install PREFIX=/usr/local [DESTDIR=...]
+#   make CC=clang        build with clang
+#   V=1                  show the commands
+
+CC ?= cc
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+
+BUILD := build
+SAN_FLAGS :=
+ifneq ($(filter asan,$(MAKECMDGOALS)),)
+BUILD := build-asan
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+ifneq ($(filter tsan,$(MAKECMDGOALS)),)
+BUILD := build-tsan
+SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+endif
+
+IS_CLANG := $(shell $(CC) --version 2>/dev/null | grep -q clang && echo 1)
+WARN := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wshadow -Wundef \
+	-Wformat=2 -Wwrite-strings -Wpointer-arith -Wcast-qual -Wvla
+ifneq ($(IS_CLANG),1)
+WARN += -Wduplicated-cond -Wlogical-op -Wduplicated-branches
+endif
+
+PKGS_LIB := liburcu-bp liburcu-cds numa
+CFLAGS ?= -O2 -g
+override CFLAGS += -std=gnu11 -D_GNU_SOURCE -fPIC -pthread $(WARN) $(SAN_FLAGS) -MMD -MP \
+	-Ilibbus/include -Ilibbus/src $(shell pkg-config --cflags $(PKGS_LIB) 2>/dev/null)
+override LDFLAGS += -pthread $(SAN_FLAGS)
+LIBS := $(shell pkg-config --libs $(PKGS_LIB) 2>/dev/null || echo -lurcu-bp -lurcu-common -lurcu-cds -lnuma)
+TEST_LIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC := $(wildcard libbus/src/*.c)
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+TOOL_SRC := $(wildcard tools/*.c)
+TOOL_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_SRC))
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TEST_UTIL_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/util_*.c))
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+STATIC_LIB := $(BUILD)/lib/libbus.a
+SHARED_LIB := $(BUILD)/lib/libbus.so.0
+SHARED_LINK := $(BUILD)/lib/libbus.so
+BUS_BIN := $(BUILD)/bin/bus
+
+.SECONDARY:
+.PHONY: all test asan tsan deps bench bench-quick demo install clean stress
+all: $(STATIC_LIB) $(SHARED_LINK) $(BUS_BIN)
+
+# asan/tsan only select the build directory and flags above.
+asan tsan:
+	@:
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(STATIC_LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJ) libbus/libbus.map
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared -Wl,-soname,libbus.so.0 -Wl,--version-script=libbus/libbus.map \
+		$(LDFLAGS) -o $@ $(LIB_OBJ) $(LIBS)
+
+$(SHARED_LINK): $(SHARED_LIB)
+	$(Q)ln -sf libbus.so.0 $@
+
+$(BUS_BIN): $(TOOL_OBJ) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(STATIC_LIB) $(LIBS)
+
+$(BUILD)/tests/%: tests/%.c $(TEST_UTIL_OBJ) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_UTIL_OBJ) $(STATIC_LIB) $(LIBS) $(TEST_LIBS)
+
+$(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  BENCH   $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC_LIB) $(LIBS) -lm
+
+# Debian packages the build, tests and benchmarks need.
+deps:
+	$(Q)./.ci/deps.sh
+
+test: deps all $(TEST_BIN)
+	$(Q)BUILD=$(BUILD) ./tests/run.sh $(TEST_BIN)
+
+stress: all $(TEST_BIN)
+	$(Q)BUS_STRESS=1 BUILD=$(BUILD) ./tests/run.sh $(TEST_BIN)
+
+bench-quick: deps all $(BENCH_BIN)
+	$(Q)BUILD=$(BUILD) ./bench/run.sh quick
+
+bench: deps all $(BENCH_BIN)
+	$(Q)BUILD=$(BUILD) ./bench/run.sh full
+
+demo: deps all
+	$(Q)BUILD=$(BUILD) ./tools/demo.sh
+
+$(BUILD)/bus.pc: libbus/bus.pc.in
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+		-e 's|@VERSION@|$(shell sed -n 's/^#define BUS_VERSION_STRING "\(.*\)"/\1/p' libbus/include/bus/bus.h)|' $< > $@
+
+install: all $(BUILD)/bus.pc
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/bus $(DESTDIR)$(BINDIR)
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libbus.so.0 $(DESTDIR)$(LIBDIR)/libbus.so
+	install -m 644 libbus/include/bus/*.h $(DESTDIR)$(INCDIR)/bus/
+	install -m 644 $(BUILD)/bus.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 755 $(BUS_BIN) $(DESTDIR)$(BINDIR)/
+
+clean:
+	rm -rf build build-asan build-tsan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

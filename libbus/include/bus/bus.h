@@ -1,0 +1,433 @@
+/* bus/bus.h - the public API of libbus: a Kafka-style partitioned log in
+ * shared memory for one host.
+ *
+ * Objects and ownership
+ *   struct bus           an attached bus (control region + handle cache).
+ *                        Opened by bus_open(), freed by bus_close().
+ *   struct bus_producer  appends to one topic.  Opened by bus_producer_open()
+ *                        on a bus, freed by bus_producer_close(); must be
+ *                        closed before its bus.
+ *   struct bus_consumer  reads one topic (all partitions or one).  Same
+ *                        lifetime rules as a producer.
+ *
+ * Thread safety
+ *   A struct bus may be used by many threads at once (its topic cache is an
+ *   RCU hash table).  Producers and consumers are single-threaded objects:
+ *   one thread at a time per handle; open one per thread.  Any number of
+ *   producers and consumers, in any number of processes, may work on the
+ *   same partition at the same time (except exclusive producers, below).
+ *
+ * Errors: see bus/error.h.  The library never prints; it reports events
+ * (for example which kind of memory backs a ring) through an optional log
+ * callback in struct bus_opts.
+ */
+#ifndef BUS_BUS_H
+#define BUS_BUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <bus/error.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BUS_VERSION_MAJOR 0
+#define BUS_VERSION_MINOR 1
+#define BUS_VERSION_PATCH 0
+#define BUS_VERSION_STRING "0.1.0"
+
+/** bus_version() - the library's version string, e.g. "0.1.0". */
+const char *bus_version(void);
+
+/** Longest bus or topic name, in bytes (without the terminating NUL).
+ *  Names use [A-Za-z0-9._-] and do not start with '.'. */
+#define BUS_NAME_MAX 63
+/** Most partitions per topic. */
+#define BUS_PARTITIONS_MAX 256
+/** Most topics per bus. */
+#define BUS_TOPICS_MAX 256
+/** Ring size bounds (bytes, power of two). */
+#define BUS_RING_MIN (64u * 1024)
+#define BUS_RING_MAX (1ull << 30)
+/** Default ring size. */
+#define BUS_RING_DEFAULT (4u * 1024 * 1024)
+
+/* ------------------------------------------------------------------ bus */
+
+enum bus_log_level { BUS_LOG_ERROR, BUS_LOG_WARN, BUS_LOG_INFO, BUS_LOG_DEBUG };
+
+/** Log callback: one event per call, @msg without a trailing newline. */
+typedef void (*bus_log_fn)(void *ctx, enum bus_log_level level, const char *msg);
+
+/** Files are created 0600 instead of 0660. */
+#define BUS_F_PRIVATE 0x1u
+
+struct bus_opts {
+	const char *name;     /**< bus name; NULL: $BUS_NAME or "default" */
+	const char *shm_dir;  /**< NULL: $BUS_SHM_DIR, else a usable hugetlbfs
+	                           mount, else /dev/shm */
+	const char *data_dir; /**< NULL: $BUS_DATA_DIR, else /var/lib/bus */
+	unsigned flags;       /**< BUS_F_* */
+	bus_log_fn log;       /**< NULL: events are not reported */
+	void *log_ctx;
+	/** Timeout after which a live producer's unpublished claim is repaired
+	 *  (turned into padding) by whoever waits on it.  0: 1 second. */
+	uint64_t stuck_claim_ns;
+};
+
+struct bus;
+
+/**
+ * bus_open() - attach to a bus, creating its control region on first use.
+ * @out:  receives the handle on success; untouched on failure.
+ * @opts: may be NULL (all defaults).  Strings are copied.
+ *
+ * The control region is validated (magic, layout version, build signature,
+ * every size) before use.  Returns 0, or -EINVAL (bad name), -EACCES,
+ * -ENOMEM, -BUS_ECORRUPT, -BUS_EVERSION, or another -errno from the file
+ * system.  Thread-safe; process-safe (any number of processes may create the
+ * same bus at once: exactly one initialises it).
+ */
+int bus_open(struct bus **out, const struct bus_opts *opts);
+
+/** bus_close() - detach; frees @b.  Producers and consumers opened on @b
+ *  must be closed first.  NULL is accepted. */
+void bus_close(struct bus *b);
+
+/** bus_name(), bus_shm_dir(), bus_data_dir() - the resolved settings of @b,
+ *  owned by @b. */
+const char *bus_name(const struct bus *b);
+const char *bus_shm_dir(const struct bus *b);
+const char *bus_data_dir(const struct bus *b);
+
+/**
+ * bus_default_shm_dir() - the directory bus_open() picks when neither
+ * opts->shm_dir nor $BUS_SHM_DIR is set: a hugetlbfs mount that this process
+ * can write and that has free pages, else "/dev/shm".  Returns a static
+ * string.  Thread-safe.
+ */
+const char *bus_default_shm_dir(void);
+
+/* --------------------------------------------------------------- topics */
+
+enum bus_overflow {
+	/** The producer waits (or gets -EAGAIN) when the slowest gating cursor
+	 *  (gating consumers; for a persistent topic also the spiller) is a
+	 *  whole ring behind.  Nothing is overwritten unread. */
+	BUS_OVERFLOW_BLOCK = 0,
+	/** The producer never waits; lapped readers are told what they lost. */
+	BUS_OVERFLOW_OVERWRITE = 1,
+};
+
+/** The topic is ephemeral: never spilled to disk. */
+#define BUS_TOPIC_EPHEMERAL 0x1u
+
+struct bus_topic_config {
+	uint32_t partitions;      /**< 1..BUS_PARTITIONS_MAX */
+	uint32_t flags;           /**< BUS_TOPIC_* */
+	uint64_t ring_size;       /**< bytes per partition ring, power of two */
+	uint64_t retention_ms;    /**< 0: keep forever (persistent topics) */
+	uint64_t retention_bytes; /**< per partition; 0: no limit */
+	uint32_t overflow;        /**< enum bus_overflow */
+	int32_t numa_node;        /**< -1: no binding */
+};
+
+/** bus_topic_config_init() - defaults: 1 partition, BUS_RING_DEFAULT,
+ *  persistent, block, no retention limit, no NUMA binding. */
+void bus_topic_config_init(struct bus_topic_config *cfg);
+
+/**
+ * bus_topic_create() - create topic @name with @cfg, without a daemon and
+ * without a lock: a table slot is claimed by compare-and-swap, the rings are
+ * created, reserved (fallocate) and pre-faulted, then the slot is published
+ * with a release store.
+ *
+ * Creating a topic that exists with an identical config returns 0
+ * (idempotent).  Returns -EINVAL (bad name or config), -BUS_ECONFIG (exists
+ * with another config), -ENOMEM (no free slot), -ENOSPC (no room for the
+ * rings in the shm dir or huge-page pool), -ENODEV (no such NUMA node),
+ * -EACCES, -BUS_ECORRUPT.  Thread- and process-safe.
+ */
+int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_config *cfg);
+
+/**
+ * bus_topic_delete() - delete topic @name and unlink its rings.  Processes
+ * that have it open keep their mappings; their next producer or consumer
+ * call returns -BUS_ESTALE.  Returns 0, -ENOENT, -EINVAL.  Thread- and
+ * process-safe.
+ */
+int bus_topic_delete(struct bus *b, const char *name);
+
+struct bus_topic_info {
+	char name[BUS_NAME_MAX + 1];
+	struct bus_topic_config config;
+	uint32_t generation; /**< bumps each time the slot is reused */
+};
+
+/**
+ * bus_topic_list() - call @fn once per topic, in table order, with a
+ * snapshot of its info.  Stops early and returns @fn's value when it is
+ * non-zero; returns 0 otherwise, or -BUS_ECORRUPT.
+ */
+int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_info *ti), void *ctx);
+
+/** bus_topic_describe() - info of @name into @out.  Returns 0, -ENOENT. */
+int bus_topic_describe(struct bus *b, const char *name, struct bus_topic_info *out);
+
+struct bus_partition_info {
+	uint64_t first_offset;   /**< oldest offset still whole in the ring */
+	uint64_t next_offset;    /**< offset the next append gets */
+	uint64_t spilled_offset; /**< offsets below are on disk (busd) */
+	uint64_t replicated_offset;
+	uint64_t write_pos;      /**< bytes claimed since creation */
+	uint64_t repaired;       /**< claims repaired into padding */
+	uint64_t ring_size;
+	int hugepages;           /**< 1 when the ring is backed by huge pages */
+};
+
+/** bus_partition_describe() - state of one partition.  Returns 0, -ENOENT,
+ *  -BUS_ECORRUPT, -BUS_ESTALE.  Thread-safe. */
+int bus_partition_describe(struct bus *b, const char *topic, uint32_t partition,
+			   struct bus_partition_info *out);
+
+/**
+ * bus_partition_for_key() - the partition a key maps to: FNV-1a 64 of the
+ * key bytes, modulo @partitions.  Stable across versions and hosts.
+ */
+uint32_t bus_partition_for_key(const void *key, size_t key_len, uint32_t partitions);
+
+/* ------------------------------------------------------------- records */
+
+struct bus_header {
+	const char *name; /**< not NUL-terminated on the consumer side */
+	uint16_t name_len;
+	const void *value;
+	uint32_t value_len;
+};
+
+/** A record to append (copy API). */
+struct bus_record {
+	const void *key;
+	uint32_t key_len;
+	const void *value;
+	uint32_t value_len;
+	int64_t timestamp;                /**< ns since the epoch; 0: now */
+	const struct bus_header *headers;
+	uint32_t header_count;
+};
+
+/** Any partition: keyed records by key hash, unkeyed round-robin. */
+#define BUS_PARTITION_ANY (-1)
+
+/* ------------------------------------------------------------ producer */
+
+/** Single-writer mode: this producer is the only writer of each partition
+ *  it appends to (claimed at first append; others get -BUS_EBUSY).  No
+ *  atomic read-modify-write on the hot path. */
+#define BUS_PRODUCER_EXCLUSIVE 0x1u
+/** Never wait: return -EAGAIN when the ring is full (block topics). */
+#define BUS_PRODUCER_NONBLOCK 0x2u
+
+struct bus_producer_opts {
+	unsigned flags;           /**< BUS_PRODUCER_* */
+	int64_t block_timeout_ns; /**< longest wait when full; <= 0: forever */
+};
+
+struct bus_producer;
+
+/**
+ * bus_producer_open() - a producer on @topic.  @opts may be NULL.
+ * Returns 0, -ENOENT (no such topic), -EINVAL, -BUS_ECORRUPT, -ENOMEM.
+ * The producer is single-threaded; the bus may be shared.
+ */
+int bus_producer_open(struct bus *b, const char *topic, const struct bus_producer_opts *opts,
+		      struct bus_producer **out);
+
+/** bus_producer_close() - release exclusive ownership, free @p (NULL ok).
+ *  Claims must be committed or aborted first. */
+void bus_producer_close(struct bus_producer *p);
+
+/**
+ * bus_produce() - append a copy of @r.
+ * @partition: a partition number or BUS_PARTITION_ANY.
+ * @out_partition, @out_offset: may be NULL; receive where it landed.
+ *
+ * The record is visible to consumers when this returns 0.  Returns 0,
+ * -EAGAIN (full and BUS_PRODUCER_NONBLOCK), -ETIMEDOUT (full past
+ * block_timeout_ns), -BUS_ENODAEMON (persistent partition's spiller a ring
+ * behind and no busd), -EMSGSIZE, -EINVAL, -BUS_EBUSY, -BUS_ESTALE,
+ * -BUS_EREPAIRED (a stalled claim was repaired by another process).
+ */
+int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_record *r,
+		uint32_t *out_partition, uint64_t *out_offset);
+
+/** A zero-copy claim: fill value[0..value_len) then commit or abort. */
+struct bus_claim {
+	void *value;       /**< in the ring; valid until commit/abort */
+	uint32_t value_len;
+	uint32_t partition;
+	uint64_t offset;   /**< the offset the record will have */
+	/* private */
+	void *priv_frame;
+	uint64_t priv_pos;
+	uint64_t priv_commit;
+};
+
+/**
+ * bus_producer_claim() - reserve a record of @value_len bytes with @key in
+ * the ring and return a pointer to its value, to be built in place.
+ * Headers are not available on this path.  Same returns as bus_produce().
+ * At most one claim may be outstanding per producer.
+ */
+int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *key,
+		       uint32_t key_len, uint32_t value_len, struct bus_claim *c);
+
+/** bus_producer_commit() - publish claim @c with @timestamp (0: now).
+ *  Returns 0 or -BUS_EREPAIRED (the claim was repaired meanwhile). */
+int bus_producer_commit(struct bus_producer *p, struct bus_claim *c, int64_t timestamp);
+
+/** bus_producer_abort() - turn claim @c into padding.  Its offset is
+ *  consumed and reported to consumers as one lost record. */
+int bus_producer_abort(struct bus_producer *p, struct bus_claim *c);
+
+/* ------------------------------------------------------------ consumer */
+
+enum bus_wait {
+	BUS_WAIT_SPIN = 0,  /**< busy-spin: lowest latency, one core */
+	BUS_WAIT_YIELD = 1, /**< spin, then sched_yield() */
+	BUS_WAIT_SLEEP = 2, /**< spin, then sleep on a futex in shared memory;
+	                         an idle consumer uses no CPU */
+};
+
+enum bus_seek {
+	BUS_SEEK_EARLIEST = 0, /**< oldest record still available */
+	BUS_SEEK_LATEST = 1,   /**< the next record appended */
+	BUS_SEEK_OFFSET = 2,   /**< value = offset */
+	BUS_SEEK_TIME = 3,     /**< value = ns since epoch: first record at or
+	                            after it */
+};
+
+/** The consumer is gating: block-policy producers never overwrite what
+ *  it has not consumed.  At most BUS_GATING_MAX per partition. */
+#define BUS_CONSUMER_GATING 0x1u
+#define BUS_GATING_MAX 8
+
+struct bus_consumer_opts {
+	int32_t partition;    /**< one partition, or BUS_PARTITION_ANY: all */
+	enum bus_wait wait;
+	uint32_t spin_count;  /**< polls before yielding/sleeping; 0: 1000 */
+	enum bus_seek start;  /**< EARLIEST or LATEST at open */
+	unsigned flags;       /**< BUS_CONSUMER_* */
+};
+
+struct bus_consumer;
+
+/**
+ * bus_consumer_open() - a consumer on @topic, positioned at opts->start
+ * (default: EARLIEST).  @opts may be NULL.  Returns 0, -ENOENT, -EINVAL,
+ * -ENOSPC (no free gating slot), -BUS_ECORRUPT, -ENOMEM.
+ */
+int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consumer_opts *opts,
+		      struct bus_consumer **out);
+
+/** bus_consumer_close() - free @c (NULL ok), releasing any gating slot. */
+void bus_consumer_close(struct bus_consumer *c);
+
+/**
+ * bus_consumer_seek() - move partition @partition (or every partition of the
+ * consumer with BUS_PARTITION_ANY) to @whence/@value.  Returns 0, -ERANGE
+ * (the offset or time is no longer, or not yet, in the ring), -ENOENT,
+ * -EINVAL.
+ */
+int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,
+		      int64_t value);
+
+/** bus_consumer_position() - next offset @c reads in @partition. */
+int bus_consumer_position(struct bus_consumer *c, uint32_t partition, uint64_t *offset);
+
+/** A record as seen by a consumer: pointers into the ring (zero copy). */
+struct bus_view {
+	uint32_t partition;
+	uint32_t header_count;
+	uint64_t offset;
+	int64_t timestamp;
+	const void *key;
+	const void *value;
+	const void *headers;  /**< encoded; walk with bus_view_header() */
+	uint32_t key_len;
+	uint32_t value_len;
+	uint32_t headers_len;
+	/** Records lost (lapped or repaired) just before this one, in this
+	 *  partition, since the previous record the consumer returned. */
+	uint64_t lost_before;
+	/* private */
+	uint64_t priv_pos;
+};
+
+/** bus_view_header() - decode header @i of @v into @h.  Returns 0 or
+ *  -EINVAL (i out of range) or -BUS_ECORRUPT. */
+int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
+
+/**
+ * bus_consumer_poll() - up to @max records as views into the ring.
+ * @timeout_ns: 0 returns at once; < 0 waits forever; else waits up to it
+ *              with the consumer's wait strategy.
+ *
+ * Every returned view was whole when poll returned (checked after the read,
+ * as a seqlock reader does).  On a topic that can overwrite, a view may be
+ * overwritten while the caller uses it: call bus_consumer_check() after use
+ * to learn whether it was.  Returns the number of views (0 on timeout), or
+ * -BUS_ESTALE, -BUS_ECORRUPT.
+ */
+int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
+		      int64_t timeout_ns);
+
+/**
+ * bus_consumer_check() - after using the @n views of the last poll, check
+ * they were not overwritten meanwhile.  Returns how many leading views are
+ * still whole (== @n: all good).  When fewer, the consumer is moved back to
+ * the first bad one, whose record the next poll reports as lost.
+ */
+int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, unsigned n);
+
+/** A copied record: key and value copied into the caller's buffer. */
+struct bus_msg {
+	uint32_t partition;
+	uint32_t key_len;
+	uint32_t value_len;
+	uint32_t headers_len;
+	uint32_t header_count;
+	uint64_t offset;
+	int64_t timestamp;
+	uint64_t lost_before;
+	void *key;     /**< into @buf */
+	void *value;   /**< into @buf */
+	void *headers; /**< into @buf */
+};
+
+/**
+ * bus_consumer_read() - the copying variant of poll: copies up to @max
+ * records into @buf (of @buf_len bytes) and describes them in @msgs.  Every
+ * record returned is guaranteed whole (validated after the copy); records
+ * overwritten during the copy are counted in lost_before of the next one.
+ * Returns the number of records, 0 on timeout, -EMSGSIZE when @buf cannot
+ * hold even the next record (its size is then in msgs[0].value_len), or
+ * the errors of bus_consumer_poll().
+ */
+int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max, void *buf,
+		      size_t buf_len, int64_t timeout_ns);
+
+struct bus_consumer_stats {
+	uint64_t records; /**< returned so far */
+	uint64_t lost;    /**< lapped or repaired records skipped */
+	uint64_t laps;    /**< times the consumer found itself lapped */
+};
+
+void bus_consumer_stats(const struct bus_consumer *c, struct bus_consumer_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

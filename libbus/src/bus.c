@@ -1,0 +1,300 @@
+/* bus.c - attaching to a bus: settings, the control region, logging. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+const char *bus_version(void)
+{
+	return BUS_VERSION_STRING;
+}
+
+void bus_log(const struct bus *b, enum bus_log_level lvl, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (!b || !b->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	b->log(b->log_ctx, lvl, msg);
+}
+
+bool bus_name_valid(const char *name)
+{
+	size_t n;
+
+	if (!name || !name[0] || name[0] == '.')
+		return false;
+	n = strlen(name);
+	if (n > BUS_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+bool bus_pid_alive(int32_t pid)
+{
+	if (pid <= 0)
+		return false;
+	return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+const char *bus_name(const struct bus *b)
+{
+	return b->name;
+}
+
+const char *bus_shm_dir(const struct bus *b)
+{
+	return b->shm_dir;
+}
+
+const char *bus_data_dir(const struct bus *b)
+{
+	return b->data_dir;
+}
+
+/* Validate a mapped control region.  Every field is checked against what
+ * this build expects before anything else is read from the file. */
+static int ctl_validate(const struct bus_ctl_hdr *h, uint64_t file_size)
+{
+	if (h->magic != BUS_CTL_MAGIC)
+		return -BUS_ECORRUPT;
+	if (h->layout_version != BUS_LAYOUT_VERSION)
+		return -BUS_EVERSION;
+	if (h->signature != bus_layout_signature() || h->hdr_size != sizeof(*h))
+		return -BUS_EVERSION;
+	if (h->file_size != BUS_CTL_SIZE || file_size < BUS_CTL_SIZE ||
+	    h->topics_off != BUS_CTL_TOPICS_OFF || h->topics_max != BUS_TOPICS_MAX ||
+	    h->topic_slot_size != sizeof(struct bus_topic_slot))
+		return -BUS_ECORRUPT;
+	return 0;
+}
+
+static int ctl_path(const struct bus *b, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/bus.%s.ctl", b->shm_dir, b->name);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Create the control region, or attach to the one another process made.
+ * The creator initialises every field and stores `ready` last (release);
+ * an attacher that finds the file waits for `ready` (acquire) up to a
+ * deadline, and refuses a file whose creator died before finishing. */
+static int ctl_open(struct bus *b)
+{
+	char path[4096];
+	mode_t mode = (b->flags & BUS_F_PRIVATE) ? 0600 : 0660;
+	int err = ctl_path(b, path, sizeof(path));
+	int fd;
+
+	if (err)
+		return err;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	if (fd >= 0) {
+		struct bus_ctl_hdr *h;
+
+		(void)fchmod(fd, mode); /* umask must not narrow the group bits */
+		if (ftruncate(fd, BUS_CTL_SIZE) < 0 ||
+		    (errno = posix_fallocate(fd, 0, BUS_CTL_SIZE)) != 0) {
+			err = -errno;
+			close(fd);
+			unlink(path);
+			return err;
+		}
+		h = mmap(NULL, BUS_CTL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+		if (h == MAP_FAILED) {
+			err = -errno;
+			close(fd);
+			unlink(path);
+			return err;
+		}
+		h->magic = BUS_CTL_MAGIC;
+		h->layout_version = BUS_LAYOUT_VERSION;
+		h->hdr_size = sizeof(*h);
+		h->signature = bus_layout_signature();
+		h->file_size = BUS_CTL_SIZE;
+		h->topics_off = BUS_CTL_TOPICS_OFF;
+		h->topics_max = BUS_TOPICS_MAX;
+		h->topic_slot_size = sizeof(struct bus_topic_slot);
+		h->creator_pid = getpid();
+		snprintf(h->bus_name, sizeof(h->bus_name), "%s", b->name);
+		/* R0: publishes the header; pairs with A0 in attachers. */
+		st_release(&h->ready, BUS_LAYOUT_VERSION);
+		b->ctl_fd = fd;
+		b->ctl = h;
+		return 0;
+	}
+	if (errno != EEXIST)
+		return -errno;
+
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	for (int64_t deadline = bus_mono_ns() + 2000000000ll;;) {
+		struct stat st;
+		struct bus_ctl_hdr *h;
+
+		if (fstat(fd, &st) < 0) {
+			err = -errno;
+			break;
+		}
+		if ((uint64_t)st.st_size >= BUS_CTL_SIZE) {
+			h = mmap(NULL, BUS_CTL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+				 fd, 0);
+			if (h == MAP_FAILED) {
+				err = -errno;
+				break;
+			}
+			/* A0: pairs with R0. */
+			if (ld_acquire(&h->ready) != 0) {
+				err = ctl_validate(h, (uint64_t)st.st_size);
+				if (!err) {
+					b->ctl_fd = fd;
+					b->ctl = h;
+					return 0;
+				}
+				munmap(h, BUS_CTL_SIZE);
+				break;
+			}
+			munmap(h, BUS_CTL_SIZE);
+		} else if (st.st_size > 0) {
+			/* The creator sizes the file right after creating it: a
+			 * short, non-empty file was truncated or is not ours. */
+			err = -BUS_ECORRUPT;
+			break;
+		}
+		if (bus_mono_ns() > deadline) {
+			err = -BUS_ECORRUPT; /* half-made and abandoned, or not ours */
+			break;
+		}
+		usleep(1000);
+	}
+	close(fd);
+	return err;
+}
+
+static int hugetlbfs_usable(const char *dir)
+{
+	char probe[4200];
+	int fd;
+	long pages = 0;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (f) {
+		char line[256];
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "HugePages_Free: %ld", &pages) == 1)
+				break;
+		fclose(f);
+	}
+	if (pages <= 0 || access(dir, W_OK) != 0)
+		return 0;
+	snprintf(probe, sizeof(probe), "%s/.bus-probe.%d", dir, getpid());
+	fd = open(probe, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return 0;
+	close(fd);
+	unlink(probe);
+	return 1;
+}
+
+const char *bus_default_shm_dir(void)
+{
+	static char found[4096];
+	FILE *f = fopen("/proc/mounts", "r");
+	char dev[256], dir[4096], type[64];
+
+	if (f) {
+		while (fscanf(f, "%255s %4095s %63s %*[^\n]", dev, dir, type) == 3) {
+			if (strcmp(type, "hugetlbfs") == 0 && hugetlbfs_usable(dir)) {
+				fclose(f);
+				snprintf(found, sizeof(found), "%s", dir);
+				return found;
+			}
+		}
+		fclose(f);
+	}
+	return "/dev/shm";
+}
+
+int bus_open(struct bus **out, const struct bus_opts *opts)
+{
+	struct bus_opts none = { 0 };
+	const char *name, *shm, *data;
+	struct bus *b;
+	int err;
+
+	if (!out)
+		return -EINVAL;
+	if (!opts)
+		opts = &none;
+	name = opts->name ? opts->name : getenv("BUS_NAME");
+	if (!name || !*name)
+		name = "default";
+	if (!bus_name_valid(name))
+		return -EINVAL;
+	shm = opts->shm_dir ? opts->shm_dir : getenv("BUS_SHM_DIR");
+	if (!shm || !*shm)
+		shm = bus_default_shm_dir();
+	data = opts->data_dir ? opts->data_dir : getenv("BUS_DATA_DIR");
+	if (!data || !*data)
+		data = "/var/lib/bus";
+
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	snprintf(b->name, sizeof(b->name), "%s", name);
+	b->shm_dir = strdup(shm);
+	b->data_dir = strdup(data);
+	b->flags = opts->flags;
+	b->log = opts->log;
+	b->log_ctx = opts->log_ctx;
+	b->stuck_claim_ns = opts->stuck_claim_ns ? opts->stuck_claim_ns : 1000000000ull;
+	b->ctl_fd = -1;
+	if (!b->shm_dir || !b->data_dir) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	err = ctl_open(b);
+	if (err)
+		goto fail;
+	b->topics = cds_lfht_new(16, 16, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+	if (!b->topics) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	*out = b;
+	return 0;
+fail:
+	bus_close(b);
+	return err;
+}
+
+void bus_close(struct bus *b)
+{
+	if (!b)
+		return;
+	if (b->topics)
+		bus_topics_fini(b);
+	if (b->ctl)
+		munmap(b->ctl, BUS_CTL_SIZE);
+	if (b->ctl_fd >= 0)
+		close(b->ctl_fd);
+	free(b->shm_dir);
+	free(b->data_dir);
+	free(b);
+}

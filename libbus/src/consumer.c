@@ -1,0 +1,638 @@
+/* consumer.c - reading partitions: zero-copy views validated after the
+ * read, lap detection and resync, seeks, wait strategies, the copy API.
+ * The orderings A1 and A3 are those of ring.c. */
+#include <immintrin.h>
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct bus_cpart {
+	struct bus_ring *r;
+	uint32_t idx;
+	int gslot;             /* gating slot, or -1 */
+	uint64_t pos, off;     /* next frame and the offset it must carry */
+	uint64_t skip_below;   /* records below this offset are passed over */
+	uint64_t lost_pending; /* lost since the last record returned */
+	uint64_t stall_pos;    /* where a claimed frame stays unpublished */
+	int64_t stall_since;   /* monotonic ns; 0: no stall seen */
+	unsigned stall_polls;
+};
+
+struct bus_consumer {
+	struct bus *b;
+	struct bus_topic *t;
+	enum bus_wait wait;
+	uint32_t spin_count;
+	uint32_t nparts;
+	uint32_t rr;
+	bool claimed_pending; /* a claimed, unpublished frame was seen */
+	struct bus_consumer_stats stats;
+	struct bus_cpart *parts;
+};
+
+static inline struct bus_frame *frame_at(const struct bus_ring *r, uint64_t pos)
+{
+	return (struct bus_frame *)(r->data + (pos & r->mask));
+}
+
+/* I1 of layout.h: a frame at @pos is whole while this holds. */
+static inline bool whole(const struct bus_ring *r, uint64_t pos, uint64_t tail)
+{
+	return tail + BUS_FRAME_ALIGN <= pos + r->size;
+}
+
+static void gating_publish(struct bus_cpart *cp)
+{
+	if (cp->gslot >= 0)
+		/* R6: everything below pos is released to producers; pairs
+		 * with the acquire load in bus_ring_low_water(). */
+		st_release(&cp->r->hdr->gating[cp->gslot].pos, cp->pos);
+}
+
+/* Move a lapped cursor to the earliest whole frame, counting what it lost. */
+static bool resync(struct bus_consumer *c, struct bus_cpart *cp)
+{
+	uint64_t pos, off;
+
+	for (int tries = 0; tries < 100; tries++) {
+		if (bus_ring_earliest(cp->r, &pos, &off) == 0) {
+			uint64_t from = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+			if (off > from) {
+				cp->lost_pending += off - from;
+				c->stats.lost += off - from;
+			}
+			if (off > cp->off) {
+				cp->pos = pos;
+				cp->off = off;
+			}
+			c->stats.laps++;
+			gating_publish(cp);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A claimed frame stays unpublished at cp->pos: repair it when its owner
+ * is dead (checked after 1 ms) or it stalled past the timeout. */
+static void stalled(struct bus_consumer *c, struct bus_cpart *cp)
+{
+	int64_t now;
+
+	c->claimed_pending = true;
+	if (cp->stall_since && cp->stall_pos == cp->pos && (++cp->stall_polls & 63))
+		return;
+	now = bus_mono_ns();
+	if (!cp->stall_since || cp->stall_pos != cp->pos) {
+		cp->stall_since = now;
+		cp->stall_pos = cp->pos;
+		cp->stall_polls = 0;
+		return;
+	}
+	if (now - cp->stall_since >= 1000000)
+		(void)bus_ring_repair(cp->r, cp->pos, cp->off,
+				      (uint64_t)(now - cp->stall_since) >= c->b->stuck_claim_ns);
+}
+
+/* Read up to @max views from one partition.  Returns the count or
+ * -BUS_ECORRUPT. */
+static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_view *v, unsigned max)
+{
+	struct bus_ring *r = cp->r;
+	unsigned n = 0;
+	uint64_t tail;
+
+	gating_publish(cp);
+	while (n < max) {
+		struct bus_frame *f = frame_at(r, cp->pos);
+		uint64_t w = ld_acquire(&f->commit); /* A3: pairs with R3 */
+		uint32_t len, type, k, hl, vl;
+
+		if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)cp->off) {
+			tail = ld_acquire(&r->hdr->tail.pos);
+			if (!whole(r, cp->pos, tail)) {
+				if (resync(c, cp))
+					continue;
+				break;
+			}
+			if (tail > cp->pos)
+				stalled(c, cp);
+			break;
+		}
+		cp->stall_since = 0;
+		len = BUS_COMMIT_LEN(w);
+		type = BUS_COMMIT_TYPE(w);
+		if (BUS_UNLIKELY(len < BUS_FRAME_ALIGN || len % BUS_FRAME_ALIGN ||
+				 len > r->size - (cp->pos & r->mask) ||
+				 (type != BUS_FRAME_PAD && len < BUS_FRAME_HDR)))
+			goto bad;
+		if (type == BUS_FRAME_PAD) {
+			cp->pos += len;
+			continue;
+		}
+		if (type == BUS_FRAME_LOST) {
+			if (cp->off >= cp->skip_below) {
+				cp->lost_pending++;
+				c->stats.lost++;
+			}
+			cp->pos += len;
+			cp->off++;
+			continue;
+		}
+		if (BUS_UNLIKELY(type != BUS_FRAME_DATA))
+			goto bad;
+		k = f->key_len;
+		hl = f->headers_len;
+		vl = f->value_len;
+		if (BUS_UNLIKELY((uint64_t)BUS_FRAME_HDR + k + hl + vl > len))
+			goto bad;
+		if (BUS_UNLIKELY(cp->off < cp->skip_below)) {
+			cp->pos += len;
+			cp->off++;
+			continue;
+		}
+		v[n].partition = cp->idx;
+		v[n].header_count = f->header_count;
+		v[n].offset = cp->off;
+		v[n].timestamp = f->timestamp;
+		v[n].key = f + 1;
+		v[n].headers = (const uint8_t *)(f + 1) + k;
+		v[n].value = (const uint8_t *)(f + 1) + k + hl;
+		v[n].key_len = k;
+		v[n].headers_len = hl;
+		v[n].value_len = vl;
+		v[n].lost_before = cp->lost_pending;
+		v[n].priv_pos = cp->pos;
+		cp->lost_pending = 0;
+		cp->pos += len;
+		cp->off++;
+		n++;
+		continue;
+bad:
+		/* A frame that does not parse is either being overwritten (we
+		 * are lapped) or corrupt. */
+		tail = ld_acquire(&r->hdr->tail.pos);
+		if (!whole(r, cp->pos, tail) && resync(c, cp))
+			continue;
+		return n ? (int)n : -BUS_ECORRUPT;
+	}
+	if (n) {
+		/* A1: the reads above before the tail load (seqlock check). */
+		atomic_thread_fence(memory_order_acquire);
+		tail = ld_relaxed(&r->hdr->tail.pos);
+		for (unsigned i = 0; i < n; i++) {
+			if (!whole(r, v[i].priv_pos, tail)) {
+				/* Overwritten while read: re-read from there; the
+				 * next poll finds itself lapped and reports it. */
+				cp->pos = v[i].priv_pos;
+				cp->off = v[i].offset;
+				cp->lost_pending = v[i].lost_before;
+				n = i;
+				break;
+			}
+		}
+	}
+	return (int)n;
+}
+
+static bool any_ready(void *arg)
+{
+	struct bus_consumer *c = arg;
+
+	c->claimed_pending = false;
+	for (uint32_t i = 0; i < c->nparts; i++) {
+		struct bus_cpart *cp = &c->parts[i];
+		uint64_t w = ld_acquire(&frame_at(cp->r, cp->pos)->commit);
+		uint64_t tail = ld_acquire(&cp->r->hdr->tail.pos);
+		if ((w && BUS_COMMIT_TAG(w) == (uint32_t)cp->off) || !whole(cp->r, cp->pos, tail))
+			return true;
+		if (tail > cp->pos)
+			c->claimed_pending = true;
+	}
+	return false;
+}
+
+int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
+		      int64_t timeout_ns)
+{
+	int64_t deadline = -1;
+	uint32_t spins = 0;
+	int err;
+
+	if (BUS_UNLIKELY(!c || (!views && max)))
+		return -EINVAL;
+	if (BUS_UNLIKELY((err = bus_topic_check(c->t)) != 0))
+		return err;
+	for (;;) {
+		unsigned n = 0;
+
+		for (uint32_t i = 0; i < c->nparts && n < max; i++) {
+			uint32_t j = (c->rr + i) % c->nparts;
+			int got = poll_part(c, &c->parts[j], views + n, max - n);
+			if (BUS_UNLIKELY(got < 0))
+				return n ? (int)n : got;
+			n += (unsigned)got;
+		}
+		c->rr++;
+		if (n || timeout_ns == 0) {
+			c->stats.records += n;
+			return (int)n;
+		}
+		if (deadline < 0 && timeout_ns > 0)
+			deadline = bus_mono_ns() + timeout_ns;
+		if (deadline >= 0 && bus_mono_ns() >= deadline)
+			return 0;
+		if (++spins < c->spin_count || c->wait == BUS_WAIT_SPIN) {
+			_mm_pause();
+			continue;
+		}
+		if (bus_topic_check(c->t))
+			return -BUS_ESTALE;
+		if (c->wait == BUS_WAIT_YIELD) {
+			sched_yield();
+		} else {
+			int64_t until = deadline;
+			/* A claimed frame may need repair: nap, do not sleep. */
+			if (c->claimed_pending) {
+				int64_t soon = bus_mono_ns() + 1000000;
+				until = until < 0 || soon < until ? soon : until;
+			}
+			bus_wait_sleep(c->t->ts, any_ready, c, until);
+		}
+	}
+}
+
+/* Move every partition that has a view at or after @from back to its first
+ * such view, so that those records are read again. */
+static void rewind_from(struct bus_consumer *c, const struct bus_view *v, unsigned n, unsigned from)
+{
+	bool done[BUS_PARTITIONS_MAX] = { false };
+
+	for (unsigned i = from; i < n; i++) {
+		struct bus_cpart *cp;
+		if (v[i].partition >= c->nparts || done[v[i].partition])
+			continue;
+		done[v[i].partition] = true;
+		for (uint32_t j = 0; j < c->nparts; j++) {
+			cp = &c->parts[j];
+			if (cp->idx != v[i].partition)
+				continue;
+			cp->pos = v[i].priv_pos;
+			cp->off = v[i].offset;
+			cp->lost_pending = v[i].lost_before;
+		}
+	}
+	c->stats.records -= n - from;
+}
+
+int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, unsigned n)
+{
+	if (!c || (!views && n))
+		return -EINVAL;
+	/* A1 again: the caller's reads of the views before the tail loads. */
+	atomic_thread_fence(memory_order_acquire);
+	for (unsigned i = 0; i < n; i++) {
+		const struct bus_view *v = &views[i];
+		struct bus_ring *r;
+
+		if (v->partition >= c->t->cfg.partitions)
+			return -EINVAL;
+		r = &c->t->rings[v->partition];
+		if (!whole(r, v->priv_pos, ld_relaxed(&r->hdr->tail.pos))) {
+			rewind_from(c, views, n, i);
+			return (int)i;
+		}
+	}
+	return (int)n;
+}
+
+int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max, void *buf,
+		      size_t buf_len, int64_t timeout_ns)
+{
+	struct bus_view v[64];
+	uint8_t *dst = buf;
+	size_t used = 0;
+	unsigned n, copied = 0;
+	int got, ok;
+
+	if (!c || !msgs || (!buf && buf_len))
+		return -EINVAL;
+	if (max > 64)
+		max = 64;
+	got = bus_consumer_poll(c, v, max, timeout_ns);
+	if (got <= 0)
+		return got;
+	n = (unsigned)got;
+	for (; copied < n; copied++) {
+		size_t need = (size_t)v[copied].key_len + v[copied].headers_len + v[copied].value_len;
+		struct bus_msg *m = &msgs[copied];
+		if (need > buf_len - used) {
+			if (copied == 0) {
+				rewind_from(c, v, n, 0);
+				msgs[0].value_len = (uint32_t)need;
+				return -EMSGSIZE;
+			}
+			break;
+		}
+		m->partition = v[copied].partition;
+		m->key_len = v[copied].key_len;
+		m->value_len = v[copied].value_len;
+		m->headers_len = v[copied].headers_len;
+		m->header_count = v[copied].header_count;
+		m->offset = v[copied].offset;
+		m->timestamp = v[copied].timestamp;
+		m->lost_before = v[copied].lost_before;
+		m->key = dst + used;
+		memcpy(m->key, v[copied].key, m->key_len);
+		m->headers = dst + used + m->key_len;
+		memcpy(m->headers, v[copied].headers, m->headers_len);
+		m->value = dst + used + m->key_len + m->headers_len;
+		memcpy(m->value, v[copied].value, m->value_len);
+		used += need;
+	}
+	if (copied < n)
+		rewind_from(c, v, n, copied);
+	ok = bus_consumer_check(c, v, copied);
+	return ok;
+}
+
+int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h)
+{
+	const uint8_t *p, *end;
+
+	if (!v || !h || i >= v->header_count)
+		return -EINVAL;
+	p = v->headers;
+	end = p + v->headers_len;
+	for (uint32_t j = 0;; j++) {
+		uint16_t nl;
+		uint32_t vl;
+		if (end - p < 6)
+			return -BUS_ECORRUPT;
+		memcpy(&nl, p, 2);
+		memcpy(&vl, p + 2, 4);
+		if ((uint64_t)(end - p - 6) < (uint64_t)nl + vl)
+			return -BUS_ECORRUPT;
+		if (j == i) {
+			h->name = (const char *)p + 6;
+			h->name_len = nl;
+			h->value = p + 6 + nl;
+			h->value_len = vl;
+			return 0;
+		}
+		p += 6 + (size_t)nl + vl;
+	}
+}
+
+/* ------------------------------------------------------------- seeking */
+
+static int earliest(struct bus_cpart *cp, uint64_t *pos, uint64_t *off)
+{
+	for (int tries = 0; tries < 1000; tries++)
+		if (bus_ring_earliest(cp->r, pos, off) == 0)
+			return 0;
+	return -EAGAIN;
+}
+
+/* Position @cp at the checkpoint nearest below @target and pass over the
+ * records before it.  -ERANGE when @target is not in the ring. */
+static int seek_offset(struct bus_cpart *cp, uint64_t target)
+{
+	struct bus_ring_hdr *h = cp->r->hdr;
+	uint64_t epos, eoff, next, bpos, boff;
+	int err = earliest(cp, &epos, &eoff);
+
+	if (err)
+		return err;
+	next = ld_acquire(&h->tail.off) & ~BUS_TAIL_EXCL;
+	if (target < eoff || target > next)
+		return -ERANGE;
+	bpos = epos;
+	boff = eoff;
+	for (uint32_t i = 0; i < BUS_CKPT_N; i++) {
+		uint64_t p1 = ld_acquire(&h->ckpt[i].pos);
+		uint64_t o = ld_acquire(&h->ckpt[i].off);
+		uint64_t p2 = ld_acquire(&h->ckpt[i].pos);
+		if (p1 != p2 || p1 == BUS_CKPT_EMPTY || p1 < epos || o > target || o < boff)
+			continue;
+		bpos = p1;
+		boff = o;
+	}
+	cp->pos = bpos;
+	cp->off = boff;
+	cp->skip_below = target;
+	cp->lost_pending = 0;
+	gating_publish(cp);
+	return 0;
+}
+
+/* Walk committed frames from the earliest to the first record whose
+ * timestamp is at or after @ts. */
+static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		struct bus_ring *r = cp->r;
+		uint64_t pos, off;
+		int err = earliest(cp, &pos, &off);
+
+		if (err)
+			return err;
+		for (;;) {
+			struct bus_frame *f = frame_at(r, pos);
+			uint64_t w = ld_acquire(&f->commit);
+			uint32_t len = BUS_COMMIT_LEN(w), type = BUS_COMMIT_TYPE(w);
+			int64_t fts;
+
+			if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)off || len < BUS_FRAME_ALIGN ||
+			    len % BUS_FRAME_ALIGN || len > r->size - (pos & r->mask))
+				break; /* the end, or lapped (checked below) */
+			if (type == BUS_FRAME_PAD) {
+				pos += len;
+				continue;
+			}
+			fts = f->timestamp;
+			if (type == BUS_FRAME_DATA && fts >= ts)
+				break;
+			pos += len;
+			off++;
+		}
+		atomic_thread_fence(memory_order_acquire);
+		if (!whole(r, pos, ld_relaxed(&r->hdr->tail.pos)))
+			continue;
+		cp->pos = pos;
+		cp->off = off;
+		cp->skip_below = 0;
+		cp->lost_pending = 0;
+		gating_publish(cp);
+		(void)c;
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
+		    int64_t value)
+{
+	uint64_t pos, off;
+	int err;
+
+	cp->stall_since = 0;
+	switch (whence) {
+	case BUS_SEEK_EARLIEST:
+		err = earliest(cp, &pos, &off);
+		if (err)
+			return err;
+		cp->pos = pos;
+		cp->off = off;
+		cp->skip_below = 0;
+		cp->lost_pending = 0;
+		gating_publish(cp);
+		return 0;
+	case BUS_SEEK_LATEST:
+		return seek_offset(cp, ld_acquire(&cp->r->hdr->tail.off) & ~BUS_TAIL_EXCL);
+	case BUS_SEEK_OFFSET:
+		if (value < 0)
+			return -ERANGE;
+		return seek_offset(cp, (uint64_t)value);
+	case BUS_SEEK_TIME:
+		return seek_time(c, cp, value);
+	}
+	return -EINVAL;
+}
+
+int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,
+		      int64_t value)
+{
+	int err;
+
+	if (!c)
+		return -EINVAL;
+	if ((err = bus_topic_check(c->t)) != 0)
+		return err;
+	for (uint32_t i = 0; i < c->nparts; i++) {
+		struct bus_cpart *cp = &c->parts[i];
+		if (partition != BUS_PARTITION_ANY && cp->idx != (uint32_t)partition)
+			continue;
+		err = seek_one(c, cp, whence, value);
+		if (err)
+			return err;
+		if (partition != BUS_PARTITION_ANY)
+			return 0;
+	}
+	return partition == BUS_PARTITION_ANY ? 0 : -ENOENT;
+}
+
+int bus_consumer_position(struct bus_consumer *c, uint32_t partition, uint64_t *offset)
+{
+	if (!c || !offset)
+		return -EINVAL;
+	for (uint32_t i = 0; i < c->nparts; i++) {
+		if (c->parts[i].idx == partition) {
+			struct bus_cpart *cp = &c->parts[i];
+			*offset = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+void bus_consumer_stats(const struct bus_consumer *c, struct bus_consumer_stats *out)
+{
+	if (c && out)
+		*out = c->stats;
+}
+
+/* ------------------------------------------------------- open and close */
+
+static int gating_claim(struct bus_cpart *cp)
+{
+	struct bus_ring_hdr *h = cp->r->hdr;
+	int32_t self = getpid();
+
+	for (unsigned i = 0; i < BUS_GATING_MAX; i++) {
+		int32_t pid = ld_relaxed(&h->gating[i].pid);
+		if (pid && bus_pid_alive(pid))
+			continue;
+		/* The slot's old pos may be read by a producer for a moment:
+		 * it is older than ours, so it only makes the producer wait. */
+		if (atomic_compare_exchange_strong(&h->gating[i].pid, &pid, self)) {
+			cp->gslot = (int)i;
+			gating_publish(cp);
+			return 0;
+		}
+		i--; /* raced: look at this slot again */
+	}
+	return -ENOSPC;
+}
+
+void bus_consumer_close(struct bus_consumer *c)
+{
+	if (!c)
+		return;
+	for (uint32_t i = 0; c->parts && i < c->nparts; i++) {
+		struct bus_cpart *cp = &c->parts[i];
+		if (cp->gslot >= 0)
+			st_release(&cp->r->hdr->gating[cp->gslot].pid, 0);
+	}
+	bus_topic_put(c->t);
+	free(c->parts);
+	free(c);
+}
+
+int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consumer_opts *opts,
+		      struct bus_consumer **out)
+{
+	struct bus_consumer_opts def = { .partition = BUS_PARTITION_ANY };
+	struct bus_consumer *c;
+	int err;
+
+	if (!b || !out)
+		return -EINVAL;
+	if (!opts)
+		opts = &def;
+	if (opts->wait > BUS_WAIT_SLEEP || opts->start > BUS_SEEK_LATEST ||
+	    (opts->flags & ~BUS_CONSUMER_GATING))
+		return -EINVAL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->b = b;
+	c->wait = opts->wait;
+	c->spin_count = opts->spin_count ? opts->spin_count : 1000;
+	err = bus_topic_get(b, topic, &c->t);
+	if (err) {
+		free(c);
+		return err;
+	}
+	if (opts->partition != BUS_PARTITION_ANY &&
+	    (opts->partition < 0 || (uint32_t)opts->partition >= c->t->cfg.partitions)) {
+		bus_topic_put(c->t);
+		free(c);
+		return opts->partition < 0 ? -EINVAL : -ENOENT;
+	}
+	c->nparts = opts->partition == BUS_PARTITION_ANY ? c->t->cfg.partitions : 1;
+	c->parts = calloc(c->nparts, sizeof(*c->parts));
+	if (!c->parts) {
+		bus_topic_put(c->t);
+		free(c);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < c->nparts; i++) {
+		struct bus_cpart *cp = &c->parts[i];
+		cp->idx = opts->partition == BUS_PARTITION_ANY ? i : (uint32_t)opts->partition;
+		cp->r = &c->t->rings[cp->idx];
+		cp->gslot = -1;
+		err = seek_one(c, cp, opts->start, 0);
+		if (!err && (opts->flags & BUS_CONSUMER_GATING))
+			err = gating_claim(cp);
+		if (err) {
+			c->nparts = i + 1;
+			bus_consumer_close(c);
+			return err;
+		}
+	}
+	*out = c;
+	return 0;
+}

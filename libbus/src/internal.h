@@ -1,0 +1,204 @@
+/* internal.h - process-local structures of libbus, shared by its sources.
+ * Nothing here is exported (see libbus.map). */
+#ifndef BUS_INTERNAL_H
+#define BUS_INTERNAL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <urcu-bp.h>
+#include <urcu/rculfhash.h>
+
+#include "layout.h"
+
+#define BUS_LIKELY(x) __builtin_expect(!!(x), 1)
+#define BUS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Internal invariant broken (a bug, not bad input): abort with the place. */
+#define BUS_DIE(msg)                                                               \
+	do {                                                                       \
+		fprintf(stderr, "libbus: fatal: %s at %s:%d\n", (msg), __FILE__, __LINE__); \
+		abort();                                                           \
+	} while (0)
+
+/* ------------------------------------------------------------- atomics */
+
+#define ld_relaxed(p) atomic_load_explicit((p), memory_order_relaxed)
+#define ld_acquire(p) atomic_load_explicit((p), memory_order_acquire)
+#define st_relaxed(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
+#define st_release(p, v) atomic_store_explicit((p), (v), memory_order_release)
+
+/*
+ * bus_tail_cas() - 16-byte compare-and-swap of {pos, off}: the one atomic
+ * operation of a concurrent claim.  On failure *pos and *off receive the
+ * current values.  Full barrier on x86 (lock prefix).
+ */
+static inline bool bus_tail_cas(struct bus_tail *t, uint64_t *pos, uint64_t *off, uint64_t npos,
+				uint64_t noff)
+{
+#if defined(__x86_64__)
+	bool ok;
+	__asm__ __volatile__("lock cmpxchg16b %1"
+			     : "=@ccz"(ok), "+m"(*t), "+a"(*pos), "+d"(*off)
+			     : "b"(npos), "c"(noff)
+			     : "memory");
+	return ok;
+#else
+	unsigned __int128 exp = ((unsigned __int128)*off << 64) | *pos;
+	unsigned __int128 des = ((unsigned __int128)noff << 64) | npos;
+	bool ok = __atomic_compare_exchange_n((unsigned __int128 *)(void *)t, &exp, des, false,
+					      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	*pos = (uint64_t)exp;
+	*off = (uint64_t)(exp >> 64);
+	return ok;
+#endif
+}
+
+static inline int64_t bus_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static inline int64_t bus_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+/* --------------------------------------------------------------- bus */
+
+struct bus {
+	char name[BUS_NAME_MAX + 1];
+	char *shm_dir;
+	char *data_dir;
+	unsigned flags;
+	bus_log_fn log;
+	void *log_ctx;
+	uint64_t stuck_claim_ns;
+	int ctl_fd;
+	struct bus_ctl_hdr *ctl;
+	struct cds_lfht *topics; /* name -> struct bus_topic, RCU */
+};
+
+void bus_log(const struct bus *b, enum bus_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static inline struct bus_topic_slot *bus_slot(const struct bus *b, uint32_t i)
+{
+	return (struct bus_topic_slot *)((char *)b->ctl + BUS_CTL_TOPICS_OFF) + i;
+}
+
+bool bus_name_valid(const char *name);
+bool bus_pid_alive(int32_t pid);
+
+/* ---------------------------------------------------------------- shm */
+
+struct bus_map {
+	void *addr;
+	size_t len;
+	int huge; /* 1: hugetlbfs; 2: THP requested; 0: normal pages */
+};
+
+/* Create @path exclusively with @size bytes reserved (fallocate), bound to
+ * @numa_node (-1: none), pre-faulted, mapped shared.  Removes the file on
+ * failure.  Returns 0 or -errno (-EEXIST, -ENOSPC, -ENODEV, -EACCES...). */
+int bus_shm_create(const struct bus *b, const char *path, uint64_t size, int numa_node,
+		   struct bus_map *m);
+/* Map an existing file, checking that it holds at least @min bytes.
+ * Returns 0, -ENOENT, -EACCES, -BUS_ECORRUPT (too short). */
+int bus_shm_attach(const char *path, uint64_t min, struct bus_map *m, uint64_t *size_out);
+void bus_shm_unmap(struct bus_map *m);
+/* Size a file must have to hold @bytes on the file system of @dir. */
+uint64_t bus_shm_round(const struct bus *b, uint64_t bytes);
+
+/* -------------------------------------------------------------- rings */
+
+struct bus_ring {
+	struct bus_ring_hdr *hdr;
+	uint8_t *data;
+	uint64_t size;
+	uint64_t mask;
+	struct bus_map map;
+};
+
+void bus_ring_path(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
+		   char *buf, size_t len);
+int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
+		    const struct bus_topic_cfg_disk *cfg, struct bus_ring *r);
+int bus_ring_attach(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
+		    const struct bus_topic_cfg_disk *cfg, struct bus_ring *r);
+void bus_ring_detach(struct bus_ring *r);
+
+/* Low-water mark: producers may write below lw + ring_size.  Returns
+ * UINT64_MAX when nothing gates.  Sets *nodaemon when the spiller gates but
+ * is not running. */
+uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool *nodaemon);
+/* Earliest whole frame of the ring: its position and offset.  Returns 0 or
+ * -EAGAIN (the producers moved too fast; retry). */
+int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off);
+/* Repair the unpublished claim at @pos (expected offset @off) if its owner
+ * is dead, or if @force (stalled past the timeout).  Returns 1 when
+ * repaired, 0 when not (yet), negative on corruption. */
+int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force);
+/* Zero the commit word at @pos unless it already holds a frame of offset
+ * @next_off (see ring.c). */
+void bus_ring_zero_ahead(struct bus_ring *r, uint64_t pos, uint64_t next_off);
+void bus_ring_checkpoint(struct bus_ring *r, uint64_t start, uint64_t end, uint64_t next_off);
+
+/* ------------------------------------------------------------- topics */
+
+struct bus_topic {
+	struct cds_lfht_node node;
+	struct rcu_head rcu;
+	struct bus *bus;
+	char name[BUS_NAME_MAX + 1];
+	uint32_t slot;
+	uint32_t gen;
+	uint64_t ready_word; /* the slot's state word while this handle is valid */
+	struct bus_topic_slot *ts;
+	struct bus_topic_cfg_disk cfg;
+	_Atomic long refs;
+	struct bus_ring *rings; /* cfg.partitions */
+};
+
+/* Take a reference on the handle of topic @name (opening it on first use).
+ * Returns 0, -ENOENT, -BUS_ECORRUPT, -ENOMEM. */
+int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out);
+void bus_topic_put(struct bus_topic *t);
+/* 0 while the topic is the one this handle opened, else -BUS_ESTALE. */
+static inline int bus_topic_check(const struct bus_topic *t)
+{
+	return BUS_LIKELY(ld_relaxed(&t->ts->state) == t->ready_word) ? 0 : -BUS_ESTALE;
+}
+void bus_topics_fini(struct bus *b);
+void bus_cfg_to_disk(const struct bus_topic_config *c, struct bus_topic_cfg_disk *d);
+void bus_cfg_from_disk(const struct bus_topic_cfg_disk *d, struct bus_topic_config *c);
+
+/* --------------------------------------------------------------- wait */
+
+/* Wake every consumer sleeping on topic @ts, if any announced itself. */
+void bus_wake_slow(struct bus_topic_slot *ts);
+static inline void bus_wake(struct bus_topic_slot *ts, bool fenced)
+{
+	/* See wait.c: with membarrier registration the plain load suffices;
+	 * without, a full fence orders the commit store before it. */
+	if (BUS_UNLIKELY(fenced))
+		atomic_thread_fence(memory_order_seq_cst);
+	if (BUS_UNLIKELY(ld_relaxed(&ts->sleepers) != 0))
+		bus_wake_slow(ts);
+}
+/* Register this process for asymmetric fences.  Returns true when the
+ * producer may skip the fence in bus_wake(). */
+bool bus_wait_register_producer(void);
+/* Sleep until woken, @check() returns true, or @deadline_ns (monotonic;
+ * < 0: none).  Announces the sleeper, then re-checks (see wait.c). */
+void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
+		    int64_t deadline_ns);
+
+#endif

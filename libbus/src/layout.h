@@ -1,0 +1,247 @@
+/* layout.h - the shared-memory layout of a bus: control region, partition
+ * ring files and frames.  Written once, here; the library, busd and the tools
+ * all include it.  Every struct is fixed-width, holds offsets (never
+ * pointers), and is checked by _Static_assert.
+ *
+ * Files (under the bus's shm dir):
+ *   bus.<bus>.ctl                    control region
+ *   bus.<bus>.<topic>.<gen>.<part>   one ring per partition
+ *
+ * Versioning: a magic that also reveals byte order, a layout version, and a
+ * signature computed from the sizes and hot offsets of these structs, so a
+ * build with another layout refuses to attach.  The creator stores `ready`
+ * (= BUS_LAYOUT_VERSION) last, with release; attachers wait for it.
+ */
+#ifndef BUS_LAYOUT_H
+#define BUS_LAYOUT_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <bus/bus.h>
+
+#define BUS_CACHELINE 64
+#define BUS_LAYOUT_VERSION 1u
+/* "BUSCTL" + 0x00 0x01 read as a little-endian u64: a byte-swapped host
+ * sees another value and refuses. */
+#define BUS_CTL_MAGIC 0x01004c5443535542ull
+#define BUS_RING_MAGIC 0x0100474e49525542ull /* "BURING" 0 1 */
+
+/* ------------------------------------------------------- control region */
+
+enum bus_slot_state {
+	BUS_SLOT_FREE = 0,     /* never used: ends a probe sequence */
+	BUS_SLOT_CREATING = 1, /* claimed by `pid`, rings being made */
+	BUS_SLOT_READY = 2,    /* published: name and config immutable */
+	BUS_SLOT_DELETING = 3, /* being deleted by `pid` */
+	BUS_SLOT_DELETED = 4,  /* tombstone: reusable, does not end a probe */
+};
+
+/* Slot state word: state (8 bits) | generation (24 bits) | pid (32 bits).
+ * The pid is the creator or deleter (0 when READY); the generation bumps
+ * on each claim, so ring file names and handles of a re-created topic
+ * differ from the old one's. */
+#define BUS_SLOT_WORD(st, gen, pid) \
+	((uint64_t)(st) | ((uint64_t)((gen)&0xffffffu) << 8) | ((uint64_t)(uint32_t)(pid) << 32))
+#define BUS_SLOT_STATE(w) ((uint32_t)((w)&0xffu))
+#define BUS_SLOT_GEN(w) ((uint32_t)(((w) >> 8) & 0xffffffu))
+#define BUS_SLOT_PID(w) ((int32_t)(uint32_t)((w) >> 32))
+
+/* A topic's config as stored in shared memory and on disk. */
+struct bus_topic_cfg_disk {
+	uint32_t partitions;
+	uint32_t flags;
+	uint64_t ring_size;
+	uint64_t retention_ms;
+	uint64_t retention_bytes;
+	uint32_t overflow;
+	int32_t numa_node;
+};
+
+struct bus_topic_slot {
+	/* Line 0: written by creators and deleters only. */
+	alignas(BUS_CACHELINE) _Atomic uint64_t state; /* BUS_SLOT_WORD */
+	uint32_t name_hash;
+	uint32_t reserved0;
+	int64_t created_ns;
+	struct bus_topic_cfg_disk cfg; /* 40 bytes */
+	/* Line 1: the name. */
+	alignas(BUS_CACHELINE) char name[BUS_NAME_MAX + 1];
+	/* Line 2: the topic's futex, shared by its partitions.  Sleeping
+	 * consumers increment `sleepers` and wait on `wake_seq`; producers bump
+	 * `wake_seq` and call FUTEX_WAKE only when `sleepers` != 0 (see
+	 * wait.c for the orderings). */
+	alignas(BUS_CACHELINE) _Atomic uint32_t wake_seq;
+	_Atomic uint32_t sleepers;
+	char pad[BUS_CACHELINE - 8];
+};
+_Static_assert(sizeof(struct bus_topic_slot) == 3 * BUS_CACHELINE, "topic slot size");
+_Static_assert(offsetof(struct bus_topic_slot, wake_seq) == 2 * BUS_CACHELINE, "futex line");
+
+struct bus_ctl_hdr {
+	/* Line 0: identity, written once by the creator before `ready`. */
+	uint64_t magic;
+	uint32_t layout_version;
+	uint32_t hdr_size;   /* sizeof(struct bus_ctl_hdr) */
+	uint64_t signature;  /* bus_layout_signature() */
+	uint64_t file_size;
+	uint64_t topics_off; /* from the start of the file */
+	uint32_t topics_max;
+	uint32_t topic_slot_size;
+	int32_t creator_pid;
+	_Atomic uint32_t ready; /* BUS_LAYOUT_VERSION, stored last (release) */
+	/* Line 1: the daemon (busd) publishes itself here. */
+	alignas(BUS_CACHELINE) _Atomic int32_t daemon_pid;
+	uint32_t reserved1;
+	_Atomic uint64_t daemon_heartbeat_ns;
+	/* Line 2: the bus name, for tools. */
+	alignas(BUS_CACHELINE) char bus_name[BUS_NAME_MAX + 1];
+};
+_Static_assert(sizeof(struct bus_ctl_hdr) == 3 * BUS_CACHELINE, "ctl header size");
+
+#define BUS_CTL_TOPICS_OFF 4096u
+#define BUS_CTL_SIZE (BUS_CTL_TOPICS_OFF + BUS_TOPICS_MAX * sizeof(struct bus_topic_slot))
+
+/* ----------------------------------------------------------------- ring
+ *
+ * A partition ring file is the ring data (ring_size bytes, a power of two,
+ * at offset 0 so that it is huge-page aligned) followed by the ring header.
+ *
+ * Positions are free-running byte counters (never masked in shared memory;
+ * the byte of position p lives at data[p & (ring_size - 1)]).  Offsets are
+ * free-running record counters.  tail.pos is the end of the last claim and
+ * tail.off the offset the next record gets; both only grow.
+ *
+ * The region [tail.pos - ring_size + BUS_FRAME_ALIGN, tail.pos) holds the
+ * last lap.  A frame starting at p is whole as long as
+ *     tail.pos + BUS_FRAME_ALIGN <= p + ring_size            (I1)
+ * because every write to the data (a claimed frame, or the zeroing of the
+ * commit word just past a frame, see ring.c) lands below
+ * tail.pos + BUS_FRAME_ALIGN.  Readers validate I1 after reading (seqlock).
+ */
+
+/* Frame alignment; also the size of a commit word. */
+#define BUS_FRAME_ALIGN 8u
+
+enum bus_frame_type {
+	BUS_FRAME_DATA = 1, /* a record; consumes an offset */
+	BUS_FRAME_PAD = 2,  /* fills to the end of the ring; no offset */
+	BUS_FRAME_LOST = 3, /* an aborted or repaired claim; consumes an offset */
+};
+
+/* Commit word: tag (low 32 bits of the offset; for PAD the offset of the
+ * next record) | length (30 bits) | type (2 bits).  Zero means "nothing
+ * published here in this lap".  Stored last, with release. */
+#define BUS_COMMIT(type, len, tag) \
+	((uint64_t)(uint32_t)(tag) | ((uint64_t)((len)&0x3fffffffu) << 32) | ((uint64_t)(type) << 62))
+#define BUS_COMMIT_TAG(w) ((uint32_t)(w))
+#define BUS_COMMIT_LEN(w) ((uint32_t)(((w) >> 32) & 0x3fffffffu))
+#define BUS_COMMIT_TYPE(w) ((uint32_t)((w) >> 62))
+
+/* Claim word: tag | pid << 32.  Stored (release) right after the claim and
+ * the sizes, so that whoever finds the frame unpublished knows its owner
+ * and its length. */
+#define BUS_CLAIM(pid, tag) ((uint64_t)(uint32_t)(tag) | ((uint64_t)(uint32_t)(pid) << 32))
+#define BUS_CLAIM_TAG(w) ((uint32_t)(w))
+#define BUS_CLAIM_PID(w) ((int32_t)(uint32_t)((w) >> 32))
+
+struct bus_frame {
+	_Atomic uint64_t commit; /* BUS_COMMIT, release-stored last */
+	_Atomic uint64_t claim;  /* BUS_CLAIM */
+	uint64_t offset;
+	int64_t timestamp;
+	uint32_t key_len;
+	uint32_t headers_len;
+	uint32_t value_len;
+	uint32_t header_count;
+	/* key, headers, value follow; the frame is padded to BUS_FRAME_ALIGN */
+};
+#define BUS_FRAME_HDR ((uint32_t)sizeof(struct bus_frame))
+_Static_assert(sizeof(struct bus_frame) == 48, "frame header size");
+_Static_assert(BUS_FRAME_HDR % BUS_FRAME_ALIGN == 0, "frame header alignment");
+
+/* The exclusive bit of tail.off: a single-writer producer owns the
+ * partition; concurrent producers' CAS sees it and refuses. */
+#define BUS_TAIL_EXCL (1ull << 63)
+
+struct bus_tail {
+	_Atomic uint64_t pos;
+	_Atomic uint64_t off; /* | BUS_TAIL_EXCL */
+};
+
+struct bus_gating {
+	alignas(BUS_CACHELINE) _Atomic uint64_t pos; /* consumed up to here */
+	_Atomic int32_t pid;                         /* 0: slot free */
+	uint32_t reserved;
+};
+
+/* Checkpoints: the ring is cut into BUS_CKPT_N chunks; the producer whose
+ * frame ends in a new chunk records where the next frame starts and its
+ * offset.  Lapped readers and seeks start from them instead of scanning. */
+#define BUS_CKPT_N 256u
+#define BUS_CKPT_EMPTY UINT64_MAX
+struct bus_ckpt {
+	_Atomic uint64_t pos;
+	_Atomic uint64_t off;
+};
+
+struct bus_ring_hdr {
+	/* Line 0: identity, written once by the creator before `ready`. */
+	alignas(BUS_CACHELINE) uint64_t magic;
+	uint32_t layout_version;
+	uint32_t hdr_size;
+	uint64_t signature;
+	uint64_t ring_size;
+	uint32_t partition;
+	uint32_t topic_gen;
+	int32_t creator_pid;
+	_Atomic uint32_t ready;
+	/* Line 1: the tail, written by producers (16-byte CAS, or plain stores
+	 * by the exclusive producer). */
+	alignas(BUS_CACHELINE) struct bus_tail tail;
+	_Atomic int32_t excl_pid;
+	/* Line 2: the spiller (busd). */
+	alignas(BUS_CACHELINE) _Atomic uint64_t spill_pos;
+	_Atomic uint64_t spill_off;
+	_Atomic int32_t spiller_pid;
+	/* Line 3: counters. */
+	alignas(BUS_CACHELINE) _Atomic uint64_t repaired;
+	_Atomic uint64_t replicated_off;
+	/* Gating consumers, a line each. */
+	struct bus_gating gating[BUS_GATING_MAX];
+	struct bus_ckpt ckpt[BUS_CKPT_N];
+};
+_Static_assert(offsetof(struct bus_ring_hdr, tail) == BUS_CACHELINE, "tail line");
+_Static_assert(offsetof(struct bus_ring_hdr, tail) % 16 == 0, "16-byte CAS alignment");
+_Static_assert(offsetof(struct bus_ring_hdr, spill_pos) == 2 * BUS_CACHELINE, "spill line");
+
+#define BUS_RING_HDR_SIZE 8192u
+_Static_assert(sizeof(struct bus_ring_hdr) <= BUS_RING_HDR_SIZE, "ring header fits");
+
+/** bus_layout_signature() - a hash of the sizes and offsets above. */
+static inline uint64_t bus_layout_signature(void)
+{
+	const uint64_t parts[] = {
+		sizeof(struct bus_ctl_hdr), sizeof(struct bus_topic_slot),
+		sizeof(struct bus_topic_cfg_disk), sizeof(struct bus_ring_hdr),
+		sizeof(struct bus_frame), offsetof(struct bus_ring_hdr, tail),
+		offsetof(struct bus_ring_hdr, gating), offsetof(struct bus_ring_hdr, ckpt),
+		offsetof(struct bus_topic_slot, name), BUS_CKPT_N, BUS_GATING_MAX,
+		BUS_TOPICS_MAX, BUS_NAME_MAX,
+	};
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+		h ^= parts[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static inline uint32_t bus_align8(uint64_t n)
+{
+	return (uint32_t)((n + BUS_FRAME_ALIGN - 1) & ~(uint64_t)(BUS_FRAME_ALIGN - 1));
+}
+
+#endif

@@ -1,0 +1,425 @@
+/* producer.c - appending records: claim, write, commit (see ring.c for the
+ * protocol and its orderings R1-R3). */
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+struct bus_pstate {
+	struct bus_ring *r;
+	uint64_t limit; /* claims may end at or below limit - BUS_FRAME_ALIGN */
+	bool excl;      /* exclusive ownership held */
+	uint64_t pos;   /* exclusive mode: our copy of the tail */
+	uint64_t off;
+};
+
+struct bus_producer {
+	struct bus *b;
+	struct bus_topic *t;
+	unsigned flags;
+	int64_t block_timeout_ns;
+	bool gated;       /* block policy, or persistent (spill cursor) */
+	bool persistent;
+	bool fenced;      /* no membarrier: fence before checking sleepers */
+	bool claim_open;
+	int32_t pid;
+	uint32_t rr;
+	struct bus_pstate *parts;
+};
+
+int bus_producer_open(struct bus *b, const char *topic, const struct bus_producer_opts *opts,
+		      struct bus_producer **out)
+{
+	struct bus_producer *p;
+	int err;
+
+	if (!b || !out)
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	err = bus_topic_get(b, topic, &p->t);
+	if (err) {
+		free(p);
+		return err;
+	}
+	p->b = b;
+	if (opts) {
+		p->flags = opts->flags;
+		p->block_timeout_ns = opts->block_timeout_ns;
+	}
+	p->persistent = !(p->t->cfg.flags & BUS_TOPIC_EPHEMERAL);
+	p->gated = p->persistent || p->t->cfg.overflow == BUS_OVERFLOW_BLOCK;
+	p->fenced = !bus_wait_register_producer();
+	p->pid = getpid();
+	p->parts = calloc(p->t->cfg.partitions, sizeof(*p->parts));
+	if (!p->parts) {
+		bus_topic_put(p->t);
+		free(p);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < p->t->cfg.partitions; i++) {
+		p->parts[i].r = &p->t->rings[i];
+		p->parts[i].limit = 0; /* computed at the first append */
+	}
+	*out = p;
+	return 0;
+}
+
+/* Clear the exclusive bit of a dead (or our own departing) owner. */
+static void excl_clear(struct bus_ring_hdr *h)
+{
+	uint64_t pos = ld_relaxed(&h->tail.pos), off = ld_relaxed(&h->tail.off);
+
+	while (off & BUS_TAIL_EXCL)
+		if (bus_tail_cas(&h->tail, &pos, &off, pos, off & ~BUS_TAIL_EXCL))
+			break;
+}
+
+/* Free a partition whose exclusive owner died.  Returns true if it did. */
+static bool excl_reap(struct bus_ring_hdr *h)
+{
+	int32_t pid = ld_acquire(&h->excl_pid);
+
+	if (pid && bus_pid_alive(pid))
+		return false;
+	if (pid && !atomic_compare_exchange_strong(&h->excl_pid, &pid, 0))
+		return true; /* someone else changed it: look again */
+	excl_clear(h);
+	return true;
+}
+
+static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
+{
+	struct bus_ring_hdr *h = ps->r->hdr;
+	uint64_t pos, off;
+
+	for (;;) {
+		int32_t pid = ld_acquire(&h->excl_pid);
+		if (pid == p->pid || (pid && bus_pid_alive(pid)))
+			return -BUS_EBUSY;
+		if (atomic_compare_exchange_strong(&h->excl_pid, &pid, p->pid))
+			break;
+	}
+	pos = ld_relaxed(&h->tail.pos);
+	off = ld_relaxed(&h->tail.off);
+	while (!bus_tail_cas(&h->tail, &pos, &off, pos, off | BUS_TAIL_EXCL))
+		;
+	/* From here on no concurrent producer's CAS can succeed: they all see
+	 * the bit.  A claim made before it completes on its own. */
+	ps->pos = pos;
+	ps->off = off & ~BUS_TAIL_EXCL;
+	ps->excl = true;
+	return 0;
+}
+
+void bus_producer_close(struct bus_producer *p)
+{
+	if (!p)
+		return;
+	for (uint32_t i = 0; i < p->t->cfg.partitions; i++) {
+		struct bus_pstate *ps = &p->parts[i];
+		if (ps->excl) {
+			int32_t self = p->pid;
+			excl_clear(ps->r->hdr);
+			atomic_compare_exchange_strong(&ps->r->hdr->excl_pid, &self, 0);
+		}
+	}
+	bus_topic_put(p->t);
+	free(p->parts);
+	free(p);
+}
+
+/* Wait until a claim ending at @end fits under the low-water mark. */
+static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t end)
+{
+	int64_t deadline = -1;
+	unsigned spins = 0;
+
+	for (;;) {
+		bool nodaemon;
+		uint64_t lw = bus_ring_low_water(ps->r, p->persistent, &nodaemon);
+		/* Overwrite topics are gated only by the spiller. */
+		if (p->t->cfg.overflow == BUS_OVERFLOW_OVERWRITE && p->persistent) {
+			uint64_t sp = ld_acquire(&ps->r->hdr->spill_pos);
+			nodaemon = !bus_pid_alive(ld_acquire(&ps->r->hdr->spiller_pid));
+			lw = sp;
+		}
+		ps->limit = lw > UINT64_MAX - ps->r->size ? UINT64_MAX : lw + ps->r->size;
+		if (end + BUS_FRAME_ALIGN <= ps->limit)
+			return 0;
+		if (nodaemon)
+			return -BUS_ENODAEMON;
+		if (p->flags & BUS_PRODUCER_NONBLOCK)
+			return -EAGAIN;
+		if (bus_topic_check(p->t))
+			return -BUS_ESTALE;
+		if (deadline < 0 && p->block_timeout_ns > 0)
+			deadline = bus_mono_ns() + p->block_timeout_ns;
+		if (deadline >= 0 && bus_mono_ns() > deadline)
+			return -ETIMEDOUT;
+		if (++spins < 100) {
+			sched_yield();
+		} else {
+			struct timespec ts = { 0, 20000 };
+			nanosleep(&ts, NULL);
+		}
+	}
+}
+
+/* Claim @flen bytes in partition @ps: returns the frame position in *fpos
+ * and its offset in *off.  Writes the padding frame when the claim wraps. */
+static int reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *fpos,
+		   uint64_t *off)
+{
+	struct bus_ring *r = ps->r;
+	struct bus_ring_hdr *h = r->hdr;
+	uint64_t pos, o, end, pad;
+	int err;
+
+	if (BUS_UNLIKELY(flen > r->size / 2))
+		return -EMSGSIZE;
+	if (p->flags & BUS_PRODUCER_EXCLUSIVE) {
+		if (BUS_UNLIKELY(!ps->excl) && (err = excl_acquire(p, ps)) != 0)
+			return err;
+		pos = ps->pos;
+		o = ps->off;
+		pad = r->size - (pos & r->mask);
+		pad = flen > pad ? pad : 0;
+		end = pos + pad + flen;
+		if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->limit) &&
+		    (err = wait_space(p, ps, end)) != 0)
+			return err;
+		st_relaxed(&h->tail.pos, end);
+		st_relaxed(&h->tail.off, (o + 1) | BUS_TAIL_EXCL);
+		/* R1: the new tail before any byte of the frame (seqlock). */
+		atomic_thread_fence(memory_order_release);
+		ps->pos = end;
+		ps->off = o + 1;
+	} else {
+		pos = ld_relaxed(&h->tail.pos);
+		o = ld_relaxed(&h->tail.off);
+		for (;;) {
+			if (BUS_UNLIKELY(o & BUS_TAIL_EXCL)) {
+				if (!excl_reap(h))
+					return -BUS_EBUSY;
+				pos = ld_relaxed(&h->tail.pos);
+				o = ld_relaxed(&h->tail.off);
+				continue;
+			}
+			pad = r->size - (pos & r->mask);
+			pad = flen > pad ? pad : 0;
+			end = pos + pad + flen;
+			if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->limit)) {
+				if ((err = wait_space(p, ps, end)) != 0)
+					return err;
+			}
+			/* The locked CAS is a full barrier: it is R1 too. */
+			if (bus_tail_cas(&h->tail, &pos, &o, end, o + 1))
+				break;
+		}
+	}
+	if (pad) {
+		struct bus_frame *pf = (struct bus_frame *)(r->data + (pos & r->mask));
+		struct bus_frame *nf = (struct bus_frame *)r->data;
+		/* Our frame starts the next lap: clear its stale commit word
+		 * before the padding sends readers there. */
+		st_relaxed(&nf->commit, 0);
+		st_release(&pf->commit, BUS_COMMIT(BUS_FRAME_PAD, pad, o)); /* R3 */
+		bus_ring_checkpoint(r, pos, pos + pad, o);
+	}
+	*fpos = pos + pad;
+	*off = o;
+	return 0;
+}
+
+/* Publish the frame at @fpos: zero ahead, then the commit word. */
+static int publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t flen,
+		   uint64_t off, uint32_t type)
+{
+	struct bus_ring *r = ps->r;
+	struct bus_frame *f = (struct bus_frame *)(r->data + (fpos & r->mask));
+	uint64_t end = fpos + flen;
+	uint64_t cw = BUS_COMMIT(type, flen, off);
+
+	if (p->flags & BUS_PRODUCER_EXCLUSIVE) {
+		/* Sole writer: nobody else touches the next commit word. */
+		st_relaxed(&((struct bus_frame *)(r->data + (end & r->mask)))->commit, 0);
+		st_release(&f->commit, cw); /* R3: pairs with A3 in readers */
+	} else {
+		uint64_t w;
+		bus_ring_zero_ahead(r, end, off + 1);
+		w = ld_relaxed(&f->commit);
+		do {
+			if (BUS_COMMIT_TYPE(w) == BUS_FRAME_LOST && BUS_COMMIT_TAG(w) == (uint32_t)off)
+				return -BUS_EREPAIRED;
+			/* R3 (CAS with release): a repair in between fails it. */
+		} while (!atomic_compare_exchange_weak_explicit(&f->commit, &w, cw,
+								memory_order_release,
+								memory_order_relaxed));
+	}
+	bus_ring_checkpoint(r, fpos, end, off + 1);
+	bus_wake(p->t->ts, p->fenced);
+	return 0;
+}
+
+static int pick_partition(struct bus_producer *p, int32_t partition, const void *key,
+			  uint32_t key_len, uint32_t *out)
+{
+	uint32_t n = p->t->cfg.partitions;
+
+	if (partition >= 0) {
+		if ((uint32_t)partition >= n)
+			return -ENOENT;
+		*out = (uint32_t)partition;
+	} else if (partition != BUS_PARTITION_ANY) {
+		return -EINVAL;
+	} else if (key_len) {
+		*out = bus_partition_for_key(key, key_len, n);
+	} else {
+		*out = p->rr++ % n;
+	}
+	return 0;
+}
+
+static void frame_fill(struct bus_producer *p, struct bus_frame *f, uint64_t off, uint32_t key_len,
+		       uint32_t headers_len, uint32_t value_len, uint32_t header_count)
+{
+	f->offset = off;
+	f->key_len = key_len;
+	f->headers_len = headers_len;
+	f->value_len = value_len;
+	f->header_count = header_count;
+	/* R2: sizes before the claim word; pairs with A2 in the repairer. */
+	st_release(&f->claim, BUS_CLAIM(p->pid, off));
+}
+
+/* Encoded headers: per header u16 name_len, u32 value_len, name, value. */
+static uint64_t headers_size(const struct bus_header *hs, uint32_t n)
+{
+	uint64_t sz = 0;
+	for (uint32_t i = 0; i < n; i++)
+		sz += 6 + (uint64_t)hs[i].name_len + hs[i].value_len;
+	return sz;
+}
+
+static void headers_encode(uint8_t *dst, const struct bus_header *hs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(dst, &hs[i].name_len, 2);
+		memcpy(dst + 2, &hs[i].value_len, 4);
+		memcpy(dst + 6, hs[i].name, hs[i].name_len);
+		memcpy(dst + 6 + hs[i].name_len, hs[i].value, hs[i].value_len);
+		dst += 6 + hs[i].name_len + hs[i].value_len;
+	}
+}
+
+int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_record *rec,
+		uint32_t *out_partition, uint64_t *out_offset)
+{
+	struct bus_pstate *ps;
+	struct bus_frame *f;
+	uint64_t hlen, flen64, fpos, off;
+	uint32_t part;
+	uint8_t *payload;
+	int err;
+
+	if (BUS_UNLIKELY(!p || !rec || (rec->key_len && !rec->key) ||
+			 (rec->value_len && !rec->value) || (rec->header_count && !rec->headers) ||
+			 p->claim_open))
+		return -EINVAL;
+	if (BUS_UNLIKELY((err = bus_topic_check(p->t)) != 0))
+		return err;
+	err = pick_partition(p, partition, rec->key, rec->key_len, &part);
+	if (BUS_UNLIKELY(err))
+		return err;
+	ps = &p->parts[part];
+	hlen = rec->header_count ? headers_size(rec->headers, rec->header_count) : 0;
+	flen64 = (uint64_t)BUS_FRAME_HDR + rec->key_len + hlen + rec->value_len;
+	if (BUS_UNLIKELY(flen64 > ps->r->size / 2))
+		return -EMSGSIZE;
+	err = reserve(p, ps, bus_align8(flen64), &fpos, &off);
+	if (BUS_UNLIKELY(err))
+		return err;
+	f = (struct bus_frame *)(ps->r->data + (fpos & ps->r->mask));
+	frame_fill(p, f, off, rec->key_len, (uint32_t)hlen, rec->value_len, rec->header_count);
+	payload = (uint8_t *)(f + 1);
+	if (rec->key_len)
+		memcpy(payload, rec->key, rec->key_len);
+	if (hlen)
+		headers_encode(payload + rec->key_len, rec->headers, rec->header_count);
+	if (rec->value_len)
+		memcpy(payload + rec->key_len + hlen, rec->value, rec->value_len);
+	f->timestamp = rec->timestamp ? rec->timestamp : bus_now_ns();
+	err = publish(p, ps, fpos, bus_align8(flen64), off, BUS_FRAME_DATA);
+	if (BUS_UNLIKELY(err))
+		return err;
+	if (out_partition)
+		*out_partition = part;
+	if (out_offset)
+		*out_offset = off;
+	return 0;
+}
+
+int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *key,
+		       uint32_t key_len, uint32_t value_len, struct bus_claim *c)
+{
+	struct bus_pstate *ps;
+	struct bus_frame *f;
+	uint64_t flen64, fpos, off;
+	uint32_t part;
+	int err;
+
+	if (BUS_UNLIKELY(!p || !c || (key_len && !key) || p->claim_open))
+		return -EINVAL;
+	if (BUS_UNLIKELY((err = bus_topic_check(p->t)) != 0))
+		return err;
+	err = pick_partition(p, partition, key, key_len, &part);
+	if (BUS_UNLIKELY(err))
+		return err;
+	ps = &p->parts[part];
+	flen64 = (uint64_t)BUS_FRAME_HDR + key_len + value_len;
+	if (BUS_UNLIKELY(flen64 > ps->r->size / 2))
+		return -EMSGSIZE;
+	err = reserve(p, ps, bus_align8(flen64), &fpos, &off);
+	if (BUS_UNLIKELY(err))
+		return err;
+	f = (struct bus_frame *)(ps->r->data + (fpos & ps->r->mask));
+	frame_fill(p, f, off, key_len, 0, value_len, 0);
+	if (key_len)
+		memcpy(f + 1, key, key_len);
+	c->value = (uint8_t *)(f + 1) + key_len;
+	c->value_len = value_len;
+	c->partition = part;
+	c->offset = off;
+	c->priv_frame = f;
+	c->priv_pos = fpos;
+	c->priv_commit = bus_align8(flen64);
+	p->claim_open = true;
+	return 0;
+}
+
+static int claim_end(struct bus_producer *p, struct bus_claim *c, uint32_t type, int64_t ts)
+{
+	struct bus_frame *f;
+
+	if (!p || !c || !p->claim_open || !c->priv_frame || c->partition >= p->t->cfg.partitions)
+		return -EINVAL;
+	f = c->priv_frame;
+	f->timestamp = ts ? ts : bus_now_ns();
+	p->claim_open = false;
+	c->priv_frame = NULL;
+	return publish(p, &p->parts[c->partition], c->priv_pos, (uint32_t)c->priv_commit, c->offset,
+		       type);
+}
+
+int bus_producer_commit(struct bus_producer *p, struct bus_claim *c, int64_t timestamp)
+{
+	return claim_end(p, c, BUS_FRAME_DATA, timestamp);
+}
+
+int bus_producer_abort(struct bus_producer *p, struct bus_claim *c)
+{
+	return claim_end(p, c, BUS_FRAME_LOST, 0);
+}

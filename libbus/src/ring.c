@@ -1,0 +1,279 @@
+/* ring.c - partition ring files and the protocol pieces that producers,
+ * consumers and the repairer share.
+ *
+ * The append protocol (see also layout.h, invariant I1):
+ *
+ *   1. Claim.  A concurrent producer moves tail {pos, off} to
+ *      {pos + len, off + 1} with one 16-byte CAS; an exclusive producer with
+ *      plain stores.  A release fence (R1) follows, so that any reader that
+ *      sees a byte written in step 2 and then issues an acquire fence (A1)
+ *      sees the new tail.pos: the seqlock that makes I1 checkable.
+ *   2. Write the header sizes, then the claim word {pid, tag} with release
+ *      (R2; pairs with A2 in the repairer, who needs the sizes to know the
+ *      length), then key, headers, value and timestamp.
+ *   3. Zero ahead: the commit word at the frame's end is set to 0 unless it
+ *      already holds the next record's commit (bus_ring_zero_ahead()).  So
+ *      a reader that reaches the next position never mistakes stale bytes of
+ *      an older lap for a commit word.
+ *   4. Commit: the commit word {type, len, tag} is stored with release (R3;
+ *      pairs with A3 in readers).  Concurrent producers use a CAS, so that a
+ *      claim repaired meanwhile is noticed instead of overwritten.
+ *
+ * A reader at position p expecting offset o loads the commit word at p
+ * (A3).  Zero, or a tag other than o, means "not published yet" unless the
+ * reader was lapped (tail.pos + BUS_FRAME_ALIGN > p + ring_size).  After
+ * using a frame it issues A1 and re-checks I1.
+ */
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void bus_ring_path(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
+		   char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/bus.%s.%s.%u.%u", b->shm_dir, b->name, topic, gen, part);
+}
+
+static uint64_t ring_file_size(const struct bus *b, uint64_t ring_size)
+{
+	return bus_shm_round(b, ring_size + BUS_RING_HDR_SIZE);
+}
+
+static void ring_bind(struct bus_ring *r, uint64_t ring_size)
+{
+	r->data = r->map.addr;
+	r->hdr = (struct bus_ring_hdr *)((uint8_t *)r->map.addr + ring_size);
+	r->size = ring_size;
+	r->mask = ring_size - 1;
+}
+
+int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
+		    const struct bus_topic_cfg_disk *cfg, struct bus_ring *r)
+{
+	char path[4200];
+	struct bus_ring_hdr *h;
+	int err;
+
+	bus_ring_path(b, topic, gen, part, path, sizeof(path));
+	memset(r, 0, sizeof(*r));
+	err = bus_shm_create(b, path, ring_file_size(b, cfg->ring_size), cfg->numa_node, &r->map);
+	if (err)
+		return err;
+	ring_bind(r, cfg->ring_size);
+	h = r->hdr;
+	h->magic = BUS_RING_MAGIC;
+	h->layout_version = BUS_LAYOUT_VERSION;
+	h->hdr_size = sizeof(*h);
+	h->signature = bus_layout_signature();
+	h->ring_size = cfg->ring_size;
+	h->partition = part;
+	h->topic_gen = gen;
+	h->creator_pid = getpid();
+	for (uint32_t i = 0; i < BUS_CKPT_N; i++) {
+		st_relaxed(&h->ckpt[i].pos, BUS_CKPT_EMPTY);
+		st_relaxed(&h->ckpt[i].off, 0);
+	}
+	st_relaxed(&h->ckpt[0].pos, 0);
+	/* R0: publishes the header; pairs with A0 in bus_ring_attach(). */
+	st_release(&h->ready, BUS_LAYOUT_VERSION);
+	return 0;
+}
+
+int bus_ring_attach(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
+		    const struct bus_topic_cfg_disk *cfg, struct bus_ring *r)
+{
+	char path[4200];
+	uint64_t fsize;
+	struct bus_ring_hdr *h;
+	int err;
+
+	bus_ring_path(b, topic, gen, part, path, sizeof(path));
+	memset(r, 0, sizeof(*r));
+	err = bus_shm_attach(path, cfg->ring_size + BUS_RING_HDR_SIZE, &r->map, &fsize);
+	if (err)
+		return err == -ENOENT ? -BUS_ECORRUPT : err;
+	ring_bind(r, cfg->ring_size);
+	h = r->hdr;
+	/* A0: the topic slot was READY, so the ring was fully created. */
+	if (ld_acquire(&h->ready) != BUS_LAYOUT_VERSION || h->magic != BUS_RING_MAGIC) {
+		err = h->magic == BUS_RING_MAGIC ? -BUS_EVERSION : -BUS_ECORRUPT;
+		goto fail;
+	}
+	if (h->layout_version != BUS_LAYOUT_VERSION || h->signature != bus_layout_signature() ||
+	    h->hdr_size != sizeof(*h)) {
+		err = -BUS_EVERSION;
+		goto fail;
+	}
+	if (h->ring_size != cfg->ring_size || h->partition != part || h->topic_gen != gen) {
+		err = -BUS_ECORRUPT;
+		goto fail;
+	}
+	return 0;
+fail:
+	bus_shm_unmap(&r->map);
+	return err;
+}
+
+void bus_ring_detach(struct bus_ring *r)
+{
+	bus_shm_unmap(&r->map);
+}
+
+uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool *nodaemon)
+{
+	struct bus_ring_hdr *h = r->hdr;
+	uint64_t lw = UINT64_MAX;
+
+	*nodaemon = false;
+	for (unsigned i = 0; i < BUS_GATING_MAX; i++) {
+		int32_t pid = ld_acquire(&h->gating[i].pid);
+		uint64_t pos;
+
+		if (!pid)
+			continue;
+		if (!bus_pid_alive(pid)) {
+			/* A dead gating consumer must not hold producers back. */
+			atomic_compare_exchange_strong(&h->gating[i].pid, &pid, 0);
+			continue;
+		}
+		pos = ld_acquire(&h->gating[i].pos);
+		if (pos < lw)
+			lw = pos;
+	}
+	if (persistent) {
+		uint64_t sp = ld_acquire(&h->spill_pos);
+		if (sp < lw) {
+			lw = sp;
+			*nodaemon = !bus_pid_alive(ld_acquire(&h->spiller_pid));
+		}
+	}
+	return lw;
+}
+
+/* Read checkpoint @i consistently: pos is re-read after off, and a lap
+ * rewrites both, so equal reads of pos mean off belongs to it. */
+static bool ckpt_read(const struct bus_ckpt *c, uint64_t *pos, uint64_t *off)
+{
+	uint64_t p1 = ld_acquire(&c->pos);
+	uint64_t o = ld_acquire(&c->off);
+	uint64_t p2 = ld_acquire(&c->pos);
+
+	if (p1 != p2 || p1 == BUS_CKPT_EMPTY)
+		return false;
+	*pos = p1;
+	*off = o;
+	return true;
+}
+
+void bus_ring_checkpoint(struct bus_ring *r, uint64_t start, uint64_t end, uint64_t next_off)
+{
+	uint64_t chunk = r->size / BUS_CKPT_N;
+	struct bus_ckpt *c;
+
+	if (start / chunk == end / chunk)
+		return;
+	c = &r->hdr->ckpt[(end & r->mask) / chunk];
+	/* Invalidate, write off, publish pos: readers see either the old pair
+	 * with a changed pos (rejected) or the new one. */
+	st_release(&c->pos, BUS_CKPT_EMPTY);
+	st_release(&c->off, next_off);
+	st_release(&c->pos, end);
+}
+
+int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off)
+{
+	struct bus_ring_hdr *h = r->hdr;
+	uint64_t tail = ld_acquire(&h->tail.pos);
+	uint64_t bound = tail + BUS_FRAME_ALIGN > r->size ? tail + BUS_FRAME_ALIGN - r->size : 0;
+	uint64_t best = UINT64_MAX, best_off = 0;
+
+	for (uint32_t i = 0; i < BUS_CKPT_N; i++) {
+		uint64_t p, o;
+		if (!ckpt_read(&h->ckpt[i], &p, &o))
+			continue;
+		if (p >= bound && p <= tail && p < best) {
+			best = p;
+			best_off = o;
+		}
+	}
+	if (best == UINT64_MAX)
+		return -EAGAIN;
+	/* Checkpoints older than the lap may have been read; re-check I1. */
+	atomic_thread_fence(memory_order_acquire);
+	tail = ld_relaxed(&h->tail.pos);
+	if (tail + BUS_FRAME_ALIGN > best + r->size)
+		return -EAGAIN;
+	*pos = best;
+	*off = best_off;
+	return 0;
+}
+
+void bus_ring_zero_ahead(struct bus_ring *r, uint64_t pos, uint64_t next_off)
+{
+	struct bus_frame *f = (struct bus_frame *)(r->data + (pos & r->mask));
+	uint64_t w = ld_acquire(&f->commit);
+
+	/* The only commit word that may legitimately sit at @pos in this lap
+	 * is that of the record with offset next_off (or a padding frame
+	 * announcing it).  Anything else is stale: replace it by 0 with a CAS,
+	 * which fails harmlessly if that record's producer commits first. */
+	if (w == 0 || BUS_COMMIT_TAG(w) == (uint32_t)next_off)
+		return;
+	atomic_compare_exchange_strong(&f->commit, &w, 0);
+}
+
+/* Length of the frame whose sizes are in @f, or 0 when they do not make a
+ * frame that fits at @pos. */
+static uint32_t frame_len_checked(const struct bus_ring *r, const struct bus_frame *f, uint64_t pos)
+{
+	uint64_t n = (uint64_t)BUS_FRAME_HDR + f->key_len + f->headers_len + f->value_len;
+	uint64_t room = r->size - (pos & r->mask);
+
+	n = bus_align8(n);
+	return n <= room ? (uint32_t)n : 0;
+}
+
+int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
+{
+	struct bus_ring_hdr *h = r->hdr;
+	struct bus_frame *f = (struct bus_frame *)(r->data + (pos & r->mask));
+	uint64_t claim = ld_acquire(&f->claim); /* A2: pairs with R2 */
+	uint64_t w = ld_acquire(&f->commit);
+	uint64_t tail_off = ld_acquire(&h->tail.off);
+	uint64_t tail_pos = ld_acquire(&h->tail.pos);
+	uint32_t len;
+	int32_t pid;
+
+	if (w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off)
+		return 0; /* published meanwhile */
+	if (tail_pos <= pos)
+		return 0; /* nothing claimed here */
+	if (BUS_CLAIM_TAG(claim) == (uint32_t)off) {
+		pid = BUS_CLAIM_PID(claim);
+		if (bus_pid_alive(pid)) {
+			/* A live exclusive producer is the only writer: its
+			 * plain commit store cannot be fenced, so never race it. */
+			if (!force || ((tail_off & BUS_TAIL_EXCL) && ld_relaxed(&h->excl_pid) == pid))
+				return 0;
+		}
+		len = frame_len_checked(r, f, pos);
+		if (!len)
+			return -BUS_ECORRUPT;
+	} else {
+		/* The owner died between its claim and its claim word.  Only
+		 * when it holds the last claim is its length known. */
+		if (!force || (tail_off & ~BUS_TAIL_EXCL) != off + 1 ||
+		    tail_pos - pos > r->size - (pos & r->mask))
+			return 0;
+		len = (uint32_t)(tail_pos - pos);
+	}
+	/* Zero ahead before publishing, as a producer does (step 3); harmless
+	 * if the CAS below loses to the producer's own commit. */
+	bus_ring_zero_ahead(r, pos + len, off + 1);
+	if (!atomic_compare_exchange_strong(&f->commit, &w, BUS_COMMIT(BUS_FRAME_LOST, len, off)))
+		return 0; /* its producer committed first */
+	atomic_fetch_add_explicit(&h->repaired, 1, memory_order_relaxed);
+	return 1;
+}

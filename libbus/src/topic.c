@@ -1,0 +1,565 @@
+/* topic.c - the topic table in the control region, and this process's cache
+ * of opened topics.
+ *
+ * Table protocol (no lock, no daemon).  Slots are probed linearly from
+ * hash(name) % BUS_TOPICS_MAX; a FREE slot ends the probe, tombstones
+ * (DELETED) do not.  A creator claims the first FREE or DELETED slot with a
+ * CAS on its state word (FREE/DELETED -> CLAIMED(pid)), writes name and
+ * config, publishes them with a release store (-> CREATING), creates the
+ * rings, and publishes the topic with a release store (-> READY).  Readers
+ * load the state word with acquire before reading name or config.
+ *
+ * Two creators of one name race only when one of them reuses a tombstone
+ * ahead of the other's slot; after READY each creator re-scans the slots
+ * ahead of its own, and the one further down the probe yields (deletes its
+ * slot and adopts the other's).  A slot CLAIMED, CREATING or DELETING by a
+ * process that died is turned into a tombstone by whoever meets it.
+ *
+ * The cache maps names to struct bus_topic handles in an RCU lock-free
+ * hash table (liburcu, bulletproof flavour: callers need not register).
+ * Handles are reference-counted; the table holds one reference.
+ */
+#include <sched.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define BUS_SLOT_CLAIMED 5 /* claimed by pid, name not yet written */
+
+static uint32_t name_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++) {
+		h ^= (uint8_t)*s;
+		h *= 16777619u;
+	}
+	return h;
+}
+
+uint32_t bus_partition_for_key(const void *key, size_t key_len, uint32_t partitions)
+{
+	const uint8_t *k = key;
+	uint64_t h = 1469598103934665603ull;
+
+	if (!partitions)
+		return 0;
+	for (size_t i = 0; i < key_len; i++) {
+		h ^= k[i];
+		h *= 1099511628211ull;
+	}
+	return (uint32_t)(h % partitions);
+}
+
+void bus_topic_config_init(struct bus_topic_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->partitions = 1;
+	cfg->ring_size = BUS_RING_DEFAULT;
+	cfg->overflow = BUS_OVERFLOW_BLOCK;
+	cfg->numa_node = -1;
+}
+
+void bus_cfg_to_disk(const struct bus_topic_config *c, struct bus_topic_cfg_disk *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->partitions = c->partitions;
+	d->flags = c->flags;
+	d->ring_size = c->ring_size;
+	d->retention_ms = c->retention_ms;
+	d->retention_bytes = c->retention_bytes;
+	d->overflow = c->overflow;
+	d->numa_node = c->numa_node;
+}
+
+void bus_cfg_from_disk(const struct bus_topic_cfg_disk *d, struct bus_topic_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->partitions = d->partitions;
+	c->flags = d->flags;
+	c->ring_size = d->ring_size;
+	c->retention_ms = d->retention_ms;
+	c->retention_bytes = d->retention_bytes;
+	c->overflow = d->overflow;
+	c->numa_node = d->numa_node;
+}
+
+static bool cfg_valid(const struct bus_topic_cfg_disk *c)
+{
+	return c->partitions >= 1 && c->partitions <= BUS_PARTITIONS_MAX &&
+	       c->ring_size >= BUS_RING_MIN && c->ring_size <= BUS_RING_MAX &&
+	       (c->ring_size & (c->ring_size - 1)) == 0 && (c->flags & ~BUS_TOPIC_EPHEMERAL) == 0 &&
+	       c->overflow <= BUS_OVERFLOW_OVERWRITE && c->numa_node >= -1 && c->numa_node < 1024;
+}
+
+/* Copy the name of a published slot, refusing one that is not a valid,
+ * terminated name (a corrupt or hostile control region). */
+static int slot_name(const struct bus_topic_slot *ts, char *out)
+{
+	memcpy(out, ts->name, BUS_NAME_MAX + 1);
+	out[BUS_NAME_MAX] = 0;
+	if (memchr(ts->name, 0, BUS_NAME_MAX + 1) == NULL || !bus_name_valid(out))
+		return -BUS_ECORRUPT;
+	return 0;
+}
+
+static void unlink_rings(struct bus *b, const char *name, uint32_t gen, uint32_t parts)
+{
+	char path[4200];
+
+	for (uint32_t p = 0; p < parts && p < BUS_PARTITIONS_MAX; p++) {
+		bus_ring_path(b, name, gen, p, path, sizeof(path));
+		unlink(path);
+	}
+}
+
+/* A slot held by a dead process in a transient state becomes a tombstone.
+ * Returns true when the caller should re-read the slot. */
+static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
+{
+	uint32_t st = BUS_SLOT_STATE(w);
+	char name[BUS_NAME_MAX + 1];
+
+	if (st != BUS_SLOT_CLAIMED && st != BUS_SLOT_CREATING && st != BUS_SLOT_DELETING)
+		return false;
+	if (bus_pid_alive(BUS_SLOT_PID(w)))
+		return false;
+	if (!atomic_compare_exchange_strong(&ts->state, &w,
+					    BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid())))
+		return true;
+	if (st != BUS_SLOT_CLAIMED && slot_name(ts, name) == 0)
+		unlink_rings(b, name, BUS_SLOT_GEN(w), ts->cfg.partitions);
+	st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
+	return true;
+}
+
+enum find_mode { FIND_LOOKUP, FIND_CREATE };
+
+/* Probe for @name.  Returns the index of its READY slot (>= 0); or, when
+ * absent, -ENOENT with *reuse set to the first claimable slot (or -1).  In
+ * FIND_CREATE mode it waits out slots whose name is not yet known or that
+ * are being created under the same name. */
+static int slot_find(struct bus *b, const char *name, enum find_mode mode, int *reuse,
+		     uint64_t *word)
+{
+	uint32_t home = name_hash(name) % BUS_TOPICS_MAX;
+	char sname[BUS_NAME_MAX + 1];
+
+	*reuse = -1;
+	for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++) {
+		uint32_t idx = (home + i) % BUS_TOPICS_MAX;
+		struct bus_topic_slot *ts = bus_slot(b, idx);
+		uint64_t w = ld_acquire(&ts->state); /* A4: pairs with R4/R5 */
+		uint32_t st = BUS_SLOT_STATE(w);
+
+		switch (st) {
+		case BUS_SLOT_FREE:
+			if (*reuse < 0)
+				*reuse = (int)idx;
+			return -ENOENT;
+		case BUS_SLOT_DELETED:
+			if (*reuse < 0)
+				*reuse = (int)idx;
+			continue;
+		case BUS_SLOT_READY:
+			if (slot_name(ts, sname) < 0)
+				return -BUS_ECORRUPT;
+			if (strcmp(sname, name) == 0) {
+				*word = w;
+				return (int)idx;
+			}
+			continue;
+		case BUS_SLOT_CLAIMED:
+		case BUS_SLOT_CREATING:
+		case BUS_SLOT_DELETING:
+			if (slot_reap(b, ts, w)) {
+				i--; /* re-read this slot */
+				continue;
+			}
+			if (mode == FIND_LOOKUP)
+				continue;
+			if (st == BUS_SLOT_CREATING && slot_name(ts, sname) == 0 &&
+			    strcmp(sname, name) != 0)
+				continue;
+			if (st == BUS_SLOT_DELETING)
+				continue;
+			/* Unknown name yet, or our name being created: wait. */
+			while (ld_acquire(&ts->state) == w && bus_pid_alive(BUS_SLOT_PID(w)))
+				usleep(200);
+			i--;
+			continue;
+		default:
+			return -BUS_ECORRUPT;
+		}
+	}
+	return -ENOENT;
+}
+
+static int cfg_check_same(struct bus *b, uint32_t idx, const struct bus_topic_cfg_disk *d)
+{
+	struct bus_topic_slot *ts = bus_slot(b, idx);
+	return memcmp(&ts->cfg, d, sizeof(*d)) == 0 ? 0 : -BUS_ECONFIG;
+}
+
+static void log_memory(struct bus *b, const char *name, const struct bus_ring *r)
+{
+	if (r->map.huge == 1)
+		bus_log(b, BUS_LOG_INFO, "topic '%s': rings on hugetlbfs huge pages in %s", name,
+			b->shm_dir);
+	else if (r->map.huge == 2)
+		bus_log(b, BUS_LOG_INFO,
+			"topic '%s': rings on shmem with transparent huge pages requested (madvise) in %s",
+			name, b->shm_dir);
+	else
+		bus_log(b, BUS_LOG_INFO,
+			"topic '%s': rings on normal pages in %s (no usable hugetlbfs mount, shmem THP off)",
+			name, b->shm_dir);
+}
+
+int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_config *cfg)
+{
+	struct bus_topic_cfg_disk d;
+	uint32_t home;
+	int idx, reuse, err;
+	uint64_t w;
+
+	if (!b || !cfg || !bus_name_valid(name))
+		return -EINVAL;
+	bus_cfg_to_disk(cfg, &d);
+	if (!cfg_valid(&d))
+		return -EINVAL;
+	home = name_hash(name) % BUS_TOPICS_MAX;
+	for (;;) {
+		struct bus_topic_slot *ts;
+		uint32_t gen;
+		struct bus_ring r;
+
+		idx = slot_find(b, name, FIND_CREATE, &reuse, &w);
+		if (idx >= 0)
+			return cfg_check_same(b, (uint32_t)idx, &d);
+		if (idx != -ENOENT)
+			return idx;
+		if (reuse < 0)
+			return -ENOMEM;
+		ts = bus_slot(b, (uint32_t)reuse);
+		w = ld_acquire(&ts->state);
+		if (BUS_SLOT_STATE(w) != BUS_SLOT_FREE && BUS_SLOT_STATE(w) != BUS_SLOT_DELETED)
+			continue;
+		gen = (BUS_SLOT_GEN(w) + 1) & 0xffffffu;
+		if (!atomic_compare_exchange_strong(&ts->state, &w,
+						    BUS_SLOT_WORD(BUS_SLOT_CLAIMED, gen, getpid())))
+			continue;
+		memset(ts->name, 0, sizeof(ts->name));
+		memcpy(ts->name, name, strlen(name));
+		ts->name_hash = name_hash(name);
+		ts->cfg = d;
+		ts->created_ns = bus_now_ns();
+		st_relaxed(&ts->sleepers, 0);
+		/* R4: name and config visible before anyone reads them. */
+		st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, getpid()));
+
+		err = 0;
+		for (uint32_t p = 0; p < d.partitions; p++) {
+			err = bus_ring_create(b, name, gen, p, &d, &r);
+			if (err)
+				break;
+			if (p == 0)
+				log_memory(b, name, &r);
+			bus_ring_detach(&r);
+		}
+		if (err) {
+			if (err == -EEXIST) /* left over by a crashed creator */
+				err = -BUS_ECORRUPT;
+			unlink_rings(b, name, gen, d.partitions);
+			st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
+			return err;
+		}
+		/* R5: rings complete before the topic is visible. */
+		st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_READY, gen, 0));
+
+		/* Dedupe: a slot ahead of ours in the probe holding the same
+		 * name wins; ours is withdrawn. */
+		for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++) {
+			uint32_t j = (home + i) % BUS_TOPICS_MAX;
+			struct bus_topic_slot *o = bus_slot(b, j);
+			char oname[BUS_NAME_MAX + 1];
+			uint64_t ow;
+
+			if ((int)j == reuse)
+				break;
+			ow = ld_acquire(&o->state);
+			if (BUS_SLOT_STATE(ow) == BUS_SLOT_CLAIMED) {
+				while (ld_acquire(&o->state) == ow && bus_pid_alive(BUS_SLOT_PID(ow)))
+					usleep(200);
+				i--;
+				continue;
+			}
+			if ((BUS_SLOT_STATE(ow) != BUS_SLOT_READY &&
+			     BUS_SLOT_STATE(ow) != BUS_SLOT_CREATING) ||
+			    slot_name(o, oname) < 0 || strcmp(oname, name) != 0)
+				continue;
+			w = BUS_SLOT_WORD(BUS_SLOT_DELETING, gen, getpid());
+			st_release(&ts->state, w);
+			unlink_rings(b, name, gen, d.partitions);
+			st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
+			while (BUS_SLOT_STATE(ow = ld_acquire(&o->state)) == BUS_SLOT_CREATING &&
+			       bus_pid_alive(BUS_SLOT_PID(ow)))
+				usleep(200);
+			if (BUS_SLOT_STATE(ow) == BUS_SLOT_READY)
+				return cfg_check_same(b, j, &d);
+			break; /* the other failed: start over */
+		}
+		if (BUS_SLOT_STATE(ld_acquire(&ts->state)) == BUS_SLOT_READY)
+			return 0;
+	}
+}
+
+int bus_topic_delete(struct bus *b, const char *name)
+{
+	int reuse, idx;
+	uint64_t w;
+	struct bus_topic_slot *ts;
+
+	if (!b || !bus_name_valid(name))
+		return -EINVAL;
+	for (;;) {
+		idx = slot_find(b, name, FIND_LOOKUP, &reuse, &w);
+		if (idx < 0)
+			return idx;
+		ts = bus_slot(b, (uint32_t)idx);
+		if (atomic_compare_exchange_strong(
+			    &ts->state, &w, BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid())))
+			break;
+	}
+	unlink_rings(b, name, BUS_SLOT_GEN(w), ts->cfg.partitions);
+	st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
+	return 0;
+}
+
+static int slot_info(struct bus *b, uint32_t idx, uint64_t w, struct bus_topic_info *out)
+{
+	struct bus_topic_slot *ts = bus_slot(b, idx);
+	struct bus_topic_cfg_disk d = ts->cfg;
+	int err = slot_name(ts, out->name);
+
+	if (err)
+		return err;
+	if (!cfg_valid(&d))
+		return -BUS_ECORRUPT;
+	bus_cfg_from_disk(&d, &out->config);
+	out->generation = BUS_SLOT_GEN(w);
+	return 0;
+}
+
+int bus_topic_describe(struct bus *b, const char *name, struct bus_topic_info *out)
+{
+	int reuse, idx;
+	uint64_t w;
+
+	if (!b || !out || !bus_name_valid(name))
+		return -EINVAL;
+	idx = slot_find(b, name, FIND_LOOKUP, &reuse, &w);
+	if (idx < 0)
+		return idx;
+	return slot_info(b, (uint32_t)idx, w, out);
+}
+
+int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_info *ti), void *ctx)
+{
+	if (!b || !fn)
+		return -EINVAL;
+	for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++) {
+		uint64_t w = ld_acquire(&bus_slot(b, i)->state);
+		struct bus_topic_info ti;
+		int err;
+
+		if (BUS_SLOT_STATE(w) != BUS_SLOT_READY)
+			continue;
+		err = slot_info(b, i, w, &ti);
+		if (err)
+			return err;
+		err = fn(ctx, &ti);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- cache */
+
+static void topic_free(struct bus_topic *t)
+{
+	if (t->rings)
+		for (uint32_t p = 0; p < t->cfg.partitions; p++)
+			bus_ring_detach(&t->rings[p]);
+	free(t->rings);
+	free(t);
+}
+
+void bus_topic_put(struct bus_topic *t)
+{
+	if (t && atomic_fetch_sub(&t->refs, 1) == 1)
+		topic_free(t);
+}
+
+static bool topic_get_unless_zero(struct bus_topic *t)
+{
+	long r = ld_relaxed(&t->refs);
+	while (r > 0)
+		if (atomic_compare_exchange_weak(&t->refs, &r, r + 1))
+			return true;
+	return false;
+}
+
+static int match_name(struct cds_lfht_node *node, const void *key)
+{
+	const struct bus_topic *t = caa_container_of(node, struct bus_topic, node);
+	return strcmp(t->name, key) == 0;
+}
+
+static int topic_open(struct bus *b, const char *name, struct bus_topic **out)
+{
+	int reuse, idx, err;
+	uint64_t w;
+	struct bus_topic *t;
+
+	idx = slot_find(b, name, FIND_LOOKUP, &reuse, &w);
+	if (idx < 0)
+		return idx;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	cds_lfht_node_init(&t->node);
+	t->bus = b;
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	t->slot = (uint32_t)idx;
+	t->gen = BUS_SLOT_GEN(w);
+	t->ready_word = w;
+	t->ts = bus_slot(b, (uint32_t)idx);
+	t->cfg = t->ts->cfg;
+	if (!cfg_valid(&t->cfg)) {
+		free(t);
+		return -BUS_ECORRUPT;
+	}
+	atomic_init(&t->refs, 1);
+	t->rings = calloc(t->cfg.partitions, sizeof(*t->rings));
+	if (!t->rings) {
+		free(t);
+		return -ENOMEM;
+	}
+	for (uint32_t p = 0; p < t->cfg.partitions; p++) {
+		err = bus_ring_attach(b, name, t->gen, p, &t->cfg, &t->rings[p]);
+		if (err) {
+			struct bus_topic_slot *ts = t->ts;
+			topic_free(t);
+			/* Deleted between the lookup and the attach. */
+			if (err == -BUS_ECORRUPT && ld_acquire(&ts->state) != w)
+				return -ENOENT;
+			return err;
+		}
+	}
+	*out = t;
+	return 0;
+}
+
+int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
+{
+	unsigned long hash = name_hash(name);
+
+	if (!bus_name_valid(name))
+		return -EINVAL;
+	for (;;) {
+		struct cds_lfht_iter iter;
+		struct cds_lfht_node *node, *ret;
+		struct bus_topic *t, *stale = NULL;
+		int err;
+
+		rcu_read_lock();
+		cds_lfht_lookup(b->topics, hash, match_name, name, &iter);
+		node = cds_lfht_iter_get_node(&iter);
+		if (node) {
+			t = caa_container_of(node, struct bus_topic, node);
+			if (bus_topic_check(t) == 0 && topic_get_unless_zero(t)) {
+				rcu_read_unlock();
+				*out = t;
+				return 0;
+			}
+			if (cds_lfht_del(b->topics, node) == 0)
+				stale = t;
+		}
+		rcu_read_unlock();
+		if (stale) {
+			synchronize_rcu(); /* no reader still looks at it */
+			bus_topic_put(stale);
+		}
+
+		err = topic_open(b, name, &t);
+		if (err)
+			return err;
+		atomic_store(&t->refs, 2); /* the table's and the caller's */
+		rcu_read_lock();
+		ret = cds_lfht_add_unique(b->topics, hash, match_name, name, &t->node);
+		rcu_read_unlock();
+		if (ret == &t->node) {
+			*out = t;
+			return 0;
+		}
+		topic_free(t); /* another thread won; use its handle */
+	}
+}
+
+void bus_topics_fini(struct bus *b)
+{
+	struct cds_lfht_iter iter;
+	struct cds_lfht_node *node;
+
+	rcu_read_lock();
+	cds_lfht_first(b->topics, &iter);
+	while ((node = cds_lfht_iter_get_node(&iter)) != NULL) {
+		struct bus_topic *t = caa_container_of(node, struct bus_topic, node);
+		cds_lfht_next(b->topics, &iter);
+		if (cds_lfht_del(b->topics, node) == 0)
+			bus_topic_put(t);
+	}
+	rcu_read_unlock();
+	cds_lfht_destroy(b->topics, NULL);
+	b->topics = NULL;
+}
+
+int bus_partition_describe(struct bus *b, const char *topic, uint32_t partition,
+			   struct bus_partition_info *out)
+{
+	struct bus_topic *t;
+	struct bus_ring *r;
+	struct bus_ring_hdr *h;
+	int err;
+
+	if (!b || !out)
+		return -EINVAL;
+	err = bus_topic_get(b, topic, &t);
+	if (err)
+		return err;
+	if (partition >= t->cfg.partitions) {
+		bus_topic_put(t);
+		return -ENOENT;
+	}
+	r = &t->rings[partition];
+	h = r->hdr;
+	memset(out, 0, sizeof(*out));
+	for (int tries = 0; tries < 1000; tries++) {
+		uint64_t pos;
+		err = bus_ring_earliest(r, &pos, &out->first_offset);
+		if (err != -EAGAIN)
+			break;
+	}
+	out->next_offset = ld_acquire(&h->tail.off) & ~BUS_TAIL_EXCL;
+	out->spilled_offset = ld_acquire(&h->spill_off);
+	out->replicated_offset = ld_acquire(&h->replicated_off);
+	out->write_pos = ld_acquire(&h->tail.pos);
+	out->repaired = ld_acquire(&h->repaired);
+	out->ring_size = r->size;
+	out->hugepages = r->map.huge == 1;
+	bus_topic_put(t);
+	return err;
+}

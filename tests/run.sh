@@ -1,0 +1,24 @@
+#!/bin/sh
+# Runs every test binary given, then the shell tests; fails if any fails.
+# Each suite runs with private BUS_SHM_DIR/BUS_DATA_DIR (set by the tests).
+set -u
+BUILD=${BUILD:-build}
+export BUILD
+fail=0
+for t in "$@"; do
+	echo "== $(basename "$t")"
+	if ! "$t" --jobs 2; then
+		echo "FAIL: $t" >&2
+		fail=1
+	fi
+done
+for t in "$(dirname "$0")"/test_*.sh; do
+	[ -f "$t" ] || continue
+	echo "== $(basename "$t")"
+	if ! bash "$t"; then
+		echo "FAIL: $t" >&2
+		fail=1
+	fi
+done
+[ "$fail" = 0 ] && echo "all tests passed"
+exit $fail

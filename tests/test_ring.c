@@ -1,0 +1,386 @@
+/* test_ring.c - appends and reads: density, ordering, keys, headers,
+ * zero copy, seeks, exclusive mode, back-pressure, lapping. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "util.h"
+
+static struct tenv env;
+static struct bus *b;
+
+static void setup(void)
+{
+	tenv_init(&env);
+	b = tenv_bus(&env);
+}
+
+static void teardown(void)
+{
+	bus_close(b);
+	tenv_fini(&env);
+}
+
+TestSuite(ring, .init = setup, .fini = teardown, .timeout = 120);
+
+static void mk_topic(const char *name, uint32_t parts, uint64_t ring, uint32_t overflow)
+{
+	struct bus_topic_config cfg;
+	int err;
+
+	bus_topic_config_init(&cfg);
+	cfg.partitions = parts;
+	cfg.ring_size = ring;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cfg.overflow = overflow;
+	err = bus_topic_create(b, name, &cfg);
+	cr_assert_eq(err, 0, "create %s: %s", name, bus_strerror(err));
+}
+
+static int produce_str(struct bus_producer *p, int32_t part, const char *key, const char *val,
+		       uint32_t *op, uint64_t *oo)
+{
+	struct bus_record r = { .key = key, .key_len = key ? (uint32_t)strlen(key) : 0,
+				.value = val, .value_len = (uint32_t)strlen(val) };
+	return bus_produce(p, part, &r, op, oo);
+}
+
+Test(ring, produce_then_poll_returns_records_with_dense_offsets)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v[16];
+	char val[32];
+
+	mk_topic("t", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "t", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "t", NULL, &c), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 16, 0), 0, "empty topic polls nothing");
+	for (int i = 0; i < 10; i++) {
+		uint64_t off;
+		uint32_t part;
+		snprintf(val, sizeof(val), "value-%d", i);
+		cr_assert_eq(produce_str(p, BUS_PARTITION_ANY, NULL, val, &part, &off), 0);
+		cr_assert_eq(off, (uint64_t)i);
+		cr_assert_eq(part, 0u);
+	}
+	cr_assert_eq(bus_consumer_poll(c, v, 16, 0), 10);
+	for (int i = 0; i < 10; i++) {
+		snprintf(val, sizeof(val), "value-%d", i);
+		cr_assert_eq(v[i].offset, (uint64_t)i);
+		cr_assert_eq(v[i].value_len, strlen(val));
+		cr_assert(memcmp(v[i].value, val, strlen(val)) == 0);
+		cr_assert_eq(v[i].lost_before, 0u);
+		cr_assert(v[i].timestamp > 0);
+	}
+	cr_assert_eq(bus_consumer_check(c, v, 10), 10);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+Test(ring, headers_and_keys_round_trip)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_header hs[2] = { { "trace", 5, "abc", 3 }, { "empty", 5, "", 0 } };
+	struct bus_record r = { .key = "k1", .key_len = 2, .value = "v", .value_len = 1,
+				.timestamp = 12345, .headers = hs, .header_count = 2 };
+	struct bus_view v;
+	struct bus_header h;
+
+	mk_topic("h", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "h", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "h", NULL, &c), 0);
+	cr_assert_eq(bus_produce(p, BUS_PARTITION_ANY, &r, NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_poll(c, &v, 1, 0), 1);
+	cr_assert_eq(v.timestamp, 12345);
+	cr_assert_eq(v.key_len, 2u);
+	cr_assert(memcmp(v.key, "k1", 2) == 0);
+	cr_assert_eq(v.header_count, 2u);
+	cr_assert_eq(bus_view_header(&v, 0, &h), 0);
+	cr_assert_eq(h.name_len, 5);
+	cr_assert(memcmp(h.name, "trace", 5) == 0);
+	cr_assert_eq(h.value_len, 3u);
+	cr_assert(memcmp(h.value, "abc", 3) == 0);
+	cr_assert_eq(bus_view_header(&v, 1, &h), 0);
+	cr_assert_eq(h.value_len, 0u);
+	cr_assert_eq(bus_view_header(&v, 2, &h), -EINVAL);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+Test(ring, keyed_records_land_in_one_partition_in_order)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_msg m[64];
+	char buf[1 << 16], key[16], val[32];
+	int last[8];
+	int32_t kpart[8];
+	int total = 0;
+
+	mk_topic("k", 5, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "k", NULL, &p), 0);
+	for (int i = 0; i < 800; i++) {
+		uint32_t part;
+		snprintf(key, sizeof(key), "key%d", i % 8);
+		snprintf(val, sizeof(val), "%d", i / 8);
+		cr_assert_eq(produce_str(p, BUS_PARTITION_ANY, key, val, &part, NULL), 0);
+		cr_assert_eq(part, bus_partition_for_key(key, strlen(key), 5));
+	}
+	for (int i = 0; i < 8; i++) {
+		last[i] = -1;
+		kpart[i] = -1;
+	}
+	cr_assert_eq(bus_consumer_open(b, "k", NULL, &c), 0);
+	for (;;) {
+		int n = bus_consumer_read(c, m, 64, buf, sizeof(buf), 0);
+		cr_assert(n >= 0);
+		if (!n)
+			break;
+		for (int i = 0; i < n; i++) {
+			int k = ((char *)m[i].key)[3] - '0';
+			int seq = atoi((char *)m[i].value);
+			cr_assert(kpart[k] < 0 || kpart[k] == (int32_t)m[i].partition,
+				  "key %d in two partitions", k);
+			kpart[k] = (int32_t)m[i].partition;
+			cr_assert_eq(seq, last[k] + 1, "key %d out of order", k);
+			last[k] = seq;
+			total++;
+		}
+	}
+	cr_assert_eq(total, 800);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+Test(ring, unkeyed_records_go_round_robin)
+{
+	struct bus_producer *p;
+	uint32_t counts[4] = { 0 };
+
+	mk_topic("rr", 4, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "rr", NULL, &p), 0);
+	for (int i = 0; i < 400; i++) {
+		uint32_t part;
+		cr_assert_eq(produce_str(p, BUS_PARTITION_ANY, NULL, "x", &part, NULL), 0);
+		counts[part]++;
+	}
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(counts[i], 100u);
+	bus_producer_close(p);
+}
+
+Test(ring, zero_copy_claim_commit_and_abort)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_claim cl;
+	struct bus_view v[4];
+
+	mk_topic("zc", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "zc", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "zc", NULL, &c), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, "key", 3, 5, &cl), 0);
+	cr_assert_eq(cl.offset, 0u);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 0, "a claim is invisible before commit");
+	memcpy(cl.value, "hello", 5);
+	cr_assert_eq(bus_producer_commit(p, &cl, 777), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 8, &cl), 0);
+	cr_assert_eq(bus_producer_abort(p, &cl), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "after", NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 2);
+	cr_assert_eq(v[0].offset, 0u);
+	cr_assert(memcmp(v[0].value, "hello", 5) == 0);
+	cr_assert_eq(v[0].timestamp, 777);
+	cr_assert_eq(v[1].offset, 2u, "the aborted claim consumed offset 1");
+	cr_assert_eq(v[1].lost_before, 1u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+Test(ring, seek_by_offset_time_latest_and_out_of_range)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v[8];
+	uint64_t pos;
+
+	mk_topic("s", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_producer_open(b, "s", NULL, &p), 0);
+	for (int i = 0; i < 100; i++) {
+		struct bus_record r = { .value = &i, .value_len = sizeof(i),
+					.timestamp = 1000 + (int64_t)i * 10 };
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	cr_assert_eq(bus_consumer_open(b, "s", NULL, &c), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 42), 0);
+	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
+	cr_assert_eq(pos, 42u);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 0), 1);
+	cr_assert_eq(v[0].offset, 42u);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_TIME, 1505), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 0), 1);
+	cr_assert_eq(v[0].offset, 51u, "first record at or after the time");
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_LATEST, 0), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 0), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 101), -ERANGE);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_EARLIEST, 0), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 0), 1);
+	cr_assert_eq(v[0].offset, 0u);
+	/* Wrap the ring many times: early offsets fall out of range. */
+	for (int i = 0; i < 5000; i++) {
+		struct bus_record r = { .value = &i, .value_len = sizeof(i) };
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 3), -ERANGE);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 4900), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 0), 1);
+	cr_assert_eq(v[0].offset, 4900u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+Test(ring, exclusive_producer_excludes_other_writers)
+{
+	struct bus_producer *x, *y, *z;
+	struct bus_producer_opts xo = { .flags = BUS_PRODUCER_EXCLUSIVE };
+	struct bus_consumer *c;
+	struct bus_view v[8];
+
+	mk_topic("x", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "x", NULL, &y), 0);
+	cr_assert_eq(produce_str(y, 0, NULL, "before", NULL, NULL), 0);
+	cr_assert_eq(bus_producer_open(b, "x", &xo, &x), 0);
+	cr_assert_eq(bus_producer_open(b, "x", &xo, &z), 0);
+	cr_assert_eq(produce_str(x, 0, NULL, "mine", NULL, NULL), 0);
+	cr_assert_eq(produce_str(y, 0, NULL, "refused", NULL, NULL), -BUS_EBUSY);
+	cr_assert_eq(produce_str(z, 0, NULL, "refused", NULL, NULL), -BUS_EBUSY);
+	bus_producer_close(x);
+	cr_assert_eq(produce_str(y, 0, NULL, "after", NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_open(b, "x", NULL, &c), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 8, 0), 3);
+	cr_assert(memcmp(v[1].value, "mine", 4) == 0);
+	cr_assert_eq(v[2].offset, 2u);
+	bus_consumer_close(c);
+	bus_producer_close(y);
+	bus_producer_close(z);
+}
+
+Test(ring, block_policy_holds_producer_behind_gating_consumer)
+{
+	struct bus_producer *p;
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_NONBLOCK };
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	char val[1000];
+	int written = 0, err, seen = 0;
+
+	memset(val, 'x', sizeof(val));
+	mk_topic("g", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_consumer_open(b, "g", &co, &c), 0);
+	cr_assert_eq(bus_producer_open(b, "g", &po, &p), 0);
+	for (;;) {
+		struct bus_record r = { .value = val, .value_len = sizeof(val) };
+		err = bus_produce(p, 0, &r, NULL, NULL);
+		if (err)
+			break;
+		written++;
+	}
+	cr_assert_eq(err, -EAGAIN, "full ring says would-block: %s", bus_strerror(err));
+	cr_assert(written > 50 && written <= (int)(BUS_RING_MIN / sizeof(val)));
+	/* The consumer loses nothing and, once it moves, frees room. */
+	for (int n; (n = bus_consumer_poll(c, v, 64, 0)) > 0;) {
+		for (int i = 0; i < n; i++) {
+			cr_assert_eq(v[i].offset, (uint64_t)seen);
+			cr_assert_eq(v[i].lost_before, 0u);
+			seen++;
+		}
+	}
+	cr_assert_eq(seen, written);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 0), 0); /* releases the last views */
+	{
+		struct bus_record r = { .value = val, .value_len = sizeof(val) };
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+Test(ring, persistent_topic_without_daemon_says_start_busd)
+{
+	struct bus_topic_config cfg;
+	struct bus_producer *p;
+	char val[1000];
+	int err = 0;
+
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = BUS_RING_MIN;
+	cr_assert_eq(bus_topic_create(b, "persist", &cfg), 0);
+	cr_assert_eq(bus_producer_open(b, "persist", NULL, &p), 0);
+	memset(val, 'p', sizeof(val));
+	for (int i = 0; i < 1000 && !err; i++) {
+		struct bus_record r = { .value = val, .value_len = sizeof(val) };
+		err = bus_produce(p, 0, &r, NULL, NULL);
+	}
+	cr_assert_eq(err, -BUS_ENODAEMON, "got %s", bus_strerror(err));
+	cr_assert(strstr(bus_strerror(err), "busd"));
+	bus_producer_close(p);
+}
+
+Test(ring, oversized_record_is_emsgsize)
+{
+	struct bus_producer *p;
+	static char big[BUS_RING_MIN];
+	struct bus_record r = { .value = big, .value_len = sizeof(big) };
+
+	mk_topic("big", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_producer_open(b, "big", NULL, &p), 0);
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), -EMSGSIZE);
+	cr_assert_eq(bus_produce(p, 7, &r, NULL, NULL), -ENOENT);
+	bus_producer_close(p);
+}
+
+/* Lapping: a consumer that stalls on an overwrite topic is told exactly how
+ * much it lost, and never gets a torn record. */
+Test(ring, stalled_consumer_on_overwrite_topic_gets_exact_gap)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	uint64_t expect = 0, lost = 0, got = 0;
+	uint32_t payload[60];
+
+	mk_topic("lap", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_producer_open(b, "lap", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "lap", NULL, &c), 0);
+	for (uint32_t i = 0; i < 20000; i++) {
+		for (int j = 0; j < 60; j++)
+			payload[j] = i;
+		struct bus_record r = { .value = payload, .value_len = sizeof(payload) };
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	for (int n; (n = bus_consumer_poll(c, v, 64, 0)) > 0;) {
+		for (int i = 0; i < n; i++) {
+			const uint32_t *pl = v[i].value;
+			expect += v[i].lost_before;
+			lost += v[i].lost_before;
+			cr_assert_eq(v[i].offset, expect, "offset %lu, expected %lu",
+				     (unsigned long)v[i].offset, (unsigned long)expect);
+			for (int j = 0; j < 60; j++)
+				cr_assert_eq(pl[j], (uint32_t)v[i].offset, "torn record");
+			expect++;
+			got++;
+		}
+		cr_assert_eq(bus_consumer_check(c, v, (unsigned)n), n);
+	}
+	cr_assert_eq(expect, 20000u);
+	cr_assert_eq(lost + got, 20000u);
+	cr_assert(lost > 15000, "the ring holds far fewer than 20000 records");
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}

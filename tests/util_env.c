@@ -1,0 +1,112 @@
+/* util_env.c - private folders, child processes and deadlines for tests. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+void tenv_init(struct tenv *e)
+{
+	static unsigned seq;
+
+	memset(e, 0, sizeof(*e));
+	snprintf(e->shm_dir, sizeof(e->shm_dir), "/dev/shm/bus-test-XXXXXX");
+	snprintf(e->data_dir, sizeof(e->data_dir), "/tmp/bus-test-data-XXXXXX");
+	cr_assert(mkdtemp(e->shm_dir), "mkdtemp: %s", strerror(errno));
+	cr_assert(mkdtemp(e->data_dir), "mkdtemp: %s", strerror(errno));
+	snprintf(e->name, sizeof(e->name), "t%d-%u", getpid(), seq++);
+	setenv("BUS_SHM_DIR", e->shm_dir, 1);
+	setenv("BUS_DATA_DIR", e->data_dir, 1);
+	setenv("BUS_NAME", e->name, 1);
+	e->opts.name = e->name;
+	e->opts.shm_dir = e->shm_dir;
+	e->opts.data_dir = e->data_dir;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+void tenv_fini(struct tenv *e)
+{
+	if (e->shm_dir[0])
+		nftw(e->shm_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	if (e->data_dir[0])
+		nftw(e->data_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	e->shm_dir[0] = e->data_dir[0] = 0;
+}
+
+struct bus *tenv_bus(struct tenv *e)
+{
+	struct bus *b = NULL;
+	int err = bus_open(&b, &e->opts);
+	cr_assert_eq(err, 0, "bus_open: %s", bus_strerror(err));
+	return b;
+}
+
+pid_t tfork(int (*fn)(void *), void *arg)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0)
+		_exit(fn(arg));
+	return pid;
+}
+
+int64_t tnow_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int twait(pid_t pid, int timeout_ms)
+{
+	int64_t deadline = tnow_ms() + timeout_ms;
+	int st;
+
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+		if (r < 0)
+			return -1;
+		if (tnow_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -1;
+		}
+		usleep(1000);
+	}
+}
+
+uint64_t tsum(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+bool tstress(void)
+{
+	const char *s = getenv("BUS_STRESS");
+	return s && *s && strcmp(s, "0") != 0;
+}
