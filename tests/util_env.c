@@ -97,7 +97,7 @@ int twait(pid_t pid, int timeout_ms)
 uint64_t tsum(const void *p, size_t n)
 {
 	const uint8_t *b = p;
-	uint64_t h = 1469598103934665603ull;
+	uint64_t h = 14695981039346656037ull;
 	for (size_t i = 0; i < n; i++) {
 		h ^= b[i];
 		h *= 1099511628211ull;

@@ -1,5 +1,6 @@
 /* bus.c - attaching to a bus: settings, the control region, logging. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -231,8 +232,18 @@ const char *bus_default_shm_dir(void)
 	return "/dev/shm";
 }
 
+/* liburcu's hash tables run a worker thread; liburcu-bp asks that its fork
+ * hooks run around fork() so that a child (which has no such thread) can
+ * still use and destroy them.  Registered once per process. */
+static void urcu_fork_hooks(void)
+{
+	pthread_atfork(urcu_bp_before_fork, urcu_bp_after_fork_parent, urcu_bp_after_fork_child);
+}
+
 int bus_open(struct bus **out, const struct bus_opts *opts)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
 	struct bus_opts none = { 0 };
 	const char *name, *shm, *data;
 	struct bus *b;
@@ -240,6 +251,7 @@ int bus_open(struct bus **out, const struct bus_opts *opts)
 
 	if (!out)
 		return -EINVAL;
+	pthread_once(&once, urcu_fork_hooks);
 	if (!opts)
 		opts = &none;
 	name = opts->name ? opts->name : getenv("BUS_NAME");
@@ -272,7 +284,8 @@ int bus_open(struct bus **out, const struct bus_opts *opts)
 	err = ctl_open(b);
 	if (err)
 		goto fail;
-	b->topics = cds_lfht_new(16, 16, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+	/* Fixed size (at most BUS_TOPICS_MAX topics): no resize worker thread. */
+	b->topics = cds_lfht_new(BUS_TOPICS_MAX, BUS_TOPICS_MAX, BUS_TOPICS_MAX, 0, NULL);
 	if (!b->topics) {
 		err = -ENOMEM;
 		goto fail;

@@ -272,7 +272,7 @@ static void rewind_from(struct bus_consumer *c, const struct bus_view *v, unsign
 
 	for (unsigned i = from; i < n; i++) {
 		struct bus_cpart *cp;
-		if (v[i].partition >= c->nparts || done[v[i].partition])
+		if (v[i].partition >= c->t->cfg.partitions || done[v[i].partition])
 			continue;
 		done[v[i].partition] = true;
 		for (uint32_t j = 0; j < c->nparts; j++) {

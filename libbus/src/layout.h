@@ -231,7 +231,7 @@ static inline uint64_t bus_layout_signature(void)
 		offsetof(struct bus_topic_slot, name), BUS_CKPT_N, BUS_GATING_MAX,
 		BUS_TOPICS_MAX, BUS_NAME_MAX,
 	};
-	uint64_t h = 1469598103934665603ull;
+	uint64_t h = 14695981039346656037ull;
 	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
 		h ^= parts[i];
 		h *= 1099511628211ull;

@@ -41,7 +41,7 @@ static uint32_t name_hash(const char *s)
 uint32_t bus_partition_for_key(const void *key, size_t key_len, uint32_t partitions)
 {
 	const uint8_t *k = key;
-	uint64_t h = 1469598103934665603ull;
+	uint64_t h = 14695981039346656037ull;
 
 	if (!partitions)
 		return 0;
@@ -412,9 +412,16 @@ static bool topic_get_unless_zero(struct bus_topic *t)
 	return false;
 }
 
+/* The node is the first member of struct bus_topic. */
+static inline struct bus_topic *topic_of(struct cds_lfht_node *node)
+{
+	_Static_assert(offsetof(struct bus_topic, node) == 0, "node first");
+	return (struct bus_topic *)(void *)node;
+}
+
 static int match_name(struct cds_lfht_node *node, const void *key)
 {
-	const struct bus_topic *t = caa_container_of(node, struct bus_topic, node);
+	const struct bus_topic *t = topic_of(node);
 	return strcmp(t->name, key) == 0;
 }
 
@@ -479,7 +486,7 @@ int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
 		cds_lfht_lookup(b->topics, hash, match_name, name, &iter);
 		node = cds_lfht_iter_get_node(&iter);
 		if (node) {
-			t = caa_container_of(node, struct bus_topic, node);
+			t = topic_of(node);
 			if (bus_topic_check(t) == 0 && topic_get_unless_zero(t)) {
 				rcu_read_unlock();
 				*out = t;
@@ -517,7 +524,7 @@ void bus_topics_fini(struct bus *b)
 	rcu_read_lock();
 	cds_lfht_first(b->topics, &iter);
 	while ((node = cds_lfht_iter_get_node(&iter)) != NULL) {
-		struct bus_topic *t = caa_container_of(node, struct bus_topic, node);
+		struct bus_topic *t = topic_of(node);
 		cds_lfht_next(b->topics, &iter);
 		if (cds_lfht_del(b->topics, node) == 0)
 			bus_topic_put(t);

@@ -1,0 +1,424 @@
+#!/usr/bin/env bash
+# test_cli.sh - the `bus` command line against its contract (CLI.md), on a
+# private bus in temporary directories.  Prints "ok NAME" per check; stops
+# at the first failure with a message and a non-zero status.
+set -eu
+
+cd "$(dirname "$0")/.."
+BUS=${BUILD:-build}/bin/bus
+if [ ! -x "$BUS" ]; then
+	echo "test_cli: $BUS is not built (run make)" >&2
+	exit 1
+fi
+
+TMP=$(mktemp -d)
+BUS_SHM_DIR=$(mktemp -d)
+BUS_DATA_DIR=$(mktemp -d)
+export BUS_SHM_DIR BUS_DATA_DIR
+export BUS_NAME=cli-test
+BGPID=
+cleanup() {
+	if [ -n "$BGPID" ]; then kill "$BGPID" 2>/dev/null || true; fi
+	rm -rf "$TMP" "$BUS_SHM_DIR" "$BUS_DATA_DIR"
+}
+trap cleanup EXIT
+
+CHECK="setup"
+fail() {
+	echo "FAIL $CHECK: $*" >&2
+	if [ -s "$TMP/err" ]; then
+		echo "--- stderr of the last command:" >&2
+		head -n 20 "$TMP/err" >&2
+	fi
+	exit 1
+}
+ok() { echo "ok $CHECK"; }
+
+# run CMD...: run it, keeping stdout in $TMP/out, stderr in $TMP/err and the
+# exit status in $RC, whatever it is.
+RC=0
+run() {
+	set +e
+	"$@" >"$TMP/out" 2>"$TMP/err"
+	RC=$?
+	set -e
+}
+
+# expect STATUS CMD...: run it and require that exit status.
+expect() {
+	local want=$1
+	shift
+	run "$@"
+	[ "$RC" -eq "$want" ] || fail "'$*' exited $RC, expected $want"
+}
+
+# one_error_line [TEXT]: stderr is exactly one line "bus: ...", containing
+# TEXT if given.
+one_error_line() {
+	local n
+	n=$(wc -l <"$TMP/err")
+	[ "$n" -eq 1 ] || fail "stderr has $n lines, expected one"
+	grep -q '^bus: ' "$TMP/err" || fail "stderr does not start with 'bus: '"
+	if [ $# -gt 0 ]; then
+		grep -qF -- "$1" "$TMP/err" || fail "stderr does not say '$1'"
+	fi
+}
+
+# usage_error TEXT CMD...: exit 2, one line on stderr containing TEXT.
+usage_error() {
+	local text=$1
+	shift
+	expect 2 "$@"
+	one_error_line "$text"
+}
+
+# json_ok: $TMP/out is one JSON document (skipped without python3).
+HAVE_PY=0
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import json' 2>/dev/null; then HAVE_PY=1; fi
+json_ok() {
+	if [ "$HAVE_PY" -eq 1 ]; then
+		python3 -c 'import json,sys; json.load(sys.stdin)' <"$TMP/out" || fail "stdout is not one JSON document"
+	else
+		echo "skip $CHECK: no python3 to parse the JSON"
+	fi
+}
+
+# wait_lines FILE N: until FILE has N lines (at most 5 s).
+wait_lines() {
+	for _ in $(seq 50); do
+		[ "$(wc -l <"$1")" -ge "$2" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# ------------------------------------------------------------ basics
+CHECK="version"
+expect 0 "$BUS" --version
+grep -q '^bus [0-9]*\.[0-9]*\.[0-9]*' "$TMP/out" || fail "no version on stdout"
+ok
+
+CHECK="help"
+for c in "" "topic" "topic create" "topic list" "topic describe" "topic delete" "produce" "consume"; do
+	# shellcheck disable=SC2086
+	expect 0 "$BUS" $c --help
+	grep -q '^usage: bus' "$TMP/out" || fail "'bus $c --help' prints no usage"
+done
+expect 0 "$BUS" help consume
+grep -q '^usage: bus consume' "$TMP/out" || fail "'bus help consume' prints no usage"
+ok
+
+# ------------------------------------------------------ usage errors
+CHECK="usage-errors"
+usage_error "missing command" "$BUS"
+usage_error "unknown command" "$BUS" frobnicate
+usage_error "missing subcommand" "$BUS" topic
+usage_error "--partitions" "$BUS" topic create t1
+usage_error "--partitions" "$BUS" topic create t1 --partitions 0
+usage_error "--partitions" "$BUS" topic create t1 --partitions 257
+usage_error "missing topic NAME" "$BUS" topic describe
+usage_error "unexpected argument" "$BUS" topic delete a b
+usage_error "character outside" "$BUS" topic create 'bad name' --partitions 1
+usage_error "unknown option '--bogus'" "$BUS" consume t1 --bogus
+usage_error "needs a value" "$BUS" consume t1 -p
+usage_error "--from" "$BUS" consume t1 --from yesterday
+usage_error "--from" "$BUS" consume t1 --from @2026-13-01T00:00:00Z
+usage_error "-c" "$BUS" consume t1 -c 0
+usage_error "unknown field" "$BUS" consume t1 -f '%x'
+usage_error "consumer groups are not implemented yet" "$BUS" consume t1 -g g1
+usage_error "standby" "$BUS" produce t1 --acks all
+usage_error "--acks" "$BUS" produce t1 --acks 2
+usage_error "NAME=VALUE" "$BUS" produce t1 -H novalue
+usage_error "--retention" "$BUS" topic create t1 --partitions 1 --retention 5x
+usage_error "--overflow" "$BUS" topic create t1 --partitions 1 --overflow sometimes
+usage_error "missing TOPIC" "$BUS" produce
+ok
+
+CHECK="bad-ring-size"
+for size in 3M 1K 2G abc 4Q ""; do
+	usage_error "--ring-size" "$BUS" topic create t1 --partitions 1 --ring-size "$size"
+done
+expect 0 "$BUS" topic list
+[ ! -s "$TMP/out" ] || fail "a refused create left a topic behind"
+ok
+
+# ------------------------------------------------------------ topics
+CHECK="create"
+expect 0 "$BUS" topic create quotes --partitions 3 --ring-size 1M --ephemeral
+[ ! -s "$TMP/out" ] || fail "create printed on stdout"
+grep -q "^bus: topic 'quotes': rings on" "$TMP/err" || fail "create did not say which memory backs the rings"
+ok
+
+CHECK="create-idempotent"
+expect 0 "$BUS" topic create quotes --partitions 3 --ring-size 1M --ephemeral
+ok
+
+CHECK="create-config-mismatch"
+expect 1 "$BUS" topic create quotes --partitions 4 --ring-size 1M --ephemeral
+one_error_line "another config"
+grep -qF "partitions 3 (asked 4)" "$TMP/err" || fail "the message does not name the difference"
+expect 1 "$BUS" topic create quotes --partitions 3 --ring-size 1M
+one_error_line "another config"
+ok
+
+CHECK="list"
+expect 0 "$BUS" topic create other --partitions 1 --ring-size 64K --ephemeral --overflow overwrite
+expect 0 "$BUS" topic list
+[ "$(sort "$TMP/out" | tr '\n' ' ')" = "other quotes " ] || fail "list printed: $(tr '\n' ' ' <"$TMP/out")"
+expect 0 "$BUS" topic list --long
+grep -q '^quotes  *3  *1M  *ephemeral  *block' "$TMP/out" || fail "list --long misses quotes' config"
+ok
+
+CHECK="list-json"
+expect 0 "$BUS" topic list --json
+json_ok
+[ "$(wc -l <"$TMP/out")" -eq 1 ] || fail "list --json is not one line"
+if [ "$HAVE_PY" -eq 1 ]; then
+	python3 -c 'import json,sys; d=json.load(sys.stdin); assert sorted(t["name"] for t in d["topics"])==["other","quotes"], d' <"$TMP/out" ||
+		fail "list --json does not hold both topics"
+else
+	echo "skip list-json content: no python3"
+fi
+ok
+
+CHECK="describe"
+expect 0 "$BUS" topic describe quotes
+grep -q '^partitions  *3$' "$TMP/out" || fail "describe does not say 3 partitions"
+grep -q '^ring-size  *1M$' "$TMP/out" || fail "describe does not say the ring size"
+grep -q '^kind  *ephemeral$' "$TMP/out" || fail "describe does not say ephemeral"
+grep -q 'FIRST-ON-DISK *FIRST-IN-RING *NEXT *SPILLED *REPLICATED *BYTES-ON-DISK' "$TMP/out" ||
+	fail "describe has no partition table"
+[ "$(grep -c '^ *[0-9][0-9]* *- ' "$TMP/out")" -eq 3 ] || fail "describe does not list 3 partitions"
+ok
+
+CHECK="describe-json"
+expect 0 "$BUS" topic describe quotes --json
+json_ok
+if [ "$HAVE_PY" -eq 1 ]; then
+	python3 -c '
+import json,sys
+d=json.load(sys.stdin)
+assert d["name"]=="quotes" and d["config"]["partitions"]==3 and d["config"]["ephemeral"] is True, d
+assert [p["partition"] for p in d["partitions"]]==[0,1,2], d
+assert all(p["next_offset"]==0 and p["first_offset_disk"] is None for p in d["partitions"]), d
+' <"$TMP/out" || fail "describe --json content"
+else
+	echo "skip describe-json content: no python3 (the JSON syntax was not checked either)"
+fi
+ok
+
+# --------------------------------------------------- produce/consume
+N=300
+CHECK="produce-keys"
+awk -v n=$N 'BEGIN { for (i = 0; i < n; i++) printf "key%d:value%d\n", i % 7, i }' >"$TMP/in"
+expect 0 "$BUS" produce quotes -k : <"$TMP/in"
+if [ -s "$TMP/out" ] || [ -s "$TMP/err" ]; then fail "produce printed something"; fi
+ok
+
+CHECK="consume-e-keys-order-dense"
+expect 0 "$BUS" consume quotes -e -f '%p %o %k %s\n'
+cp "$TMP/out" "$TMP/all"
+awk -v n=$N '
+	{ p = $1; o = $2; k = $3; v = substr($4, 6) + 0
+	  if (o != next_off[p] + 0) { print "partition " p ": offset " o ", expected " next_off[p] + 0; bad = 1; exit }
+	  next_off[p] = o + 1
+	  if ((k in kp) && kp[k] != p) { print "key " k " in partitions " kp[k] " and " p; bad = 1; exit }
+	  kp[k] = p
+	  if ((k in last) && v <= last[k]) { print "key " k ": value " v " after " last[k]; bad = 1; exit }
+	  last[k] = v
+	  if ("key" (v % 7) != k) { print "value " v " under key " k; bad = 1; exit }
+	  count++ }
+	END { if (!bad && count != n) { print count " records, expected " n; bad = 1 }
+	      exit bad }' "$TMP/all" >"$TMP/why" || fail "$(cat "$TMP/why")"
+ok
+
+# The partition of a key is FNV-1a 64 of its bytes modulo the partitions
+# (bus.h: stable across versions and hosts).
+CHECK="key-hash-fnv1a"
+if [ "$HAVE_PY" -eq 1 ]; then
+	python3 -c '
+import sys
+def fnv1a64(b):
+    h = 0xcbf29ce484222325
+    for c in b:
+        h = ((h ^ c) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+for line in sys.stdin:
+    p, o, k, v = line.split()
+    want = fnv1a64(k.encode()) % 3
+    if int(p) != want:
+        sys.exit("key %s is in partition %s; FNV-1a 64 modulo 3 is %d" % (k, p, want))
+' <"$TMP/all" >"$TMP/why" 2>&1 || fail "$(tail -n 1 "$TMP/why")"
+else
+	echo "skip key-hash-fnv1a: no python3"
+fi
+ok
+
+CHECK="describe-after-produce"
+expect 0 "$BUS" topic describe quotes
+total=$(awk '$2 == "-" { s += $4 } END { print s + 0 }' "$TMP/out")
+[ "$total" -eq $N ] || fail "the next offsets sum to $total, expected $N"
+ok
+
+CHECK="print-offsets"
+printf 'a\nb\n' >"$TMP/in"
+expect 0 "$BUS" produce quotes -p 1 --print-offsets <"$TMP/in"
+next1=$(awk '$1 == 1 { n = $2 + 1 } END { print n + 0 }' "$TMP/all")
+printf '1 %d\n1 %d\n' "$next1" $((next1 + 1)) >"$TMP/want"
+cmp -s "$TMP/out" "$TMP/want" || fail "printed $(tr '\n' ' ' <"$TMP/out"), expected $(tr '\n' ' ' <"$TMP/want")"
+ok
+
+CHECK="consume-count"
+expect 0 "$BUS" consume quotes -c 5
+[ "$(wc -l <"$TMP/out")" -eq 5 ] || fail "-c 5 printed $(wc -l <"$TMP/out") lines"
+ok
+
+CHECK="consume-from-offset"
+expect 0 "$BUS" consume quotes -p 0 --from 3 -e -f '%o\n'
+n0=$(awk '$1 == 0' "$TMP/all" | wc -l)
+seq 3 $((n0 - 1)) >"$TMP/want"
+cmp -s "$TMP/out" "$TMP/want" || fail "--from 3 of partition 0 ($n0 records) printed $(head -c 60 "$TMP/out" | tr '\n' ' ')..."
+expect 0 "$BUS" consume quotes -p 0 --from 100000 -e
+[ ! -s "$TMP/out" ] || fail "--from past the end printed records"
+expect 0 "$BUS" consume quotes --from latest -e
+[ ! -s "$TMP/out" ] || fail "--from latest -e printed records"
+ok
+
+CHECK="consume-from-time"
+expect 0 "$BUS" topic create timed --partitions 1 --ring-size 64K --ephemeral
+T1=1795514400000000000 # 2026-11-24T10:00:00Z in ns
+T2=$((T1 + 3600000000000))
+printf 'early1\nearly2\n' | "$BUS" produce timed --timestamp $T1 || fail "produce early"
+printf 'late1\nlate2\n' | "$BUS" produce timed --timestamp $T2 || fail "produce late"
+for at in @2026-11-24T10:30:00Z @2026-11-24T11:30:00.250+01:00 @2026-11-24T10:59:59.999999999Z @$((T2 / 1000000)); do
+	expect 0 "$BUS" consume timed --from "$at" -e
+	[ "$(tr '\n' ' ' <"$TMP/out")" = "late1 late2 " ] || fail "--from $at printed $(tr '\n' ' ' <"$TMP/out")"
+done
+expect 0 "$BUS" consume timed --from @2026-11-24T09:00:00Z -e
+[ "$(wc -l <"$TMP/out")" -eq 4 ] || fail "--from a time before every record printed $(wc -l <"$TMP/out") records"
+expect 0 "$BUS" consume timed --from @2026-11-24T12:00:00Z -e
+[ ! -s "$TMP/out" ] || fail "--from a time after every record printed records"
+ok
+
+CHECK="format-fields"
+printf 'k1=v1\n' | "$BUS" produce timed -k = -H h1=x -H h2=y=z --timestamp $T2 || fail "produce with headers"
+expect 0 "$BUS" consume timed --from 4 -e -f '%t|%p|%o|%k|%K|%s|%S|%T|%h|%%\t\\\n'
+printf 'timed|0|4|k1|2|v1|2|%d|h1=x,h2=y=z|%%\t\\\n' $((T2 / 1000000)) >"$TMP/want"
+cmp -s "$TMP/out" "$TMP/want" || fail "printed '$(cat "$TMP/out")', expected '$(cat "$TMP/want")'"
+ok
+
+# A record larger than consume's first buffer, at the end of partition 2
+# (a one-partition consumer of a partition other than 0).
+CHECK="long-line"
+awk 'BEGIN { s = "x"; while (length(s) < 300000) s = s s; printf "key|%s\n", substr(s, 1, 300000) }' >"$TMP/in"
+expect 0 "$BUS" produce quotes -k '|' -p 2 <"$TMP/in"
+expect 0 "$BUS" consume quotes -p 2 -e -f '%K %S\n'
+[ "$(tail -n 1 "$TMP/out")" = "3 300000" ] ||
+	fail "the 300000-byte record at the end of partition 2 was not printed (last line: '$(tail -n 1 "$TMP/out")')"
+ok
+
+# More bytes than consume's buffer in one batch, on one partition other
+# than 0: nothing may go missing.
+CHECK="one-partition-big-batch"
+expect 0 "$BUS" topic create wide --partitions 3 --ring-size 4M --ephemeral
+awk 'BEGIN { for (i = 0; i < 100; i++) printf "%010000d\n", i }' >"$TMP/in"
+for p in 0 1; do
+	expect 0 "$BUS" produce wide -p $p <"$TMP/in"
+	expect 0 "$BUS" consume wide -p $p -e -f '%o\n'
+	seq 0 99 >"$TMP/want"
+	cmp -s "$TMP/out" "$TMP/want" || fail "partition $p: $(wc -l <"$TMP/out") of 100 records of 10000 bytes printed"
+done
+ok
+
+CHECK="record-too-large"
+awk 'BEGIN { s = "x"; while (length(s) < 2000000) s = s s; print s }' >"$TMP/in"
+expect 1 "$BUS" produce other <"$TMP/in"
+one_error_line "0 records written"
+ok
+
+CHECK="persistent-without-daemon"
+expect 0 "$BUS" topic create persist --partitions 1 --ring-size 64K
+awk 'BEGIN { for (i = 0; i < 200; i++) printf "%01000d\n", i }' >"$TMP/in"
+expect 1 "$BUS" produce persist <"$TMP/in"
+one_error_line "busd"
+grep -q ' records written$' "$TMP/err" || fail "the error does not say how many records were written"
+ok
+
+CHECK="consume-live-sigterm"
+"$BUS" consume other -f '%s\n' >"$TMP/live" 2>"$TMP/err" &
+BGPID=$!
+sleep 0.3
+printf 'one\ntwo\nthree\n' | "$BUS" produce other || fail "produce to other"
+wait_lines "$TMP/live" 3 || true
+[ "$(tr '\n' ' ' <"$TMP/live")" = "one two three " ] || fail "a live consumer printed '$(tr '\n' ' ' <"$TMP/live")' (not flushed when idle?)"
+kill -TERM "$BGPID"
+set +e
+wait "$BGPID"
+RC=$?
+set -e
+BGPID=
+[ "$RC" -eq 0 ] || fail "SIGTERM: the consumer exited $RC"
+ok
+
+# A consumer lapped on an overwrite topic says how many records it lost.
+CHECK="lost-records"
+expect 0 "$BUS" topic create lapped --partitions 1 --ring-size 64K --ephemeral --overflow overwrite
+"$BUS" consume lapped -f '%o\n' >"$TMP/live" 2>"$TMP/lost" &
+BGPID=$!
+sleep 0.2
+seq 10 | "$BUS" produce lapped || fail "produce to lapped"
+wait_lines "$TMP/live" 10 || fail "the consumer did not print the first 10 records"
+kill -STOP "$BGPID"
+seq 20000 | "$BUS" produce lapped || fail "produce to lapped"
+kill -CONT "$BGPID"
+wait_lines "$TMP/live" 11 || fail "the consumer printed nothing after it was lapped"
+sleep 0.2
+kill -INT "$BGPID"
+set +e
+wait "$BGPID"
+RC=$?
+set -e
+BGPID=
+[ "$RC" -eq 0 ] || fail "SIGINT: the consumer exited $RC"
+first=$(sed -n 11p "$TMP/live")
+lost=$((first - 10))
+[ "$lost" -gt 0 ] || fail "the consumer was not lapped (offset $first after 9)"
+grep -q "^bus: warning: consume 'lapped': $lost records lost before offset $first " "$TMP/lost" ||
+	fail "no warning of $lost records lost before offset $first: $(cat "$TMP/lost")"
+[ "$(tail -n 1 "$TMP/live")" = 20009 ] || fail "the consumer did not reach the end after it was lapped"
+ok
+
+CHECK="bus-name"
+expect 0 "$BUS" --bus other-bus topic create elsewhere --partitions 1 --ring-size 64K --ephemeral
+expect 0 "$BUS" topic list --bus other-bus
+[ "$(cat "$TMP/out")" = elsewhere ] || fail "--bus other-bus lists '$(cat "$TMP/out")'"
+expect 0 env BUS_NAME=other-bus "$BUS" topic list
+[ "$(cat "$TMP/out")" = elsewhere ] || fail "BUS_NAME=other-bus lists '$(cat "$TMP/out")'"
+expect 0 "$BUS" topic list
+! grep -qx elsewhere "$TMP/out" || fail "a topic of bus other-bus shows on bus $BUS_NAME"
+usage_error "bus name" "$BUS" --bus 'no/slash' topic list
+ok
+
+# ------------------------------------------------------- runtime errors
+CHECK="unknown-topic"
+for cmd in "consume nosuch -e" "produce nosuch" "topic describe nosuch" "topic delete nosuch"; do
+	# shellcheck disable=SC2086
+	expect 1 "$BUS" $cmd </dev/null
+	one_error_line "no such topic"
+done
+expect 1 "$BUS" consume quotes -p 3 -e
+one_error_line "no partition 3"
+ok
+
+CHECK="delete"
+expect 0 "$BUS" topic delete quotes
+expect 0 "$BUS" topic list
+! grep -qx quotes "$TMP/out" || fail "quotes is still listed"
+expect 1 "$BUS" topic describe quotes
+one_error_line "no such topic"
+expect 0 "$BUS" topic create quotes --partitions 2 --ring-size 64K --ephemeral
+expect 0 "$BUS" consume quotes -e
+[ ! -s "$TMP/out" ] || fail "a re-created topic has old records"
+ok
+
+echo "test_cli: all passed"

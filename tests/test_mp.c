@@ -1,0 +1,356 @@
+/* test_mp.c - several processes on one partition: ordering and density,
+ * a producer killed mid-claim, a stalled claimant, sleeping consumers. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "util.h"
+
+static struct tenv env;
+static struct bus *b;
+
+static void setup(void)
+{
+	tenv_init(&env);
+	b = tenv_bus(&env);
+}
+
+static void teardown(void)
+{
+	bus_close(b);
+	tenv_fini(&env);
+}
+
+TestSuite(mp, .init = setup, .fini = teardown, .timeout = 240);
+
+#define NPROD 3
+#define NCONS 2
+#define PAYLOAD 40
+
+struct rec {
+	uint32_t producer;
+	uint32_t seq;
+	uint64_t sum;
+	uint8_t payload[PAYLOAD];
+};
+
+struct job {
+	int id;
+	int records;
+	int ready_fd; /* written once the child is attached */
+	int go_fd;    /* read before starting */
+	unsigned pflags;
+	int32_t partition;
+};
+
+static void mk_topic(const char *name, uint32_t parts, uint64_t ring)
+{
+	struct bus_topic_config cfg;
+	int err;
+
+	bus_topic_config_init(&cfg);
+	cfg.partitions = parts;
+	cfg.ring_size = ring;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	err = bus_topic_create(b, name, &cfg);
+	cr_assert_eq(err, 0, "create: %s", bus_strerror(err));
+}
+
+static struct bus *child_bus(void)
+{
+	struct bus *cb = NULL;
+	if (bus_open(&cb, &env.opts))
+		_exit(90);
+	return cb;
+}
+
+static void sync_child(struct job *j)
+{
+	char c = 1;
+	if (write(j->ready_fd, &c, 1) != 1 || read(j->go_fd, &c, 1) != 1)
+		_exit(91);
+}
+
+static int producer_main(void *arg)
+{
+	struct job *j = arg;
+	struct bus *cb = child_bus();
+	struct bus_producer *p;
+	struct bus_producer_opts po = { .flags = j->pflags };
+	struct rec r;
+
+	if (bus_producer_open(cb, "mp", &po, &p))
+		return 10;
+	sync_child(j);
+	for (int i = 0; i < j->records; i++) {
+		struct bus_record br = { .value = &r, .value_len = sizeof(r) };
+		r.producer = (uint32_t)j->id;
+		r.seq = (uint32_t)i;
+		for (int k = 0; k < PAYLOAD; k++)
+			r.payload[k] = (uint8_t)(i * 31 + k * 7 + j->id);
+		r.sum = tsum(r.payload, PAYLOAD);
+		int err = bus_produce(p, j->partition, &br, NULL, NULL);
+		if (err) {
+			fprintf(stderr, "producer %d: %s\n", j->id, bus_strerror(err));
+			return 11;
+		}
+	}
+	bus_producer_close(p);
+	bus_close(cb);
+	return 0;
+}
+
+/* Reads exactly j->records records; every one once, dense, in each
+ * producer's order, intact.  Exit code says what broke. */
+static int consumer_main(void *arg)
+{
+	struct job *j = arg;
+	struct bus *cb = child_bus();
+	struct bus_consumer *c;
+	struct bus_consumer_opts co = { .partition = 0, .wait = BUS_WAIT_SLEEP,
+					.flags = BUS_CONSUMER_GATING };
+	struct bus_view v[64];
+	uint32_t next[NPROD] = { 0 };
+	uint64_t expect = 0;
+
+	if (bus_consumer_open(cb, "mp", &co, &c))
+		return 20;
+	sync_child(j);
+	while (expect < (uint64_t)j->records) {
+		int n = bus_consumer_poll(c, v, 64, 10000000000ll);
+		if (n <= 0)
+			return 21; /* 10 s without a record */
+		for (int i = 0; i < n; i++) {
+			const struct rec *r = v[i].value;
+			if (v[i].offset != expect || v[i].lost_before)
+				return 22;
+			if (v[i].value_len != sizeof(*r) || r->producer >= NPROD)
+				return 23;
+			if (r->seq != next[r->producer]++)
+				return 24;
+			if (tsum(r->payload, PAYLOAD) != r->sum)
+				return 25;
+			expect++;
+		}
+		if (bus_consumer_check(c, v, (unsigned)n) != n)
+			return 26;
+	}
+	bus_consumer_close(c);
+	bus_close(cb);
+	return 0;
+}
+
+static void run_ordering(int nprod, int per_producer, unsigned pflags)
+{
+	int ready[2], go[2];
+	pid_t pids[NPROD + NCONS];
+	struct job jobs[NPROD + NCONS];
+	int n = 0;
+	char c;
+
+	mk_topic("mp", 1, 64 * 1024);
+	cr_assert_eq(pipe(ready), 0);
+	cr_assert_eq(pipe(go), 0);
+	for (int i = 0; i < NCONS; i++, n++) {
+		jobs[n] = (struct job){ .id = i, .records = nprod * per_producer, .ready_fd = ready[1],
+					.go_fd = go[0] };
+		pids[n] = tfork(consumer_main, &jobs[n]);
+	}
+	for (int i = 0; i < nprod; i++, n++) {
+		jobs[n] = (struct job){ .id = i, .records = per_producer, .ready_fd = ready[1],
+					.go_fd = go[0], .pflags = pflags, .partition = 0 };
+		pids[n] = tfork(producer_main, &jobs[n]);
+	}
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(read(ready[0], &c, 1), 1);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(write(go[1], &c, 1), 1);
+	for (int i = 0; i < n; i++) {
+		int st = twait(pids[i], 200000);
+		cr_assert_eq(st, 0, "%s %d exited with %d", i < NCONS ? "consumer" : "producer",
+			     jobs[i].id, st);
+	}
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+}
+
+Test(mp, concurrent_producers_and_consumers_see_every_record_once_in_order)
+{
+	/* 64 KiB ring, 96-byte frames: the ring wraps hundreds of times. */
+	run_ordering(NPROD, tstress() ? 200000 : 20000, 0);
+}
+
+Test(mp, exclusive_producer_and_consumers_see_every_record_once_in_order)
+{
+	run_ordering(1, tstress() ? 500000 : 50000, BUS_PRODUCER_EXCLUSIVE);
+}
+
+/* ---------------------------------------------- dead and stalled claims */
+
+struct claimer {
+	int mode;    /* 0: die holding the claim; 1: stall, then commit */
+	int note_fd; /* "claimed" */
+	int go_fd;   /* stall mode: commit when a byte arrives */
+};
+
+static int claimer_main(void *arg)
+{
+	struct claimer *cl = arg;
+	struct bus *cb = child_bus();
+	struct bus_producer *p;
+	struct bus_claim c;
+	char x = 1;
+	int err;
+
+	if (bus_producer_open(cb, "mp", NULL, &p) || bus_producer_claim(p, 0, NULL, 0, 64, &c))
+		return 30;
+	memset(c.value, 0xee, 64);
+	if (write(cl->note_fd, &x, 1) != 1)
+		return 31;
+	if (cl->mode == 0)
+		kill(getpid(), SIGKILL);
+	if (read(cl->go_fd, &x, 1) != 1)
+		return 32;
+	err = bus_producer_commit(p, &c, 0);
+	return err == -BUS_EREPAIRED ? 0 : 33;
+}
+
+static void claimant_case(int mode, uint64_t stuck_ns, int64_t *blocked_ms)
+{
+	struct claimer cl = { .mode = mode };
+	int note[2], go[2];
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	struct bus_partition_info pi;
+	struct bus *cb;
+	struct bus_opts o = env.opts;
+	uint64_t lost = 0, data = 0;
+	int64_t t0;
+	pid_t pid;
+	char x;
+
+	mk_topic("mp", 1, 64 * 1024);
+	o.stuck_claim_ns = stuck_ns;
+	cr_assert_eq(bus_open(&cb, &o), 0);
+	cr_assert_eq(pipe(note), 0);
+	cr_assert_eq(pipe(go), 0);
+	cl.note_fd = note[1];
+	cl.go_fd = go[0];
+	cr_assert_eq(bus_producer_open(cb, "mp", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(cb, "mp", NULL, &c), 0);
+	for (int i = 0; i < 10; i++) {
+		struct bus_record r = { .value = "before", .value_len = 6 };
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	pid = tfork(claimer_main, &cl);
+	cr_assert_eq(read(note[0], &x, 1), 1, "claimer did not claim");
+	for (int i = 0; i < 10; i++) {
+		struct bus_record r = { .value = "after", .value_len = 5 };
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	if (mode == 0)
+		cr_assert_eq(twait(pid, 10000), -1, "the claimer was killed");
+	t0 = tnow_ms();
+	while (data < 20) {
+		int n = bus_consumer_poll(c, v, 64, 100000000);
+		cr_assert(n >= 0);
+		cr_assert(tnow_ms() - t0 < 20000, "consumer never got past the claim");
+		for (int i = 0; i < n; i++) {
+			lost += v[i].lost_before;
+			cr_assert_neq(((const uint8_t *)v[i].value)[0], 0xee, "the claim was read");
+			data++;
+		}
+	}
+	*blocked_ms = tnow_ms() - t0;
+	cr_assert_eq(data, 20u);
+	cr_assert_eq(lost, 1u, "exactly the one claimed record is lost");
+	cr_assert_eq(bus_partition_describe(cb, "mp", 0, &pi), 0);
+	cr_assert_eq(pi.repaired, 1u, "and counted");
+	cr_assert_eq(pi.next_offset, 21u);
+	if (mode == 1) {
+		cr_assert_eq(write(go[1], &x, 1), 1);
+		cr_assert_eq(twait(pid, 10000), 0, "stalled claimant learns it was repaired");
+	}
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_close(cb);
+	close(note[0]);
+	close(note[1]);
+	close(go[0]);
+	close(go[1]);
+}
+
+Test(mp, claim_of_killed_producer_is_repaired_within_milliseconds)
+{
+	int64_t ms;
+	/* A huge stall timeout: only the dead-owner check can repair it. */
+	claimant_case(0, 3600ull * 1000000000ull, &ms);
+	cr_assert(ms < 1000, "repair took %ld ms", (long)ms);
+}
+
+Test(mp, claim_of_stalled_live_producer_is_repaired_after_timeout)
+{
+	int64_t ms;
+	claimant_case(1, 200000000ull, &ms);
+	cr_assert(ms >= 150, "repaired before the timeout (%ld ms)", (long)ms);
+}
+
+/* ------------------------------------------------------- wait strategies */
+
+struct sleeper {
+	int note_fd;
+	enum bus_wait wait;
+};
+
+static int sleeper_main(void *arg)
+{
+	struct sleeper *s = arg;
+	struct bus *cb = child_bus();
+	struct bus_consumer *c;
+	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY, .wait = s->wait };
+	struct bus_view v;
+	struct rusage ru;
+	char x = 1;
+	long cpu_ms;
+
+	if (bus_consumer_open(cb, "mp", &co, &c))
+		return 40;
+	if (write(s->note_fd, &x, 1) != 1)
+		return 41;
+	if (bus_consumer_poll(c, &v, 1, -1) != 1)
+		return 42;
+	getrusage(RUSAGE_SELF, &ru);
+	cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+		 (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+	return cpu_ms < 250 ? 0 : 43;
+}
+
+Test(mp, idle_sleeping_consumer_uses_no_cpu_and_wakes_on_produce)
+{
+	struct sleeper s = { .wait = BUS_WAIT_SLEEP };
+	struct bus_producer *p;
+	struct bus_record r = { .value = "wake", .value_len = 4 };
+	int note[2];
+	pid_t pid;
+	char x;
+
+	mk_topic("mp", 3, 64 * 1024);
+	cr_assert_eq(pipe(note), 0);
+	s.note_fd = note[1];
+	pid = tfork(sleeper_main, &s);
+	cr_assert_eq(read(note[0], &x, 1), 1);
+	/* Stay idle for a second: a spinning consumer would burn ~1 s of CPU. */
+	usleep(1000000);
+	cr_assert_eq(bus_producer_open(b, "mp", NULL, &p), 0);
+	cr_assert_eq(bus_produce(p, 2, &r, NULL, NULL), 0);
+	cr_assert_eq(twait(pid, 5000), 0, "sleeper did not wake, or used CPU while idle");
+	bus_producer_close(p);
+	close(note[0]);
+	close(note[1]);
+}

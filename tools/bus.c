@@ -1,0 +1,446 @@
+/* tools/bus.c - `bus`: command dispatch, the common options, one-line
+ * errors with their remedies, and the library's log callback. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* getline, memmem, timegm, *_unlocked */
+#endif
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+struct cli cli;
+volatile sig_atomic_t cli_stop;
+
+static const char usage_main[] =
+	"usage: bus [--bus NAME] [-v] COMMAND [ARGS...]\n"
+	"       bus --version\n"
+	"       bus COMMAND --help\n"
+	"\n"
+	"A Kafka-style streaming bus in shared memory for one host.\n"
+	"\n"
+	"Commands:\n"
+	"  topic create NAME --partitions N [...]   create a topic (idempotent)\n"
+	"  topic list                               one line per topic\n"
+	"  topic describe NAME                      config and per-partition offsets\n"
+	"  topic delete NAME                        delete a topic\n"
+	"  produce TOPIC [...]                      append stdin's lines as records\n"
+	"  consume TOPIC [...]                      print records\n"
+	"  help [COMMAND]                           this help, or a command's\n"
+	"\n"
+	"Common options (before or after the command):\n" CLI_COMMON_HELP
+	"  --version            print the version and exit\n"
+	"\n"
+	"Environment:\n"
+	"  BUS_NAME      the bus when --bus is not given (default \"default\")\n"
+	"  BUS_SHM_DIR   where the bus's shared memory lives (default: a writable\n"
+	"                hugetlbfs mount with free pages, else /dev/shm; on this host: %s)\n"
+	"  BUS_DATA_DIR  where persistent topics' logs live (default /var/lib/bus)\n"
+	"\n"
+	"Exit status: 0 success, 1 runtime error, 2 usage error.\n";
+
+int cli_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("bus: ", stderr);
+	if (cli.cmd)
+		fprintf(stderr, "%s: ", cli.cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	if (cli.cmd)
+		fprintf(stderr, " (see 'bus %s --help')\n", cli.cmd);
+	else
+		fputs(" (see 'bus --help')\n", stderr);
+	return CLI_USAGE;
+}
+
+int cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("bus: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return CLI_FAIL;
+}
+
+void cli_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fputs("bus: warning: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* The bus name and shm dir to name in messages, also before bus_open(). */
+static const char *hint_bus(const struct bus *b)
+{
+	const char *n;
+
+	if (b)
+		return bus_name(b);
+	if (cli.bus_name)
+		return cli.bus_name;
+	n = getenv("BUS_NAME");
+	return n && *n ? n : "default";
+}
+
+static const char *hint_shm_dir(const struct bus *b)
+{
+	const char *d;
+
+	if (b)
+		return bus_shm_dir(b);
+	d = getenv("BUS_SHM_DIR");
+	return d && *d ? d : bus_default_shm_dir();
+}
+
+const char *cli_why(const struct bus *b, int err, char *buf, size_t len)
+{
+	const char *s = bus_strerror(err);
+
+	switch (err < 0 ? -err : err) {
+	case ENOENT:
+		if (cli.topic && cli.hint_create)
+			snprintf(buf, len,
+				 "no such topic on bus '%s' (create it with: bus topic create %s --partitions N)",
+				 hint_bus(b), cli.topic);
+		else if (cli.topic)
+			snprintf(buf, len, "no such topic on bus '%s' (see: bus topic list)", hint_bus(b));
+		else
+			snprintf(buf, len, "%s", s);
+		break;
+	case BUS_ENODAEMON:
+		snprintf(buf, len, "no daemon for bus '%s': start busd --bus %s", hint_bus(b), hint_bus(b));
+		break;
+	case EACCES:
+	case EPERM:
+		snprintf(buf, len, "%s: check the permissions of %s (BUS_SHM_DIR)", s, hint_shm_dir(b));
+		break;
+	case BUS_EVERSION:
+		snprintf(buf, len,
+			 "%s: bus '%s' was made by another build of libbus; use that build, or remove the bus's files in %s",
+			 s, hint_bus(b), hint_shm_dir(b));
+		break;
+	case BUS_ECORRUPT:
+		snprintf(buf, len, "%s (bus '%s' in %s)", s, hint_bus(b), hint_shm_dir(b));
+		break;
+	case ENOSPC:
+		snprintf(buf, len, "%s: free space in %s or use a smaller --ring-size", s, hint_shm_dir(b));
+		break;
+	case EMSGSIZE:
+		snprintf(buf, len, "%s: larger than the partition's ring can hold (see --ring-size)", s);
+		break;
+	case ENODEV:
+		snprintf(buf, len, "no such NUMA node (see numactl --hardware)");
+		break;
+	default:
+		snprintf(buf, len, "%s", s);
+		break;
+	}
+	return buf;
+}
+
+int cli_fail(const struct bus *b, int err, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+
+	fflush(stdout);
+	fputs("bus: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, ": %s\n", cli_why(b, err, why, sizeof why));
+	return CLI_FAIL;
+}
+
+/* The library's events.  Its line saying which memory backs a ring is kept
+ * while a topic is created (the command prints it once); other events are
+ * printed by level: warnings and errors always, info with -v, debug with
+ * -vv. */
+static void cli_log(void *ctx, enum bus_log_level level, const char *msg)
+{
+	(void)ctx;
+	if (cli.capture_mem && strstr(msg, "page")) {
+		if (!cli.mem_line[0])
+			snprintf(cli.mem_line, sizeof cli.mem_line, "%s", msg);
+		return;
+	}
+	switch (level) {
+	case BUS_LOG_ERROR:
+		fprintf(stderr, "bus: error: %s\n", msg);
+		break;
+	case BUS_LOG_WARN:
+		fprintf(stderr, "bus: warning: %s\n", msg);
+		break;
+	case BUS_LOG_INFO:
+		if (cli.verbose >= 1)
+			fprintf(stderr, "bus: %s\n", msg);
+		break;
+	case BUS_LOG_DEBUG:
+	default:
+		if (cli.verbose >= 2)
+			fprintf(stderr, "bus: debug: %s\n", msg);
+		break;
+	}
+}
+
+int cli_open_bus(struct bus **out)
+{
+	struct bus_opts o;
+	char why[512];
+	int r;
+
+	memset(&o, 0, sizeof o);
+	o.name = cli.bus_name; /* NULL: the library reads $BUS_NAME */
+	o.flags = cli.bus_flags;
+	o.log = cli_log;
+	r = bus_open(out, &o);
+	if (r == 0)
+		return CLI_OK;
+	if (r == -ENOENT || r == -ENOTDIR)
+		return cli_error("cannot open bus '%s': %s does not exist or is not a directory (set BUS_SHM_DIR)",
+				 hint_bus(NULL), hint_shm_dir(NULL));
+	return cli_error("cannot open bus '%s' in %s: %s", hint_bus(NULL), hint_shm_dir(NULL),
+			 cli_why(NULL, r, why, sizeof why));
+}
+
+int cli_check_name(const char *what, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0)
+		return cli_usage("%s name is empty", what);
+	if (n > BUS_NAME_MAX)
+		return cli_usage("%s name '%.20s...' is %zu bytes long; at most %d", what, name, n, BUS_NAME_MAX);
+	if (name[0] == '.')
+		return cli_usage("%s name '%s' starts with '.'", what, name);
+	if (strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n)
+		return cli_usage("%s name '%s' has a character outside [A-Za-z0-9._-]", what, name);
+	return CLI_OK;
+}
+
+int cli_positional(int argc, char **argv, int want, const char *what)
+{
+	int have = argc - optind;
+
+	if (have < want)
+		return cli_usage("missing %s", what);
+	if (have > want)
+		return cli_usage("unexpected argument '%s'", argv[optind + want]);
+	return CLI_OK;
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	cli_stop = 1;
+}
+
+void cli_catch_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0; /* no SA_RESTART: a blocking read returns EINTR */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+/* An option getopt_long() did not accept, as one usage line. */
+static int bad_option(int c, int argc, char **argv, const struct option *longopts)
+{
+	const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+	size_t n, matches = 0;
+	const struct option *o, *match = NULL;
+
+	if (strncmp(arg, "--", 2) != 0) {
+		if (c == ':')
+			return cli_usage("option '-%c' needs a value", optopt);
+		if (optopt > ' ' && optopt < 127)
+			return cli_usage("unknown option '-%c'", optopt);
+		return cli_usage("unknown option '%s'", arg);
+	}
+	n = strcspn(arg + 2, "=");
+	for (o = longopts; o->name; o++) {
+		if (strncmp(o->name, arg + 2, n) != 0)
+			continue;
+		if (o->name[n] == '\0') { /* exact */
+			match = o;
+			matches = 1;
+			break;
+		}
+		match = o;
+		matches++;
+	}
+	if (matches > 1) {
+		char cand[256];
+		size_t m = 0;
+
+		cand[0] = '\0';
+		for (o = longopts; o->name; o++)
+			if (strncmp(o->name, arg + 2, n) == 0 && m < sizeof cand)
+				m += (size_t)snprintf(cand + m, sizeof cand - m, "%s--%s", m ? ", " : "", o->name);
+		return cli_usage("ambiguous option '%.*s': %s", (int)(n + 2), arg, cand);
+	}
+	if (!match)
+		return cli_usage("unknown option '%.*s'", (int)(n + 2), arg);
+	if (c == ':')
+		return cli_usage("option '--%s' needs a value", match->name);
+	if (arg[2 + n] == '=')
+		return cli_usage("option '--%s' takes no value", match->name);
+	return cli_usage("bad option '%s'", arg);
+}
+
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
+{
+	char spec[128];
+	int c;
+
+	opterr = 0;
+	if (shortopts[0] == '+')
+		snprintf(spec, sizeof spec, "+:%s%s", CLI_COMMON_SHORT, shortopts + 1);
+	else
+		snprintf(spec, sizeof spec, ":%s%s", CLI_COMMON_SHORT, shortopts);
+	for (;;) {
+		c = getopt_long(argc, argv, spec, longopts, NULL);
+		switch (c) {
+		case OPT_BUS:
+			if (cli_check_name("bus", optarg) != CLI_OK)
+				return '?';
+			cli.bus_name = optarg;
+			continue;
+		case 'v':
+			cli.verbose++;
+			continue;
+		case '?':
+		case ':':
+			bad_option(c, argc, argv, longopts);
+			return '?';
+		default:
+			return c;
+		}
+	}
+}
+
+static void print_main_help(FILE *f)
+{
+	fprintf(f, usage_main, bus_default_shm_dir());
+}
+
+struct command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+};
+
+static const struct command commands[] = {
+	{ "topic", cmd_topic },
+	{ "produce", cmd_produce },
+	{ "consume", cmd_consume },
+};
+
+/* In CLI.md, not written yet. */
+static const char *const planned[] = { "group", "stat", "dump", "perf", "standby" };
+
+static const struct command *find_command(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static int run_command(int argc, char **argv)
+{
+	const struct command *cmd = find_command(argv[0]);
+	size_t i;
+
+	if (cmd) {
+		cli.cmd = cmd->name;
+		optind = 0;
+		return cmd->fn(argc, argv);
+	}
+	for (i = 0; i < sizeof planned / sizeof planned[0]; i++)
+		if (strcmp(planned[i], argv[0]) == 0) {
+			cli.cmd = planned[i];
+			fflush(stdout);
+			fprintf(stderr, "bus: %s: not implemented yet\n", planned[i]);
+			return CLI_USAGE;
+		}
+	return cli_usage("unknown command '%s'", argv[0]);
+}
+
+/* `bus help [COMMAND [SUBCOMMAND]]`: the command's --help. */
+static int run_help(int argc, char **argv)
+{
+	char *args[4];
+	char help[] = "--help";
+	int i, n = 0;
+
+	if (argc <= 1) {
+		print_main_help(stdout);
+		return CLI_OK;
+	}
+	if (argc > 3)
+		return cli_usage("help takes at most a command and a subcommand");
+	for (i = 1; i < argc; i++)
+		args[n++] = argv[i];
+	args[n++] = help;
+	args[n] = NULL;
+	return run_command(n, args);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		CLI_COMMON_LONG,
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, rc;
+
+	optind = 0;
+	while ((c = cli_getopt(argc, argv, "+V", longopts)) != -1) {
+		switch (c) {
+		case 'h':
+			print_main_help(stdout);
+			return CLI_OK;
+		case 'V':
+			printf("bus %s (libbus %s)\n", BUS_VERSION_STRING, bus_version());
+			return CLI_OK;
+		default:
+			return CLI_USAGE;
+		}
+	}
+	if (optind >= argc)
+		return cli_usage("missing command");
+	argc -= optind;
+	argv += optind;
+	if (strcmp(argv[0], "help") == 0)
+		rc = run_help(argc, argv);
+	else
+		rc = run_command(argc, argv);
+	/* Output not written is a failure, unless one was reported already. */
+	errno = 0;
+	if ((fflush(stdout) != 0 || ferror(stdout)) && rc == CLI_OK) {
+		fprintf(stderr, "bus: writing to stdout: %s\n", strerror(errno ? errno : EIO));
+		return CLI_FAIL;
+	}
+	return rc;
+}

@@ -1,0 +1,174 @@
+/* tools/cli.h - the pieces the `bus` subcommands share: exit codes, option
+ * parsing with the common options, one-line errors, opening the bus, and the
+ * parsers of SIZE, DURATION, TIME and the consume format (CLI.md is the
+ * contract).
+ *
+ * Conventions
+ *   Every command is `int cmd_x(int argc, char **argv)`, with argv[0] the
+ *   command's own name, and returns an exit status: CLI_OK, CLI_FAIL (a
+ *   runtime error) or CLI_USAGE (a usage error).  Errors are printed as one
+ *   line on stderr, `bus: <what failed>: <why>`, before returning.
+ *   The tool is single-threaded; `cli` below is its only global state.
+ */
+#ifndef BUS_TOOLS_CLI_H
+#define BUS_TOOLS_CLI_H
+
+#include <getopt.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <bus/bus.h>
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+/* Ids of long-only options.  Each command numbers its own from
+ * OPT_CMD_BASE; short options keep their character. */
+enum { OPT_BUS = 0x100, OPT_CMD_BASE = 0x110 };
+
+/* Common options, accepted by every command (before or after the command
+ * name).  Put CLI_COMMON_LONG first in a command's option table and
+ * CLI_COMMON_SHORT is added by cli_getopt(). */
+#define CLI_COMMON_SHORT "hv"
+#define CLI_COMMON_LONG                                 \
+	{ "bus", required_argument, NULL, OPT_BUS },    \
+	{ "verbose", no_argument, NULL, 'v' },          \
+	{ "help", no_argument, NULL, 'h' }
+#define CLI_COMMON_HELP                                                        \
+	"  --bus NAME           the bus (env BUS_NAME, default \"default\")\n" \
+	"  -v, --verbose        also print the library's informational events\n" \
+	"  -h, --help           this help\n"
+
+struct cli {
+	const char *cmd;      /* the command, for messages: "topic create" */
+	const char *bus_name; /* --bus, or NULL: $BUS_NAME, else "default" */
+	const char *topic;    /* the topic the command works on, for hints */
+	int hint_create;      /* an unknown topic's hint: create it (else list) */
+	int verbose;          /* -v count */
+	unsigned bus_flags;   /* BUS_F_* for bus_open() */
+	/* While set, the library's line about the memory backing a ring is
+	 * kept in mem_line (the first one) instead of being printed. */
+	int capture_mem;
+	char mem_line[512];
+};
+
+extern struct cli cli;
+
+/* Set by the SIGINT/SIGTERM handler that cli_catch_signals() installs. */
+extern volatile sig_atomic_t cli_stop;
+
+/* ------------------------------------------------------------ bus.c */
+
+/**
+ * cli_getopt() - getopt_long() over a command's options plus the common
+ * ones, which it handles itself (--bus, -v).  Returns the option, -1 after
+ * the last one, 'h' for --help (the caller prints its help), or '?' after
+ * printing a one-line usage error (the caller returns CLI_USAGE).  Reset
+ * optind to 0 before the first call of a command.
+ */
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts);
+
+/** cli_usage() - print `bus: <cmd>: <msg> (see 'bus <cmd> --help')`;
+ *  returns CLI_USAGE. */
+int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/** cli_error() - print `bus: <msg>`; returns CLI_FAIL. */
+int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/** cli_warn() - print `bus: warning: <msg>`. */
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/**
+ * cli_fail() - print `bus: <what>: <why>` where <why> explains libbus error
+ * @err (bus_strerror() plus, where there is one, what to do about it, using
+ * cli.topic and the bus @b, which may be NULL).  Returns CLI_FAIL.
+ */
+int cli_fail(const struct bus *b, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/** cli_why() - the <why> part of cli_fail() into @buf; returns @buf. */
+const char *cli_why(const struct bus *b, int err, char *buf, size_t len);
+
+/** cli_open_bus() - bus_open() with the common options and the log
+ *  callback; prints the error and returns CLI_FAIL when it fails. */
+int cli_open_bus(struct bus **out);
+
+/** cli_check_name() - CLI_OK, or a usage error when @name cannot be a
+ *  @what ("topic", "bus") name: [A-Za-z0-9._-], 1..BUS_NAME_MAX bytes,
+ *  no leading '.'. */
+int cli_check_name(const char *what, const char *name);
+
+/** cli_catch_signals() - SIGINT and SIGTERM set cli_stop (without
+ *  SA_RESTART, so a blocking read returns EINTR). */
+void cli_catch_signals(void);
+
+/** cli_positional() - check that exactly @want positional arguments follow
+ *  optind, naming @what ("TOPIC") when one is missing.  CLI_OK or usage. */
+int cli_positional(int argc, char **argv, int want, const char *what);
+
+/* ---------------------------------------------------------- parse.c */
+
+/* Parsers return 0, or -EINVAL (malformed) or -ERANGE (too large). */
+
+/** parse_u64() - decimal digits only: no sign, no spaces. */
+int parse_u64(const char *s, uint64_t *out);
+
+/** parse_size() - a byte count: N with an optional suffix K, M or G
+ *  (powers of 1024, either case, optionally followed by "B" or "iB"). */
+int parse_size(const char *s, uint64_t *out);
+
+/** parse_duration_ms() - one or more NUNIT groups, UNIT one of ms, s, m,
+ *  h, d ("90s", "1h30m"); a bare "0" is zero. */
+int parse_duration_ms(const char *s, uint64_t *out);
+
+/**
+ * parse_time_ns() - a point in time, as nanoseconds since the epoch:
+ * milliseconds since the epoch (digits only), or ISO-8601
+ * YYYY-MM-DD[(T| )hh:mm[:ss[(.|,)fraction]]][Z|(+|-)hh[[:]mm]], local time
+ * when no zone is given.
+ */
+int parse_time_ns(const char *s, int64_t *out);
+
+/** fmt_size() - @v as parse_size() reads it, exact: "4M", "1536K", "100". */
+const char *fmt_size(uint64_t v, char *buf, size_t len);
+
+/** fmt_duration() - @ms as parse_duration_ms() reads it, exact: "7d". */
+const char *fmt_duration(uint64_t ms, char *buf, size_t len);
+
+/** json_str() - @s as a JSON string literal, quotes included. */
+void json_str(FILE *f, const char *s);
+
+/* --------------------------------------------------------- format.c */
+
+/** A compiled consume format (-f): literal runs and fields. */
+struct fmt_op {
+	char field;       /* 0: literal; else the letter after '%' */
+	uint32_t lit_off; /* literal: into fmt->lit */
+	uint32_t lit_len;
+};
+
+struct fmt {
+	struct fmt_op *ops;
+	size_t n;
+	char *lit;
+};
+
+/**
+ * fmt_compile() - compile @s, kcat style: %t topic, %p partition, %o offset,
+ * %k key, %K key size, %s value, %S value size, %T timestamp (ms), %h
+ * headers (name=value,...), %% a '%'; escapes \n \t \r \0 \\.  Returns 0,
+ * -EINVAL (with a message in @err) or -ENOMEM.
+ */
+int fmt_compile(struct fmt *f, const char *s, char *err, size_t errlen);
+void fmt_free(struct fmt *f);
+
+/** fmt_print() - write @m of @topic to @out (unlocked stdio) as @f says. */
+void fmt_print(const struct fmt *f, FILE *out, const char *topic, const struct bus_msg *m);
+
+/* -------------------------------------------------------- commands */
+
+int cmd_topic(int argc, char **argv);
+int cmd_produce(int argc, char **argv);
+int cmd_consume(int argc, char **argv);
+
+#endif
