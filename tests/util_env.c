@@ -67,13 +67,6 @@ pid_t tfork(int (*fn)(void *), void *arg)
 	return pid;
 }
 
-int64_t tnow_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int twait(pid_t pid, int timeout_ms)
 {
 	int64_t deadline = tnow_ms() + timeout_ms;
@@ -92,21 +85,4 @@ int twait(pid_t pid, int timeout_ms)
 		}
 		usleep(1000);
 	}
-}
-
-uint64_t tsum(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	uint64_t h = 14695981039346656037ull;
-	for (size_t i = 0; i < n; i++) {
-		h ^= b[i];
-		h *= 1099511628211ull;
-	}
-	return h;
-}
-
-bool tstress(void)
-{
-	const char *s = getenv("BUS_STRESS");
-	return s && *s && strcmp(s, "0") != 0;
 }

@@ -18,6 +18,7 @@ struct bus_cpart {
 	uint64_t stall_pos;    /* where a claimed frame stays unpublished */
 	int64_t stall_since;   /* monotonic ns; 0: no stall seen */
 	unsigned stall_polls;
+	unsigned empty_polls;
 };
 
 struct bus_consumer {
@@ -37,10 +38,16 @@ static inline struct bus_frame *frame_at(const struct bus_ring *r, uint64_t pos)
 	return (struct bus_frame *)(r->data + (pos & r->mask));
 }
 
-/* I1 of layout.h: a frame at @pos is whole while this holds. */
-static inline bool whole(const struct bus_ring *r, uint64_t pos, uint64_t tail)
+/* I1 of layout.h: a frame at @pos is whole while the horizon @hz is not
+ * past its next lap. */
+static inline bool whole(const struct bus_ring *r, uint64_t pos, uint64_t hz)
 {
-	return tail + BUS_FRAME_ALIGN <= pos + r->size;
+	return hz <= pos + r->size;
+}
+
+static inline uint64_t horizon(const struct bus_ring *r)
+{
+	return ld_acquire(&r->hdr->horizon);
 }
 
 static void gating_publish(struct bus_cpart *cp)
@@ -102,7 +109,7 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 {
 	struct bus_ring *r = cp->r;
 	unsigned n = 0;
-	uint64_t tail;
+	uint64_t hz;
 
 	gating_publish(cp);
 	while (n < max) {
@@ -111,13 +118,19 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 		uint32_t len, type, k, hl, vl;
 
 		if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)cp->off) {
-			tail = ld_acquire(&r->hdr->tail.pos);
-			if (!whole(r, cp->pos, tail)) {
+			if (!whole(r, cp->pos, horizon(r))) {
 				if (resync(c, cp))
 					continue;
 				break;
 			}
-			if (tail > cp->pos)
+			/* Nothing yet.  A claim sitting here unpublished shows in
+			 * the frame's claim word, on the line we poll anyway.  The
+			 * tail (the producer's hottest line: reading it would put
+			 * a cache-line transfer before its next commit) is read
+			 * rarely, for a claimant that died before its claim word. */
+			if (BUS_CLAIM_TAG(ld_acquire(&f->claim)) == (uint32_t)cp->off ||
+			    ((++cp->empty_polls & 0xffff) == 0 &&
+			     ld_acquire(&r->hdr->tail.pos) > cp->pos))
 				stalled(c, cp);
 			break;
 		}
@@ -173,17 +186,16 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 bad:
 		/* A frame that does not parse is either being overwritten (we
 		 * are lapped) or corrupt. */
-		tail = ld_acquire(&r->hdr->tail.pos);
-		if (!whole(r, cp->pos, tail) && resync(c, cp))
+		if (!whole(r, cp->pos, horizon(r)) && resync(c, cp))
 			continue;
 		return n ? (int)n : -BUS_ECORRUPT;
 	}
 	if (n) {
-		/* A1: the reads above before the tail load (seqlock check). */
+		/* A1: the reads above before the horizon load (seqlock check). */
 		atomic_thread_fence(memory_order_acquire);
-		tail = ld_relaxed(&r->hdr->tail.pos);
+		hz = ld_relaxed(&r->hdr->horizon);
 		for (unsigned i = 0; i < n; i++) {
-			if (!whole(r, v[i].priv_pos, tail)) {
+			if (!whole(r, v[i].priv_pos, hz)) {
 				/* Overwritten while read: re-read from there; the
 				 * next poll finds itself lapped and reports it. */
 				cp->pos = v[i].priv_pos;
@@ -206,7 +218,7 @@ static bool any_ready(void *arg)
 		struct bus_cpart *cp = &c->parts[i];
 		uint64_t w = ld_acquire(&frame_at(cp->r, cp->pos)->commit);
 		uint64_t tail = ld_acquire(&cp->r->hdr->tail.pos);
-		if ((w && BUS_COMMIT_TAG(w) == (uint32_t)cp->off) || !whole(cp->r, cp->pos, tail))
+		if ((w && BUS_COMMIT_TAG(w) == (uint32_t)cp->off) || !whole(cp->r, cp->pos, horizon(cp->r)))
 			return true;
 		if (tail > cp->pos)
 			c->claimed_pending = true;
@@ -291,7 +303,7 @@ int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, uns
 {
 	if (!c || (!views && n))
 		return -EINVAL;
-	/* A1 again: the caller's reads of the views before the tail loads. */
+	/* A1 again: the caller's reads of the views before the horizon loads. */
 	atomic_thread_fence(memory_order_acquire);
 	for (unsigned i = 0; i < n; i++) {
 		const struct bus_view *v = &views[i];
@@ -300,7 +312,7 @@ int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, uns
 		if (v->partition >= c->t->cfg.partitions)
 			return -EINVAL;
 		r = &c->t->rings[v->partition];
-		if (!whole(r, v->priv_pos, ld_relaxed(&r->hdr->tail.pos))) {
+		if (!whole(r, v->priv_pos, ld_relaxed(&r->hdr->horizon))) {
 			rewind_from(c, views, n, i);
 			return (int)i;
 		}
@@ -459,7 +471,7 @@ static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
 			off++;
 		}
 		atomic_thread_fence(memory_order_acquire);
-		if (!whole(r, pos, ld_relaxed(&r->hdr->tail.pos)))
+		if (!whole(r, pos, ld_relaxed(&r->hdr->horizon)))
 			continue;
 		cp->pos = pos;
 		cp->off = off;

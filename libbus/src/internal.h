@@ -24,6 +24,28 @@
 		abort();                                                           \
 	} while (0)
 
+/* ThreadSanitizer annotations.  liburcu 0.13 (Debian 12) publishes with
+ * volatile accesses and inline-asm barriers that TSan does not see; these
+ * annotations state the happens-before that liburcu provides
+ * (rcu_assign_pointer is a release, rcu_dereference an acquire), so that
+ * TSan checks our code rather than reporting the library's idiom. */
+#if defined(__SANITIZE_THREAD__)
+#define BUS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BUS_TSAN 1
+#endif
+#endif
+#ifdef BUS_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define BUS_TSAN_ACQUIRE(p) __tsan_acquire((void *)(uintptr_t)(p))
+#define BUS_TSAN_RELEASE(p) __tsan_release((void *)(uintptr_t)(p))
+#else
+#define BUS_TSAN_ACQUIRE(p) ((void)(p))
+#define BUS_TSAN_RELEASE(p) ((void)(p))
+#endif
+
 /* ------------------------------------------------------------- atomics */
 
 #define ld_relaxed(p) atomic_load_explicit((p), memory_order_relaxed)
@@ -139,6 +161,11 @@ void bus_ring_detach(struct bus_ring *r);
  * UINT64_MAX when nothing gates.  Sets *nodaemon when the spiller gates but
  * is not running. */
 uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool *nodaemon);
+/* Raise the horizon so that a claim ending at @end (and the word zeroed
+ * after it) lies below it, by a step of ring/16 but never above @limit.
+ * *cached receives the horizon now in force.  Must be followed by the
+ * producer's release fence R1 before it writes. */
+void bus_ring_raise_horizon(struct bus_ring *r, uint64_t end, uint64_t limit, uint64_t *cached);
 /* Earliest whole frame of the ring: its position and offset.  Returns 0 or
  * -EAGAIN (the producers moved too fast; retry). */
 int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off);

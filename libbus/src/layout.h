@@ -114,12 +114,17 @@ _Static_assert(sizeof(struct bus_ctl_hdr) == 3 * BUS_CACHELINE, "ctl header size
  * free-running record counters.  tail.pos is the end of the last claim and
  * tail.off the offset the next record gets; both only grow.
  *
- * The region [tail.pos - ring_size + BUS_FRAME_ALIGN, tail.pos) holds the
- * last lap.  A frame starting at p is whole as long as
- *     tail.pos + BUS_FRAME_ALIGN <= p + ring_size            (I1)
- * because every write to the data (a claimed frame, or the zeroing of the
- * commit word just past a frame, see ring.c) lands below
- * tail.pos + BUS_FRAME_ALIGN.  Readers validate I1 after reading (seqlock).
+ * Producers write only below `horizon`, an upper bound that they advance
+ * (in steps of ring_size / 16, capped by the low-water mark on gated
+ * topics) before they write beyond it.  A frame starting at p is whole as
+ * long as
+ *     horizon <= p + ring_size                                 (I1)
+ * since every write to the data (a claimed frame, or the zeroing of the
+ * commit word just past a frame, see ring.c) lands below the horizon.
+ * Readers check I1 after reading (seqlock).  The horizon lives on a line of
+ * its own that changes once per 1/16 ring, so this check costs readers a
+ * cache hit, where checking tail.pos would pull the producer's hottest line
+ * on every record.
  */
 
 /* Frame alignment; also the size of a commit word. */
@@ -202,11 +207,13 @@ struct bus_ring_hdr {
 	 * by the exclusive producer). */
 	alignas(BUS_CACHELINE) struct bus_tail tail;
 	_Atomic int32_t excl_pid;
-	/* Line 2: the spiller (busd). */
+	/* Line 2: the write horizon (I1). */
+	alignas(BUS_CACHELINE) _Atomic uint64_t horizon;
+	/* Line 3: the spiller (busd). */
 	alignas(BUS_CACHELINE) _Atomic uint64_t spill_pos;
 	_Atomic uint64_t spill_off;
 	_Atomic int32_t spiller_pid;
-	/* Line 3: counters. */
+	/* Line 4: counters. */
 	alignas(BUS_CACHELINE) _Atomic uint64_t repaired;
 	_Atomic uint64_t replicated_off;
 	/* Gating consumers, a line each. */
@@ -215,7 +222,8 @@ struct bus_ring_hdr {
 };
 _Static_assert(offsetof(struct bus_ring_hdr, tail) == BUS_CACHELINE, "tail line");
 _Static_assert(offsetof(struct bus_ring_hdr, tail) % 16 == 0, "16-byte CAS alignment");
-_Static_assert(offsetof(struct bus_ring_hdr, spill_pos) == 2 * BUS_CACHELINE, "spill line");
+_Static_assert(offsetof(struct bus_ring_hdr, horizon) == 2 * BUS_CACHELINE, "horizon line");
+_Static_assert(offsetof(struct bus_ring_hdr, spill_pos) == 3 * BUS_CACHELINE, "spill line");
 
 #define BUS_RING_HDR_SIZE 8192u
 _Static_assert(sizeof(struct bus_ring_hdr) <= BUS_RING_HDR_SIZE, "ring header fits");
@@ -228,6 +236,7 @@ static inline uint64_t bus_layout_signature(void)
 		sizeof(struct bus_topic_cfg_disk), sizeof(struct bus_ring_hdr),
 		sizeof(struct bus_frame), offsetof(struct bus_ring_hdr, tail),
 		offsetof(struct bus_ring_hdr, gating), offsetof(struct bus_ring_hdr, ckpt),
+		offsetof(struct bus_ring_hdr, horizon),
 		offsetof(struct bus_topic_slot, name), BUS_CKPT_N, BUS_GATING_MAX,
 		BUS_TOPICS_MAX, BUS_NAME_MAX,
 	};

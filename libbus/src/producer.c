@@ -9,6 +9,7 @@
 struct bus_pstate {
 	struct bus_ring *r;
 	uint64_t limit; /* claims may end at or below limit - BUS_FRAME_ALIGN */
+	uint64_t hz;    /* the horizon as last seen: claims below it need no raise */
 	bool excl;      /* exclusive ownership held */
 	uint64_t pos;   /* exclusive mode: our copy of the tail */
 	uint64_t off;
@@ -193,7 +194,9 @@ static int reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen,
 			return err;
 		st_relaxed(&h->tail.pos, end);
 		st_relaxed(&h->tail.off, (o + 1) | BUS_TAIL_EXCL);
-		/* R1: the new tail before any byte of the frame (seqlock). */
+		if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz))
+			bus_ring_raise_horizon(r, end, p->gated ? ps->limit : UINT64_MAX, &ps->hz);
+		/* R1: the horizon before any byte of the frame (seqlock, I1). */
 		atomic_thread_fence(memory_order_release);
 		ps->pos = end;
 		ps->off = o + 1;
@@ -215,10 +218,17 @@ static int reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen,
 				if ((err = wait_space(p, ps, end)) != 0)
 					return err;
 			}
-			/* The locked CAS is a full barrier: it is R1 too. */
 			if (bus_tail_cas(&h->tail, &pos, &o, end, o + 1))
 				break;
 		}
+		if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz)) {
+			ps->hz = ld_relaxed(&h->horizon);
+			if (end + BUS_FRAME_ALIGN > ps->hz)
+				bus_ring_raise_horizon(r, end, p->gated ? ps->limit : UINT64_MAX,
+						       &ps->hz);
+		}
+		/* R1: the horizon before any byte of the frame (seqlock, I1). */
+		atomic_thread_fence(memory_order_release);
 	}
 	if (pad) {
 		struct bus_frame *pf = (struct bus_frame *)(r->data + (pos & r->mask));
@@ -321,6 +331,7 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 	struct bus_pstate *ps;
 	struct bus_frame *f;
 	uint64_t hlen, flen64, fpos, off;
+	int64_t ts;
 	uint32_t part;
 	uint8_t *payload;
 	int err;
@@ -335,6 +346,10 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 	if (BUS_UNLIKELY(err))
 		return err;
 	ps = &p->parts[part];
+	/* The clock is read before the claim: between the first store to the
+	 * frame's line and the commit a spinning reader must find as little
+	 * time as possible to pull the line back. */
+	ts = rec->timestamp ? rec->timestamp : bus_now_ns();
 	hlen = rec->header_count ? headers_size(rec->headers, rec->header_count) : 0;
 	flen64 = (uint64_t)BUS_FRAME_HDR + rec->key_len + hlen + rec->value_len;
 	if (BUS_UNLIKELY(flen64 > ps->r->size / 2))
@@ -351,7 +366,7 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 		headers_encode(payload + rec->key_len, rec->headers, rec->header_count);
 	if (rec->value_len)
 		memcpy(payload + rec->key_len + hlen, rec->value, rec->value_len);
-	f->timestamp = rec->timestamp ? rec->timestamp : bus_now_ns();
+	f->timestamp = ts;
 	err = publish(p, ps, fpos, bus_align8(flen64), off, BUS_FRAME_DATA);
 	if (BUS_UNLIKELY(err))
 		return err;

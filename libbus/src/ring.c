@@ -5,9 +5,11 @@
  *
  *   1. Claim.  A concurrent producer moves tail {pos, off} to
  *      {pos + len, off + 1} with one 16-byte CAS; an exclusive producer with
- *      plain stores.  A release fence (R1) follows, so that any reader that
- *      sees a byte written in step 2 and then issues an acquire fence (A1)
- *      sees the new tail.pos: the seqlock that makes I1 checkable.
+ *      plain stores.  If the claim (plus the zeroed word after it) reaches
+ *      past the horizon, the producer first raises the horizon.  A release
+ *      fence (R1) follows, so that any reader that sees a byte written in
+ *      step 2 and then issues an acquire fence (A1) sees the raised
+ *      horizon: the seqlock that makes I1 checkable.
  *   2. Write the header sizes, then the claim word {pid, tag} with release
  *      (R2; pairs with A2 in the repairer, who needs the sizes to know the
  *      length), then key, headers, value and timestamp.
@@ -21,8 +23,8 @@
  *
  * A reader at position p expecting offset o loads the commit word at p
  * (A3).  Zero, or a tag other than o, means "not published yet" unless the
- * reader was lapped (tail.pos + BUS_FRAME_ALIGN > p + ring_size).  After
- * using a frame it issues A1 and re-checks I1.
+ * reader was lapped (I1 fails: horizon > p + ring_size).  After using a
+ * frame it issues A1 and re-checks I1.
  */
 #include <fcntl.h>
 #include <string.h>
@@ -185,8 +187,9 @@ void bus_ring_checkpoint(struct bus_ring *r, uint64_t start, uint64_t end, uint6
 int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off)
 {
 	struct bus_ring_hdr *h = r->hdr;
+	uint64_t hz = ld_acquire(&h->horizon);
 	uint64_t tail = ld_acquire(&h->tail.pos);
-	uint64_t bound = tail + BUS_FRAME_ALIGN > r->size ? tail + BUS_FRAME_ALIGN - r->size : 0;
+	uint64_t bound = hz > r->size ? hz - r->size : 0;
 	uint64_t best = UINT64_MAX, best_off = 0;
 
 	for (uint32_t i = 0; i < BUS_CKPT_N; i++) {
@@ -200,14 +203,34 @@ int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off)
 	}
 	if (best == UINT64_MAX)
 		return -EAGAIN;
-	/* Checkpoints older than the lap may have been read; re-check I1. */
+	/* The checkpoint may be from a lap that ended meanwhile: re-check I1
+	 * after A1. */
 	atomic_thread_fence(memory_order_acquire);
-	tail = ld_relaxed(&h->tail.pos);
-	if (tail + BUS_FRAME_ALIGN > best + r->size)
+	if (ld_relaxed(&h->horizon) > best + r->size)
 		return -EAGAIN;
 	*pos = best;
 	*off = best_off;
 	return 0;
+}
+
+void bus_ring_raise_horizon(struct bus_ring *r, uint64_t end, uint64_t limit, uint64_t *cached)
+{
+	struct bus_ring_hdr *h = r->hdr;
+	uint64_t want = end + BUS_FRAME_ALIGN + r->size / 16;
+	uint64_t cur = ld_relaxed(&h->horizon);
+
+	if (want > limit)
+		want = limit; /* never past the slowest gating cursor's lap */
+	while (cur < end + BUS_FRAME_ALIGN) {
+		/* Only ever raised: a CAS-max among concurrent producers. */
+		if (atomic_compare_exchange_weak_explicit(&h->horizon, &cur, want,
+							  memory_order_relaxed,
+							  memory_order_relaxed)) {
+			cur = want;
+			break;
+		}
+	}
+	*cached = cur;
 }
 
 void bus_ring_zero_ahead(struct bus_ring *r, uint64_t pos, uint64_t next_off)

@@ -93,14 +93,52 @@ static bool cfg_valid(const struct bus_topic_cfg_disk *c)
 	       c->overflow <= BUS_OVERFLOW_OVERWRITE && c->numa_node >= -1 && c->numa_node < 1024;
 }
 
-/* Copy the name of a published slot, refusing one that is not a valid,
- * terminated name (a corrupt or hostile control region). */
-static int slot_name(const struct bus_topic_slot *ts, char *out)
+/* Name and config of a slot are copied in and out word by word with
+ * relaxed atomics: a reader may race with a process reusing the slot, and
+ * re-checks the state word afterwards (a seqlock whose version is the state
+ * word with its generation). */
+static void words_load(void *dst, const void *src, size_t n)
 {
-	memcpy(out, ts->name, BUS_NAME_MAX + 1);
-	out[BUS_NAME_MAX] = 0;
-	if (memchr(ts->name, 0, BUS_NAME_MAX + 1) == NULL || !bus_name_valid(out))
+	const _Atomic uint64_t *s = src;
+	uint64_t *d = dst;
+
+	for (size_t i = 0; i < n / 8; i++)
+		d[i] = ld_relaxed(&s[i]);
+}
+
+static void words_store(void *dst, const void *src, size_t n)
+{
+	_Atomic uint64_t *d = dst;
+	const uint64_t *s = src;
+
+	for (size_t i = 0; i < n / 8; i++)
+		st_relaxed(&d[i], s[i]);
+}
+_Static_assert(sizeof(((struct bus_topic_slot *)0)->name) % 8 == 0, "name in words");
+_Static_assert(sizeof(struct bus_topic_cfg_disk) % 8 == 0, "config in words");
+_Static_assert(offsetof(struct bus_topic_slot, cfg) % 8 == 0, "config aligned");
+
+/* Copy name and config of slot @ts, which was seen in state word @w.
+ * Returns 0, -EAGAIN when the slot changed meanwhile (look again), or
+ * -BUS_ECORRUPT when the name is not a valid, terminated name (a corrupt or
+ * hostile control region).  @cfg may be NULL. */
+static int slot_read(const struct bus_topic_slot *ts, uint64_t w, char *name,
+		     struct bus_topic_cfg_disk *cfg)
+{
+	char buf[BUS_NAME_MAX + 1];
+	struct bus_topic_cfg_disk c;
+
+	words_load(buf, ts->name, sizeof(buf));
+	words_load(&c, &ts->cfg, sizeof(c));
+	/* A5: the copies above before the re-check of the version. */
+	atomic_thread_fence(memory_order_acquire);
+	if (ld_relaxed(&ts->state) != w)
+		return -EAGAIN;
+	if (memchr(buf, 0, sizeof(buf)) == NULL || !bus_name_valid(buf))
 		return -BUS_ECORRUPT;
+	memcpy(name, buf, sizeof(buf));
+	if (cfg)
+		*cfg = c;
 	return 0;
 }
 
@@ -120,6 +158,7 @@ static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
 {
 	uint32_t st = BUS_SLOT_STATE(w);
 	char name[BUS_NAME_MAX + 1];
+	struct bus_topic_cfg_disk cfg;
 
 	if (st != BUS_SLOT_CLAIMED && st != BUS_SLOT_CREATING && st != BUS_SLOT_DELETING)
 		return false;
@@ -128,8 +167,9 @@ static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
 	if (!atomic_compare_exchange_strong(&ts->state, &w,
 					    BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid())))
 		return true;
-	if (st != BUS_SLOT_CLAIMED && slot_name(ts, name) == 0)
-		unlink_rings(b, name, BUS_SLOT_GEN(w), ts->cfg.partitions);
+	w = BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid());
+	if (st != BUS_SLOT_CLAIMED && slot_read(ts, w, name, &cfg) == 0)
+		unlink_rings(b, name, BUS_SLOT_GEN(w), cfg.partitions);
 	st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
 	return true;
 }
@@ -162,14 +202,20 @@ static int slot_find(struct bus *b, const char *name, enum find_mode mode, int *
 			if (*reuse < 0)
 				*reuse = (int)idx;
 			continue;
-		case BUS_SLOT_READY:
-			if (slot_name(ts, sname) < 0)
-				return -BUS_ECORRUPT;
+		case BUS_SLOT_READY: {
+			int err = slot_read(ts, w, sname, NULL);
+			if (err == -EAGAIN) {
+				i--; /* re-read this slot */
+				continue;
+			}
+			if (err)
+				return err;
 			if (strcmp(sname, name) == 0) {
 				*word = w;
 				return (int)idx;
 			}
 			continue;
+		}
 		case BUS_SLOT_CLAIMED:
 		case BUS_SLOT_CREATING:
 		case BUS_SLOT_DELETING:
@@ -179,7 +225,7 @@ static int slot_find(struct bus *b, const char *name, enum find_mode mode, int *
 			}
 			if (mode == FIND_LOOKUP)
 				continue;
-			if (st == BUS_SLOT_CREATING && slot_name(ts, sname) == 0 &&
+			if (st == BUS_SLOT_CREATING && slot_read(ts, w, sname, NULL) == 0 &&
 			    strcmp(sname, name) != 0)
 				continue;
 			if (st == BUS_SLOT_DELETING)
@@ -196,10 +242,17 @@ static int slot_find(struct bus *b, const char *name, enum find_mode mode, int *
 	return -ENOENT;
 }
 
-static int cfg_check_same(struct bus *b, uint32_t idx, const struct bus_topic_cfg_disk *d)
+/* 0 when READY slot @idx (state word @w) holds config @d, -BUS_ECONFIG when
+ * another, -EAGAIN when the slot changed meanwhile. */
+static int cfg_check_same(struct bus *b, uint32_t idx, uint64_t w, const struct bus_topic_cfg_disk *d)
 {
-	struct bus_topic_slot *ts = bus_slot(b, idx);
-	return memcmp(&ts->cfg, d, sizeof(*d)) == 0 ? 0 : -BUS_ECONFIG;
+	char name[BUS_NAME_MAX + 1];
+	struct bus_topic_cfg_disk have;
+	int err = slot_read(bus_slot(b, idx), w, name, &have);
+
+	if (err)
+		return err;
+	return memcmp(&have, d, sizeof(*d)) == 0 ? 0 : -BUS_ECONFIG;
 }
 
 static void log_memory(struct bus *b, const char *name, const struct bus_ring *r)
@@ -236,8 +289,12 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 		struct bus_ring r;
 
 		idx = slot_find(b, name, FIND_CREATE, &reuse, &w);
-		if (idx >= 0)
-			return cfg_check_same(b, (uint32_t)idx, &d);
+		if (idx >= 0) {
+			err = cfg_check_same(b, (uint32_t)idx, w, &d);
+			if (err == -EAGAIN)
+				continue; /* deleted meanwhile: start over */
+			return err;
+		}
 		if (idx != -ENOENT)
 			return idx;
 		if (reuse < 0)
@@ -250,10 +307,13 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 		if (!atomic_compare_exchange_strong(&ts->state, &w,
 						    BUS_SLOT_WORD(BUS_SLOT_CLAIMED, gen, getpid())))
 			continue;
-		memset(ts->name, 0, sizeof(ts->name));
-		memcpy(ts->name, name, strlen(name));
+		{
+			char nbuf[BUS_NAME_MAX + 1] = { 0 };
+			memcpy(nbuf, name, strlen(name));
+			words_store(ts->name, nbuf, sizeof(nbuf));
+			words_store(&ts->cfg, &d, sizeof(d));
+		}
 		ts->name_hash = name_hash(name);
-		ts->cfg = d;
 		ts->created_ns = bus_now_ns();
 		st_relaxed(&ts->sleepers, 0);
 		/* R4: name and config visible before anyone reads them. */
@@ -297,7 +357,7 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 			}
 			if ((BUS_SLOT_STATE(ow) != BUS_SLOT_READY &&
 			     BUS_SLOT_STATE(ow) != BUS_SLOT_CREATING) ||
-			    slot_name(o, oname) < 0 || strcmp(oname, name) != 0)
+			    slot_read(o, ow, oname, NULL) < 0 || strcmp(oname, name) != 0)
 				continue;
 			w = BUS_SLOT_WORD(BUS_SLOT_DELETING, gen, getpid());
 			st_release(&ts->state, w);
@@ -306,8 +366,9 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 			while (BUS_SLOT_STATE(ow = ld_acquire(&o->state)) == BUS_SLOT_CREATING &&
 			       bus_pid_alive(BUS_SLOT_PID(ow)))
 				usleep(200);
-			if (BUS_SLOT_STATE(ow) == BUS_SLOT_READY)
-				return cfg_check_same(b, j, &d);
+			if (BUS_SLOT_STATE(ow) == BUS_SLOT_READY &&
+			    (err = cfg_check_same(b, j, ow, &d)) != -EAGAIN)
+				return err;
 			break; /* the other failed: start over */
 		}
 		if (BUS_SLOT_STATE(ld_acquire(&ts->state)) == BUS_SLOT_READY)
@@ -332,16 +393,21 @@ int bus_topic_delete(struct bus *b, const char *name)
 			    &ts->state, &w, BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid())))
 			break;
 	}
-	unlink_rings(b, name, BUS_SLOT_GEN(w), ts->cfg.partitions);
+	{
+		struct bus_topic_cfg_disk cfg;
+		char sname[BUS_NAME_MAX + 1];
+		w = BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid());
+		if (slot_read(ts, w, sname, &cfg) == 0) /* ours now: cannot change */
+			unlink_rings(b, name, BUS_SLOT_GEN(w), cfg.partitions);
+	}
 	st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
 	return 0;
 }
 
 static int slot_info(struct bus *b, uint32_t idx, uint64_t w, struct bus_topic_info *out)
 {
-	struct bus_topic_slot *ts = bus_slot(b, idx);
-	struct bus_topic_cfg_disk d = ts->cfg;
-	int err = slot_name(ts, out->name);
+	struct bus_topic_cfg_disk d;
+	int err = slot_read(bus_slot(b, idx), w, out->name, &d);
 
 	if (err)
 		return err;
@@ -362,7 +428,8 @@ int bus_topic_describe(struct bus *b, const char *name, struct bus_topic_info *o
 	idx = slot_find(b, name, FIND_LOOKUP, &reuse, &w);
 	if (idx < 0)
 		return idx;
-	return slot_info(b, (uint32_t)idx, w, out);
+	idx = slot_info(b, (uint32_t)idx, w, out);
+	return idx == -EAGAIN ? -ENOENT : idx;
 }
 
 int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_info *ti), void *ctx)
@@ -377,6 +444,8 @@ int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_in
 		if (BUS_SLOT_STATE(w) != BUS_SLOT_READY)
 			continue;
 		err = slot_info(b, i, w, &ti);
+		if (err == -EAGAIN)
+			continue; /* deleted while we looked */
 		if (err)
 			return err;
 		err = fn(ctx, &ti);
@@ -422,6 +491,8 @@ static inline struct bus_topic *topic_of(struct cds_lfht_node *node)
 static int match_name(struct cds_lfht_node *node, const void *key)
 {
 	const struct bus_topic *t = topic_of(node);
+
+	BUS_TSAN_ACQUIRE(t); /* rcu_dereference of the node (see internal.h) */
 	return strcmp(t->name, key) == 0;
 }
 
@@ -444,10 +515,12 @@ static int topic_open(struct bus *b, const char *name, struct bus_topic **out)
 	t->gen = BUS_SLOT_GEN(w);
 	t->ready_word = w;
 	t->ts = bus_slot(b, (uint32_t)idx);
-	t->cfg = t->ts->cfg;
-	if (!cfg_valid(&t->cfg)) {
+	err = slot_read(t->ts, w, t->name, &t->cfg);
+	if (!err && !cfg_valid(&t->cfg))
+		err = -BUS_ECORRUPT;
+	if (err) {
 		free(t);
-		return -BUS_ECORRUPT;
+		return err == -EAGAIN ? -ENOENT : err; /* deleted meanwhile */
 	}
 	atomic_init(&t->refs, 1);
 	t->rings = calloc(t->cfg.partitions, sizeof(*t->rings));
@@ -470,6 +543,10 @@ static int topic_open(struct bus *b, const char *name, struct bus_topic **out)
 	return 0;
 }
 
+/* TSan stand-in for the grace period: readers release it when they leave
+ * their read-side section, the updater acquires it after synchronize_rcu. */
+static char rcu_gp_token;
+
 int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
 {
 	unsigned long hash = name_hash(name);
@@ -488,6 +565,7 @@ int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
 		if (node) {
 			t = topic_of(node);
 			if (bus_topic_check(t) == 0 && topic_get_unless_zero(t)) {
+				BUS_TSAN_RELEASE(&rcu_gp_token);
 				rcu_read_unlock();
 				*out = t;
 				return 0;
@@ -495,9 +573,11 @@ int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
 			if (cds_lfht_del(b->topics, node) == 0)
 				stale = t;
 		}
+		BUS_TSAN_RELEASE(&rcu_gp_token);
 		rcu_read_unlock();
 		if (stale) {
 			synchronize_rcu(); /* no reader still looks at it */
+			BUS_TSAN_ACQUIRE(&rcu_gp_token);
 			bus_topic_put(stale);
 		}
 
@@ -505,8 +585,10 @@ int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
 		if (err)
 			return err;
 		atomic_store(&t->refs, 2); /* the table's and the caller's */
+		BUS_TSAN_RELEASE(t); /* rcu_assign_pointer in add_unique */
 		rcu_read_lock();
 		ret = cds_lfht_add_unique(b->topics, hash, match_name, name, &t->node);
+		BUS_TSAN_RELEASE(&rcu_gp_token);
 		rcu_read_unlock();
 		if (ret == &t->node) {
 			*out = t;

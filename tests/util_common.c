@@ -1,0 +1,31 @@
+/* util_common.c - test helpers without Criterion (thr_* programs use them
+ * under ThreadSanitizer, where Criterion cannot run). */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util.h"
+
+int64_t tnow_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t tsum(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	uint64_t h = 14695981039346656037ull;
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+bool tstress(void)
+{
+	const char *s = getenv("BUS_STRESS");
+	return s && *s && strcmp(s, "0") != 0;
+}
