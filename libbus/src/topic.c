@@ -9,11 +9,17 @@
  * rings, and publishes the topic with a release store (-> READY).  Readers
  * load the state word with acquire before reading name or config.
  *
- * Two creators of one name race only when one of them reuses a tombstone
- * ahead of the other's slot; after READY each creator re-scans the slots
- * ahead of its own, and the one further down the probe yields (deletes its
- * slot and adopts the other's).  A slot CLAIMED, CREATING or DELETING by a
- * process that died is turned into a tombstone by whoever meets it.
+ * Two creators of one name can claim different slots (one of them a
+ * tombstone ahead of the other's).  So, once CREATING and before making any
+ * ring, a creator issues a seq_cst fence (F1) and scans the whole probe
+ * chain for a rival of the same name: of two creators at least one sees the
+ * other.  A rival READY, or CREATING from a lower probe position, wins: the
+ * creator withdraws (no ring exists yet) and adopts the rival's topic.  A
+ * rival CREATING from a higher position is waited for: it withdraws, or it
+ * missed us and becomes READY, and we yield.  Generations carry the slot
+ * index in their low 8 bits, so two slots never name the same ring files.
+ * A slot CLAIMED, CREATING or DELETING by a process that died is turned
+ * into a tombstone by whoever meets it.
  *
  * The cache maps names to struct bus_topic handles in an RCU lock-free
  * hash table (liburcu, bulletproof flavour: callers need not register).
@@ -270,6 +276,59 @@ static void log_memory(struct bus *b, const char *name, const struct bus_ring *r
 			name, b->shm_dir);
 }
 
+/* Called by a creator whose slot @own is CREATING for @name: look for
+ * another slot of @name in the whole probe chain (home up to the first FREE
+ * slot; a creator's slot always lies before it).  Returns -1 to go on
+ * creating, or >= 0 when the caller must withdraw and start over: another
+ * slot is READY with @name, or is CREATING it from a lower probe position.
+ * One CREATING it from a higher position is waited for: it either withdraws
+ * (having seen us) or becomes READY (having missed us, so we yield). */
+static int slot_rival(struct bus *b, const char *name, uint32_t home, uint32_t own)
+{
+	uint32_t own_i = (own + BUS_TOPICS_MAX - home) % BUS_TOPICS_MAX;
+	char oname[BUS_NAME_MAX + 1];
+
+	for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++) {
+		uint32_t j = (home + i) % BUS_TOPICS_MAX;
+		struct bus_topic_slot *o = bus_slot(b, j);
+		uint64_t ow;
+		uint32_t st;
+		int err;
+
+		if (i == own_i)
+			continue;
+		ow = ld_acquire(&o->state);
+		st = BUS_SLOT_STATE(ow);
+		if (st == BUS_SLOT_FREE)
+			return -1;
+		if (slot_reap(b, o, ow)) {
+			i--;
+			continue;
+		}
+		if (st == BUS_SLOT_CLAIMED) {
+			while (ld_acquire(&o->state) == ow && bus_pid_alive(BUS_SLOT_PID(ow)))
+				usleep(200);
+			i--;
+			continue;
+		}
+		if (st != BUS_SLOT_READY && st != BUS_SLOT_CREATING)
+			continue;
+		err = slot_read(o, ow, oname, NULL);
+		if (err == -EAGAIN) {
+			i--;
+			continue;
+		}
+		if (err || strcmp(oname, name) != 0)
+			continue;
+		if (st == BUS_SLOT_READY || i < own_i)
+			return (int)j;
+		while (ld_acquire(&o->state) == ow && bus_pid_alive(BUS_SLOT_PID(ow)))
+			usleep(200);
+		i--;
+	}
+	return -1;
+}
+
 int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_config *cfg)
 {
 	struct bus_topic_cfg_disk d;
@@ -303,7 +362,9 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 		w = ld_acquire(&ts->state);
 		if (BUS_SLOT_STATE(w) != BUS_SLOT_FREE && BUS_SLOT_STATE(w) != BUS_SLOT_DELETED)
 			continue;
-		gen = (BUS_SLOT_GEN(w) + 1) & 0xffffffu;
+		/* The low bits name the slot, so that two slots never hand
+		 * out the same (name, generation) and so the same ring files. */
+		gen = (((BUS_SLOT_GEN(w) | (BUS_TOPICS_MAX - 1)) + 1) | (uint32_t)reuse) & 0xffffffu;
 		if (!atomic_compare_exchange_strong(&ts->state, &w,
 						    BUS_SLOT_WORD(BUS_SLOT_CLAIMED, gen, getpid())))
 			continue;
@@ -318,6 +379,16 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 		st_relaxed(&ts->sleepers, 0);
 		/* R4: name and config visible before anyone reads them. */
 		st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, getpid()));
+
+		/* F1: our CREATING before our reads of the other slots; pairs
+		 * with F1 of any other creator, so that of two creators of one
+		 * name at least one sees the other. */
+		atomic_thread_fence(memory_order_seq_cst);
+		if (slot_rival(b, name, home, (uint32_t)reuse) >= 0) {
+			/* No ring made yet: withdraw, then find the other's. */
+			st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
+			continue;
+		}
 
 		err = 0;
 		for (uint32_t p = 0; p < d.partitions; p++) {
@@ -338,41 +409,7 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 		/* R5: rings complete before the topic is visible. */
 		st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_READY, gen, 0));
 
-		/* Dedupe: a slot ahead of ours in the probe holding the same
-		 * name wins; ours is withdrawn. */
-		for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++) {
-			uint32_t j = (home + i) % BUS_TOPICS_MAX;
-			struct bus_topic_slot *o = bus_slot(b, j);
-			char oname[BUS_NAME_MAX + 1];
-			uint64_t ow;
-
-			if ((int)j == reuse)
-				break;
-			ow = ld_acquire(&o->state);
-			if (BUS_SLOT_STATE(ow) == BUS_SLOT_CLAIMED) {
-				while (ld_acquire(&o->state) == ow && bus_pid_alive(BUS_SLOT_PID(ow)))
-					usleep(200);
-				i--;
-				continue;
-			}
-			if ((BUS_SLOT_STATE(ow) != BUS_SLOT_READY &&
-			     BUS_SLOT_STATE(ow) != BUS_SLOT_CREATING) ||
-			    slot_read(o, ow, oname, NULL) < 0 || strcmp(oname, name) != 0)
-				continue;
-			w = BUS_SLOT_WORD(BUS_SLOT_DELETING, gen, getpid());
-			st_release(&ts->state, w);
-			unlink_rings(b, name, gen, d.partitions);
-			st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
-			while (BUS_SLOT_STATE(ow = ld_acquire(&o->state)) == BUS_SLOT_CREATING &&
-			       bus_pid_alive(BUS_SLOT_PID(ow)))
-				usleep(200);
-			if (BUS_SLOT_STATE(ow) == BUS_SLOT_READY &&
-			    (err = cfg_check_same(b, j, ow, &d)) != -EAGAIN)
-				return err;
-			break; /* the other failed: start over */
-		}
-		if (BUS_SLOT_STATE(ld_acquire(&ts->state)) == BUS_SLOT_READY)
-			return 0;
+		return 0;
 	}
 }
 
