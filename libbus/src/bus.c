@@ -99,6 +99,8 @@ static int ctl_open(struct bus *b)
 {
 	char path[4096];
 	mode_t mode = (b->flags & BUS_F_PRIVATE) ? 0600 : 0660;
+	/* hugetlbfs takes whole huge pages only: in ftruncate, and in munmap. */
+	size_t len = (size_t)bus_shm_round(b, BUS_CTL_SIZE);
 	int err = ctl_path(b, path, sizeof(path));
 	int fd;
 
@@ -109,14 +111,14 @@ static int ctl_open(struct bus *b)
 		struct bus_ctl_hdr *h;
 
 		(void)fchmod(fd, mode); /* umask must not narrow the group bits */
-		if (ftruncate(fd, BUS_CTL_SIZE) < 0 ||
-		    (errno = posix_fallocate(fd, 0, BUS_CTL_SIZE)) != 0) {
+		if (ftruncate(fd, (off_t)len) < 0 ||
+		    (errno = posix_fallocate(fd, 0, (off_t)len)) != 0) {
 			err = -errno;
 			close(fd);
 			unlink(path);
 			return err;
 		}
-		h = mmap(NULL, BUS_CTL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+		h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 		if (h == MAP_FAILED) {
 			err = -errno;
 			close(fd);
@@ -137,6 +139,7 @@ static int ctl_open(struct bus *b)
 		st_release(&h->ready, BUS_LAYOUT_VERSION);
 		b->ctl_fd = fd;
 		b->ctl = h;
+		b->ctl_len = len;
 		return 0;
 	}
 	if (errno != EEXIST)
@@ -154,8 +157,7 @@ static int ctl_open(struct bus *b)
 			break;
 		}
 		if ((uint64_t)st.st_size >= BUS_CTL_SIZE) {
-			h = mmap(NULL, BUS_CTL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-				 fd, 0);
+			h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 			if (h == MAP_FAILED) {
 				err = -errno;
 				break;
@@ -166,12 +168,13 @@ static int ctl_open(struct bus *b)
 				if (!err) {
 					b->ctl_fd = fd;
 					b->ctl = h;
+					b->ctl_len = len;
 					return 0;
 				}
-				munmap(h, BUS_CTL_SIZE);
+				munmap(h, len);
 				break;
 			}
-			munmap(h, BUS_CTL_SIZE);
+			munmap(h, len);
 		} else if (st.st_size > 0) {
 			/* The creator sizes the file right after creating it: a
 			 * short, non-empty file was truncated or is not ours. */
@@ -304,7 +307,7 @@ void bus_close(struct bus *b)
 	if (b->topics)
 		bus_topics_fini(b);
 	if (b->ctl)
-		munmap(b->ctl, BUS_CTL_SIZE);
+		munmap(b->ctl, b->ctl_len);
 	if (b->ctl_fd >= 0)
 		close(b->ctl_fd);
 	free(b->shm_dir);

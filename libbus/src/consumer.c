@@ -142,6 +142,12 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 				 (type != BUS_FRAME_PAD && len < BUS_FRAME_HDR)))
 			goto bad;
 		if (type == BUS_FRAME_PAD) {
+			/* Padding fills a lap to its end and never starts one
+			 * (producer.c, reserve()): any other is corrupt, and
+			 * padding leading back to padding would never end. */
+			if (BUS_UNLIKELY((cp->pos & r->mask) == 0 ||
+					 len != r->size - (cp->pos & r->mask)))
+				goto bad;
 			cp->pos += len;
 			continue;
 		}
@@ -427,7 +433,8 @@ static int seek_offset(struct bus_cpart *cp, uint64_t target)
 		uint64_t p1 = ld_acquire(&h->ckpt[i].pos);
 		uint64_t o = ld_acquire(&h->ckpt[i].off);
 		uint64_t p2 = ld_acquire(&h->ckpt[i].pos);
-		if (p1 != p2 || p1 == BUS_CKPT_EMPTY || p1 < epos || o > target || o < boff)
+		if (p1 != p2 || p1 == BUS_CKPT_EMPTY || p1 % BUS_FRAME_ALIGN || p1 < epos ||
+		    o > target || o < boff)
 			continue;
 		bpos = p1;
 		boff = o;
@@ -461,6 +468,8 @@ static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
 			    len % BUS_FRAME_ALIGN || len > r->size - (pos & r->mask))
 				break; /* the end, or lapped (checked below) */
 			if (type == BUS_FRAME_PAD) {
+				if ((pos & r->mask) == 0 || len != r->size - (pos & r->mask))
+					break; /* corrupt: the next poll reports it */
 				pos += len;
 				continue;
 			}

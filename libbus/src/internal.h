@@ -105,6 +105,7 @@ struct bus {
 	uint64_t stuck_claim_ns;
 	int ctl_fd;
 	struct bus_ctl_hdr *ctl;
+	size_t ctl_len; /* mapped length: BUS_CTL_SIZE rounded to the fs page */
 	struct cds_lfht *topics; /* name -> struct bus_topic, RCU */
 };
 

@@ -162,7 +162,8 @@ static bool ckpt_read(const struct bus_ckpt *c, uint64_t *pos, uint64_t *off)
 	uint64_t o = ld_acquire(&c->off);
 	uint64_t p2 = ld_acquire(&c->pos);
 
-	if (p1 != p2 || p1 == BUS_CKPT_EMPTY)
+	/* An unaligned position is not one a producer wrote: corrupt. */
+	if (p1 != p2 || p1 == BUS_CKPT_EMPTY || p1 % BUS_FRAME_ALIGN)
 		return false;
 	*pos = p1;
 	*off = o;

@@ -72,7 +72,9 @@ int bus_shm_create(const struct bus *b, const char *path, uint64_t size, int num
 	}
 	addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (addr == MAP_FAILED) {
-		err = -errno;
+		/* hugetlbfs reserves the pages of a shared mapping in mmap:
+		 * ENOMEM there means the huge-page pool is short. */
+		err = huge && errno == ENOMEM ? -ENOSPC : -errno;
 		goto fail_fd;
 	}
 	if (!huge && shmem_thp_enabled())
