@@ -1,7 +1,10 @@
 /* test_mp.c - several processes on one partition: ordering and density,
  * a producer killed mid-claim, a stalled claimant, sleeping consumers. */
 #include <criterion/criterion.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -353,4 +356,52 @@ Test(mp, idle_sleeping_consumer_uses_no_cpu_and_wakes_on_produce)
 	bus_producer_close(p);
 	close(note[0]);
 	close(note[1]);
+}
+
+/* ---------------------------------------------------- no system calls */
+
+static int nosys_main(void *arg)
+{
+	struct bus *cb = child_bus();
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	struct bus_record r = { .value = "no syscall", .value_len = 10, .timestamp = 1 };
+
+	(void)arg;
+	if (bus_producer_open(cb, "mp", NULL, &p) || bus_consumer_open(cb, "mp", NULL, &c))
+		return 50;
+	/* Warm up: first appends compute the low-water mark and the horizon. */
+	for (int i = 0; i < 10; i++)
+		if (bus_produce(p, 0, &r, NULL, NULL))
+			return 51;
+	(void)bus_consumer_poll(c, v, 64, 0);
+	/* From here on any system call but read, write and exit kills us. */
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) != 0)
+		return 52;
+	for (int i = 0; i < 100000; i++) {
+		if (bus_produce(p, 0, &r, NULL, NULL))
+			syscall(SYS_exit, 53);
+		if (bus_consumer_poll(c, v, 64, 0) != 1)
+			syscall(SYS_exit, 54);
+	}
+	syscall(SYS_exit, 0);
+	return 0;
+}
+
+Test(mp, producer_and_consumer_make_no_system_call_on_the_hot_path)
+{
+	struct bus_topic_config cfg;
+	pid_t pid;
+	int st;
+
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = 64 * 1024;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cfg.overflow = BUS_OVERFLOW_OVERWRITE;
+	cr_assert_eq(bus_topic_create(b, "mp", &cfg), 0);
+	pid = tfork(nosys_main, NULL);
+	st = twait(pid, 60000);
+	cr_assert_eq(st, 0, "child %s (exit %d): a system call on the hot path kills it",
+		     st < 0 ? "was killed" : "failed", st);
 }

@@ -1,6 +1,7 @@
 /* test_ring.c - appends and reads: density, ordering, keys, headers,
  * zero copy, seeks, exclusive mode, back-pressure, lapping. */
 #include <criterion/criterion.h>
+#include <numa.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -383,4 +384,27 @@ Test(ring, stalled_consumer_on_overwrite_topic_gets_exact_gap)
 	cr_assert(lost > 15000, "the ring holds far fewer than 20000 records");
 	bus_consumer_close(c);
 	bus_producer_close(p);
+}
+
+Test(ring, numa_node_binds_rings_or_is_refused_when_absent)
+{
+	struct bus_topic_config cfg;
+	struct bus_producer *p;
+	int err;
+
+	if (numa_available() < 0)
+		cr_skip("libnuma reports no NUMA support on this machine");
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = BUS_RING_MIN;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cfg.numa_node = numa_max_node();
+	err = bus_topic_create(b, "numa", &cfg);
+	cr_assert_eq(err, 0, "bind to node %d: %s", cfg.numa_node, bus_strerror(err));
+	cr_assert_eq(bus_producer_open(b, "numa", NULL, &p), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "on node", NULL, NULL), 0);
+	bus_producer_close(p);
+	cfg.numa_node = numa_max_node() + 1;
+	cr_assert_eq(bus_topic_create(b, "numa2", &cfg), -ENODEV);
+	cr_assert_eq(bus_topic_describe(b, "numa2", &(struct bus_topic_info){ 0 }), -ENOENT,
+		     "a refused topic leaves nothing behind");
 }
