@@ -36,7 +36,6 @@
 #define LOCK_MS 100000 /* another hugepages test holds the pool at most this long */
 #define CHILD_MS 30000
 
-static struct tenv env;
 
 static struct {
 	int lock_fd;    /* flock on NR_PATH, or -1 */

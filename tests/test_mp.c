@@ -12,22 +12,7 @@
 
 #include "util.h"
 
-static struct tenv env;
-static struct bus *b;
-
-static void setup(void)
-{
-	tenv_init(&env);
-	b = tenv_bus(&env);
-}
-
-static void teardown(void)
-{
-	bus_close(b);
-	tenv_fini(&env);
-}
-
-TestSuite(mp, .init = setup, .fini = teardown, .timeout = 240);
+TestSuite(mp, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 240);
 
 #define NPROD 3
 #define NCONS 2

@@ -10,22 +10,7 @@
 
 #include "util.h"
 
-static struct tenv env;
-static struct bus *b;
-
-static void setup(void)
-{
-	tenv_init(&env);
-	b = tenv_bus(&env);
-}
-
-static void teardown(void)
-{
-	bus_close(b);
-	tenv_fini(&env);
-}
-
-TestSuite(ring, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(ring, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 120);
 
 static void mk_topic(const char *name, uint32_t parts, uint64_t ring, uint32_t overflow)
 {

@@ -19,23 +19,7 @@
 #include "layout.h"
 #include "util.h"
 
-static struct tenv env;
-static struct bus *b;
-
-static void setup(void)
-{
-	tenv_init(&env);
-	b = tenv_bus(&env);
-}
-
-static void teardown(void)
-{
-	bus_close(b);
-	b = NULL;
-	tenv_fini(&env);
-}
-
-TestSuite(safety, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(safety, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 120);
 
 /* "Promptly": a damaged file is refused without waiting. */
 #define PROMPT_MS 3000
@@ -1202,7 +1186,7 @@ Test(safety, other_users_get_eacces_and_the_group_gets_in)
 	struct perm_job *j;
 
 	if (geteuid() != 0) {
-		teardown(); /* Criterion runs no .fini after a skip */
+		tsuite_teardown(); /* Criterion runs no .fini after a skip */
 		cr_skip("needs root: the test drops a child to uid 65534 (nobody) to check "
 			"that 0600 files refuse it (running as uid %d)",
 			(int)geteuid());

@@ -16,22 +16,7 @@
 #include "layout.h"
 #include "util.h"
 
-static struct tenv env;
-static struct bus *b;
-
-static void setup(void)
-{
-	tenv_init(&env);
-	b = tenv_bus(&env);
-}
-
-static void teardown(void)
-{
-	bus_close(b);
-	tenv_fini(&env);
-}
-
-TestSuite(topic, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(topic, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 120);
 
 /* ------------------------------------------------------------- helpers */
 

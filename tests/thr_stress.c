@@ -25,7 +25,7 @@
 		}                                                             \
 	} while (0)
 
-static struct bus *b;
+static struct bus *tb; /* this program's bus */
 
 /* --------------------------------------------------------- topic cache */
 
@@ -52,13 +52,13 @@ static void *cache_worker(void *arg)
 			snprintf(name, sizeof(name), "shared%d", i % 7);
 		else
 			snprintf(name, sizeof(name), "own%ld-%d", id, i % 5);
-		err = bus_topic_create(b, name, &cfg);
+		err = bus_topic_create(tb, name, &cfg);
 		CHECK(err == 0, "create %s: %s", name, bus_strerror(err));
-		err = bus_producer_open(b, name, NULL, &p);
+		err = bus_producer_open(tb, name, NULL, &p);
 		if (err == -ENOENT || err == -BUS_ESTALE)
 			continue; /* deleted by another thread meanwhile */
 		CHECK(err == 0, "producer %s: %s", name, bus_strerror(err));
-		err = bus_consumer_open(b, name, NULL, &c);
+		err = bus_consumer_open(tb, name, NULL, &c);
 		CHECK(err == 0 || err == -ENOENT, "consumer %s: %s", name, bus_strerror(err));
 		if (!err) {
 			struct bus_record r = { .value = "x", .value_len = 1 };
@@ -71,7 +71,7 @@ static void *cache_worker(void *arg)
 		}
 		bus_producer_close(p);
 		if (i % 10 == 9) {
-			err = bus_topic_delete(b, name);
+			err = bus_topic_delete(tb, name);
 			CHECK(err == 0 || err == -ENOENT, "delete: %s", bus_strerror(err));
 		}
 	}
@@ -115,7 +115,7 @@ static void *producer_thread(void *arg)
 	struct bus_producer_opts po = { .flags = j->flags };
 	struct bus_producer *p;
 	struct rec r;
-	int err = bus_producer_open(b, "log", &po, &p);
+	int err = bus_producer_open(tb, "log", &po, &p);
 
 	CHECK(err == 0, "producer open: %s", bus_strerror(err));
 	pthread_barrier_wait(j->start);
@@ -178,14 +178,14 @@ static void test_one_log(int nprod, int per, unsigned pflags, const char *what)
 	bus_topic_config_init(&cfg);
 	cfg.ring_size = 64 * 1024;
 	cfg.flags = BUS_TOPIC_EPHEMERAL;
-	err = bus_topic_create(b, "log", &cfg);
+	err = bus_topic_create(tb, "log", &cfg);
 	CHECK(err == 0, "create: %s", bus_strerror(err));
 	pthread_barrier_init(&start, NULL, (unsigned)(nprod + 2));
 	for (int i = 0; i < 2; i++) {
 		struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING,
 						.wait = i ? BUS_WAIT_SLEEP : BUS_WAIT_YIELD };
 		cj[i] = (struct cjob){ .total = nprod * per, .start = &start };
-		err = bus_consumer_open(b, "log", &co, &cj[i].c);
+		err = bus_consumer_open(tb, "log", &co, &cj[i].c);
 		CHECK(err == 0, "consumer: %s", bus_strerror(err));
 		pthread_create(&ct[i], NULL, consumer_thread, &cj[i]);
 	}
@@ -200,7 +200,7 @@ static void test_one_log(int nprod, int per, unsigned pflags, const char *what)
 		bus_consumer_close(cj[i].c);
 	}
 	pthread_barrier_destroy(&start);
-	CHECK(bus_topic_delete(b, "log") == 0, "delete");
+	CHECK(bus_topic_delete(tb, "log") == 0, "delete");
 	printf("ok %s: %d x %d records, 2 gating consumers, each saw all in order\n", what, nprod,
 	       per);
 }
@@ -214,12 +214,12 @@ int main(void)
 	CHECK(mkdtemp(shm) && mkdtemp(data), "mkdtemp");
 	o.shm_dir = shm;
 	o.data_dir = data;
-	err = bus_open(&b, &o);
+	err = bus_open(&tb, &o);
 	CHECK(err == 0, "bus_open: %s", bus_strerror(err));
 	test_topic_cache();
 	test_one_log(NPROD, 20000 * scale, 0, "concurrent producers");
 	test_one_log(1, 50000 * scale, BUS_PRODUCER_EXCLUSIVE, "exclusive producer");
-	bus_close(b);
+	bus_close(tb);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", shm, data);
 	return system(cmd) == 0 ? 0 : 1;
 }

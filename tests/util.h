@@ -16,6 +16,13 @@ struct tenv {
 	struct bus_opts opts;
 };
 
+/* The suite's private bus: tsuite_setup() (a TestSuite .init) makes the
+ * environment and opens the bus, tsuite_teardown() closes and removes it. */
+extern struct tenv env;
+extern struct bus *b;
+void tsuite_setup(void);
+void tsuite_teardown(void);
+
 /* Make private BUS_SHM_DIR and BUS_DATA_DIR folders and a unique bus name,
  * and export them (children and the CLI inherit them). */
 void tenv_init(struct tenv *e);

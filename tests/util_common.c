@@ -15,10 +15,10 @@ int64_t tnow_ms(void)
 
 uint64_t tsum(const void *p, size_t n)
 {
-	const uint8_t *b = p;
+	const uint8_t *bytes = p;
 	uint64_t h = 14695981039346656037ull;
 	for (size_t i = 0; i < n; i++) {
-		h ^= b[i];
+		h ^= bytes[i];
 		h *= 1099511628211ull;
 	}
 	return h;

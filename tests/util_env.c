@@ -47,12 +47,28 @@ void tenv_fini(struct tenv *e)
 	e->shm_dir[0] = e->data_dir[0] = 0;
 }
 
+struct tenv env;
+struct bus *b;
+
+void tsuite_setup(void)
+{
+	tenv_init(&env);
+	b = tenv_bus(&env);
+}
+
+void tsuite_teardown(void)
+{
+	bus_close(b);
+	b = NULL;
+	tenv_fini(&env);
+}
+
 struct bus *tenv_bus(struct tenv *e)
 {
-	struct bus *b = NULL;
-	int err = bus_open(&b, &e->opts);
+	struct bus *nb = NULL;
+	int err = bus_open(&nb, &e->opts);
 	cr_assert_eq(err, 0, "bus_open: %s", bus_strerror(err));
-	return b;
+	return nb;
 }
 
 pid_t tfork(int (*fn)(void *), void *arg)
