@@ -246,14 +246,17 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
 	for (;;) {
 		unsigned n = 0;
 
-		for (uint32_t i = 0; i < c->nparts && n < max; i++) {
-			uint32_t j = (c->rr + i) % c->nparts;
+		/* Partitions in turn, starting one further each call. */
+		for (uint32_t i = 0, j = c->rr; i < c->nparts && n < max; i++) {
 			int got = poll_part(c, &c->parts[j], views + n, max - n);
 			if (BUS_UNLIKELY(got < 0))
 				return n ? (int)n : got;
 			n += (unsigned)got;
+			if (++j == c->nparts)
+				j = 0;
 		}
-		c->rr++;
+		if (++c->rr >= c->nparts)
+			c->rr = 0;
 		if (n || timeout_ns == 0) {
 			c->stats.records += n;
 			return (int)n;

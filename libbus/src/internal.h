@@ -147,6 +147,7 @@ struct bus_ring {
 	uint8_t *data;
 	uint64_t size;
 	uint64_t mask;
+	unsigned ckpt_shift; /* log2 of the checkpoint chunk (size / BUS_CKPT_N) */
 	struct bus_map map;
 };
 

@@ -200,6 +200,12 @@ static int reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen,
 		atomic_thread_fence(memory_order_release);
 		ps->pos = end;
 		ps->off = o + 1;
+		/* Zero ahead (step 3) now rather than just before the commit:
+		 * the reader may hold that line, and its transfer then overlaps
+		 * the writing of the frame instead of delaying the commit
+		 * (stores become visible in order).  Sole writer: nobody else
+		 * touches that word. */
+		st_relaxed(&((struct bus_frame *)(r->data + (end & r->mask)))->commit, 0);
 	} else {
 		pos = ld_relaxed(&h->tail.pos);
 		o = ld_relaxed(&h->tail.off);
@@ -254,8 +260,7 @@ static int publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos,
 	uint64_t cw = BUS_COMMIT(type, flen, off);
 
 	if (p->flags & BUS_PRODUCER_EXCLUSIVE) {
-		/* Sole writer: nobody else touches the next commit word. */
-		st_relaxed(&((struct bus_frame *)(r->data + (end & r->mask)))->commit, 0);
+		/* The next commit word was zeroed in reserve(). */
 		st_release(&f->commit, cw); /* R3: pairs with A3 in readers */
 	} else {
 		uint64_t w;

@@ -49,6 +49,8 @@ static void ring_bind(struct bus_ring *r, uint64_t ring_size)
 	r->hdr = (struct bus_ring_hdr *)((uint8_t *)r->map.addr + ring_size);
 	r->size = ring_size;
 	r->mask = ring_size - 1;
+	/* Both are powers of two: the hot path shifts instead of dividing. */
+	r->ckpt_shift = (unsigned)__builtin_ctzll(ring_size / BUS_CKPT_N);
 }
 
 int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
@@ -172,12 +174,11 @@ static bool ckpt_read(const struct bus_ckpt *c, uint64_t *pos, uint64_t *off)
 
 void bus_ring_checkpoint(struct bus_ring *r, uint64_t start, uint64_t end, uint64_t next_off)
 {
-	uint64_t chunk = r->size / BUS_CKPT_N;
 	struct bus_ckpt *c;
 
-	if (start / chunk == end / chunk)
+	if (BUS_LIKELY(start >> r->ckpt_shift == end >> r->ckpt_shift))
 		return;
-	c = &r->hdr->ckpt[(end & r->mask) / chunk];
+	c = &r->hdr->ckpt[(end & r->mask) >> r->ckpt_shift];
 	/* Invalidate, write off, publish pos: readers see either the old pair
 	 * with a changed pos (rejected) or the new one. */
 	st_release(&c->pos, BUS_CKPT_EMPTY);
