@@ -4,7 +4,7 @@
 #include "internal.h"
 
 static const char *const bus_errors[] = {
-	[BUS_ECORRUPT - BUS_EBASE] = "shared file is corrupt, truncated or not a bus file",
+	[BUS_ECORRUPT - BUS_EBASE] = "file is corrupt, truncated or not a bus file",
 	[BUS_EVERSION - BUS_EBASE] = "shared file has an incompatible layout version",
 	[BUS_ECONFIG - BUS_EBASE] = "topic exists with another configuration",
 	[BUS_ELAPPED - BUS_EBASE] = "record was overwritten while it was read (lapped)",

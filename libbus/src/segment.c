@@ -1,0 +1,2092 @@
+/* segment.c - segment logs on disk: writer (append, roll, recovery), reader
+ * (scan, seek by offset and by time), bounds and retention.  The format and
+ * the contracts are in segment.h.
+ *
+ * The writer keeps, for the active segment, two sizes: log_size (bytes of
+ * whole frames in the file) and end (log_size plus the buffered frames), and
+ * the checkpoint state (last_ckpt, max_ts, last_m) that decides the index
+ * entries.  Index entries wait in `pending` arrays until their frames are in
+ * the file, and are written time index first (see segment.h, the reader's
+ * seek by time relies on it).
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "internal.h"
+#include "segment.h"
+
+#define HDR ((uint64_t)BUS_SEG_HDR_SIZE)
+#define IO_CHUNK (256u * 1024) /* reads of a sequential reader */
+#define SEEK_CHUNK (16u * 1024) /* reads of a seek: a checkpoint's stretch */
+
+/* ------------------------------------------------------------ helpers */
+
+static void seg_name(char *buf, uint64_t base, const char *ext)
+{
+	snprintf(buf, BUS_SEG_NAME_MAX, "%020" PRIu64 ".%s", base, ext);
+}
+
+static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t pos)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t k = pread(fd, (char *)buf + done, n - done, (off_t)(pos + done));
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (k == 0)
+			break;
+		done += (size_t)k;
+	}
+	return (ssize_t)done;
+}
+
+/* Write all of @buf at @pos.  Returns 0 or -errno; *done receives the
+ * bytes written either way (a short write is followed by the next call's
+ * error, -ENOSPC typically). */
+static int pwrite_full(int fd, const void *buf, size_t n, uint64_t pos, size_t *done)
+{
+	*done = 0;
+	while (*done < n) {
+		ssize_t k = pwrite(fd, (const char *)buf + *done, n - *done, (off_t)(pos + *done));
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (k == 0)
+			return -EIO;
+		*done += (size_t)k;
+	}
+	return 0;
+}
+
+static uint64_t align8_64(uint64_t n)
+{
+	return (n + BUS_FRAME_ALIGN - 1) & ~(uint64_t)(BUS_FRAME_ALIGN - 1);
+}
+
+/* Parse "<20 digits>.<ext>". */
+static bool parse_name(const char *name, const char *ext, uint64_t *base)
+{
+	uint64_t v = 0;
+
+	if (strlen(name) != 21 + strlen(ext) || name[20] != '.' || strcmp(name + 21, ext) != 0)
+		return false;
+	for (int i = 0; i < 20; i++) {
+		unsigned d = (unsigned)(name[i] - '0');
+		if (d > 9 || v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*base = v;
+	return true;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The bases of the files "<base>.<ext>" in @dfd, sorted; *out is malloc'ed
+ * (NULL when there are none).  Returns 0 or -errno. */
+static int seg_list_ext(int dfd, const char *ext, uint64_t **out, size_t *n)
+{
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	uint64_t *v = NULL, base;
+	size_t cap = 0, cnt = 0;
+	struct dirent *de;
+	DIR *d;
+
+	*out = NULL;
+	*n = 0;
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	while ((de = readdir(d))) {
+		if (!parse_name(de->d_name, ext, &base))
+			continue;
+		if (cnt == cap) {
+			uint64_t *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = cap ? cap * 2 : 16;
+		}
+		v[cnt++] = base;
+	}
+	closedir(d);
+	if (cnt)
+		qsort(v, cnt, sizeof(*v), cmp_u64);
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+static int seg_list(int dfd, uint64_t **out, size_t *n)
+{
+	return seg_list_ext(dfd, "log", out, n);
+}
+
+static int open_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static int open_seg_file(int dfd, uint64_t base, const char *ext, int flags, mode_t mode)
+{
+	char name[BUS_SEG_NAME_MAX];
+	int fd;
+
+	seg_name(name, base, ext);
+	fd = openat(dfd, name, flags | O_CLOEXEC, mode);
+	return fd < 0 ? -errno : fd;
+}
+
+static void hdr_make(struct bus_seg_hdr *h, uint64_t base)
+{
+	memset(h, 0, sizeof(*h));
+	h->magic = BUS_SEG_MAGIC;
+	h->version = BUS_SEG_VERSION;
+	h->hdr_size = BUS_SEG_HDR_SIZE;
+	h->base_offset = base;
+	h->frame_hdr = BUS_FRAME_HDR;
+	h->frame_align = BUS_FRAME_ALIGN;
+	h->created_ns = bus_now_ns();
+	h->hdr_crc = bus_crc32c(0, h, sizeof(*h));
+}
+
+static int hdr_check(const uint8_t *p, uint64_t base, int64_t *created)
+{
+	struct bus_seg_hdr h;
+	uint32_t crc;
+
+	memcpy(&h, p, sizeof(h));
+	if (h.magic == __builtin_bswap64(BUS_SEG_MAGIC))
+		return -BUS_EVERSION; /* written on a host of the other byte order */
+	if (h.magic != BUS_SEG_MAGIC)
+		return -BUS_ECORRUPT;
+	if (h.version != BUS_SEG_VERSION || h.hdr_size != BUS_SEG_HDR_SIZE ||
+	    h.frame_hdr != BUS_FRAME_HDR || h.frame_align != BUS_FRAME_ALIGN)
+		return -BUS_EVERSION;
+	crc = h.hdr_crc;
+	h.hdr_crc = 0;
+	if (bus_crc32c(0, &h, sizeof(h)) != crc || h.base_offset != base)
+		return -BUS_ECORRUPT;
+	if (created)
+		*created = h.created_ns;
+	return 0;
+}
+
+/* CRC of a frame as stored: the claim word (bytes 8..15) counts as zero. */
+static uint32_t frame_crc(const uint8_t *p, uint32_t len)
+{
+	static const uint8_t zero[8];
+	uint32_t c = bus_crc32c(0, p, 8);
+
+	c = bus_crc32c(c, zero, 8);
+	return bus_crc32c(c, p + 16, len - 16);
+}
+
+/* Length of the stored frame whose header is @h, or 0 if the header does
+ * not describe a valid stored frame (see the format). */
+static uint32_t fhdr_len(const struct bus_seg_fhdr *h)
+{
+	uint32_t type = BUS_COMMIT_TYPE(h->commit), len = BUS_COMMIT_LEN(h->commit);
+	uint64_t want = align8_64((uint64_t)BUS_FRAME_HDR + h->key_len + h->headers_len + h->value_len);
+
+	if ((type != BUS_FRAME_DATA && type != BUS_FRAME_LOST) || (h->crc >> 32) || want != len ||
+	    BUS_COMMIT_TAG(h->commit) != (uint32_t)h->offset)
+		return 0;
+	if (type == BUS_FRAME_LOST && len != BUS_FRAME_HDR)
+		return 0;
+	return len;
+}
+
+/* ------------------------------------------------- buffered file reads */
+
+/* A window over a file read with pread(2).  Pointers it hands out are valid
+ * until the next io_get() on it. */
+struct seg_io {
+	int fd;
+	uint8_t *buf;
+	size_t cap;
+	uint64_t wpos; /* file position of buf[0] */
+	size_t wlen;   /* valid bytes in buf */
+	uint64_t size; /* file size at the last fstat */
+	size_t chunk;  /* bytes to read at once, at least */
+	uint64_t *reads, *read_bytes; /* counters, or NULL */
+};
+
+static void io_init(struct seg_io *io, int fd, uint64_t *reads, uint64_t *read_bytes)
+{
+	io->fd = fd;
+	io->wpos = 0;
+	io->wlen = 0;
+	io->size = 0;
+	io->chunk = IO_CHUNK;
+	io->reads = reads;
+	io->read_bytes = read_bytes;
+}
+
+static int io_stat(struct seg_io *io, uint64_t *nlink)
+{
+	struct stat st;
+
+	if (fstat(io->fd, &st))
+		return -errno;
+	io->size = (uint64_t)st.st_size;
+	if (nlink)
+		*nlink = (uint64_t)st.st_nlink;
+	return 0;
+}
+
+/* Make [pos, pos + n) available in *out.  Returns 1, 0 when the file (its
+ * size re-checked) does not hold it, -ENOMEM or -errno. */
+static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out)
+{
+	size_t want;
+	ssize_t got;
+
+	if (pos >= io->wpos && pos + n <= io->wpos + io->wlen) {
+		*out = io->buf + (pos - io->wpos);
+		return 1;
+	}
+	if (pos + n > io->size) {
+		int err = io_stat(io, NULL);
+		if (err)
+			return err;
+		if (pos + n > io->size)
+			return 0;
+	}
+	want = n > io->chunk ? n : io->chunk;
+	if (want > io->size - pos)
+		want = (size_t)(io->size - pos);
+	if (want > io->cap) {
+		uint8_t *nb = realloc(io->buf, want);
+		if (!nb)
+			return -ENOMEM;
+		io->buf = nb;
+		io->cap = want;
+	}
+	io->wlen = 0;
+	got = pread_full(io->fd, io->buf, want, pos);
+	if (io->reads) {
+		(*io->reads)++;
+		*io->read_bytes += got > 0 ? (uint64_t)got : 0;
+	}
+	if (got < 0)
+		return (int)got;
+	io->wpos = pos;
+	io->wlen = (size_t)got;
+	if ((size_t)got < n)
+		return 0; /* truncated meanwhile */
+	*out = io->buf;
+	return 1;
+}
+
+/* The frame at @pos, expected to carry offset @off.  Returns 1 (*p, *len
+ * set), 0 when the file ends inside or before it, -BUS_ECORRUPT when it is
+ * not a valid frame of that offset, or an I/O error. */
+static int frame_at(struct seg_io *io, uint64_t pos, uint64_t off, const uint8_t **p,
+		    uint32_t *len)
+{
+	struct bus_seg_fhdr h;
+	int rc = io_get(io, pos, BUS_FRAME_HDR, p);
+
+	if (rc <= 0)
+		return rc;
+	memcpy(&h, *p, sizeof(h));
+	*len = fhdr_len(&h);
+	if (!*len)
+		return -BUS_ECORRUPT;
+	rc = io_get(io, pos, *len, p);
+	if (rc <= 0)
+		return rc;
+	if (frame_crc(*p, *len) != (uint32_t)h.crc || h.offset != off)
+		return -BUS_ECORRUPT;
+	return 1;
+}
+
+static const struct bus_seg_fhdr *fhdr_view(const uint8_t *p)
+{
+	return (const struct bus_seg_fhdr *)(const void *)p;
+}
+
+/* ------------------------------------------------------ index lookups */
+
+/* Index files of one segment, for readers (read-only, by binary search
+ * with pread: nothing is loaded whole). */
+struct seg_ix {
+	int fd;
+	uint64_t n;
+	size_t esz;
+	uint64_t *reads;
+};
+
+static void ix_open(struct seg_ix *x, int dfd, uint64_t base, const char *ext, size_t esz,
+		    uint64_t *reads)
+{
+	struct stat st;
+
+	x->esz = esz;
+	x->n = 0;
+	x->reads = reads;
+	x->fd = open_seg_file(dfd, base, ext, O_RDONLY, 0);
+	if (x->fd >= 0 && fstat(x->fd, &st) == 0)
+		x->n = (uint64_t)st.st_size / esz;
+}
+
+static void ix_close(struct seg_ix *x)
+{
+	if (x->fd >= 0)
+		close(x->fd);
+	x->fd = -1;
+}
+
+static bool ix_get(struct seg_ix *x, uint64_t i, void *e)
+{
+	if (x->reads)
+		(*x->reads)++;
+	return pread_full(x->fd, e, x->esz, i * x->esz) == (ssize_t)x->esz;
+}
+
+/* A place to start scanning a segment from: a checkpoint (or the start). */
+struct seg_pt {
+	uint64_t pos;
+	uint64_t off;
+	int64_t max_ts; /* largest DATA timestamp before it (INT64_MIN: none) */
+};
+
+/* ------------------------------------------------ in-segment searches */
+
+/* One segment as readers see it: its .log through @io (header checked). */
+struct seg_ctx {
+	int dfd;
+	uint64_t base;
+	struct seg_io *io;
+	uint64_t *index_reads;
+	uint64_t scanned; /* bytes of frames passed over */
+};
+
+static struct seg_pt seg_start_pt(const struct seg_ctx *c)
+{
+	return (struct seg_pt){ .pos = HDR, .off = c->base, .max_ts = INT64_MIN };
+}
+
+/* Start at @pt if the frame there is the one the index says, else at the
+ * start of the segment (an index that disagrees with the log is ignored). */
+static int seg_verify_pt(struct seg_ctx *c, struct seg_pt *pt)
+{
+	const uint8_t *p;
+	uint32_t len;
+	int rc;
+
+	if (pt->pos == HDR)
+		return 0;
+	rc = frame_at(c->io, pt->pos, pt->off, &p, &len);
+	if (rc < 0 && rc != -BUS_ECORRUPT)
+		return rc;
+	if (rc != 1)
+		*pt = seg_start_pt(c);
+	return 0;
+}
+
+/* Position of offset @off in the segment: scans from the last checkpoint
+ * at or before it.  Returns 1 (*pos: its frame, or the end when @off is the
+ * segment's next offset), 0 when the segment ends before @off (*pos, *o: its
+ * end), -BUS_ECORRUPT at a bad frame before it, or an I/O error. */
+static int seg_find_offset(struct seg_ctx *c, uint64_t off, uint64_t *pos, uint64_t *o)
+{
+	struct seg_pt pt = seg_start_pt(c);
+	struct seg_ix x;
+	const uint8_t *p;
+	uint32_t len;
+	int rc;
+
+	ix_open(&x, c->dfd, c->base, "index", sizeof(struct bus_seg_idx), c->index_reads);
+	if (x.n && off - c->base <= UINT32_MAX) {
+		uint64_t lo = 0, hi = x.n; /* first entry with rel > target */
+		struct bus_seg_idx e;
+		bool ok = true;
+		while (lo < hi) {
+			uint64_t mid = lo + (hi - lo) / 2;
+			if (!ix_get(&x, mid, &e)) {
+				ok = false;
+				break;
+			}
+			if (e.rel <= off - c->base)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (ok && lo > 0 && ix_get(&x, lo - 1, &e)) {
+			pt.pos = e.pos;
+			pt.off = c->base + e.rel;
+		}
+	}
+	ix_close(&x);
+	rc = seg_verify_pt(c, &pt);
+	if (rc)
+		return rc;
+	*pos = pt.pos;
+	*o = pt.off;
+	while (*o < off) {
+		rc = frame_at(c->io, *pos, *o, &p, &len);
+		if (rc != 1)
+			return rc;
+		*pos += len;
+		(*o)++;
+		c->scanned += len;
+	}
+	return 1;
+}
+
+/* Where to scan for the first timestamp >= @ts (see the format: the last
+ * time entry below @ts, or the checkpoint before the next time entry,
+ * whichever is later), or *sealed_skip when the segment's seal entry says
+ * nothing in it reaches @ts (then *pt is its end). */
+static void seg_time_start(struct seg_ctx *c, int64_t ts, struct seg_pt *pt, bool *sealed_skip)
+{
+	struct seg_ix xi, xt;
+	struct bus_seg_tidx t, tn;
+	struct bus_seg_idx e;
+	uint64_t lo = 0, hi, limit = UINT64_MAX;
+	bool ok = true;
+
+	*pt = seg_start_pt(c);
+	*sealed_skip = false;
+	/* The .index first: its entries' time entries are then all in the
+	 * .timeindex we look at next (the writer writes that one first). */
+	ix_open(&xi, c->dfd, c->base, "index", sizeof(e), c->index_reads);
+	ix_open(&xt, c->dfd, c->base, "timeindex", sizeof(t), c->index_reads);
+	if (xt.n && ix_get(&xt, xt.n - 1, &t) && t.pos == c->io->size && t.max_ts < ts) {
+		pt->pos = t.pos;
+		pt->off = c->base + t.rel;
+		pt->max_ts = t.max_ts;
+		*sealed_skip = true;
+		goto out;
+	}
+	hi = xt.n; /* first entry with max_ts >= ts */
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		if (!ix_get(&xt, mid, &t)) {
+			ok = false;
+			break;
+		}
+		if (t.max_ts < ts)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!ok)
+		goto out;
+	if (lo > 0 && ix_get(&xt, lo - 1, &t)) {
+		pt->pos = t.pos;
+		pt->off = c->base + t.rel;
+		pt->max_ts = t.max_ts;
+	}
+	if (lo < xt.n && ix_get(&xt, lo, &tn))
+		limit = tn.pos;
+	/* The last checkpoint before `limit`. */
+	lo = 0;
+	hi = xi.n;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		if (!ix_get(&xi, mid, &e)) {
+			ok = false;
+			break;
+		}
+		if (e.pos < limit)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (ok && lo > 0 && ix_get(&xi, lo - 1, &e) && e.pos > pt->pos) {
+		pt->pos = e.pos;
+		pt->off = c->base + e.rel;
+		/* max_ts: no time entry between, so no later timestamp before */
+	}
+out:
+	ix_close(&xi);
+	ix_close(&xt);
+}
+
+/* The first DATA record with timestamp >= @ts in the segment.  Returns 1
+ * (*pos, *o: it), 0 when there is none (*pos, *o: the segment's end),
+ * -BUS_ECORRUPT, or an I/O error. */
+static int seg_find_time(struct seg_ctx *c, int64_t ts, uint64_t *pos, uint64_t *o)
+{
+	struct seg_pt pt;
+	bool skip;
+	const uint8_t *p;
+	uint32_t len;
+	int rc;
+
+	seg_time_start(c, ts, &pt, &skip);
+	*pos = pt.pos;
+	*o = pt.off;
+	if (skip)
+		return 0;
+	rc = seg_verify_pt(c, &pt);
+	if (rc)
+		return rc;
+	*pos = pt.pos;
+	*o = pt.off;
+	for (;;) {
+		struct bus_seg_fhdr h;
+		rc = frame_at(c->io, *pos, *o, &p, &len);
+		if (rc != 1)
+			return rc;
+		memcpy(&h, p, sizeof(h));
+		if (BUS_COMMIT_TYPE(h.commit) == BUS_FRAME_DATA && h.timestamp >= ts)
+			return 1;
+		*pos += len;
+		(*o)++;
+		c->scanned += len;
+	}
+}
+
+/* End of the segment (the position and offset after its last valid frame)
+ * and its largest timestamp: from the seal entry when there is one, else
+ * by a scan from the later of the last time entry and the last checkpoint.
+ * Returns 0 or an I/O error (a bad frame ends the scan). */
+static int seg_tail(struct seg_ctx *c, uint64_t *end_pos, uint64_t *end_off, int64_t *max_ts)
+{
+	struct seg_ix xi, xt;
+	struct bus_seg_tidx t;
+	struct bus_seg_idx e;
+	struct seg_pt pt = seg_start_pt(c);
+	const uint8_t *p;
+	uint32_t len;
+	int rc;
+
+	rc = io_stat(c->io, NULL);
+	if (rc)
+		return rc;
+	ix_open(&xi, c->dfd, c->base, "index", sizeof(e), c->index_reads);
+	ix_open(&xt, c->dfd, c->base, "timeindex", sizeof(t), c->index_reads);
+	if (xt.n && ix_get(&xt, xt.n - 1, &t)) {
+		pt.pos = t.pos;
+		pt.off = c->base + t.rel;
+		pt.max_ts = t.max_ts;
+	}
+	if (xi.n && ix_get(&xi, xi.n - 1, &e) && e.pos > pt.pos) {
+		pt.pos = e.pos;
+		pt.off = c->base + e.rel;
+	}
+	ix_close(&xi);
+	ix_close(&xt);
+	if (pt.pos == c->io->size && pt.pos != HDR) {
+		/* The seal entry.  A checkpoint never sits at the end. */
+		*end_pos = pt.pos;
+		*end_off = pt.off;
+		*max_ts = pt.max_ts;
+		return 0;
+	}
+	rc = seg_verify_pt(c, &pt);
+	if (rc)
+		return rc;
+	for (;;) {
+		struct bus_seg_fhdr h;
+		rc = frame_at(c->io, pt.pos, pt.off, &p, &len);
+		if (rc < 0 && rc != -BUS_ECORRUPT)
+			return rc;
+		if (rc != 1)
+			break;
+		memcpy(&h, p, sizeof(h));
+		if (BUS_COMMIT_TYPE(h.commit) == BUS_FRAME_DATA && h.timestamp > pt.max_ts)
+			pt.max_ts = h.timestamp;
+		pt.pos += len;
+		pt.off++;
+	}
+	*end_pos = pt.pos;
+	*end_off = pt.off;
+	*max_ts = pt.max_ts;
+	return 0;
+}
+
+/* ------------------------------------------------------------- writer */
+
+struct bus_seg_writer {
+	char *dir;
+	int dfd; /* holds the flock */
+	struct bus_seg_opts o;
+
+	/* The active segment. */
+	int log_fd, idx_fd, tidx_fd;
+	uint64_t base;
+	uint64_t log_size;    /* whole frames in the .log */
+	uint64_t end;         /* log_size + buffered bytes */
+	uint64_t idx_n, tidx_n; /* entries in the index files */
+	uint64_t last_ckpt;   /* position of the last checkpoint (HDR at start) */
+	int64_t max_ts;       /* largest DATA timestamp so far */
+	int64_t last_m;       /* max_ts of the last time entry */
+	int64_t first_ns;     /* CLOCK_REALTIME of the first append (0: none) */
+	bool sealed;          /* a roll wrote the seal entry; the next segment
+	                         is still to be created */
+
+	uint8_t *buf;
+	size_t buf_len, buf_cap;
+	uint64_t buf_frames;
+
+	struct bus_seg_idx *pidx;
+	size_t pidx_n, pidx_cap;
+	struct bus_seg_tidx *ptidx;
+	size_t ptidx_n, ptidx_cap;
+
+	uint64_t next_off;
+	uint64_t written_off;
+	uint64_t synced_off;
+	int64_t last_sync_ns; /* CLOCK_MONOTONIC */
+	uint64_t unsynced;    /* bytes written since the last sync */
+	bool failing;         /* the last write-out failed */
+	struct bus_seg_writer_stats st;
+};
+
+static void wlog(const struct bus_seg_writer *w, enum bus_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void wlog(const struct bus_seg_writer *w, enum bus_log_level lvl, const char *fmt, ...)
+{
+	char msg[512];
+	int n;
+	va_list ap;
+
+	if (!w->o.log)
+		return;
+	n = snprintf(msg, sizeof(msg), "segment %s: ", w->dir);
+	if (n < 0 || (size_t)n >= sizeof(msg))
+		n = 0;
+	va_start(ap, fmt);
+	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	w->o.log(w->o.log_ctx, lvl, msg);
+}
+
+static int opts_resolve(struct bus_seg_opts *d, const struct bus_seg_opts *o)
+{
+	if (o)
+		*d = *o;
+	else
+		memset(d, 0, sizeof(*d));
+	if (!d->segment_bytes)
+		d->segment_bytes = BUS_SEG_BYTES_DEFAULT;
+	if (d->segment_bytes < BUS_SEG_BYTES_MIN || d->segment_bytes > BUS_SEG_BYTES_MAX)
+		return -EINVAL;
+	if (!d->index_interval)
+		d->index_interval = BUS_SEG_INTERVAL_DEFAULT;
+	if (!d->buf_bytes)
+		d->buf_bytes = BUS_SEG_BUF_DEFAULT;
+	if (d->buf_bytes < 4096)
+		return -EINVAL;
+	if (d->fsync != BUS_SEG_FSYNC_NEVER && d->fsync != BUS_SEG_FSYNC_MS &&
+	    d->fsync != BUS_SEG_FSYNC_BYTES)
+		return -EINVAL;
+	if (d->segment_ms > 1000000000000ull)
+		d->segment_ms = 0; /* over 30 years: never */
+	if (!d->file_mode)
+		d->file_mode = 0640;
+	d->file_mode &= 0777;
+	return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char *tmp = strdup(path);
+	int err = 0;
+
+	if (!tmp)
+		return -ENOMEM;
+	for (char *p = tmp + 1;; p++) {
+		if (*p && *p != '/')
+			continue;
+		char c = *p;
+		*p = 0;
+		if (mkdir(tmp, mode) && errno != EEXIST) {
+			err = -errno;
+			break;
+		}
+		*p = c;
+		if (!c)
+			break;
+	}
+	free(tmp);
+	return err;
+}
+
+/* Room for one more pending entry of each kind. */
+static int pend_reserve(struct bus_seg_writer *w)
+{
+	if (w->pidx_n == w->pidx_cap) {
+		size_t cap = w->pidx_cap ? w->pidx_cap * 2 : 64;
+		struct bus_seg_idx *v = realloc(w->pidx, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		w->pidx = v;
+		w->pidx_cap = cap;
+	}
+	if (w->ptidx_n == w->ptidx_cap) {
+		size_t cap = w->ptidx_cap ? w->ptidx_cap * 2 : 64;
+		struct bus_seg_tidx *v = realloc(w->ptidx, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		w->ptidx = v;
+		w->ptidx_cap = cap;
+	}
+	return 0;
+}
+
+/* Record the checkpoint at @pos (offset @off) if the frame of @len bytes
+ * there would end more than index_interval bytes past the last one.
+ * Capacity was reserved. */
+static void checkpoint(struct bus_seg_writer *w, uint64_t pos, uint64_t off, uint32_t len)
+{
+	uint32_t rel = (uint32_t)(off - w->base);
+
+	if (pos <= w->last_ckpt || pos + len - w->last_ckpt <= w->o.index_interval)
+		return;
+	if (w->max_ts > w->last_m) {
+		w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){ w->max_ts, rel, (uint32_t)pos };
+		w->last_m = w->max_ts;
+	}
+	w->pidx[w->pidx_n++] = (struct bus_seg_idx){ rel, (uint32_t)pos };
+	w->last_ckpt = pos;
+}
+
+/* Write the pending index entries whose frames are in the file: time
+ * entries first, then offset entries.  A failed write is cut back to whole
+ * entries and retried by the next call. */
+static int write_index(struct bus_seg_writer *w)
+{
+	uint64_t wrel = w->written_off - w->base;
+	size_t k = 0, done;
+	int err;
+
+	/* A checkpoint's frame is written when its rel is below wrel; the seal
+	 * entry (rel == wrel) is queued only once everything is written. */
+	while (k < w->ptidx_n && (w->ptidx[k].rel < wrel || (w->sealed && w->ptidx[k].rel == wrel)))
+		k++;
+	if (k) {
+		err = pwrite_full(w->tidx_fd, w->ptidx, k * sizeof(*w->ptidx),
+				  w->tidx_n * sizeof(*w->ptidx), &done);
+		if (err) {
+			if (done && ftruncate(w->tidx_fd, (off_t)(w->tidx_n * sizeof(*w->ptidx)))) {
+				/* rewritten by the retry; dropped by recovery */
+			}
+			return err;
+		}
+		w->tidx_n += k;
+		w->ptidx_n -= k;
+		memmove(w->ptidx, w->ptidx + k, w->ptidx_n * sizeof(*w->ptidx));
+	}
+	k = 0;
+	while (k < w->pidx_n && w->pidx[k].rel < wrel)
+		k++;
+	if (k) {
+		err = pwrite_full(w->idx_fd, w->pidx, k * sizeof(*w->pidx),
+				  w->idx_n * sizeof(*w->pidx), &done);
+		if (err) {
+			if (done && ftruncate(w->idx_fd, (off_t)(w->idx_n * sizeof(*w->pidx)))) {
+				/* as above */
+			}
+			return err;
+		}
+		w->idx_n += k;
+		w->pidx_n -= k;
+		memmove(w->pidx, w->pidx + k, w->pidx_n * sizeof(*w->pidx));
+	}
+	return 0;
+}
+
+/* Bytes of whole frames at the start of buf[0, n), and their count. */
+static size_t whole_frames(const uint8_t *buf, size_t n, uint64_t *frames)
+{
+	size_t p = 0;
+
+	*frames = 0;
+	while (p + BUS_FRAME_HDR <= n) {
+		uint64_t commit;
+		memcpy(&commit, buf + p, 8);
+		if (p + BUS_COMMIT_LEN(commit) > n)
+			break;
+		p += BUS_COMMIT_LEN(commit);
+		(*frames)++;
+	}
+	return p;
+}
+
+/* Write the buffer, then the index entries.  On a failed or short write,
+ * the frames written whole stay (the file is cut back to the end of the
+ * last one) and the rest stays buffered. */
+static int write_out(struct bus_seg_writer *w)
+{
+	size_t done = 0;
+	uint64_t frames = w->buf_frames;
+	int err = 0;
+
+	if (w->buf_len) {
+		err = pwrite_full(w->log_fd, w->buf, w->buf_len, w->log_size, &done);
+		if (err) {
+			size_t whole = whole_frames(w->buf, done, &frames);
+			if (whole < done && ftruncate(w->log_fd, (off_t)(w->log_size + whole))) {
+				/* The retry overwrites the partial frame; if none
+				 * comes, recovery cuts it by its CRC. */
+			}
+			done = whole;
+		}
+		w->log_size += done;
+		w->written_off += frames;
+		w->unsynced += done;
+		w->buf_frames -= frames;
+		w->buf_len -= done;
+		if (w->buf_len)
+			memmove(w->buf, w->buf + done, w->buf_len);
+		if (err)
+			return err;
+	}
+	return write_index(w);
+}
+
+static int sync_log(struct bus_seg_writer *w, bool force)
+{
+	int64_t now;
+
+	if (w->written_off == w->synced_off)
+		return 0;
+	if (!force) {
+		if (w->o.fsync == BUS_SEG_FSYNC_NEVER)
+			return 0;
+		if (w->o.fsync == BUS_SEG_FSYNC_MS &&
+		    (uint64_t)(bus_mono_ns() - w->last_sync_ns) < w->o.fsync_ms * 1000000ull)
+			return 0;
+		if (w->o.fsync == BUS_SEG_FSYNC_BYTES && w->unsynced < w->o.fsync_bytes)
+			return 0;
+	}
+	now = bus_mono_ns();
+	if (fdatasync(w->log_fd))
+		return -errno;
+	w->synced_off = w->written_off;
+	w->unsynced = 0;
+	w->last_sync_ns = now;
+	w->st.syncs++;
+	return 0;
+}
+
+static void note_result(struct bus_seg_writer *w, int err)
+{
+	if (err) {
+		w->st.write_errors++;
+		if (!w->failing)
+			wlog(w, BUS_LOG_ERROR, "write failed at offset %" PRIu64 ": %s; will retry",
+			     w->written_off, strerror(-err));
+		w->failing = true;
+	} else if (w->failing) {
+		wlog(w, BUS_LOG_INFO, "writes resumed at offset %" PRIu64, w->written_off);
+		w->failing = false;
+	}
+}
+
+static int flush(struct bus_seg_writer *w)
+{
+	int err = write_out(w);
+
+	if (!err)
+		err = sync_log(w, false);
+	note_result(w, err);
+	return err;
+}
+
+/* Create segment @base: the .log (exclusively) with its header, then the
+ * index files.  Leaves nothing behind on failure. */
+static int seg_create(struct bus_seg_writer *w, uint64_t base, int fds[3])
+{
+	static const char *const ext[3] = { "log", "index", "timeindex" };
+	struct bus_seg_hdr h;
+	char name[BUS_SEG_NAME_MAX];
+	size_t done;
+	int err = 0, i;
+
+	fds[0] = fds[1] = fds[2] = -1;
+	for (i = 0; i < 3 && !err; i++) {
+		seg_name(name, base, ext[i]);
+		fds[i] = openat(w->dfd, name,
+				O_RDWR | O_CREAT | O_CLOEXEC | (i == 0 ? O_EXCL : O_TRUNC),
+				(mode_t)w->o.file_mode);
+		if (fds[i] < 0) {
+			err = -errno;
+			break;
+		}
+		if (i == 0) {
+			hdr_make(&h, base);
+			err = pwrite_full(fds[0], &h, sizeof(h), 0, &done);
+		}
+	}
+	if (!err)
+		return 0;
+	for (int j = 0; j < 3; j++) {
+		if (fds[j] < 0)
+			continue;
+		close(fds[j]);
+		fds[j] = -1;
+		seg_name(name, base, ext[j]);
+		unlinkat(w->dfd, name, 0);
+	}
+	return err;
+}
+
+static void seg_activate(struct bus_seg_writer *w, uint64_t base, const int fds[3])
+{
+	w->log_fd = fds[0];
+	w->idx_fd = fds[1];
+	w->tidx_fd = fds[2];
+	w->base = base;
+	w->log_size = w->end = HDR;
+	w->idx_n = w->tidx_n = 0;
+	w->last_ckpt = HDR;
+	w->max_ts = w->last_m = INT64_MIN;
+	w->first_ns = 0;
+	w->sealed = false;
+}
+
+static void seg_close_fds(struct bus_seg_writer *w)
+{
+	if (w->log_fd >= 0)
+		close(w->log_fd);
+	if (w->idx_fd >= 0)
+		close(w->idx_fd);
+	if (w->tidx_fd >= 0)
+		close(w->tidx_fd);
+	w->log_fd = w->idx_fd = w->tidx_fd = -1;
+}
+
+static int roll(struct bus_seg_writer *w)
+{
+	int fds[3], err;
+
+	err = write_out(w);
+	if (err)
+		return err;
+	if (!w->sealed) {
+		err = pend_reserve(w);
+		if (err)
+			return err;
+		w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){
+			w->max_ts, (uint32_t)(w->next_off - w->base), (uint32_t)w->end
+		};
+		w->sealed = true;
+		err = write_out(w);
+		if (err)
+			return err;
+	}
+	if (w->o.fsync != BUS_SEG_FSYNC_NEVER) {
+		err = sync_log(w, true);
+		if (!err && (fdatasync(w->idx_fd) || fdatasync(w->tidx_fd)))
+			err = -errno;
+		if (err)
+			return err;
+	}
+	err = seg_create(w, w->next_off, fds);
+	if (err)
+		return err;
+	wlog(w, BUS_LOG_DEBUG, "rolled: segment %" PRIu64 " sealed at %" PRIu64 " bytes",
+	     w->base, w->end);
+	seg_close_fds(w);
+	seg_activate(w, w->next_off, fds);
+	w->st.rolls++;
+	if (w->o.fsync != BUS_SEG_FSYNC_NEVER && fsync(w->dfd))
+		return -errno; /* the segment is in place; only its name may not be durable */
+	return 0;
+}
+
+static int maybe_roll(struct bus_seg_writer *w, uint32_t len)
+{
+	if (!w->sealed) {
+		if (w->next_off == w->base)
+			return 0; /* never roll an empty segment */
+		if (w->end + len <= w->o.segment_bytes &&
+		    (!w->o.segment_ms ||
+		     bus_now_ns() - w->first_ns < (int64_t)(w->o.segment_ms * 1000000ull)))
+			return 0;
+	}
+	return roll(w);
+}
+
+int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t expected_offset)
+{
+	struct bus_seg_fhdr h;
+	uint64_t plen = 0, len64, pos;
+	uint32_t type, len, crc;
+	uint8_t *dst;
+	int err;
+
+	if (!w || !f)
+		return -EINVAL;
+	memcpy(&h, (const void *)f, sizeof(h)); /* one read of the header */
+	type = BUS_COMMIT_TYPE(h.commit);
+	if (expected_offset != w->next_off || BUS_COMMIT_TAG(h.commit) != (uint32_t)expected_offset)
+		return -EINVAL;
+	if (type == BUS_FRAME_DATA) {
+		plen = (uint64_t)h.key_len + h.headers_len + h.value_len;
+		len64 = align8_64(BUS_FRAME_HDR + plen);
+		if (h.offset != expected_offset || len64 != BUS_COMMIT_LEN(h.commit))
+			return -EINVAL;
+	} else if (type == BUS_FRAME_LOST) {
+		len64 = BUS_FRAME_HDR;
+		h.timestamp = 0;
+		h.key_len = h.headers_len = h.value_len = h.header_count = 0;
+	} else {
+		return -EINVAL;
+	}
+	len = (uint32_t)len64;
+	h.offset = expected_offset;
+	h.commit = BUS_COMMIT(type, len, expected_offset);
+	h.crc = 0;
+
+	err = maybe_roll(w, len);
+	if (err) {
+		note_result(w, err);
+		return err;
+	}
+	if (w->buf_len + len > w->buf_cap) {
+		err = flush(w);
+		if (err)
+			return err;
+		if (len > w->buf_cap) {
+			/* A frame larger than the buffer: grow it for this one. */
+			uint8_t *nb = realloc(w->buf, len);
+			if (!nb)
+				return -ENOMEM;
+			w->buf = nb;
+			w->buf_cap = len;
+		}
+	}
+	err = pend_reserve(w);
+	if (err)
+		return err;
+
+	pos = w->end;
+	dst = w->buf + w->buf_len;
+	memcpy(dst, &h, sizeof(h));
+	if (plen)
+		memcpy(dst + BUS_FRAME_HDR, (const uint8_t *)(const void *)f + BUS_FRAME_HDR, plen);
+	memset(dst + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
+	crc = frame_crc(dst, len);
+	h.crc = crc;
+	memcpy(dst + offsetof(struct bus_seg_fhdr, crc), &h.crc, sizeof(h.crc));
+
+	checkpoint(w, pos, expected_offset, len);
+	if (type == BUS_FRAME_DATA && h.timestamp > w->max_ts)
+		w->max_ts = h.timestamp;
+	if (!w->first_ns)
+		w->first_ns = bus_now_ns();
+	w->buf_len += len;
+	w->buf_frames++;
+	w->end += len;
+	w->next_off++;
+	if (w->buf_cap > w->o.buf_bytes && w->buf_len == len) {
+		/* The large frame goes out now, and the buffer shrinks back. */
+		err = flush(w);
+		if (!err) {
+			uint8_t *nb = malloc(w->o.buf_bytes);
+			if (nb) {
+				free(w->buf);
+				w->buf = nb;
+				w->buf_cap = w->o.buf_bytes;
+			}
+		}
+		/* The frame is taken either way; a failed write is retried. */
+	}
+	return 0;
+}
+
+int bus_seg_flush(struct bus_seg_writer *w)
+{
+	if (!w)
+		return -EINVAL;
+	return flush(w);
+}
+
+uint64_t bus_seg_writer_next_offset(const struct bus_seg_writer *w)
+{
+	return w->next_off;
+}
+
+void bus_seg_writer_stats(const struct bus_seg_writer *w, struct bus_seg_writer_stats *st)
+{
+	*st = w->st;
+	st->next_offset = w->next_off;
+	st->written_offset = w->written_off;
+	st->synced_offset = w->synced_off;
+	st->active_base = w->base;
+}
+
+/* Load an index file whole (recovery only).  *n receives the number of
+ * whole entries. */
+static int load_file(int fd, size_t esz, void **out, size_t *n)
+{
+	struct stat st;
+	ssize_t got;
+
+	*out = NULL;
+	*n = 0;
+	if (fstat(fd, &st))
+		return -errno;
+	*n = (size_t)st.st_size / esz;
+	if (!*n)
+		return 0;
+	*out = malloc(*n * esz);
+	if (!*out)
+		return -ENOMEM;
+	got = pread_full(fd, *out, *n * esz, 0);
+	if (got < 0)
+		return (int)got;
+	*n = (size_t)got / esz;
+	return 0;
+}
+
+static bool idx_entry_ok(uint32_t rel, uint32_t pos, uint32_t prel, uint32_t ppos)
+{
+	return rel > prel && pos > ppos && pos % BUS_FRAME_ALIGN == 0 &&
+	       pos >= HDR + (uint64_t)rel * BUS_FRAME_HDR;
+}
+
+/* Cut @fd to @size unless it has that size already. */
+static int truncate_to(int fd, uint64_t size)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return -errno;
+	if ((uint64_t)st.st_size != size && ftruncate(fd, (off_t)size))
+		return -errno;
+	return 0;
+}
+
+/* Find the offset entry at @pos (entries sorted by pos). */
+static bool idx_has(const struct bus_seg_idx *oi, size_t n, uint32_t rel, uint32_t pos)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (oi[mid].pos < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && oi[lo].pos == pos && oi[lo].rel == rel;
+}
+
+/* Recover the active segment @base (see bus_seg_writer_open()). */
+static int recover(struct bus_seg_writer *w, uint64_t base)
+{
+	struct bus_seg_idx *oi = NULL;
+	struct bus_seg_tidx *ti = NULL;
+	size_t no = 0, nt = 0, vo, vt, j;
+	struct seg_io io = { .fd = -1 };
+	struct seg_pt s = { .pos = HDR, .off = base, .max_ts = INT64_MIN };
+	int64_t created = 0;
+	const uint8_t *p;
+	uint32_t len;
+	bool corrupt = false;
+	int fds[3] = { -1, -1, -1 };
+	int rc;
+
+	rc = open_seg_file(w->dfd, base, "log", O_RDWR, 0);
+	if (rc < 0)
+		return rc;
+	fds[0] = rc;
+	io_init(&io, fds[0], NULL, NULL);
+	rc = io_stat(&io, NULL);
+	if (rc)
+		goto out;
+	if (io.size < HDR) {
+		/* Cut while being created: nothing was in it yet. */
+		struct bus_seg_hdr h;
+		size_t done;
+		hdr_make(&h, base);
+		if (ftruncate(fds[0], 0) ||
+		    (rc = pwrite_full(fds[0], &h, sizeof(h), 0, &done)) != 0) {
+			rc = rc ? rc : -errno;
+			goto out;
+		}
+		wlog(w, BUS_LOG_WARN, "segment %" PRIu64 ": header cut short (%" PRIu64
+				      " bytes), rewritten", base, io.size);
+		io.size = HDR;
+		created = h.created_ns;
+	} else {
+		rc = io_get(&io, 0, HDR, &p);
+		if (rc == 1)
+			rc = hdr_check(p, base, &created);
+		else if (rc == 0)
+			rc = -BUS_ECORRUPT;
+		if (rc) {
+			wlog(w, BUS_LOG_ERROR, "segment %" PRIu64 ": bad header: %s", base,
+			     bus_strerror(rc));
+			goto out;
+		}
+	}
+	for (int i = 1; i < 3; i++) {
+		rc = open_seg_file(w->dfd, base, i == 1 ? "index" : "timeindex", O_RDWR | O_CREAT,
+				   (mode_t)w->o.file_mode);
+		if (rc < 0)
+			goto out;
+		fds[i] = rc;
+	}
+	{
+		void *ob = NULL, *tb = NULL;
+		rc = load_file(fds[1], sizeof(*oi), &ob, &no);
+		if (!rc)
+			rc = load_file(fds[2], sizeof(*ti), &tb, &nt);
+		oi = ob;
+		ti = tb;
+		if (rc)
+			goto out;
+	}
+
+	/* Indexes: each a valid sequence; the entries past the log's end are
+	 * dropped (the log lost its tail); every time entry up to the last
+	 * checkpoint is also a checkpoint.  Otherwise rebuild from the start. */
+	for (vo = 0; vo < no; vo++)
+		if (!idx_entry_ok(oi[vo].rel, oi[vo].pos, vo ? oi[vo - 1].rel : 0,
+				  vo ? oi[vo - 1].pos : (uint32_t)HDR))
+			break;
+	for (vt = 0; vt < nt; vt++)
+		if (!idx_entry_ok(ti[vt].rel, ti[vt].pos, vt ? ti[vt - 1].rel : 0,
+				  vt ? ti[vt - 1].pos : (uint32_t)HDR) ||
+		    (vt && ti[vt].max_ts < ti[vt - 1].max_ts))
+			break;
+	corrupt = vo < no || vt < nt;
+	while (vo && oi[vo - 1].pos >= io.size)
+		vo--;
+	while (vt && ti[vt - 1].pos >= io.size)
+		vt--;
+	for (j = 0; j < vt && !corrupt; j++)
+		if (vo && ti[j].pos <= oi[vo - 1].pos && !idx_has(oi, vo, ti[j].rel, ti[j].pos))
+			corrupt = true;
+	/* Start at the last time entry that is also a written checkpoint: the
+	 * state there (position, offset, max timestamp) is exact. */
+	j = corrupt ? 0 : vt;
+	while (j && (!vo || ti[j - 1].pos > oi[vo - 1].pos))
+		j--;
+	if (j) {
+		s = (struct seg_pt){ ti[j - 1].pos, base + ti[j - 1].rel, ti[j - 1].max_ts };
+		rc = frame_at(&io, s.pos, s.off, &p, &len);
+		if (rc < 0 && rc != -BUS_ECORRUPT)
+			goto out;
+		if (rc != 1) {
+			corrupt = true;
+			j = 0;
+			s = (struct seg_pt){ HDR, base, INT64_MIN };
+		}
+	}
+	if (corrupt) {
+		wlog(w, BUS_LOG_WARN, "segment %" PRIu64 ": indexes disagree with the log: "
+				      "rebuilding them", base);
+		w->st.recovered_index_rebuilt = 1;
+	}
+	vt = j;
+	while (vo && (!j || oi[vo - 1].pos > s.pos))
+		vo--;
+	rc = truncate_to(fds[1], vo * sizeof(*oi));
+	if (!rc)
+		rc = truncate_to(fds[2], vt * sizeof(*ti));
+	if (rc)
+		goto out;
+
+	/* Validate every frame from there, and queue the checkpoints again. */
+	seg_activate(w, base, fds);
+	w->idx_n = vo;
+	w->tidx_n = vt;
+	w->last_ckpt = s.pos;
+	w->max_ts = w->last_m = s.max_ts;
+	for (;;) {
+		struct bus_seg_fhdr h;
+		rc = frame_at(&io, s.pos, s.off, &p, &len);
+		if (rc != 1)
+			break;
+		memcpy(&h, p, sizeof(h));
+		rc = pend_reserve(w);
+		if (rc)
+			goto out_active;
+		checkpoint(w, s.pos, s.off, len);
+		if (BUS_COMMIT_TYPE(h.commit) == BUS_FRAME_DATA && h.timestamp > w->max_ts)
+			w->max_ts = h.timestamp;
+		w->st.recovered_scanned_bytes += len;
+		s.pos += len;
+		s.off++;
+	}
+	if (rc < 0 && rc != -BUS_ECORRUPT)
+		goto out_active;
+	rc = 0;
+	if (!j && w->pidx_n && !corrupt) {
+		wlog(w, BUS_LOG_INFO, "segment %" PRIu64 ": indexes missing: rebuilt", base);
+		w->st.recovered_index_rebuilt = 1;
+	}
+	if (s.pos < io.size) {
+		w->st.recovered_dropped_bytes = io.size - s.pos;
+		if (ftruncate(fds[0], (off_t)s.pos)) {
+			rc = -errno;
+			goto out_active;
+		}
+		wlog(w, BUS_LOG_WARN, "segment %" PRIu64 ": torn tail at position %" PRIu64
+				      " (offset %" PRIu64 "): %" PRIu64 " bytes dropped",
+		     base, s.pos, s.off, io.size - s.pos);
+	}
+	w->log_size = w->end = s.pos;
+	w->next_off = w->written_off = w->synced_off = s.off;
+	w->first_ns = s.off > base ? created : 0;
+	if (w->o.fsync != BUS_SEG_FSYNC_NEVER && fdatasync(fds[0])) {
+		rc = -errno;
+		goto out_active;
+	}
+	rc = write_out(w);
+	if (rc) {
+		/* The entries stay queued; the next write-out retries them. */
+		wlog(w, BUS_LOG_WARN, "segment %" PRIu64 ": index write failed: %s", base,
+		     strerror(-rc));
+		rc = 0;
+	}
+	free(io.buf);
+	free(oi);
+	free(ti);
+	return 0;
+out_active:
+	w->log_fd = w->idx_fd = w->tidx_fd = -1;
+out:
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(io.buf);
+	free(oi);
+	free(ti);
+	return rc;
+}
+
+/* Remove index files whose .log is gone (a retention cut short). */
+static void remove_orphans(struct bus_seg_writer *w, const uint64_t *segs, size_t n)
+{
+	static const char *const ext[2] = { "index", "timeindex" };
+	char name[BUS_SEG_NAME_MAX];
+
+	for (int e = 0; e < 2; e++) {
+		uint64_t *v;
+		size_t m;
+		if (seg_list_ext(w->dfd, ext[e], &v, &m))
+			continue;
+		for (size_t i = 0; i < m; i++) {
+			if (bsearch(&v[i], segs, n, sizeof(*segs), cmp_u64))
+				continue;
+			seg_name(name, v[i], ext[e]);
+			if (unlinkat(w->dfd, name, 0) == 0)
+				wlog(w, BUS_LOG_INFO, "removed %s, left without its log", name);
+		}
+		free(v);
+	}
+}
+
+int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const struct bus_seg_opts *o)
+{
+	struct bus_seg_writer *w;
+	uint64_t *segs = NULL;
+	size_t n = 0;
+	mode_t dmode;
+	int err;
+
+	if (!out || !dir || !dir[0])
+		return -EINVAL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->dfd = w->log_fd = w->idx_fd = w->tidx_fd = -1;
+	err = opts_resolve(&w->o, o);
+	if (err)
+		goto fail;
+	w->dir = strdup(dir);
+	w->buf_cap = w->o.buf_bytes;
+	w->buf = malloc(w->buf_cap);
+	if (!w->dir || !w->buf) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	dmode = (mode_t)(w->o.file_mode | ((w->o.file_mode & 0444) >> 2));
+	err = mkdir_p(dir, dmode);
+	if (err)
+		goto fail;
+	err = open_dir(dir);
+	if (err < 0)
+		goto fail;
+	w->dfd = err;
+	if (flock(w->dfd, LOCK_EX | LOCK_NB)) {
+		err = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		goto fail;
+	}
+	err = seg_list(w->dfd, &segs, &n);
+	if (err)
+		goto fail;
+	remove_orphans(w, segs, n);
+	if (n == 0) {
+		int fds[3];
+		err = seg_create(w, w->o.first_offset, fds);
+		if (err)
+			goto fail;
+		seg_activate(w, w->o.first_offset, fds);
+		w->next_off = w->written_off = w->synced_off = w->o.first_offset;
+		if (w->o.fsync != BUS_SEG_FSYNC_NEVER)
+			fsync(w->dfd);
+	} else {
+		err = recover(w, segs[n - 1]);
+		if (err)
+			goto fail;
+	}
+	free(segs);
+	w->last_sync_ns = bus_mono_ns();
+	*out = w;
+	return 0;
+fail:
+	free(segs);
+	seg_close_fds(w);
+	if (w->dfd >= 0)
+		close(w->dfd);
+	free(w->pidx);
+	free(w->ptidx);
+	free(w->buf);
+	free(w->dir);
+	free(w);
+	return err;
+}
+
+int bus_seg_writer_close(struct bus_seg_writer *w)
+{
+	int err;
+
+	if (!w)
+		return 0;
+	err = write_out(w);
+	if (!err && w->o.fsync != BUS_SEG_FSYNC_NEVER)
+		err = sync_log(w, true);
+	if (err)
+		wlog(w, BUS_LOG_ERROR, "closing with %" PRIu64 " records unwritten: %s",
+		     w->next_off - w->written_off, strerror(-err));
+	seg_close_fds(w);
+	close(w->dfd);
+	free(w->buf);
+	free(w->pidx);
+	free(w->ptidx);
+	free(w->dir);
+	free(w);
+	return err;
+}
+
+/* ------------------------------------------------------------- reader */
+
+struct bus_seg_reader {
+	int dfd;
+	uint64_t *segs; /* the last listing */
+	size_t nsegs;
+	bool cur;       /* a segment is open in io */
+	bool hdr_ok;
+	uint64_t base;
+	struct seg_io io;
+	uint64_t pos;      /* of the next frame */
+	uint64_t next_off; /* its offset */
+	struct bus_seg_reader_stats st;
+};
+
+static int relist(struct bus_seg_reader *r);
+static int open_switch(struct bus_seg_reader *r, uint64_t base);
+
+int bus_seg_reader_open(struct bus_seg_reader **out, const char *dir)
+{
+	struct bus_seg_reader *r;
+	int err;
+
+	if (!out || !dir)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->io.fd = -1;
+	err = open_dir(dir);
+	if (err < 0) {
+		free(r);
+		return err;
+	}
+	r->dfd = err;
+	/* At the earliest record, if there is one yet. */
+	if (relist(r) == 0 && r->nsegs)
+		open_switch(r, r->segs[0]);
+	*out = r;
+	return 0;
+}
+
+void bus_seg_reader_close(struct bus_seg_reader *r)
+{
+	if (!r)
+		return;
+	if (r->io.fd >= 0)
+		close(r->io.fd);
+	close(r->dfd);
+	free(r->io.buf);
+	free(r->segs);
+	free(r);
+}
+
+void bus_seg_reader_stats(const struct bus_seg_reader *r, struct bus_seg_reader_stats *st)
+{
+	*st = r->st;
+}
+
+uint64_t bus_seg_reader_position(const struct bus_seg_reader *r)
+{
+	return r->next_off;
+}
+
+static int relist(struct bus_seg_reader *r)
+{
+	free(r->segs);
+	r->segs = NULL;
+	r->nsegs = 0;
+	return seg_list(r->dfd, &r->segs, &r->nsegs);
+}
+
+/* Make segment @base (open as @fd) the current one, at its start. */
+static void switch_to(struct bus_seg_reader *r, uint64_t base, int fd)
+{
+	if (r->io.fd >= 0)
+		close(r->io.fd);
+	io_init(&r->io, fd, &r->st.reads, &r->st.read_bytes);
+	r->cur = true;
+	r->hdr_ok = false;
+	r->base = base;
+	r->pos = HDR;
+	r->next_off = base;
+	r->st.segments_opened++;
+}
+
+static int open_switch(struct bus_seg_reader *r, uint64_t base)
+{
+	int fd = open_seg_file(r->dfd, base, "log", O_RDONLY, 0);
+
+	if (fd < 0)
+		return fd;
+	switch_to(r, base, fd);
+	return 0;
+}
+
+/* 1 when the current segment's header is in and valid, 0 while it is not
+ * written yet, else an error. */
+static int reader_hdr(struct bus_seg_reader *r)
+{
+	const uint8_t *p;
+	int rc;
+
+	if (r->hdr_ok)
+		return 1;
+	rc = io_get(&r->io, 0, HDR, &p);
+	if (rc <= 0)
+		return rc;
+	rc = hdr_check(p, r->base, NULL);
+	if (rc)
+		return rc;
+	r->hdr_ok = true;
+	return 1;
+}
+
+/* The segment after the current one, opened: 1 (*fd, *base), 0 when there
+ * is none yet, 2 when the current one was deleted before anything was read
+ * from it (a roll that failed: seek to the position again), -ERANGE when
+ * retention deleted the current segment and the records after it, else an
+ * error. */
+static int next_segment(struct bus_seg_reader *r, int *fd, uint64_t *base)
+{
+	uint64_t nlink = 1;
+	bool look;
+	int rc;
+
+	/* Segments are never empty when rolled: the next one's base is above
+	 * this one's. */
+	*fd = r->next_off > r->base ? open_seg_file(r->dfd, r->next_off, "log", O_RDONLY, 0)
+				    : -ENOENT;
+	if (*fd >= 0) {
+		*base = r->next_off;
+		return 1;
+	}
+	if (*fd != -ENOENT)
+		return *fd;
+	rc = io_stat(&r->io, &nlink);
+	if (rc)
+		return rc;
+	if (nlink == 0 && r->next_off == r->base)
+		return 2;
+	look = nlink == 0 || (r->nsegs && r->segs[r->nsegs - 1] > r->base);
+	if (!look)
+		return 0;
+	rc = relist(r);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < r->nsegs; i++) {
+		if (r->segs[i] < r->base)
+			continue;
+		if (r->segs[i] == r->base)
+			continue;
+		if (nlink == 0)
+			return -ERANGE; /* records from next_off on were deleted */
+		/* A gap (a power loss lost the end of this segment): go on. */
+		*fd = open_seg_file(r->dfd, r->segs[i], "log", O_RDONLY, 0);
+		if (*fd < 0)
+			return *fd == -ENOENT ? -ERANGE : *fd;
+		*base = r->segs[i];
+		return 1;
+	}
+	return 0;
+}
+
+static void fill_record(const struct bus_seg_reader *r, const uint8_t *p, uint32_t len,
+			struct bus_seg_record *out)
+{
+	struct bus_seg_fhdr h;
+
+	memcpy(&h, p, sizeof(h));
+	out->offset = h.offset;
+	out->timestamp = h.timestamp;
+	out->type = BUS_COMMIT_TYPE(h.commit);
+	out->key_len = h.key_len;
+	out->headers_len = h.headers_len;
+	out->value_len = h.value_len;
+	out->header_count = h.header_count;
+	out->frame_len = len;
+	out->key = p + BUS_FRAME_HDR;
+	out->headers = p + BUS_FRAME_HDR + h.key_len;
+	out->value = p + BUS_FRAME_HDR + h.key_len + h.headers_len;
+	out->frame = fhdr_view(p);
+	out->segment_base = r->base;
+	out->pos = r->pos;
+}
+
+int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out)
+{
+	const uint8_t *p;
+	uint32_t len;
+	int rc;
+
+	if (!r || !out)
+		return -EINVAL;
+	for (;;) {
+		int nfd;
+		uint64_t nbase = 0;
+
+		if (!r->cur) {
+			rc = relist(r);
+			if (rc)
+				return rc;
+			if (!r->nsegs)
+				return 0;
+			rc = open_switch(r, r->segs[0]);
+			if (rc)
+				return rc == -ENOENT ? 0 : rc; /* deleted meanwhile: retry */
+		}
+		rc = reader_hdr(r);
+		if (rc < 0)
+			return rc;
+		if (rc == 0) {
+			/* Being created; or removed by a roll that failed (then
+			 * the position is in another segment, or not yet). */
+			uint64_t nlink = 1;
+			if (io_stat(&r->io, &nlink) == 0 && nlink == 0)
+				goto reseek;
+			return 0;
+		}
+		rc = frame_at(&r->io, r->pos, r->next_off, &p, &len);
+		if (rc == 1)
+			goto found;
+		if (rc < 0 && rc != -BUS_ECORRUPT)
+			return rc;
+		/* The end of what this segment holds, a frame being written, or a
+		 * torn tail that a recovering writer will cut and write over: the
+		 * next call reads the file again, not the bytes seen now.  If a
+		 * newer segment exists, this one is sealed and whole: read it
+		 * again to tell its end from a bad frame. */
+		r->io.wlen = 0;
+		rc = next_segment(r, &nfd, &nbase);
+		if (rc == 2)
+			goto reseek;
+		if (rc <= 0)
+			return rc;
+		rc = frame_at(&r->io, r->pos, r->next_off, &p, &len);
+		if (rc == 1) {
+			close(nfd);
+			goto found;
+		}
+		if (rc < 0 && rc != -BUS_ECORRUPT) {
+			close(nfd);
+			return rc;
+		}
+		if (rc == 0 && r->pos == r->io.size) {
+			switch_to(r, nbase, nfd);
+			continue;
+		}
+		close(nfd);
+		return -BUS_ECORRUPT;
+	reseek:
+		rc = bus_seg_seek_offset(r, r->next_off);
+		if (rc)
+			return rc == -ERANGE ? 0 : rc;
+	}
+found:
+	fill_record(r, p, len, out);
+	r->pos += len;
+	r->next_off++;
+	return 1;
+}
+
+/* Seeks look at a segment through a view of their own, which borrows the
+ * reader's buffer, and install it only on success: a failed seek leaves
+ * the position as it was. */
+struct seg_view {
+	struct seg_io io;
+	uint64_t base;
+	bool hdr_ok;
+};
+
+static void view_drop(struct bus_seg_reader *r, struct seg_view *v)
+{
+	close(v->io.fd);
+	r->io.buf = v->io.buf;
+	r->io.cap = v->io.cap;
+	r->io.wlen = 0;
+}
+
+/* Returns 0, -ENOENT (deleted meanwhile), or an error (bad header). */
+static int view_open(struct bus_seg_reader *r, uint64_t base, struct seg_view *v)
+{
+	const uint8_t *p;
+	int fd = open_seg_file(r->dfd, base, "log", O_RDONLY, 0), rc;
+
+	if (fd < 0)
+		return fd;
+	io_init(&v->io, fd, &r->st.reads, &r->st.read_bytes);
+	v->io.buf = r->io.buf;
+	v->io.cap = r->io.cap;
+	r->io.buf = NULL;
+	r->io.cap = 0;
+	r->io.wlen = 0;
+	v->base = base;
+	v->hdr_ok = false;
+	v->io.chunk = HDR;
+	rc = io_get(&v->io, 0, HDR, &p);
+	if (rc == 1) {
+		rc = hdr_check(p, base, NULL);
+		v->hdr_ok = rc == 0;
+	}
+	v->io.chunk = SEEK_CHUNK;
+	if (rc < 0)
+		view_drop(r, v);
+	return rc < 0 ? rc : 0;
+}
+
+static void view_install(struct bus_seg_reader *r, struct seg_view *v, uint64_t pos,
+			 uint64_t off)
+{
+	if (r->io.fd >= 0)
+		close(r->io.fd);
+	free(r->io.buf);
+	r->io = v->io;
+	r->io.chunk = IO_CHUNK;
+	r->cur = true;
+	r->hdr_ok = v->hdr_ok;
+	r->base = v->base;
+	r->pos = pos;
+	r->next_off = off;
+	r->st.segments_opened++;
+}
+
+static struct seg_ctx view_ctx(struct bus_seg_reader *r, struct seg_view *v)
+{
+	return (struct seg_ctx){ .dfd = r->dfd, .base = v->base, .io = &v->io,
+				 .index_reads = &r->st.index_reads };
+}
+
+int bus_seg_seek_offset(struct bus_seg_reader *r, uint64_t off)
+{
+	struct seg_view v;
+	struct seg_ctx c;
+	uint64_t pos = 0, o = 0;
+	size_t lo = 0, hi;
+	int rc;
+
+	if (!r)
+		return -EINVAL;
+	r->st.seek_scan_bytes = 0;
+	rc = relist(r);
+	if (rc)
+		return rc;
+	if (!r->nsegs || off < r->segs[0])
+		return -ERANGE;
+	hi = r->nsegs; /* first base > off */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (r->segs[mid] <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	rc = view_open(r, r->segs[lo - 1], &v);
+	if (rc)
+		return rc == -ENOENT ? -ERANGE : rc; /* deleted by retention meanwhile */
+	if (!v.hdr_ok) {
+		/* Being created: empty. */
+		rc = off == v.base ? 1 : -ERANGE;
+		pos = HDR;
+	} else {
+		c = view_ctx(r, &v);
+		rc = seg_find_offset(&c, off, &pos, &o);
+		r->st.seek_scan_bytes = c.scanned;
+	}
+	if (rc == 1) {
+		view_install(r, &v, pos, off);
+		return 0;
+	}
+	view_drop(r, &v);
+	if (rc < 0 && rc != -BUS_ECORRUPT)
+		return rc;
+	/* The segment ends (or breaks) before @off: past the end of the log,
+	 * in a gap, or at a bad frame of a sealed segment. */
+	return rc == -BUS_ECORRUPT && lo < r->nsegs ? -BUS_ECORRUPT : -ERANGE;
+}
+
+int bus_seg_seek_time(struct bus_seg_reader *r, int64_t ts_ns, uint64_t *off_out)
+{
+	uint64_t scanned = 0;
+	int rc;
+
+	if (!r)
+		return -EINVAL;
+	r->st.seek_scan_bytes = 0;
+	rc = relist(r);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < r->nsegs; i++) {
+		bool last = i + 1 == r->nsegs;
+		uint64_t pos = HDR, o = r->segs[i];
+		struct seg_view v;
+		struct seg_ctx c;
+
+		rc = view_open(r, r->segs[i], &v);
+		if (rc == -ENOENT && !last)
+			continue; /* deleted by retention meanwhile */
+		if (rc)
+			return rc == -ENOENT ? -ERANGE : rc;
+		rc = 0; /* being created: empty */
+		if (v.hdr_ok) {
+			c = view_ctx(r, &v);
+			rc = seg_find_time(&c, ts_ns, &pos, &o);
+			scanned += c.scanned;
+			r->st.seek_scan_bytes = scanned;
+		}
+		/* Found, or the end of the log; a bad frame ends the active
+		 * segment as it ends its readers. */
+		if (rc == 1 || (last && (rc == 0 || rc == -BUS_ECORRUPT))) {
+			view_install(r, &v, pos, o);
+			if (off_out)
+				*off_out = o;
+			return 0;
+		}
+		view_drop(r, &v);
+		if (rc < 0)
+			return rc;
+	}
+	return -ERANGE;
+}
+
+/* ------------------------------------------------- whole-log queries */
+
+int bus_seg_earliest(const char *dir, uint64_t *first)
+{
+	uint64_t *segs;
+	size_t n;
+	int dfd, rc;
+
+	if (!dir || !first)
+		return -EINVAL;
+	dfd = open_dir(dir);
+	if (dfd < 0)
+		return dfd;
+	rc = seg_list(dfd, &segs, &n);
+	close(dfd);
+	if (rc)
+		return rc;
+	if (!n)
+		rc = -ENOENT;
+	else
+		*first = segs[0];
+	free(segs);
+	return rc;
+}
+
+static uint64_t file_size(int dfd, uint64_t base, const char *ext, bool *exists)
+{
+	char name[BUS_SEG_NAME_MAX];
+	struct stat st;
+
+	seg_name(name, base, ext);
+	if (fstatat(dfd, name, &st, 0)) {
+		if (exists)
+			*exists = false;
+		return 0;
+	}
+	if (exists)
+		*exists = true;
+	return (uint64_t)st.st_size;
+}
+
+/* End offset and largest timestamp of segment @base (opened here). */
+static int seg_tail_at(int dfd, uint64_t base, uint64_t *end_off, int64_t *max_ts)
+{
+	struct seg_io io = { .fd = -1 };
+	struct seg_ctx c = { .dfd = dfd, .base = base, .io = &io };
+	const uint8_t *p;
+	uint64_t end_pos;
+	int fd, rc;
+
+	*end_off = base;
+	*max_ts = INT64_MIN;
+	fd = open_seg_file(dfd, base, "log", O_RDONLY, 0);
+	if (fd < 0)
+		return fd;
+	io_init(&io, fd, NULL, NULL);
+	rc = io_get(&io, 0, HDR, &p);
+	if (rc == 1) {
+		rc = hdr_check(p, base, NULL);
+		if (!rc)
+			rc = seg_tail(&c, &end_pos, end_off, max_ts);
+	}
+	close(fd);
+	free(io.buf);
+	return rc;
+}
+
+int bus_seg_bounds(const char *dir, struct bus_seg_bounds *b)
+{
+	uint64_t *segs;
+	size_t n;
+	int64_t mts;
+	bool have_first = false;
+	int dfd, rc;
+
+	if (!dir || !b)
+		return -EINVAL;
+	memset(b, 0, sizeof(*b));
+	dfd = open_dir(dir);
+	if (dfd < 0)
+		return dfd;
+	rc = seg_list(dfd, &segs, &n);
+	if (rc || !n)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		bool exists;
+		uint64_t ls = file_size(dfd, segs[i], "log", &exists);
+		if (!exists)
+			continue; /* deleted by retention meanwhile */
+		if (!have_first) {
+			b->first = segs[i];
+			have_first = true;
+		}
+		b->segments++;
+		b->log_bytes += ls;
+		b->disk_bytes += ls + file_size(dfd, segs[i], "index", NULL) +
+				 file_size(dfd, segs[i], "timeindex", NULL);
+	}
+	rc = seg_tail_at(dfd, segs[n - 1], &b->next, &mts);
+out:
+	free(segs);
+	close(dfd);
+	return rc;
+}
+
+int bus_seg_retain(const char *dir, int64_t now_ns, uint64_t retention_ms,
+		   uint64_t retention_bytes, uint64_t *earliest)
+{
+	static const char *const ext[3] = { "log", "timeindex", "index" };
+	char name[BUS_SEG_NAME_MAX];
+	uint64_t *segs, total = 0, *sizes = NULL;
+	int64_t cutoff = INT64_MIN;
+	size_t n, i;
+	int dfd, rc, deleted = 0;
+
+	if (!dir)
+		return -EINVAL;
+	dfd = open_dir(dir);
+	if (dfd < 0)
+		return dfd;
+	rc = seg_list(dfd, &segs, &n);
+	if (rc)
+		goto out_dir;
+	if (!n) {
+		rc = -ENOENT;
+		goto out;
+	}
+	sizes = calloc(n, sizeof(*sizes));
+	if (!sizes) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		sizes[i] = file_size(dfd, segs[i], "log", NULL);
+		total += sizes[i];
+	}
+	if (retention_ms && retention_ms <= (uint64_t)INT64_MAX / 1000000u &&
+	    now_ns > INT64_MIN + (int64_t)(retention_ms * 1000000u))
+		cutoff = now_ns - (int64_t)(retention_ms * 1000000u);
+	for (i = 0; i + 1 < n; i++) {
+		bool del = retention_bytes && total > retention_bytes;
+		if (!del && cutoff != INT64_MIN) {
+			uint64_t end_off;
+			int64_t mts;
+			/* An unreadable segment is not expired by time. */
+			if (seg_tail_at(dfd, segs[i], &end_off, &mts) == 0)
+				del = mts < cutoff;
+		}
+		if (!del)
+			break;
+		for (int e = 0; e < 3; e++) {
+			seg_name(name, segs[i], ext[e]);
+			if (unlinkat(dfd, name, 0) && errno != ENOENT && e == 0) {
+				rc = -errno;
+				goto out;
+			}
+		}
+		total -= sizes[i];
+		deleted++;
+	}
+	if (earliest)
+		*earliest = segs[i];
+	rc = deleted;
+out:
+	free(sizes);
+	free(segs);
+out_dir:
+	close(dfd);
+	return rc;
+}

@@ -1,0 +1,402 @@
+/* segment.h - segment logs: a partition's records on disk, as busd spills
+ * them from the ring and consumers replay them.  This comment is the one
+ * definition of the on-disk format; the writer, the reader, busd and the
+ * tools all follow it.  Internal to libbus (see libbus.map).
+ *
+ * FILES.  A partition's log is a directory (BUS_DATA_DIR/<topic>/<partition>/
+ * for busd) of segments, each three files named by the segment's base
+ * offset (the offset of its first record) in 20 decimal digits, as Kafka:
+ *
+ *   00000000000000000000.log        the frames
+ *   00000000000000000000.index      sparse offset index
+ *   00000000000000000000.timeindex  sparse time index
+ *
+ * A segment exists when its .log does; the two index files are derived from
+ * it and rebuilt when missing or corrupt.  The segment with the highest base
+ * is the active one (the only one written to); the others are sealed.
+ * Offsets are dense within a segment (base, base + 1, ...), and the next
+ * segment's base is the offset that follows the last record of the previous
+ * one.  All integers are in the byte order of the host that wrote them; the
+ * magic reveals it.
+ *
+ * .log.  A 64-byte header (struct bus_seg_hdr: magic "BUSSEG" 0x00 0x01 read
+ * as a little-endian u64, a format version, the base offset, the frame
+ * header size and alignment, the creation time, and a CRC32C of the header)
+ * followed by frames from file position 64 on.  A frame is laid out exactly
+ * as in the ring (struct bus_frame, layout.h: commit word {tag, len, type},
+ * claim word, offset, timestamp, key_len, headers_len, value_len,
+ * header_count, then key, headers, value, zero-padded to 8 bytes), except
+ * that the 8-byte claim word holds the frame's CRC32C (crc32c.h; upper 32
+ * bits zero), computed over the whole frame (its `len` bytes, padding
+ * included) with that word taken as zero.  On disk:
+ *   - type is DATA or LOST; PAD frames are never stored;
+ *   - len == align8(48 + key_len + headers_len + value_len); tag is the low
+ *     32 bits of `offset`; `offset` is base + the frame's index in the file;
+ *   - a LOST frame (a record lost in the ring, kept so that offsets stay
+ *     dense and a replay can report the loss) is a bare 48-byte header:
+ *     sizes, header_count and timestamp are 0.
+ * A frame is valid when all of this holds and its CRC matches.  A .log ends
+ * with the last valid frame; anything after it (a frame cut by a crash, or
+ * garbage) is a torn tail, which the writer truncates when it opens.
+ *
+ * .index: entries struct bus_seg_idx {rel, pos}, 8 bytes each, no header:
+ * the frame of offset base + rel starts at file position pos.  The first
+ * frame of a segment (rel 0, pos 64) is implied and has no entry.  The frame
+ * that would end more than index_interval bytes (opts, default 4096) past
+ * the last entry (or past the header) gets an entry, its checkpoint, so a
+ * frame is at most index_interval bytes after the checkpoint before it
+ * (unless one frame alone is larger).  rel and pos strictly increase.
+ *
+ * .timeindex: entries struct bus_seg_tidx {max_ts, rel, pos}, 16 bytes
+ * each, no header.  max_ts is the largest timestamp of the DATA frames
+ * before offset base + rel in the segment (LOST frames carry no time).  An
+ * entry is added at a checkpoint when max_ts has grown since the last entry
+ * (Kafka's sparse "max timestamp so far" index), and once more when the
+ * segment is sealed (rel = its record count, pos = its size: the seal
+ * entry, whose max_ts is the segment's largest timestamp, INT64_MIN when it
+ * holds no DATA frame).  max_ts never
+ * decreases, rel and pos strictly increase, and every entry but the seal
+ * entry sits at a checkpoint.  So at a checkpoint without a time entry, the
+ * frames before it are no later than the last time entry before it: seeking
+ * to the first record with timestamp >= T finds the last entry with
+ * max_ts < T, and scans from it or from the checkpoint before the next
+ * entry, whichever is later: at most index_interval bytes.
+ *
+ * The writer writes a batch of frames to the .log, then the time entries
+ * of the frames it wrote, then their offset entries.  So an index entry
+ * never points past what the .log holds, and an offset entry that a reader
+ * sees has its time entry (if any) already in the .timeindex when the
+ * reader loads the .index first.  (A power loss can break this order for
+ * what was not synced; the writer repairs the active segment when it
+ * opens, and readers check the entry a scan starts from against the frame
+ * it points to.)  A .log holds at most 2 GiB plus one frame: positions fit in
+ * 32 bits, and so do relative offsets.
+ *
+ * CONCURRENCY.  One writer per directory (the writer holds an flock on the
+ * directory; a second one gets -EBUSY).  A writer handle is used by one
+ * thread at a time.  Readers, bus_seg_bounds(), bus_seg_earliest() and
+ * bus_seg_retain() may run in any number of threads and processes,
+ * concurrently with the writer and with each other; each reader handle is
+ * used by one thread at a time.  Readers see what the writer has written
+ * out (bus_seg_flush(), or a full buffer), never a partial frame.
+ *
+ * ERRORS.  Every call returns 0 (or a count) on success, else -errno or
+ * -BUS_ECORRUPT (a file is not a segment, or a sealed segment holds a bad
+ * frame) or -BUS_EVERSION (another format version or byte order).
+ */
+#ifndef BUS_SEGMENT_H
+#define BUS_SEGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+
+/* "BUSSEG" 0x00 0x01 read as a little-endian u64. */
+#define BUS_SEG_MAGIC 0x0100474553535542ull
+#define BUS_SEG_VERSION 1u
+#define BUS_SEG_HDR_SIZE 64u
+
+/* Names: 20 digits, a dot, an extension, a NUL. */
+#define BUS_SEG_NAME_MAX 32u
+
+#define BUS_SEG_BYTES_DEFAULT (1ull << 30)
+#define BUS_SEG_BYTES_MIN 1024ull
+#define BUS_SEG_BYTES_MAX (1ull << 31) /* file positions are u32 in indexes */
+#define BUS_SEG_INTERVAL_DEFAULT 4096u
+#define BUS_SEG_BUF_DEFAULT (256u * 1024)
+
+struct bus_seg_hdr {
+	uint64_t magic;       /* BUS_SEG_MAGIC */
+	uint32_t version;     /* BUS_SEG_VERSION */
+	uint32_t hdr_size;    /* BUS_SEG_HDR_SIZE */
+	uint64_t base_offset; /* equals the number in the file name */
+	uint32_t frame_hdr;   /* BUS_FRAME_HDR */
+	uint32_t frame_align; /* BUS_FRAME_ALIGN */
+	int64_t created_ns;   /* CLOCK_REALTIME when the segment was created */
+	uint32_t hdr_crc;     /* CRC32C of these 64 bytes with hdr_crc = 0 */
+	uint32_t reserved0;
+	uint64_t reserved[2];
+};
+_Static_assert(sizeof(struct bus_seg_hdr) == BUS_SEG_HDR_SIZE, "segment header size");
+
+/* struct bus_frame as stored in a .log: plain integers, and the claim word
+ * replaced by the CRC. */
+struct bus_seg_fhdr {
+	uint64_t commit; /* BUS_COMMIT(type, len, offset) */
+	uint64_t crc;    /* CRC32C of the frame with this word zero */
+	uint64_t offset;
+	int64_t timestamp;
+	uint32_t key_len;
+	uint32_t headers_len;
+	uint32_t value_len;
+	uint32_t header_count;
+};
+_Static_assert(sizeof(struct bus_seg_fhdr) == sizeof(struct bus_frame), "disk frame header");
+_Static_assert(offsetof(struct bus_seg_fhdr, crc) == offsetof(struct bus_frame, claim), "crc");
+_Static_assert(offsetof(struct bus_seg_fhdr, offset) == offsetof(struct bus_frame, offset), "off");
+_Static_assert(offsetof(struct bus_seg_fhdr, timestamp) == offsetof(struct bus_frame, timestamp),
+	       "timestamp");
+_Static_assert(offsetof(struct bus_seg_fhdr, key_len) == offsetof(struct bus_frame, key_len),
+	       "sizes");
+_Static_assert(offsetof(struct bus_seg_fhdr, header_count) ==
+		       offsetof(struct bus_frame, header_count),
+	       "header count");
+
+struct bus_seg_idx {
+	uint32_t rel; /* offset - base */
+	uint32_t pos; /* file position of the frame in the .log */
+};
+_Static_assert(sizeof(struct bus_seg_idx) == 8, "index entry");
+
+struct bus_seg_tidx {
+	int64_t max_ts; /* largest DATA timestamp before offset base + rel */
+	uint32_t rel;
+	uint32_t pos;
+};
+_Static_assert(sizeof(struct bus_seg_tidx) == 16, "time index entry");
+
+/* ------------------------------------------------------------- writer */
+
+enum bus_seg_fsync {
+	BUS_SEG_FSYNC_NEVER = 0, /* leave it to the kernel (and to rolls: none) */
+	BUS_SEG_FSYNC_MS = 1,    /* at a write-out fsync_ms or more after the last */
+	BUS_SEG_FSYNC_BYTES = 2, /* at a write-out fsync_bytes or more after it */
+};
+
+/* Writer options.  Zero fields take the defaults. */
+struct bus_seg_opts {
+	uint64_t segment_bytes;  /* roll before a frame would take the active
+	                            segment past this; 0: 1 GiB; 1 KiB..2 GiB */
+	uint64_t segment_ms;     /* roll before appending to a segment whose
+	                            first append (after a restart: whose
+	                            creation) is this old; 0: never */
+	uint32_t index_interval; /* bytes between checkpoints; 0: 4096 */
+	uint32_t buf_bytes;      /* write buffer; 0: 256 KiB; min 4 KiB */
+	enum bus_seg_fsync fsync;
+	uint64_t fsync_ms;       /* BUS_SEG_FSYNC_MS: 0 syncs every write-out */
+	uint64_t fsync_bytes;    /* BUS_SEG_FSYNC_BYTES */
+	uint64_t first_offset;   /* base of the first segment of an empty dir */
+	uint32_t file_mode;      /* 0: 0640 (directories get x where r) */
+	bus_log_fn log;          /* recovery and write errors; NULL: none */
+	void *log_ctx;
+};
+
+struct bus_seg_writer_stats {
+	uint64_t next_offset;    /* offset the next append must carry */
+	uint64_t written_offset; /* frames below it are in the .log files:
+	                            visible to readers, safe from a crash of
+	                            this process */
+	uint64_t synced_offset;  /* frames below it were fdatasync'ed (what
+	                            the writer found at open counts) */
+	uint64_t active_base;    /* base of the active segment */
+	uint64_t rolls;
+	uint64_t syncs;          /* fdatasync calls on the active .log */
+	uint64_t write_errors;   /* failed write-outs */
+	uint64_t recovered_scanned_bytes; /* frames validated at open */
+	uint64_t recovered_dropped_bytes; /* torn tail cut at open */
+	uint32_t recovered_index_rebuilt; /* 1: indexes rebuilt from the start */
+	uint32_t reserved;
+};
+
+struct bus_seg_writer;
+
+/*
+ * bus_seg_writer_open() - open (creating it and its parents if needed) the
+ * log in @dir for appending.
+ * @w:   receives the handle; untouched on failure.
+ * @o:   options, NULL for the defaults; copied.
+ *
+ * Takes the directory's lock, removes index files left without their .log
+ * (an interrupted retention), then recovers the active segment: its index
+ * entries are checked against each other and the log, and every frame from
+ * the last consistent index entry on is validated (from the start of the
+ * segment, rebuilding both indexes, when they are missing or corrupt).  A
+ * torn tail is truncated and reported (log callback, WARN; the stats count
+ * the bytes dropped); nothing before it is touched.  An empty dir gets a
+ * first segment with base o->first_offset.  Index writes that fail (a full
+ * disk) are retried by later write-outs.
+ *
+ * Returns 0, -EINVAL (bad option), -EBUSY (another writer holds @dir),
+ * -BUS_ECORRUPT / -BUS_EVERSION (the active segment's header), -ENOMEM, or
+ * -errno from the file system (-EACCES, -ENOSPC, -EIO, ...).
+ */
+int bus_seg_writer_open(struct bus_seg_writer **w, const char *dir, const struct bus_seg_opts *o);
+
+/* The offset the next bus_seg_append() must carry. */
+uint64_t bus_seg_writer_next_offset(const struct bus_seg_writer *w);
+
+void bus_seg_writer_stats(const struct bus_seg_writer *w, struct bus_seg_writer_stats *st);
+
+/*
+ * bus_seg_append() - append one record.
+ * @f: a frame laid out as in the ring (header, then key, headers, value);
+ *     its length is the commit word's.  DATA frames are stored with their
+ *     payload, LOST frames as a bare header (see the format).  Only the
+ *     header and the payload bytes are read, once; the caller keeps the
+ *     frame stable during the call.
+ * @expected_offset: the frame's offset: must equal the writer's next offset,
+ *     the commit word's tag, and (DATA) the frame's offset field.
+ *
+ * Rolls first when the active segment is full or old (see the options).
+ * The frame is copied into the write buffer (256 KiB); a full buffer is
+ * written out first, as bus_seg_flush() does (fsync policy included).
+ * Nothing is visible to readers before it is written out.
+ *
+ * Returns 0 (the frame is taken: the next offset advanced), -EINVAL (wrong
+ * offset, a PAD frame, or sizes that do not add up to the length), -ENOMEM,
+ * or an error from the write-out or the roll it needed (-ENOSPC, -EIO,
+ * ...): then the frame is not taken, the files hold whole frames only, and
+ * the same call may be retried later.
+ */
+int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t expected_offset);
+
+/*
+ * bus_seg_flush() - write out the buffered frames, then their time and
+ * offset index entries, then fdatasync the .log if the fsync policy says
+ * it is time (the policy is evaluated here only: call it at least every
+ * fsync_ms).
+ *
+ * A write that fails or falls short (-ENOSPC, -EIO, -EDQUOT, ...) keeps the
+ * frames written whole and truncates the .log back to the end of the last
+ * of them, so the files never end in a partial frame; the rest stays
+ * buffered and the next flush or append retries it.  The frames written
+ * before the error count (written_offset in the stats), also when the
+ * error came from an index file.  An fdatasync error (-EIO) is returned
+ * as is; the kernel may have dropped the pages it could not write, which
+ * no retry can tell.
+ *
+ * Returns 0 or -errno.
+ */
+int bus_seg_flush(struct bus_seg_writer *w);
+
+/*
+ * bus_seg_writer_close() - flush, fdatasync unless the policy is "never",
+ * close, free.  The handle is freed even when the flush fails; frames it
+ * could not write are dropped (the next writer's next offset tells where
+ * the log ends).  Returns 0 or the flush's error.  NULL is a no-op.
+ */
+int bus_seg_writer_close(struct bus_seg_writer *w);
+
+/* ------------------------------------------------------------- reader */
+
+/* A record read from a segment: a view into the reader's buffer, valid
+ * until the next call on that reader (next, seek, close). */
+struct bus_seg_record {
+	uint64_t offset;
+	int64_t timestamp;    /* 0 for LOST */
+	uint32_t type;        /* BUS_FRAME_DATA or BUS_FRAME_LOST */
+	uint32_t key_len;
+	uint32_t headers_len; /* encoded headers, as in the ring */
+	uint32_t value_len;
+	uint32_t header_count;
+	uint32_t frame_len;
+	const void *key;
+	const void *headers;
+	const void *value;
+	const struct bus_seg_fhdr *frame; /* the frame as stored */
+	uint64_t segment_base;
+	uint64_t pos; /* file position of the frame in its .log */
+};
+
+struct bus_seg_reader_stats {
+	uint64_t reads;      /* pread calls on .log files */
+	uint64_t read_bytes;
+	uint64_t index_reads; /* pread calls on index files */
+	uint64_t seek_scan_bytes; /* bytes of frames the last seek passed over */
+	uint64_t segments_opened;
+};
+
+struct bus_seg_reader;
+
+/*
+ * bus_seg_reader_open() - a reader of the log in @dir, positioned at its
+ * earliest record (or, while @dir holds no segment, at the first one to
+ * appear).  Reads with pread(2) into a buffer of its own (256 KiB, grown for
+ * larger frames); it never maps the files, so a truncation by the writer
+ * cannot fault it.  Returns 0, -ENOENT (no such dir), -ENOMEM, -errno.
+ */
+int bus_seg_reader_open(struct bus_seg_reader **r, const char *dir);
+void bus_seg_reader_close(struct bus_seg_reader *r);
+void bus_seg_reader_stats(const struct bus_seg_reader *r, struct bus_seg_reader_stats *st);
+/* The offset of the record the next bus_seg_next() returns. */
+uint64_t bus_seg_reader_position(const struct bus_seg_reader *r);
+
+/*
+ * bus_seg_next() - the next record, its CRC checked.
+ *
+ * Returns 1 and fills @out; 0 at the end of the log (nothing written out
+ * yet after the position: call again later; frames flushed meanwhile, in
+ * this segment or after a roll in the next, are then found; the file size
+ * is re-checked at every call at the end); -BUS_ECORRUPT when a sealed
+ * segment holds a bad or partial frame (a bad frame at the end of the active
+ * segment reads as the end: it is being written, or is a torn tail the next
+ * writer truncates); -ERANGE when retention deleted the records that follow
+ * the position (seek again); -errno on an I/O error.  A gap between
+ * segments (only after a power loss with fsync "never") is skipped: the
+ * offsets of the records show it.  A segment removed by a roll that failed
+ * (before anything was written to it) is left for wherever the position's
+ * records are then written.
+ */
+int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out);
+
+/*
+ * bus_seg_seek_offset() - position the reader at offset @off: the segment
+ * by binary search over the bases, then the last checkpoint at or before
+ * @off by binary search in its .index, then a scan of at most
+ * index_interval bytes.  @off may be the log's next offset (the end).
+ * Returns 0, -ERANGE (before the earliest record, after the end, or no
+ * segment at all), -BUS_ECORRUPT, -errno; on failure the position is
+ * unchanged.  Indexes that disagree with the log are ignored (the segment
+ * is scanned from its start).
+ */
+int bus_seg_seek_offset(struct bus_seg_reader *r, uint64_t off);
+
+/*
+ * bus_seg_seek_time() - position the reader at the first DATA record (in
+ * offset order) whose timestamp is >= @ts_ns, or at the end of the log when
+ * there is none.  Sealed segments whose largest timestamp is < @ts_ns are
+ * skipped on their seal entry; in the segment that holds the record, the
+ * time and offset indexes bound the scan to about index_interval bytes (see
+ * the format).  *@off_out (may be NULL) receives the offset found.
+ * Returns 0, -ERANGE (no segment at all), -BUS_ECORRUPT, -errno; on
+ * failure the position is unchanged.
+ */
+int bus_seg_seek_time(struct bus_seg_reader *r, int64_t ts_ns, uint64_t *off_out);
+
+/* ------------------------------------------------- whole-log queries */
+
+struct bus_seg_bounds {
+	uint64_t first;      /* earliest offset on disk */
+	uint64_t next;       /* offset after the last whole record */
+	uint64_t log_bytes;  /* sum of the .log sizes */
+	uint64_t disk_bytes; /* .log, .index and .timeindex together */
+	uint32_t segments;
+	uint32_t reserved;
+};
+
+/* bus_seg_earliest() - the base of the oldest segment.  Returns 0,
+ * -ENOENT (no dir, or no segment), -errno. */
+int bus_seg_earliest(const char *dir, uint64_t *first);
+
+/* bus_seg_bounds() - first and next offset and sizes, a snapshot (the next
+ * offset from the active segment's last checkpoint and a scan after it).
+ * An empty dir gives segments == 0 and zero offsets.  Returns 0, -ENOENT
+ * (no dir), -BUS_ECORRUPT, -errno. */
+int bus_seg_bounds(const char *dir, struct bus_seg_bounds *b);
+
+/*
+ * bus_seg_retain() - delete whole segments, oldest first, while the oldest
+ * is expired: its largest timestamp (its seal entry) is older than
+ * @now_ns - @retention_ms, or the .log files together exceed
+ * @retention_bytes.  0 disables either limit.  Never deletes the active
+ * (newest) segment, so the log keeps its next offset.  Deletes a segment's
+ * .log first, then its indexes; readers that hold it open read on.
+ * *@earliest (may be NULL) receives the earliest offset left.
+ * Returns the number of segments deleted, -ENOENT (no dir, no segment),
+ * -errno.
+ */
+int bus_seg_retain(const char *dir, int64_t now_ns, uint64_t retention_ms,
+		   uint64_t retention_bytes, uint64_t *earliest);
+
+#endif
