@@ -128,7 +128,10 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 			 * tail (the producer's hottest line: reading it would put
 			 * a cache-line transfer before its next commit) is read
 			 * rarely, for a claimant that died before its claim word. */
-			if (BUS_CLAIM_TAG(ld_acquire(&f->claim)) == (uint32_t)cp->off ||
+			uint64_t cl = ld_acquire(&f->claim);
+			/* A claim word always holds its owner's pid: a zeroed
+			 * one (a new ring) is no claim, whatever its tag. */
+			if ((BUS_CLAIM_PID(cl) > 0 && BUS_CLAIM_TAG(cl) == (uint32_t)cp->off) ||
 			    ((++cp->empty_polls & 0xffff) == 0 &&
 			     ld_acquire(&r->hdr->tail.pos) > cp->pos))
 				stalled(c, cp);
