@@ -22,11 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define BENCH_MAX_WORKERS 4
+/* Fan-out runs a producer and up to 8 consumers (BUS_GATING_MAX). */
+#define BENCH_MAX_WORKERS 16
 
 static inline uint64_t bench_now_ns(void)
 {
@@ -96,6 +98,37 @@ static inline uint64_t bench_parse_u64(const char *s, const char *what)
 	return (uint64_t)v;
 }
 
+/* ------------------------------------------------------------ cost */
+
+/* bench_cpu_seconds() - user + system CPU time of this process (all its
+ * threads) so far. */
+static inline double bench_cpu_seconds(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		bench_die("getrusage: %s", strerror(errno));
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* bench_hwm_kb() - peak resident set size (VmHWM of /proc/self/status) in
+ * KiB; shared memory the process touched counts, as it does for RSS. */
+static inline long bench_hwm_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		bench_die("/proc/self/status: %s", strerror(errno));
+	char line[256];
+	long kb = -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	if (kb < 0)
+		bench_die("/proc/self/status: no VmHWM");
+	return kb;
+}
+
 /* ---------------------------------------------------------- workers */
 
 static pid_t bench_pids[BENCH_MAX_WORKERS];
@@ -110,8 +143,14 @@ static inline void bench_on_alarm(int sig)
 
 /* bench_spawn() - fork a worker running @fn(@arg) pinned to @cpu (-1: not
  * pinned); the worker exits with @fn's return value. */
+static inline void bench_kill_all(void);
+
 static inline pid_t bench_spawn(int (*fn)(void *), void *arg, int cpu)
 {
+	if (bench_npids >= BENCH_MAX_WORKERS) {
+		bench_kill_all();
+		bench_die("bench_spawn: more than %d workers", BENCH_MAX_WORKERS);
+	}
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
@@ -128,8 +167,7 @@ static inline pid_t bench_spawn(int (*fn)(void *), void *arg, int cpu)
 		fflush(stderr);
 		_exit(rc);
 	}
-	if (bench_npids < BENCH_MAX_WORKERS)
-		bench_pids[bench_npids++] = pid;
+	bench_pids[bench_npids++] = pid;
 	return pid;
 }
 

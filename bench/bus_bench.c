@@ -1,8 +1,10 @@
 /* bench/bus_bench.c - round trip and throughput of libbus between two pinned
  * processes, for comparison with bare_pingpong and bare_ring.
  *
- * usage: bus_bench rtt  [SIZE [ROUND_TRIPS [WARMUP]]]   (64 1000000 100000)
- *        bus_bench tput [SIZE [RECORDS [RING_BYTES]]]   (64 10000000 4 MiB)
+ * usage: bus_bench rtt    [SIZE [ROUND_TRIPS [WARMUP]]]   (64 1000000 100000)
+ *        bus_bench tput   [SIZE [RECORDS [RING_BYTES]]]   (64 10000000 4 MiB)
+ *        bus_bench fanout N [SIZE [RECORDS [RING_BYTES]]] (N 1..8; 64 2000000)
+ *        bus_bench idle   [SECONDS]                        (10)
  *
  * rtt   Topics "ping" and "pong": ephemeral, overwrite, 1 partition, 1 MiB
  *       ring.  The pinger (CPU $BENCH_CPU_A, default 0) appends a SIZE-byte
@@ -22,8 +24,30 @@
  *       sums every word of each value and checks the sum, the sequence, the
  *       offsets and lost_before (must be 0).  Timed by the consumer from the
  *       start signal to its last record.
+ *       Each side's CPU time over the measured phase (getrusage: user +
+ *       system) and its peak RSS (VmHWM, which counts the ring pages it
+ *       touched) are reported.
  *       Prints: bus_tput size=.. records=.. recs_per_s=.. bytes_per_s=..
- *               lost=0 errors=0 hugepages=0|1
+ *               lost=0 errors=0 hugepages=0|1 prod_cpu_s=.. cons_cpu_s=..
+ *               prod_hwm_kb=.. cons_hwm_kb=..
+ * fanout As tput, with N gating consumer processes reading every record
+ *       (BUS_OVERFLOW_BLOCK: nothing is lost; each consumer checks every
+ *       record as tput's does).  When the producer and the consumers fit on
+ *       the online CPUs (N + 1 <= CPUs) the consumers busy-spin
+ *       (BUS_WAIT_SPIN), pinned one per CPU other than the producer's;
+ *       otherwise they use BUS_WAIT_SLEEP and are not pinned.  Each
+ *       consumer is timed from the start signal to its last record; the
+ *       delivered rate is N * RECORDS over the slowest consumer's time.
+ *       Prints: bus_fanout consumers=N wait=spin|sleep size=.. records=..
+ *               delivered_per_s=.. slowest_per_s=.. lost=0 errors=0
+ *               prod_cpu_s=.. cons_cpu_s=.. (sum of the consumers)
+ *               prod_hwm_kb=.. cons_hwm_kb=.. (largest)
+ * idle  One BUS_WAIT_SLEEP consumer (CPU B) waits with bus_consumer_poll(
+ *       timeout -1) on an empty topic while the producer (CPU A) sleeps for
+ *       SECONDS, then appends one record carrying its CLOCK_MONOTONIC time.
+ *       Prints: bus_idle secs=.. cons_cpu_s=.. cpu_pct=.. wake_ns=..
+ *       (the CPU the consumer used while idle, and the delay from the
+ *       append to the consumer's return from poll).
  *
  * Each run uses its own bus ("bench-<pid>") in private directories made
  * with mkdtemp(): $BUS_BENCH_SHM_BASE (default: bus_default_shm_dir(), i.e.
@@ -53,10 +77,24 @@
 #include "bench_util.h"
 #include "hist.h"
 
+#define FANOUT_MAX BUS_GATING_MAX
+
+struct cons_result {
+	double secs, cpu;
+	long hwm;
+	uint64_t lost, errors, got;
+	int done;
+};
+
 struct shared {
 	_Alignas(128) _Atomic uint32_t ready;
 	_Atomic uint32_t go;
 	int hugepages;
+	double prod_cpu;
+	long prod_hwm;
+	int prod_done;
+	uint64_t wake_ns;
+	struct cons_result cons[FANOUT_MAX];
 };
 
 static struct shared *shm;
@@ -64,6 +102,9 @@ static char shm_dir[PATH_MAX], data_dir[PATH_MAX], bus_nm[BUS_NAME_MAX + 1];
 static size_t size;
 static uint64_t count, warmup, ring_bytes;
 static int use_claim, verbose;
+static unsigned fanout_n = 1;
+static enum bus_wait fanout_wait = BUS_WAIT_SPIN;
+static double idle_secs = 10;
 static int64_t ts_value; /* 0: the library stamps "now" */
 static struct hist lat;
 
@@ -119,7 +160,7 @@ static int setup(void *arg)
 		check(bus_topic_create(b, "ping", &cfg), "bus_topic_create(ping)");
 		check(bus_topic_create(b, "pong", &cfg), "bus_topic_create(pong)");
 		probe = "ping";
-	} else {
+	} else { /* tput, fanout, idle */
 		cfg.overflow = BUS_OVERFLOW_BLOCK;
 		check(bus_topic_create(b, "tput", &cfg), "bus_topic_create(tput)");
 		probe = "tput";
@@ -131,17 +172,23 @@ static int setup(void *arg)
 	return 0;
 }
 
-static struct bus_consumer *open_consumer(struct bus *b, const char *topic, unsigned flags)
+static struct bus_consumer *open_consumer_wait(struct bus *b, const char *topic, unsigned flags,
+					       enum bus_wait wait)
 {
 	struct bus_consumer_opts co;
 	memset(&co, 0, sizeof(co));
 	co.partition = 0;
-	co.wait = BUS_WAIT_SPIN;
+	co.wait = wait;
 	co.start = BUS_SEEK_EARLIEST;
 	co.flags = flags;
 	struct bus_consumer *c = NULL;
 	check(bus_consumer_open(b, topic, &co, &c), "bus_consumer_open");
 	return c;
+}
+
+static struct bus_consumer *open_consumer(struct bus *b, const char *topic, unsigned flags)
+{
+	return open_consumer_wait(b, topic, flags, BUS_WAIT_SPIN);
 }
 
 static struct bus_producer *open_producer(struct bus *b, const char *topic)
@@ -261,6 +308,7 @@ static int producer(void *arg)
 	r.value_len = (uint32_t)size;
 	r.timestamp = ts_value;
 	start_barrier();
+	double c0 = bench_cpu_seconds();
 	if (use_claim) {
 		for (uint64_t seq = 0; seq < count; seq++) {
 			struct bus_claim cl;
@@ -276,6 +324,9 @@ static int producer(void *arg)
 			check(bus_produce(p, 0, &r, NULL, NULL), "bus_produce");
 		}
 	}
+	shm->prod_cpu = bench_cpu_seconds() - c0;
+	shm->prod_hwm = bench_hwm_kb();
+	shm->prod_done = 1;
 	free(src);
 	bus_producer_close(p);
 	bus_close(b);
@@ -284,15 +335,18 @@ static int producer(void *arg)
 
 #define TPUT_BATCH 256
 
+/* Consumer @arg (0..N-1) of tput and fanout: reads and checks every record,
+ * stores its result in shm->cons[i]. */
 static int consumer(void *arg)
 {
-	(void)arg;
+	unsigned idx = (unsigned)(uintptr_t)arg;
 	struct bus *b = open_bus();
-	struct bus_consumer *c = open_consumer(b, "tput", BUS_CONSUMER_GATING);
+	struct bus_consumer *c = open_consumer_wait(b, "tput", BUS_CONSUMER_GATING, fanout_wait);
 	static struct bus_view views[TPUT_BATCH];
 	uint64_t k = bench_pattern_sum(size);
-	uint64_t got = 0, lost = 0, errors = 0, next_seq = 0, next_off = 0, first_off = 0;
+	uint64_t got = 0, lost = 0, errors = 0, next_seq = 0, next_off = 0;
 	start_barrier();
+	double c0 = bench_cpu_seconds();
 	uint64_t t0 = bench_now_ns();
 	while (got < count) {
 		int n = bus_consumer_poll(c, views, TPUT_BATCH, -1);
@@ -300,16 +354,16 @@ static int consumer(void *arg)
 		for (int i = 0; i < n; i++) {
 			const struct bus_view *v = &views[i];
 			if (got == 0)
-				first_off = next_off = v->offset;
+				next_off = v->offset;
 			lost += v->lost_before;
 			uint64_t seq = v->value_len >= 8 ? bench_load_seq(v->value) : UINT64_MAX;
 			if (v->value_len != size || bench_checksum(v->value, size) != seq + k ||
 			    seq != next_seq + v->lost_before || v->offset != next_off + v->lost_before) {
 				if (errors < 5)
 					fprintf(stderr,
-						"bus_bench: consumer: bad record: offset %llu "
+						"bus_bench: consumer %u: bad record: offset %llu "
 						"(expected %llu) len %u seq %llu (expected %llu)\n",
-						(unsigned long long)v->offset,
+						idx, (unsigned long long)v->offset,
 						(unsigned long long)next_off, v->value_len,
 						(unsigned long long)seq, (unsigned long long)next_seq);
 				errors++;
@@ -320,19 +374,74 @@ static int consumer(void *arg)
 		}
 	}
 	uint64_t t1 = bench_now_ns();
-	double secs = (double)(t1 - t0) / 1e9;
-	struct bus_consumer_stats st;
-	bus_consumer_stats(c, &st);
-	printf("bus_tput size=%zu records=%llu api=%s recs_per_s=%.0f bytes_per_s=%.0f lost=%llu "
-	       "errors=%llu laps=%llu first_offset=%llu hugepages=%d ring=%llu\n",
-	       size, (unsigned long long)count, use_claim ? "claim" : "produce",
-	       (double)count / secs, (double)count * (double)size / secs,
-	       (unsigned long long)lost, (unsigned long long)errors,
-	       (unsigned long long)st.laps, (unsigned long long)first_off, shm->hugepages,
-	       (unsigned long long)ring_bytes);
+	struct cons_result *res = &shm->cons[idx];
+	res->cpu = bench_cpu_seconds() - c0;
+	res->hwm = bench_hwm_kb();
+	res->secs = (double)(t1 - t0) / 1e9;
+	res->lost = lost;
+	res->errors = errors;
+	res->got = got;
+	res->done = 1;
 	bus_consumer_close(c);
 	bus_close(b);
 	return lost || errors ? 1 : 0;
+}
+
+/* ----------------------------------------------------------------- idle */
+
+static int idle_producer(void *arg)
+{
+	(void)arg;
+	struct bus *b = open_bus();
+	struct bus_producer *p = open_producer(b, "tput");
+	uint64_t buf[8];
+	memset(buf, 0, sizeof(buf));
+	struct bus_record r;
+	memset(&r, 0, sizeof(r));
+	r.value = buf;
+	r.value_len = sizeof(buf);
+	start_barrier();
+	struct timespec ts = { (time_t)idle_secs,
+			       (long)((idle_secs - (double)(time_t)idle_secs) * 1e9) };
+	while (nanosleep(&ts, &ts) != 0)
+		if (errno != EINTR)
+			bench_die("bus_bench: nanosleep: %s", strerror(errno));
+	buf[0] = bench_now_ns();
+	check(bus_produce(p, 0, &r, NULL, NULL), "bus_produce");
+	shm->prod_done = 1;
+	bus_producer_close(p);
+	bus_close(b);
+	return 0;
+}
+
+static int idle_consumer(void *arg)
+{
+	(void)arg;
+	struct bus *b = open_bus();
+	struct bus_consumer *c = open_consumer_wait(b, "tput", 0, BUS_WAIT_SLEEP);
+	struct bus_view v;
+	start_barrier();
+	double c0 = bench_cpu_seconds();
+	uint64_t t0 = bench_now_ns();
+	int n;
+	while ((n = bus_consumer_poll(c, &v, 1, -1)) == 0)
+		;
+	uint64_t t1 = bench_now_ns();
+	check(n, "bus_consumer_poll");
+	struct cons_result *res = &shm->cons[0];
+	res->cpu = bench_cpu_seconds() - c0;
+	res->secs = (double)(t1 - t0) / 1e9;
+	uint64_t sent;
+	if (v.value_len != 64)
+		bench_die("bus_bench: idle: record of %u bytes", v.value_len);
+	memcpy(&sent, v.value, 8);
+	shm->wake_ns = t1 > sent ? t1 - sent : 0;
+	res->hwm = bench_hwm_kb();
+	res->got = 1;
+	res->done = 1;
+	bus_consumer_close(c);
+	bus_close(b);
+	return 0;
 }
 
 /* ----------------------------------------------------------------- main */
@@ -362,48 +471,158 @@ static int make_temp(char *out, size_t len, const char *base)
 	return 0;
 }
 
+/* The CPU consumer @i of @n runs on: the i-th online CPU after B other than
+ * A, when the producer and all consumers fit on the online CPUs; else -1
+ * (not pinned). */
+static int consumer_cpu(unsigned i, unsigned n)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpu < 1 || (long)n + 1 > ncpu)
+		return -1;
+	int a = bench_cpu(0), cpu = bench_cpu(1);
+	for (unsigned k = 0;; cpu = (cpu + 1) % (int)ncpu) {
+		if (cpu == a)
+			continue;
+		if (k++ == i)
+			return cpu;
+	}
+}
+
+static void print_result(const char *mode)
+{
+	if (strcmp(mode, "rtt") == 0)
+		return; /* the pinger printed its histogram */
+	if (strcmp(mode, "idle") == 0) {
+		const struct cons_result *r = &shm->cons[0];
+		printf("bus_idle secs=%.3f cons_cpu_s=%.6f cpu_pct=%.4f wake_ns=%llu cons_hwm_kb=%ld\n",
+		       r->secs, r->cpu, 100.0 * r->cpu / r->secs,
+		       (unsigned long long)shm->wake_ns, r->hwm);
+		return;
+	}
+	double slowest = 0, cpu = 0;
+	uint64_t lost = 0, errors = 0;
+	long hwm = 0;
+	for (unsigned i = 0; i < fanout_n; i++) {
+		const struct cons_result *r = &shm->cons[i];
+		if (r->secs > slowest)
+			slowest = r->secs;
+		cpu += r->cpu;
+		lost += r->lost;
+		errors += r->errors;
+		if (r->hwm > hwm)
+			hwm = r->hwm;
+	}
+	if (strcmp(mode, "tput") == 0)
+		printf("bus_tput size=%zu records=%llu api=%s recs_per_s=%.0f bytes_per_s=%.0f "
+		       "lost=%llu errors=%llu hugepages=%d ring=%llu prod_cpu_s=%.3f "
+		       "cons_cpu_s=%.3f prod_hwm_kb=%ld cons_hwm_kb=%ld\n",
+		       size, (unsigned long long)count, use_claim ? "claim" : "produce",
+		       (double)count / slowest, (double)count * (double)size / slowest,
+		       (unsigned long long)lost, (unsigned long long)errors, shm->hugepages,
+		       (unsigned long long)ring_bytes, shm->prod_cpu, cpu, shm->prod_hwm, hwm);
+	else
+		printf("bus_fanout consumers=%u wait=%s size=%zu records=%llu delivered_per_s=%.0f "
+		       "slowest_per_s=%.0f lost=%llu errors=%llu hugepages=%d prod_cpu_s=%.3f "
+		       "cons_cpu_s=%.3f prod_hwm_kb=%ld cons_hwm_kb=%ld\n",
+		       fanout_n, fanout_wait == BUS_WAIT_SPIN ? "spin" : "sleep", size,
+		       (unsigned long long)count, (double)count * fanout_n / slowest,
+		       (double)count / slowest, (unsigned long long)lost,
+		       (unsigned long long)errors, shm->hugepages, shm->prod_cpu, cpu,
+		       shm->prod_hwm, hwm);
+}
+
 static int run(const char *mode)
 {
 	bench_spawn(setup, (void *)(uintptr_t)mode, -1);
 	if (bench_wait_all("bus_bench setup") != 0)
 		return -1;
+	unsigned workers = 2;
 	if (strcmp(mode, "rtt") == 0) {
 		bench_spawn(ponger, NULL, bench_cpu(1));
 		bench_spawn(pinger, NULL, bench_cpu(0));
+	} else if (strcmp(mode, "idle") == 0) {
+		bench_spawn(idle_consumer, NULL, bench_cpu(1));
+		bench_spawn(idle_producer, NULL, bench_cpu(0));
 	} else {
-		bench_spawn(consumer, NULL, bench_cpu(1));
+		for (unsigned i = 0; i < fanout_n; i++)
+			bench_spawn(consumer, (void *)(uintptr_t)i,
+				    strcmp(mode, "tput") == 0 ? bench_cpu(1)
+							      : consumer_cpu(i, fanout_n));
 		bench_spawn(producer, NULL, bench_cpu(0));
+		workers = fanout_n + 1;
 	}
-	if (bench_wait_ready(&shm->ready, 2, &shm->go, "bus_bench") != 0)
+	if (bench_wait_ready(&shm->ready, workers, &shm->go, "bus_bench") != 0)
 		return -1;
-	return bench_wait_all("bus_bench");
+	if (bench_wait_all("bus_bench") != 0)
+		return -1;
+	if (strcmp(mode, "rtt") != 0) {
+		for (unsigned i = 0; i < fanout_n; i++)
+			if (!shm->cons[i].done) {
+				fprintf(stderr, "bus_bench: consumer %u reported nothing\n", i);
+				return -1;
+			}
+	}
+	print_result(mode);
+	return 0;
 }
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bus_bench rtt  [SIZE [ROUND_TRIPS [WARMUP]]]\n"
-			"       bus_bench tput [SIZE [RECORDS [RING_BYTES]]]\n");
+	fprintf(stderr, "usage: bus_bench rtt    [SIZE [ROUND_TRIPS [WARMUP]]]\n"
+			"       bus_bench tput   [SIZE [RECORDS [RING_BYTES]]]\n"
+			"       bus_bench fanout N [SIZE [RECORDS [RING_BYTES]]]\n"
+			"       bus_bench idle   [SECONDS]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	if (argc < 2 || argc > 5)
+	if (argc < 2)
 		usage();
 	const char *mode = argv[1];
 	int rtt = strcmp(mode, "rtt") == 0;
-	if (!rtt && strcmp(mode, "tput") != 0)
+	int fanout = strcmp(mode, "fanout") == 0;
+	int idle = strcmp(mode, "idle") == 0;
+	if (!rtt && !fanout && !idle && strcmp(mode, "tput") != 0)
 		usage();
-	size = argc > 2 ? (size_t)bench_parse_u64(argv[2], "size") : 64;
-	count = argc > 3 ? bench_parse_u64(argv[3], "count") : rtt ? 1000000 : 10000000;
-	if (rtt) {
-		warmup = argc > 4 ? bench_parse_u64(argv[4], "warmup") : 100000;
+	if (fanout) {
+		if (argc < 3)
+			usage();
+		uint64_t n = bench_parse_u64(argv[2], "consumers");
+		if (n < 1 || n > FANOUT_MAX)
+			bench_die("bus_bench: fanout: 1 to %d consumers", FANOUT_MAX);
+		fanout_n = (unsigned)n;
+		argv++;
+		argc--;
+	}
+	if (argc > 5 || (idle && argc > 3))
+		usage();
+	if (idle) {
+		char *end;
+		idle_secs = argc > 2 ? strtod(argv[2], &end) : 10.0;
+		if (argc > 2 && (*end || idle_secs <= 0 || idle_secs > 3600))
+			bench_die("bus_bench: bad seconds '%s'", argv[2]);
+		size = 64;
+		count = 1;
 		ring_bytes = 1u << 20;
 	} else {
-		ring_bytes = argc > 4 ? bench_parse_u64(argv[4], "ring bytes") : BUS_RING_DEFAULT;
+		size = argc > 2 ? (size_t)bench_parse_u64(argv[2], "size") : 64;
+		count = argc > 3 ? bench_parse_u64(argv[3], "count")
+			: rtt	 ? 1000000
+			: fanout ? 2000000
+				 : 10000000;
+		if (rtt) {
+			warmup = argc > 4 ? bench_parse_u64(argv[4], "warmup") : 100000;
+			ring_bytes = 1u << 20;
+		} else {
+			ring_bytes = argc > 4 ? bench_parse_u64(argv[4], "ring bytes")
+					      : BUS_RING_DEFAULT;
+		}
 	}
 	if (size < 8 || size % 8 || count == 0)
 		bench_die("bus_bench: SIZE must be a multiple of 8 (>= 8), the count > 0");
+	if (fanout && consumer_cpu(0, fanout_n) < 0)
+		fanout_wait = BUS_WAIT_SLEEP;
 	const char *s = getenv("BUS_BENCH_API");
 	use_claim = s && strcmp(s, "claim") == 0;
 	s = getenv("BUS_BENCH_TS");
