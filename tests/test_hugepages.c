@@ -353,7 +353,6 @@ static int create_bounded(const char *name, uint32_t parts, uint64_t ring)
 {
 	struct create_job *j = mmap(NULL, sizeof(*j), PROT_READ | PROT_WRITE,
 				    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	int64_t deadline = tnow_ms() + CHILD_MS;
 	pid_t pid;
 	int st, err;
 
@@ -363,18 +362,8 @@ static int create_bounded(const char *name, uint32_t parts, uint64_t ring)
 	j->ring = ring;
 	j->err = 1;
 	pid = tfork(create_child, j);
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid)
-			break;
-		cr_assert(r == 0, "waitpid: %s", strerror(errno));
-		if (tnow_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			cr_assert_fail("creating %s did not return within %d ms", name, CHILD_MS);
-		}
-		usleep(1000);
-	}
+	if (twait_status(pid, CHILD_MS, &st) < 0)
+		cr_assert_fail("creating %s did not return within %d ms", name, CHILD_MS);
 	cr_assert(!WIFSIGNALED(st), "creating %s (%u x %llu bytes) killed the process: signal %d (%s)",
 		  name, parts, (unsigned long long)ring, WTERMSIG(st), strsignal(WTERMSIG(st)));
 	err = j->err;

@@ -66,22 +66,10 @@ static void *shared_mem(size_t len)
  * has not returned after @ms (then it is killed). */
 static void run_bounded(int (*fn)(void *), void *arg, int ms, const char *what)
 {
-	int64_t deadline = tnow_ms() + ms;
-	pid_t pid = tfork(fn, arg);
 	int st;
 
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid)
-			break;
-		cr_assert(r == 0, "waitpid: %s", strerror(errno));
-		if (tnow_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			cr_assert_fail("%s: did not return within %d ms (hang)", what, ms);
-		}
-		usleep(1000);
-	}
+	if (twait_status(tfork(fn, arg), ms, &st) < 0)
+		cr_assert_fail("%s: did not return within %d ms (hang)", what, ms);
 	cr_assert(!WIFSIGNALED(st), "%s: crashed with signal %d (%s)", what, WTERMSIG(st),
 		  strsignal(WTERMSIG(st)));
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child exited with status %d", what,

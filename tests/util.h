@@ -35,6 +35,9 @@ pid_t tfork(int (*fn)(void *), void *arg);
 /* Wait for @pid with a deadline; returns its exit status, or -1 (killed,
  * timeout: then it is SIGKILLed). */
 int twait(pid_t pid, int timeout_ms);
+/* Wait for @pid with a deadline: 0 with its raw wait status in *status, or
+ * -1 when the deadline passed (the child is then SIGKILLed and reaped). */
+int twait_status(pid_t pid, int timeout_ms, int *status);
 /* Monotonic milliseconds. */
 int64_t tnow_ms(void);
 /* A cheap checksum for payload checks. */

@@ -83,22 +83,29 @@ pid_t tfork(int (*fn)(void *), void *arg)
 	return pid;
 }
 
-int twait(pid_t pid, int timeout_ms)
+int twait_status(pid_t pid, int timeout_ms, int *status)
 {
 	int64_t deadline = tnow_ms() + timeout_ms;
-	int st;
 
 	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
+		pid_t r = waitpid(pid, status, WNOHANG);
 		if (r == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-		if (r < 0)
-			return -1;
+			return 0;
+		cr_assert(r == 0, "waitpid: %s", strerror(errno));
 		if (tnow_ms() > deadline) {
 			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
+			waitpid(pid, status, 0);
 			return -1;
 		}
 		usleep(1000);
 	}
+}
+
+int twait(pid_t pid, int timeout_ms)
+{
+	int st;
+
+	if (twait_status(pid, timeout_ms, &st) < 0)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
