@@ -58,16 +58,24 @@ int cli_usage(const char *fmt, ...)
 	return CLI_USAGE;
 }
 
+/* One line on stderr after @prefix; stdout is flushed first so that the
+ * two streams stay in order on a terminal. */
+static void __attribute__((format(printf, 2, 0)))
+vline(const char *prefix, const char *fmt, va_list ap)
+{
+	fflush(stdout);
+	fputs(prefix, stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 int cli_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fflush(stdout);
-	fputs("bus: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vline("bus: ", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return CLI_FAIL;
 }
 
@@ -75,13 +83,11 @@ void cli_warn(const char *fmt, ...)
 {
 	va_list ap;
 
-	fflush(stdout);
-	fputs("bus: warning: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vline("bus: warning: ", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
+
 
 /* The bus name and shm dir to name in messages, also before bus_open(). */
 static const char *hint_bus(const struct bus *b)

@@ -153,6 +153,17 @@ static void print_memory_line(struct bus *b, const char *name, const struct bus_
 		cfg->partitions, fmt_size(cfg->ring_size, sz, sizeof sz), bus_shm_dir(b));
 }
 
+/* The one positional argument of a topic subcommand: a valid topic name. */
+static int topic_name_arg(int argc, char **argv, const char **name)
+{
+	int rc = cli_positional(argc, argv, 1, "topic NAME");
+
+	if (rc != CLI_OK)
+		return rc;
+	*name = argv[optind];
+	return cli_check_name("topic", *name);
+}
+
 static int topic_create(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -227,10 +238,7 @@ static int topic_create(int argc, char **argv)
 			return CLI_USAGE;
 		}
 	}
-	if ((rc = cli_positional(argc, argv, 1, "topic NAME")) != CLI_OK)
-		return rc;
-	name = argv[optind];
-	if ((rc = cli_check_name("topic", name)) != CLI_OK)
+	if ((rc = topic_name_arg(argc, argv, &name)) != CLI_OK)
 		return rc;
 	if (!have_partitions)
 		return cli_usage("missing --partitions N");
@@ -394,10 +402,7 @@ static int topic_describe(int argc, char **argv)
 			return CLI_USAGE;
 		}
 	}
-	if ((rc = cli_positional(argc, argv, 1, "topic NAME")) != CLI_OK)
-		return rc;
-	name = argv[optind];
-	if ((rc = cli_check_name("topic", name)) != CLI_OK)
+	if ((rc = topic_name_arg(argc, argv, &name)) != CLI_OK)
 		return rc;
 	if ((rc = cli_open_bus(&b)) != CLI_OK)
 		return rc;
@@ -494,10 +499,7 @@ static int topic_delete(int argc, char **argv)
 			return CLI_USAGE;
 		}
 	}
-	if ((rc = cli_positional(argc, argv, 1, "topic NAME")) != CLI_OK)
-		return rc;
-	name = argv[optind];
-	if ((rc = cli_check_name("topic", name)) != CLI_OK)
+	if ((rc = topic_name_arg(argc, argv, &name)) != CLI_OK)
 		return rc;
 	if ((rc = cli_open_bus(&b)) != CLI_OK)
 		return rc;

@@ -774,49 +774,51 @@ static void checkpoint(struct bus_seg_writer *w, uint64_t pos, uint64_t off, uin
 	w->last_ckpt = pos;
 }
 
+/* Append the first @k of the @*pending entries (@esize bytes each) in @buf
+ * to index file @fd, which holds @*in_file entries, and drop them from the
+ * buffer.  A failed write is cut back to whole entries (what is left over
+ * is rewritten by the retry, or dropped by recovery). */
+static int flush_entries(int fd, void *buf, size_t esize, size_t k, uint64_t *in_file,
+			 size_t *pending)
+{
+	size_t done;
+	int err;
+
+	if (!k)
+		return 0;
+	err = pwrite_full(fd, buf, k * esize, *in_file * esize, &done);
+	if (err) {
+		if (done && ftruncate(fd, (off_t)(*in_file * esize))) {
+			/* the retry rewrites it; recovery drops a partial entry */
+		}
+		return err;
+	}
+	*in_file += k;
+	*pending -= k;
+	memmove(buf, (char *)buf + k * esize, *pending * esize);
+	return 0;
+}
+
 /* Write the pending index entries whose frames are in the file: time
  * entries first, then offset entries.  A failed write is cut back to whole
  * entries and retried by the next call. */
 static int write_index(struct bus_seg_writer *w)
 {
 	uint64_t wrel = w->written_off - w->base;
-	size_t k = 0, done;
+	size_t k = 0;
 	int err;
 
 	/* A checkpoint's frame is written when its rel is below wrel; the seal
 	 * entry (rel == wrel) is queued only once everything is written. */
 	while (k < w->ptidx_n && (w->ptidx[k].rel < wrel || (w->sealed && w->ptidx[k].rel == wrel)))
 		k++;
-	if (k) {
-		err = pwrite_full(w->tidx_fd, w->ptidx, k * sizeof(*w->ptidx),
-				  w->tidx_n * sizeof(*w->ptidx), &done);
-		if (err) {
-			if (done && ftruncate(w->tidx_fd, (off_t)(w->tidx_n * sizeof(*w->ptidx)))) {
-				/* rewritten by the retry; dropped by recovery */
-			}
-			return err;
-		}
-		w->tidx_n += k;
-		w->ptidx_n -= k;
-		memmove(w->ptidx, w->ptidx + k, w->ptidx_n * sizeof(*w->ptidx));
-	}
+	err = flush_entries(w->tidx_fd, w->ptidx, sizeof(*w->ptidx), k, &w->tidx_n, &w->ptidx_n);
+	if (err)
+		return err;
 	k = 0;
 	while (k < w->pidx_n && w->pidx[k].rel < wrel)
 		k++;
-	if (k) {
-		err = pwrite_full(w->idx_fd, w->pidx, k * sizeof(*w->pidx),
-				  w->idx_n * sizeof(*w->pidx), &done);
-		if (err) {
-			if (done && ftruncate(w->idx_fd, (off_t)(w->idx_n * sizeof(*w->pidx)))) {
-				/* as above */
-			}
-			return err;
-		}
-		w->idx_n += k;
-		w->pidx_n -= k;
-		memmove(w->pidx, w->pidx + k, w->pidx_n * sizeof(*w->pidx));
-	}
-	return 0;
+	return flush_entries(w->idx_fd, w->pidx, sizeof(*w->pidx), k, &w->idx_n, &w->pidx_n);
 }
 
 /* Bytes of whole frames at the start of buf[0, n), and their count. */
