@@ -57,6 +57,8 @@ LIB_SRC := $(wildcard libbus/src/*.c)
 LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 TOOL_SRC := $(wildcard tools/*.c)
 TOOL_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_SRC))
+DAEMON_SRC := $(wildcard daemon/*.c)
+DAEMON_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(DAEMON_SRC))
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_UTIL_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/util_*.c))
@@ -77,10 +79,11 @@ STATIC_LIB := $(BUILD)/lib/libbus.a
 SHARED_LIB := $(BUILD)/lib/libbus.so.0
 SHARED_LINK := $(BUILD)/lib/libbus.so
 BUS_BIN := $(BUILD)/bin/bus
+BUSD_BIN := $(if $(DAEMON_SRC),$(BUILD)/bin/busd)
 
 .SECONDARY:
 .PHONY: all test asan tsan deps bench bench-quick demo install clean stress
-all: $(STATIC_LIB) $(SHARED_LINK) $(BUS_BIN)
+all: $(STATIC_LIB) $(SHARED_LINK) $(BUS_BIN) $(BUSD_BIN)
 
 # asan/tsan only select the build directory and flags above.
 asan tsan:
@@ -109,6 +112,13 @@ $(BUS_BIN): $(TOOL_OBJ) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(STATIC_LIB) $(LIBS)
+
+# busd links the static library: it uses libbus internals (layout, rings,
+# segments) that the shared library does not export.
+$(BUILD)/bin/busd: $(DAEMON_OBJ) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJ) $(STATIC_LIB) $(LIBS)
 
 $(BUILD)/tests/%: tests/%.c $(TEST_UTIL_OBJ) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
@@ -156,7 +166,7 @@ install: all $(BUILD)/bus.pc
 	ln -sf libbus.so.0 $(DESTDIR)$(LIBDIR)/libbus.so
 	install -m 644 libbus/include/bus/*.h $(DESTDIR)$(INCDIR)/bus/
 	install -m 644 $(BUILD)/bus.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
-	install -m 755 $(BUS_BIN) $(DESTDIR)$(BINDIR)/
+	install -m 755 $(BUS_BIN) $(BUSD_BIN) $(DESTDIR)$(BINDIR)/
 
 clean:
 	rm -rf build build-asan build-tsan

@@ -33,6 +33,12 @@ static const char usage_consume[] =
 	"  -e, --exit           stop at the end of the log: the offsets that were the\n"
 	"                       ends when the command started\n"
 	"  -g, --group GROUP    join a consumer group (not implemented yet)\n"
+	"      --offset-reset earliest|latest|none\n"
+	"                       when the position is no longer held (before the\n"
+	"                       earliest offset: retention deleted it), go on from\n"
+	"                       the earliest or the latest record, reporting what\n"
+	"                       was skipped; none (default): stop with \"offset out\n"
+	"                       of range\" (exit 1)\n"
 	"  -f, --format FORMAT  print each record as FORMAT (default \"%s\\n\"):\n"
 	"                         %t topic  %p partition  %o offset  %k key\n"
 	"                         %K key size  %s value  %S value size\n"
@@ -40,8 +46,10 @@ static const char usage_consume[] =
 	"                         %h headers (name=value,...)  %% a '%'\n"
 	"                         escapes: \\n \\t \\r \\0 \\\\\n"
 	"\n"
-	"Records lost to a lapping producer (on an overwrite or ephemeral topic)\n"
-	"are reported on stderr as warnings.\n"
+	"Records spilled to disk and gone from the ring are read from disk (busd\n"
+	"writes them under BUS_DATA_DIR) exactly as from the ring.  Records lost\n"
+	"to a lapping producer (on an ephemeral topic) are reported on stderr as\n"
+	"warnings.\n"
 	"\n"
 	"Common options:\n" CLI_COMMON_HELP;
 
@@ -63,6 +71,7 @@ struct consume {
 	struct part *parts;
 	uint32_t first, count; /* the partitions read: first .. first+count-1 */
 	int exit_at_end;
+	unsigned reset; /* BUS_CONSUMER_RESET_* or 0 */
 	/* lost records not reported yet, and when the last report was */
 	uint64_t lost_pending, lost_total;
 	uint32_t lost_p;
@@ -109,6 +118,13 @@ static int all_done(struct consume *cs)
 	return 1;
 }
 
+/* The earliest offset still held: on disk, else in the ring. */
+static uint64_t earliest_of(const struct bus_partition_info *pi)
+{
+	return pi->disk_segments && pi->disk_first_offset < pi->first_offset ? pi->disk_first_offset
+									     : pi->first_offset;
+}
+
 /* Position partition @p at @from/@value, falling back as documented when
  * the library reports the place out of the ring's range. */
 static int seek_one(struct consume *cs, uint32_t p, int from, int64_t value)
@@ -137,11 +153,20 @@ static int seek_one(struct consume *cs, uint32_t p, int from, int64_t value)
 			r = bus_consumer_seek(cs->c, (int32_t)p, BUS_SEEK_OFFSET, (int64_t)pi.next_offset);
 			if (r == -ERANGE)
 				r = bus_consumer_seek(cs->c, (int32_t)p, BUS_SEEK_LATEST, 0);
+		} else if (cs->reset) {
+			cli_warn("consume '%s': partition %" PRIu32 ": offset %" PRId64 " is out of range "
+				 "(the earliest is %" PRIu64 "); starting at the %s",
+				 cs->topic, p, value, earliest_of(&pi),
+				 cs->reset == BUS_CONSUMER_RESET_EARLIEST ? "earliest" : "latest");
+			r = bus_consumer_seek(cs->c, (int32_t)p,
+					      cs->reset == BUS_CONSUMER_RESET_EARLIEST ? BUS_SEEK_EARLIEST
+										  : BUS_SEEK_LATEST,
+					      0);
 		} else {
-			cli_warn("consume '%s': partition %" PRIu32 ": offsets %" PRId64 "..%" PRIu64
-				 " are no longer in the ring; starting at the oldest available",
-				 cs->topic, p, value, pi.first_offset ? pi.first_offset - 1 : 0);
-			r = bus_consumer_seek(cs->c, (int32_t)p, BUS_SEEK_EARLIEST, 0);
+			return cli_error("consume '%s': partition %" PRIu32 ": offset %" PRId64
+					 " is out of range: the earliest is %" PRIu64
+					 " (use --from earliest, or --offset-reset earliest)",
+					 cs->topic, p, value, earliest_of(&pi));
 		}
 		break;
 	case FROM_TIME:
@@ -172,6 +197,7 @@ int cmd_consume(int argc, char **argv)
 		{ "exit", no_argument, NULL, 'e' },
 		{ "group", required_argument, NULL, 'g' },
 		{ "format", required_argument, NULL, 'f' },
+		{ "offset-reset", required_argument, NULL, 'R' },
 		{ NULL, 0, NULL, 0 },
 	};
 	enum { MSGS = 256 };
@@ -233,6 +259,17 @@ int cmd_consume(int argc, char **argv)
 		case 'f':
 			format = optarg;
 			break;
+		case 'R':
+			if (strcmp(optarg, "earliest") == 0)
+				cs.reset = BUS_CONSUMER_RESET_EARLIEST;
+			else if (strcmp(optarg, "latest") == 0)
+				cs.reset = BUS_CONSUMER_RESET_LATEST;
+			else if (strcmp(optarg, "none") == 0)
+				cs.reset = 0;
+			else
+				return cli_usage("--offset-reset '%s': expected earliest, latest or none",
+						 optarg);
+			break;
 		default:
 			return CLI_USAGE;
 		}
@@ -278,6 +315,7 @@ int cmd_consume(int argc, char **argv)
 	copts.partition = partition;
 	copts.wait = BUS_WAIT_SLEEP;
 	copts.start = from == FROM_LATEST ? BUS_SEEK_LATEST : BUS_SEEK_EARLIEST;
+	copts.flags = cs.reset;
 	r = bus_consumer_open(cs.b, cs.topic, &copts, &cs.c);
 	if (r < 0) {
 		rc = cli_fail(cs.b, r, "consume '%s'", cs.topic);
@@ -340,6 +378,13 @@ int cmd_consume(int argc, char **argv)
 			buf = nb;
 			buflen = want;
 			continue;
+		}
+		if (n == -ERANGE) {
+			rc = cli_error("consume '%s': offset out of range: retention deleted the records "
+				       "at the position (use --offset-reset earliest to go on from the "
+				       "earliest)",
+				       cs.topic);
+			break;
 		}
 		if (n < 0) {
 			rc = cli_fail(cs.b, n, "consume '%s'", cs.topic);

@@ -437,15 +437,22 @@ static int topic_describe(int argc, char **argv)
 		printf(",\"generation\":%" PRIu32 ",\"config\":", ti.generation);
 		json_config(stdout, cfg);
 		fputs(",\"partitions\":[", stdout);
-		for (p = 0; p < cfg->partitions; p++)
-			printf("%s{\"partition\":%" PRIu32 ",\"first_offset_disk\":null,"
-			       "\"first_offset_ring\":%" PRIu64 ",\"next_offset\":%" PRIu64
+		for (p = 0; p < cfg->partitions; p++) {
+			printf("%s{\"partition\":%" PRIu32 ",\"first_offset_disk\":", p ? "," : "", p);
+			if (pi[p].disk_segments)
+				printf("%" PRIu64, pi[p].disk_first_offset);
+			else
+				fputs("null", stdout);
+			printf(",\"first_offset_ring\":%" PRIu64 ",\"next_offset\":%" PRIu64
 			       ",\"spilled_offset\":%" PRIu64 ",\"replicated_offset\":%" PRIu64
-			       ",\"bytes_on_disk\":0,\"write_pos\":%" PRIu64 ",\"repaired\":%" PRIu64
-			       ",\"ring_size\":%" PRIu64 ",\"hugepages\":%s}",
-			       p ? "," : "", p, pi[p].first_offset, pi[p].next_offset, pi[p].spilled_offset,
-			       pi[p].replicated_offset, pi[p].write_pos, pi[p].repaired, pi[p].ring_size,
-			       pi[p].hugepages ? "true" : "false");
+			       ",\"bytes_on_disk\":%" PRIu64 ",\"segments\":%" PRIu32
+			       ",\"write_pos\":%" PRIu64 ",\"repaired\":%" PRIu64
+			       ",\"ring_size\":%" PRIu64 ",\"hugepages\":%s,\"spiller_pid\":%" PRId32 "}",
+			       pi[p].first_offset, pi[p].next_offset, pi[p].spilled_offset,
+			       pi[p].replicated_offset, pi[p].disk_bytes, pi[p].disk_segments,
+			       pi[p].write_pos, pi[p].repaired, pi[p].ring_size,
+			       pi[p].hugepages ? "true" : "false", pi[p].spiller_pid);
+		}
 		fputs("]}\n", stdout);
 	} else {
 		printf("topic            %s\n", ti.name);
@@ -467,11 +474,20 @@ static int topic_describe(int argc, char **argv)
 		printf("generation       %" PRIu32 "\n", ti.generation);
 		printf("\n%9s %13s %13s %13s %13s %13s %13s %8s\n", "PARTITION", "FIRST-ON-DISK",
 		       "FIRST-IN-RING", "NEXT", "SPILLED", "REPLICATED", "BYTES-ON-DISK", "REPAIRED");
-		for (p = 0; p < cfg->partitions; p++)
+		for (p = 0; p < cfg->partitions; p++) {
+			char first[32];
+			if (pi[p].disk_segments)
+				snprintf(first, sizeof first, "%" PRIu64, pi[p].disk_first_offset);
+			else
+				snprintf(first, sizeof first, "-");
 			printf("%9" PRIu32 " %13s %13" PRIu64 " %13" PRIu64 " %13" PRIu64 " %13" PRIu64
-			       " %13d %8" PRIu64 "\n",
-			       p, "-", pi[p].first_offset, pi[p].next_offset, pi[p].spilled_offset,
-			       pi[p].replicated_offset, 0, pi[p].repaired);
+			       " %13" PRIu64 " %8" PRIu64 "\n",
+			       p, first, pi[p].first_offset, pi[p].next_offset, pi[p].spilled_offset,
+			       pi[p].replicated_offset, pi[p].disk_bytes, pi[p].repaired);
+		}
+		if (!(cfg->flags & BUS_TOPIC_EPHEMERAL))
+			printf("\nspiller          %s\n",
+			       cfg->partitions && pi[0].spiller_pid ? "busd running" : "no daemon (start busd)");
 	}
 	free(pi);
 	bus_close(b);

@@ -63,6 +63,31 @@ const char *bus_shm_dir(const struct bus *b)
 	return b->shm_dir;
 }
 
+int bus_topic_dir(const struct bus *b, const char *topic, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/%s", b->data_dir, topic);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int bus_part_dir(const struct bus *b, const char *topic, uint32_t part, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/%s/%u", b->data_dir, topic, part);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int32_t bus_daemon_pid(const struct bus *b)
+{
+	int32_t pid;
+
+	if (!b)
+		return 0;
+	/* Pairs with busd's release store of its pid. */
+	pid = atomic_load_explicit(&b->ctl->daemon_pid, memory_order_acquire);
+	return bus_pid_alive(pid) ? pid : 0;
+}
+
 const char *bus_data_dir(const struct bus *b)
 {
 	return b->data_dir;

@@ -1,12 +1,31 @@
 /* consumer.c - reading partitions: zero-copy views validated after the
- * read, lap detection and resync, seeks, wait strategies, the copy API.
- * The orderings A1 and A3 are those of ring.c. */
+ * read, lap detection and resync, seeks, wait strategies, the copy API,
+ * and replay from the segment logs on disk.  The orderings A1 and A3 are
+ * those of ring.c.
+ *
+ * Replay.  A partition of a persistent topic is read from one of two
+ * sources: the ring, or its log on disk (segment.h), which busd writes
+ * from the ring in offset order.  The cursor's offset is the one truth;
+ * the source only says where the record of that offset is read:
+ *   - the disk, when the offset is older than the ring holds (a seek, the
+ *     earliest position, or a reader lapped by the producers);
+ *   - the ring again when the disk reader reaches the end of what busd has
+ *     written: that end is at or after the spilled offset, which the ring
+ *     still holds (producers of a persistent topic never overwrite what
+ *     the spiller has not written out), so the switch is a seek to the same
+ *     offset, with neither gap nor duplicate at the seam.
+ * A record read from disk is a view into the partition's reader buffer,
+ * valid until the next poll (or seek) on the consumer. */
 #include <immintrin.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "segment.h"
+
+/* priv_pos of a view read from disk. */
+#define POS_DISK UINT64_MAX
 
 struct bus_cpart {
 	struct bus_ring *r;
@@ -19,6 +38,9 @@ struct bus_cpart {
 	int64_t stall_since;   /* monotonic ns; 0: no stall seen */
 	unsigned stall_polls;
 	unsigned empty_polls;
+	bool on_disk;                /* reading the log on disk (see the top) */
+	bool out_of_range;           /* the log no longer holds off (retention) */
+	struct bus_seg_reader *disk; /* opened on first use */
 };
 
 struct bus_consumer {
@@ -28,6 +50,8 @@ struct bus_consumer {
 	uint32_t spin_count;
 	uint32_t nparts;
 	uint32_t rr;
+	unsigned flags;       /* BUS_CONSUMER_* */
+	bool persistent;      /* the topic has logs on disk */
 	bool claimed_pending; /* a claimed, unpublished frame was seen */
 	struct bus_consumer_stats stats;
 	struct bus_cpart *parts;
@@ -52,14 +76,115 @@ static inline uint64_t horizon(const struct bus_ring *r)
 
 static void gating_publish(struct bus_cpart *cp)
 {
-	if (cp->gslot >= 0)
-		/* R6: everything below pos is released to producers; pairs
-		 * with the acquire load in bus_ring_low_water(). */
-		st_release(&cp->r->hdr->gating[cp->gslot].pos, cp->pos);
+	if (cp->gslot < 0)
+		return;
+	/* R6: everything below pos is released to producers; pairs with the
+	 * acquire load in bus_ring_low_water().  A consumer reading the disk
+	 * needs nothing of the ring that is spilled: it holds producers back no
+	 * more than the spiller does (the acquire pairs with busd's release of
+	 * spill_pos). */
+	st_release(&cp->r->hdr->gating[cp->gslot].pos,
+		   cp->on_disk ? ld_acquire(&cp->r->hdr->spill_pos) : cp->pos);
 }
 
-/* Move a lapped cursor to the earliest whole frame, counting what it lost. */
+/* ------------------------------------------------------------- disk */
+
+static int disk_open(struct bus_consumer *c, struct bus_cpart *cp)
+{
+	char dir[4200];
+	int err;
+
+	if (cp->disk)
+		return 0;
+	err = bus_part_dir(c->b, c->t->name, cp->idx, dir, sizeof(dir));
+	if (err)
+		return err;
+	return bus_seg_reader_open(&cp->disk, dir);
+}
+
+/* Read partition @cp from disk, at offset @off.  Returns 0, -ERANGE (the
+ * log does not hold it), -ENOENT (no log), -errno. */
+static int disk_seek(struct bus_consumer *c, struct bus_cpart *cp, uint64_t off)
+{
+	int err = disk_open(c, cp);
+
+	if (err)
+		return err;
+	err = bus_seg_seek_offset(cp->disk, off);
+	if (err)
+		return err;
+	cp->on_disk = true;
+	cp->out_of_range = false;
+	cp->off = off;
+	cp->skip_below = 0;
+	cp->stall_since = 0;
+	gating_publish(cp);
+	return 0;
+}
+
+/* The earliest offset of the partition's log on disk, or -ENOENT. */
+static int disk_earliest(struct bus_consumer *c, struct bus_cpart *cp, uint64_t *first)
+{
+	char dir[4200];
+	int err = bus_part_dir(c->b, c->t->name, cp->idx, dir, sizeof(dir));
+
+	return err ? err : bus_seg_earliest(dir, first);
+}
+
+static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
+		    int64_t value);
+
+/* The partition's offset is no longer held anywhere (retention deleted
+ * it): reset by the consumer's policy, counting what is skipped, or report
+ * -ERANGE until the caller seeks. */
+static int out_of_range(struct bus_consumer *c, struct bus_cpart *cp)
+{
+	uint64_t from = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+	int err;
+
+	if (!(c->flags & (BUS_CONSUMER_RESET_EARLIEST | BUS_CONSUMER_RESET_LATEST))) {
+		cp->out_of_range = true;
+		return -ERANGE;
+	}
+	err = seek_one(c, cp,
+		       c->flags & BUS_CONSUMER_RESET_EARLIEST ? BUS_SEEK_EARLIEST : BUS_SEEK_LATEST, 0);
+	if (err)
+		return err;
+	if (cp->off > from) {
+		cp->lost_pending += cp->off - from;
+		c->stats.lost += cp->off - from;
+	}
+	return 0;
+}
+
+static bool ring_resync(struct bus_consumer *c, struct bus_cpart *cp);
+
+/* Move a lapped cursor to the earliest record still held (on disk for a
+ * persistent topic, else in the ring), counting what it lost. */
 static bool resync(struct bus_consumer *c, struct bus_cpart *cp)
+{
+	if (c->persistent) {
+		/* What the ring lost is on disk: read it from there. */
+		uint64_t from = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+		int err = disk_seek(c, cp, from);
+		c->stats.laps++;
+		if (err == 0)
+			return true;
+		if (err == -ERANGE) {
+			uint64_t first;
+			if (disk_earliest(c, cp, &first) == 0 && first > from) {
+				cp->off = from;
+				return out_of_range(c, cp) == 0;
+			}
+		}
+		/* No log (no busd yet): as an ephemeral topic. */
+		c->stats.laps--;
+	}
+	return ring_resync(c, cp);
+}
+
+/* Move a lapped cursor to the earliest whole frame of the ring. */
+static bool ring_resync(struct bus_consumer *c, struct bus_cpart *cp)
 {
 	uint64_t pos, off;
 
@@ -103,6 +228,123 @@ static void stalled(struct bus_consumer *c, struct bus_cpart *cp)
 				      (uint64_t)(now - cp->stall_since) >= c->b->stuck_claim_ns);
 }
 
+static int seek_offset(struct bus_cpart *cp, uint64_t target);
+
+/* Back from the disk onto the ring at the same offset.  Returns 0, or
+ * -ERANGE when the ring does not hold it either (then it was lost). */
+static int disk_leave(struct bus_consumer *c, struct bus_cpart *cp)
+{
+	struct bus_ring *r = cp->r;
+	uint64_t target = cp->off, sp, so;
+	int err;
+
+	cp->on_disk = false;
+	err = seek_offset(cp, target);
+	if (err == 0)
+		return 0;
+	cp->on_disk = true;
+	if (err != -ERANGE)
+		return err;
+	/* The checkpoints are sparse: the earliest one may lie past the
+	 * frames the ring still holds.  The spill cursor is an exact frame
+	 * boundary that the ring holds whole (producers stay a ring behind
+	 * it).  At or before the target (the log ends at or after it), the
+	 * ring is read from there; past it, busd has written more meanwhile:
+	 * read on from the log. */
+	bus_spill_read(r->hdr, &sp, &so);
+	if (so > target)
+		return -EAGAIN;
+	if (sp % BUS_FRAME_ALIGN == 0 && so <= target &&
+	    target <= (ld_acquire(&r->hdr->tail.off) & ~BUS_TAIL_EXCL) &&
+	    whole(r, sp, horizon(r))) {
+		cp->on_disk = false;
+		cp->pos = sp;
+		cp->off = so;
+		cp->skip_below = target;
+		cp->lost_pending = 0;
+		gating_publish(cp);
+		return 0;
+	}
+	/* Not in the ring either: the log ends before what the ring holds,
+	 * which only a log lost or cut by hand (or a power loss with fsync
+	 * "never") explains.  Go on from the ring, counting the gap. */
+	{
+		uint64_t pos, off;
+		if (bus_ring_earliest(r, &pos, &off) == 0 && off > target) {
+			cp->on_disk = false;
+			return ring_resync(c, cp) ? 0 : -EAGAIN;
+		}
+	}
+	/* The ring is behind the log: only a ring re-created without its
+	 * log explains it.  Wait on the disk. */
+	return -EAGAIN;
+}
+
+/* Read up to @max views of partition @cp from its log on disk. */
+static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_view *v,
+		     unsigned max)
+{
+	struct bus_seg_record rec;
+	unsigned n = 0;
+	int rc;
+
+	gating_publish(cp);
+	while (n < max) {
+		/* The first read may refill the reader's buffer (the views of
+		 * the previous poll expire); the others only take what it
+		 * holds, so this poll's views stay valid together. */
+		rc = n == 0 ? bus_seg_next(cp->disk, &rec) : bus_seg_next_buffered(cp->disk, &rec);
+		if (rc == 0) {
+			if (n)
+				break;
+			/* The end of what busd has written: the ring has it. */
+			rc = disk_leave(c, cp);
+			if (rc)
+				return rc == -EAGAIN ? 0 : rc;
+			return 0; /* the caller reads the ring next */
+		}
+		if (rc < 0) {
+			if (rc == -ERANGE) {
+				/* Retention deleted what follows the position. */
+				rc = out_of_range(c, cp);
+				if (rc == 0 && cp->on_disk && !n)
+					continue;
+			}
+			return n ? (int)n : rc;
+		}
+		if (BUS_UNLIKELY(rec.offset != cp->off)) {
+			/* A gap between segments (a power loss with fsync
+			 * "never"): the offsets tell how many were lost. */
+			if (rec.offset < cp->off)
+				return n ? (int)n : -BUS_ECORRUPT;
+			cp->lost_pending += rec.offset - cp->off;
+			c->stats.lost += rec.offset - cp->off;
+			cp->off = rec.offset;
+		}
+		cp->off++;
+		if (rec.type == BUS_FRAME_LOST) {
+			cp->lost_pending++;
+			c->stats.lost++;
+			continue;
+		}
+		v[n].partition = cp->idx;
+		v[n].header_count = rec.header_count;
+		v[n].offset = rec.offset;
+		v[n].timestamp = rec.timestamp;
+		v[n].key = rec.key;
+		v[n].headers = rec.headers;
+		v[n].value = rec.value;
+		v[n].key_len = rec.key_len;
+		v[n].headers_len = rec.headers_len;
+		v[n].value_len = rec.value_len;
+		v[n].lost_before = cp->lost_pending;
+		v[n].priv_pos = POS_DISK;
+		cp->lost_pending = 0;
+		n++;
+	}
+	return (int)n;
+}
+
 /* Read up to @max views from one partition.  Returns the count or
  * -BUS_ECORRUPT. */
 static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_view *v, unsigned max)
@@ -111,6 +353,14 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 	unsigned n = 0;
 	uint64_t hz;
 
+	if (BUS_UNLIKELY(cp->out_of_range))
+		return -ERANGE;
+	if (BUS_UNLIKELY(cp->on_disk)) {
+		int got = poll_disk(c, cp, v, max);
+		if (got != 0 || cp->on_disk)
+			return got;
+		/* Back on the ring: read on from there. */
+	}
 	gating_publish(cp);
 	while (n < max) {
 		struct bus_frame *f = frame_at(r, cp->pos);
@@ -120,7 +370,9 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 		if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)cp->off) {
 			if (!whole(r, cp->pos, horizon(r))) {
 				if (resync(c, cp))
-					continue;
+					goto moved;
+				if (cp->out_of_range)
+					return n ? (int)n : -ERANGE;
 				break;
 			}
 			/* Nothing yet.  A claim sitting here unpublished shows in
@@ -195,9 +447,16 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 bad:
 		/* A frame that does not parse is either being overwritten (we
 		 * are lapped) or corrupt. */
-		if (!whole(r, cp->pos, horizon(r)) && resync(c, cp))
-			continue;
+		if (!whole(r, cp->pos, horizon(r))) {
+			if (resync(c, cp))
+				goto moved;
+			if (cp->out_of_range)
+				return n ? (int)n : -ERANGE;
+		}
 		return n ? (int)n : -BUS_ECORRUPT;
+moved:
+		if (BUS_UNLIKELY(cp->on_disk))
+			break; /* the views so far are checked below; the disk next poll */
 	}
 	if (n) {
 		/* A1: the reads above before the horizon load (seqlock check). */
@@ -210,6 +469,7 @@ bad:
 				cp->pos = v[i].priv_pos;
 				cp->off = v[i].offset;
 				cp->lost_pending = v[i].lost_before;
+				cp->on_disk = false;
 				n = i;
 				break;
 			}
@@ -225,8 +485,11 @@ static bool any_ready(void *arg)
 	c->claimed_pending = false;
 	for (uint32_t i = 0; i < c->nparts; i++) {
 		struct bus_cpart *cp = &c->parts[i];
-		uint64_t w = ld_acquire(&frame_at(cp->r, cp->pos)->commit);
-		uint64_t tail = ld_acquire(&cp->r->hdr->tail.pos);
+		uint64_t w, tail;
+		if (cp->on_disk || cp->out_of_range)
+			return true;
+		w = ld_acquire(&frame_at(cp->r, cp->pos)->commit);
+		tail = ld_acquire(&cp->r->hdr->tail.pos);
 		if ((w && BUS_COMMIT_TAG(w) == (uint32_t)cp->off) || !whole(cp->r, cp->pos, horizon(cp->r)))
 			return true;
 		if (tail > cp->pos)
@@ -303,8 +566,15 @@ static void rewind_from(struct bus_consumer *c, const struct bus_view *v, unsign
 			cp = &c->parts[j];
 			if (cp->idx != v[i].partition)
 				continue;
-			cp->pos = v[i].priv_pos;
-			cp->off = v[i].offset;
+			if (v[i].priv_pos == POS_DISK) {
+				/* Read from disk: read it there again. */
+				if (disk_seek(c, cp, v[i].offset) != 0)
+					cp->off = v[i].offset; /* gone: the next poll says so */
+			} else {
+				cp->on_disk = false;
+				cp->pos = v[i].priv_pos;
+				cp->off = v[i].offset;
+			}
 			cp->lost_pending = v[i].lost_before;
 		}
 	}
@@ -323,6 +593,8 @@ int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, uns
 
 		if (v->partition >= c->t->cfg.partitions)
 			return -EINVAL;
+		if (v->priv_pos == POS_DISK)
+			continue; /* in the reader's buffer: nobody overwrites it */
 		r = &c->t->rings[v->partition];
 		if (!whole(r, v->priv_pos, ld_relaxed(&r->hdr->horizon))) {
 			rewind_from(c, views, n, i);
@@ -499,6 +771,59 @@ static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
 	return -EAGAIN;
 }
 
+/* The part of a seek that the log on disk answers: returns 0 (positioned
+ * on disk), 1 (the ring answers), or an error. */
+static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
+		     int64_t value)
+{
+	uint64_t rpos, roff, first, off;
+	int err;
+
+	if (whence == BUS_SEEK_LATEST)
+		return 1;
+	err = earliest(cp, &rpos, &roff);
+	if (err)
+		return err;
+	switch (whence) {
+	case BUS_SEEK_EARLIEST:
+		/* Retention may delete the earliest segment meanwhile: the next
+		 * is as good. */
+		for (int tries = 0; tries < 10; tries++) {
+			if (disk_earliest(c, cp, &first) != 0 || first >= roff)
+				return 1;
+			err = disk_seek(c, cp, first);
+			if (err != -ERANGE)
+				return err;
+		}
+		return -EAGAIN;
+	case BUS_SEEK_OFFSET:
+		if (value < 0)
+			return -ERANGE;
+		if ((uint64_t)value >= roff)
+			return 1;
+		err = disk_seek(c, cp, (uint64_t)value);
+		return err == -ENOENT ? -ERANGE : err;
+	case BUS_SEEK_TIME:
+		if (disk_open(c, cp) != 0)
+			return 1;
+		err = bus_seg_seek_time(cp->disk, value, &off);
+		if (err == -ERANGE)
+			return 1; /* no log yet */
+		if (err)
+			return err;
+		if (off >= roff)
+			return 1; /* the ring holds it (or it is yet to come) */
+		cp->on_disk = true;
+		cp->off = off;
+		cp->skip_below = 0;
+		cp->lost_pending = 0;
+		gating_publish(cp);
+		return 0;
+	default:
+		return 1;
+	}
+}
+
 static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
 		    int64_t value)
 {
@@ -506,6 +831,10 @@ static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek 
 	int err;
 
 	cp->stall_since = 0;
+	cp->out_of_range = false;
+	if (c->persistent && (err = seek_disk(c, cp, whence, value)) != 1)
+		return err;
+	cp->on_disk = false;
 	switch (whence) {
 	case BUS_SEEK_EARLIEST:
 		err = earliest(cp, &pos, &off);
@@ -602,6 +931,7 @@ void bus_consumer_close(struct bus_consumer *c)
 		struct bus_cpart *cp = &c->parts[i];
 		if (cp->gslot >= 0)
 			st_release(&cp->r->hdr->gating[cp->gslot].pid, 0);
+		bus_seg_reader_close(cp->disk);
 	}
 	bus_topic_put(c->t);
 	free(c->parts);
@@ -620,12 +950,15 @@ int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consume
 	if (!opts)
 		opts = &def;
 	if (opts->wait > BUS_WAIT_SLEEP || opts->start > BUS_SEEK_LATEST ||
-	    (opts->flags & ~BUS_CONSUMER_GATING))
+	    (opts->flags & ~(BUS_CONSUMER_GATING | BUS_CONSUMER_RESET_EARLIEST |
+			     BUS_CONSUMER_RESET_LATEST)) ||
+	    ((opts->flags & BUS_CONSUMER_RESET_EARLIEST) && (opts->flags & BUS_CONSUMER_RESET_LATEST)))
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 	c->b = b;
+	c->flags = opts->flags;
 	c->wait = opts->wait;
 	c->spin_count = opts->spin_count ? opts->spin_count : 1000;
 	err = bus_topic_get(b, topic, &c->t);
@@ -639,6 +972,7 @@ int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consume
 		free(c);
 		return opts->partition < 0 ? -EINVAL : -ENOENT;
 	}
+	c->persistent = !(c->t->cfg.flags & BUS_TOPIC_EPHEMERAL);
 	c->nparts = opts->partition == BUS_PARTITION_ANY ? c->t->cfg.partitions : 1;
 	c->parts = calloc(c->nparts, sizeof(*c->parts));
 	if (!c->parts) {

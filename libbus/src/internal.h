@@ -79,6 +79,33 @@ static inline bool bus_tail_cas(struct bus_tail *t, uint64_t *pos, uint64_t *off
 #endif
 }
 
+/*
+ * The spill cursor {spill_pos, spill_off} (layout.h, ring header line 3) is
+ * published by busd and read by consumers as one 16-byte pair, with the
+ * same CAS as the tail, so that a reader never pairs a position with the
+ * offset of another frame.  busd is its only writer.  Both are full
+ * barriers (lock cmpxchg16b): the publish orders the log writes before it,
+ * the read orders it before what the reader does with the pair.
+ */
+static inline void bus_spill_read(struct bus_ring_hdr *h, uint64_t *pos, uint64_t *off)
+{
+	uint64_t p = 0, o = 0;
+
+	/* Compares with {0, 0} and, if equal, stores {0, 0}: either way the
+	 * current pair lands in p and o, read atomically. */
+	(void)bus_tail_cas((struct bus_tail *)(uintptr_t)&h->spill_pos, &p, &o, 0, 0);
+	*pos = p;
+	*off = o;
+}
+
+static inline void bus_spill_publish(struct bus_ring_hdr *h, uint64_t pos, uint64_t off)
+{
+	uint64_t p = ld_relaxed(&h->spill_pos), o = ld_relaxed(&h->spill_off);
+
+	while (!bus_tail_cas((struct bus_tail *)(uintptr_t)&h->spill_pos, &p, &o, pos, off))
+		;
+}
+
 static inline int64_t bus_now_ns(void)
 {
 	struct timespec ts;
@@ -118,6 +145,17 @@ static inline struct bus_topic_slot *bus_slot(const struct bus *b, uint32_t i)
 }
 
 bool bus_name_valid(const char *name);
+
+/* A persistent partition's segment log directory:
+ * <data_dir>/<topic>/<partition> (the layout busd writes, see segment.h).
+ * Returns -ENAMETOOLONG when @len is too small, else 0. */
+int bus_part_dir(const struct bus *b, const char *topic, uint32_t part, char *buf, size_t len);
+/* The directory of a topic's logs: <data_dir>/<topic>. */
+int bus_topic_dir(const struct bus *b, const char *topic, char *buf, size_t len);
+/* Prefix of the name a deleted topic's log directory is renamed to (in the
+ * data dir) until busd removes it: ".deleted.<topic>.<gen>.<pid>". */
+#define BUS_DELETED_PREFIX ".deleted."
+
 bool bus_pid_alive(int32_t pid);
 
 /* ---------------------------------------------------------------- shm */
@@ -153,8 +191,10 @@ struct bus_ring {
 
 void bus_ring_path(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
 		   char *buf, size_t len);
+/* Create a ring whose first record gets offset @start_off (the next offset
+ * of the partition's log on disk, so that offsets never go back). */
 int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
-		    const struct bus_topic_cfg_disk *cfg, struct bus_ring *r);
+		    const struct bus_topic_cfg_disk *cfg, uint64_t start_off, struct bus_ring *r);
 int bus_ring_attach(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
 		    const struct bus_topic_cfg_disk *cfg, struct bus_ring *r);
 void bus_ring_detach(struct bus_ring *r);

@@ -209,7 +209,10 @@ struct bus_ring_hdr {
 	_Atomic int32_t excl_pid;
 	/* Line 2: the write horizon (I1). */
 	alignas(BUS_CACHELINE) _Atomic uint64_t horizon;
-	/* Line 3: the spiller (busd). */
+	/* Line 3: the spiller (busd): the spill cursor, a pair read and
+	 * written with a 16-byte CAS (bus_spill_read/publish, internal.h):
+	 * every frame below spill_pos is written out to the log, and the frame
+	 * at spill_pos has offset spill_off. */
 	alignas(BUS_CACHELINE) _Atomic uint64_t spill_pos;
 	_Atomic uint64_t spill_off;
 	_Atomic int32_t spiller_pid;
@@ -224,6 +227,10 @@ _Static_assert(offsetof(struct bus_ring_hdr, tail) == BUS_CACHELINE, "tail line"
 _Static_assert(offsetof(struct bus_ring_hdr, tail) % 16 == 0, "16-byte CAS alignment");
 _Static_assert(offsetof(struct bus_ring_hdr, horizon) == 2 * BUS_CACHELINE, "horizon line");
 _Static_assert(offsetof(struct bus_ring_hdr, spill_pos) == 3 * BUS_CACHELINE, "spill line");
+/* {spill_pos, spill_off} is read and written as one pair (16-byte CAS). */
+_Static_assert(offsetof(struct bus_ring_hdr, spill_off) ==
+		       offsetof(struct bus_ring_hdr, spill_pos) + 8,
+	       "spill pair");
 
 #define BUS_RING_HDR_SIZE 8192u
 _Static_assert(sizeof(struct bus_ring_hdr) <= BUS_RING_HDR_SIZE, "ring header fits");

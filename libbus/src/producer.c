@@ -150,7 +150,10 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 		ps->limit = lw > UINT64_MAX - ps->r->size ? UINT64_MAX : lw + ps->r->size;
 		if (end + BUS_FRAME_ALIGN <= ps->limit)
 			return 0;
-		if (nodaemon)
+		/* A busd that runs but has not taken this partition yet (a
+		 * topic created a moment ago, or busd starting) takes it within
+		 * milliseconds: wait for it rather than fail. */
+		if (nodaemon && bus_daemon_pid(p->t->bus) == 0)
 			return -BUS_ENODAEMON;
 		if (p->flags & BUS_PRODUCER_NONBLOCK)
 			return -EAGAIN;

@@ -54,7 +54,7 @@ static void ring_bind(struct bus_ring *r, uint64_t ring_size)
 }
 
 int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
-		    const struct bus_topic_cfg_disk *cfg, struct bus_ring *r)
+		    const struct bus_topic_cfg_disk *cfg, uint64_t start_off, struct bus_ring *r)
 {
 	char path[4200];
 	struct bus_ring_hdr *h;
@@ -80,6 +80,10 @@ int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32
 		st_relaxed(&h->ckpt[i].off, 0);
 	}
 	st_relaxed(&h->ckpt[0].pos, 0);
+	st_relaxed(&h->ckpt[0].off, start_off);
+	st_relaxed(&h->tail.off, start_off);
+	/* Everything before start_off is on disk already. */
+	st_relaxed(&h->spill_off, start_off);
 	/* R0: publishes the header; pairs with A0 in bus_ring_attach(). */
 	st_release(&h->ready, BUS_LAYOUT_VERSION);
 	return 0;

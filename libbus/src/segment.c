@@ -1763,6 +1763,33 @@ found:
 	return 1;
 }
 
+int bus_seg_next_buffered(struct bus_seg_reader *r, struct bus_seg_record *out)
+{
+	const struct seg_io *io = &r->io;
+	struct bus_seg_fhdr h;
+	const uint8_t *p;
+	uint32_t len;
+
+	/* Only bytes already in the window: no read, so the records returned
+	 * before stay where they are. */
+	if (!r->cur || !r->hdr_ok || r->pos < io->wpos ||
+	    r->pos + BUS_FRAME_HDR > io->wpos + io->wlen)
+		return 0;
+	p = io->buf + (r->pos - io->wpos);
+	memcpy(&h, p, sizeof(h));
+	len = fhdr_len(&h);
+	if (!len || r->pos + len > io->wpos + io->wlen)
+		return 0;
+	/* A bad frame is left to bus_seg_next(), which tells a torn end from
+	 * corruption. */
+	if (frame_crc(p, len) != (uint32_t)h.crc || h.offset != r->next_off)
+		return 0;
+	fill_record(r, p, len, out);
+	r->pos += len;
+	r->next_off++;
+	return 1;
+}
+
 /* Seeks look at a segment through a view of their own, which borrows the
  * reader's buffer, and install it only on success: a failed seek leaves
  * the position as it was. */

@@ -341,6 +341,15 @@ uint64_t bus_seg_reader_position(const struct bus_seg_reader *r);
 int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out);
 
 /*
+ * bus_seg_next_buffered() - the next record if it is whole, valid and
+ * already in the reader's buffer; else 0 and nothing changes.  It never
+ * reads the file, so the records returned since the last bus_seg_next()
+ * stay valid: a batch is one bus_seg_next() followed by calls of this one.
+ * Returns 1 or 0.
+ */
+int bus_seg_next_buffered(struct bus_seg_reader *r, struct bus_seg_record *out);
+
+/*
  * bus_seg_seek_offset() - position the reader at offset @off: the segment
  * by binary search over the bases, then the last checkpoint at or before
  * @off by binary search in its .index, then a scan of at most

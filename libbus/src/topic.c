@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "segment.h"
 
 #define BUS_SLOT_CLAIMED 5 /* claimed by pid, name not yet written */
 
@@ -329,6 +330,52 @@ static int slot_rival(struct bus *b, const char *name, uint32_t home, uint32_t o
 	return -1;
 }
 
+/* The offset after the last record of @topic's partition @part on disk (0
+ * when it has no log), so that a topic re-created over its logs (after a
+ * reboot) continues their offsets instead of reusing them. */
+static int disk_next_offset(struct bus *b, const char *topic, uint32_t part, uint64_t *next)
+{
+	char dir[4200];
+	struct bus_seg_bounds sb;
+	int err = bus_part_dir(b, topic, part, dir, sizeof(dir));
+
+	*next = 0;
+	if (err)
+		return err;
+	err = bus_seg_bounds(dir, &sb);
+	if (err == -ENOENT)
+		return 0;
+	if (err) {
+		bus_log(b, BUS_LOG_ERROR, "topic '%s' partition %u: cannot read its log in %s: %s",
+			topic, part, dir, bus_strerror(err));
+		return err;
+	}
+	if (sb.segments) {
+		*next = sb.next;
+		bus_log(b, BUS_LOG_INFO, "topic '%s' partition %u: continues its log at offset %llu",
+			topic, part, (unsigned long long)sb.next);
+	}
+	return 0;
+}
+
+/* Move a deleted persistent topic's logs out of the way (busd removes
+ * them): a topic re-created with that name starts a new log. */
+static void retire_logs(struct bus *b, const char *topic, uint32_t gen)
+{
+	char from[4200], to[4200];
+	int n;
+
+	if (bus_topic_dir(b, topic, from, sizeof(from)))
+		return;
+	n = snprintf(to, sizeof(to), "%s/" BUS_DELETED_PREFIX "%s.%u.%d", b->data_dir, topic, gen,
+		     (int)getpid());
+	if (n < 0 || (size_t)n >= sizeof(to))
+		return;
+	if (rename(from, to) && errno != ENOENT)
+		bus_log(b, BUS_LOG_WARN, "topic '%s' deleted, but its logs in %s stay: %s", topic,
+			from, strerror(errno));
+}
+
 int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_config *cfg)
 {
 	struct bus_topic_cfg_disk d;
@@ -392,7 +439,11 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 
 		err = 0;
 		for (uint32_t p = 0; p < d.partitions; p++) {
-			err = bus_ring_create(b, name, gen, p, &d, &r);
+			uint64_t start = 0;
+			if (!(d.flags & BUS_TOPIC_EPHEMERAL))
+				err = disk_next_offset(b, name, p, &start);
+			if (!err)
+				err = bus_ring_create(b, name, gen, p, &d, start, &r);
 			if (err)
 				break;
 			if (p == 0)
@@ -434,8 +485,11 @@ int bus_topic_delete(struct bus *b, const char *name)
 		struct bus_topic_cfg_disk cfg;
 		char sname[BUS_NAME_MAX + 1];
 		w = BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid());
-		if (slot_read(ts, w, sname, &cfg) == 0) /* ours now: cannot change */
+		if (slot_read(ts, w, sname, &cfg) == 0) { /* ours now: cannot change */
 			unlink_rings(b, name, BUS_SLOT_GEN(w), cfg.partitions);
+			if (!(cfg.flags & BUS_TOPIC_EPHEMERAL))
+				retire_logs(b, name, BUS_SLOT_GEN(w));
+		}
 	}
 	st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
 	return 0;
@@ -686,6 +740,21 @@ int bus_partition_describe(struct bus *b, const char *topic, uint32_t partition,
 	out->repaired = ld_acquire(&h->repaired);
 	out->ring_size = r->size;
 	out->hugepages = r->map.huge == 1;
+	{
+		int32_t pid = ld_acquire(&h->spiller_pid);
+		out->spiller_pid = bus_pid_alive(pid) ? pid : 0;
+	}
+	if (!err && !(t->cfg.flags & BUS_TOPIC_EPHEMERAL)) {
+		char dir[4200];
+		struct bus_seg_bounds sb;
+		if (bus_part_dir(b, topic, partition, dir, sizeof(dir)) == 0 &&
+		    bus_seg_bounds(dir, &sb) == 0 && sb.segments) {
+			out->disk_segments = sb.segments;
+			out->disk_first_offset = sb.first;
+			out->disk_next_offset = sb.next;
+			out->disk_bytes = sb.disk_bytes;
+		}
+	}
 	bus_topic_put(t);
 	return err;
 }

@@ -110,6 +110,12 @@ const char *bus_data_dir(const struct bus *b);
  */
 const char *bus_default_shm_dir(void);
 
+/**
+ * bus_daemon_pid() - the pid of the busd serving @b (it publishes itself in
+ * the control region), or 0 when none is running.  Thread-safe.
+ */
+int32_t bus_daemon_pid(const struct bus *b);
+
 /* --------------------------------------------------------------- topics */
 
 enum bus_overflow {
@@ -185,6 +191,13 @@ struct bus_partition_info {
 	uint64_t repaired;       /**< claims repaired into padding */
 	uint64_t ring_size;
 	int hugepages;           /**< 1 when the ring is backed by huge pages */
+	/** The log on disk (persistent topics; all 0 when there is none): */
+	uint32_t disk_segments;
+	uint64_t disk_first_offset; /**< earliest offset on disk */
+	uint64_t disk_next_offset;  /**< offset after the last record on disk */
+	uint64_t disk_bytes;        /**< segment and index files together */
+	/** busd's pid when a daemon spills this partition, else 0. */
+	int32_t spiller_pid;
 };
 
 /** bus_partition_describe() - state of one partition.  Returns 0, -ENOENT,
@@ -312,6 +325,13 @@ enum bus_seek {
 /** The consumer is gating: block-policy producers never overwrite what
  *  it has not consumed.  At most BUS_GATING_MAX per partition. */
 #define BUS_CONSUMER_GATING 0x1u
+/** When the consumer's position is no longer held anywhere (retention
+ *  deleted it from disk), move to the earliest record and report what was
+ *  skipped in lost_before, instead of returning -ERANGE (Kafka's
+ *  auto.offset.reset=earliest). */
+#define BUS_CONSUMER_RESET_EARLIEST 0x2u
+/** The same, moving to the latest (auto.offset.reset=latest). */
+#define BUS_CONSUMER_RESET_LATEST 0x4u
 #define BUS_GATING_MAX 8
 
 struct bus_consumer_opts {
@@ -337,9 +357,17 @@ void bus_consumer_close(struct bus_consumer *c);
 
 /**
  * bus_consumer_seek() - move partition @partition (or every partition of the
- * consumer with BUS_PARTITION_ANY) to @whence/@value.  Returns 0, -ERANGE
- * (the offset or time is no longer, or not yet, in the ring), -ENOENT,
- * -EINVAL.
+ * consumer with BUS_PARTITION_ANY) to @whence/@value.
+ *
+ * On a persistent topic the position may be older than the ring holds: the
+ * records are then read from the partition's log on disk (BUS_DATA_DIR,
+ * written by busd), through the same poll calls, and the consumer moves
+ * back onto the ring when it catches up, without gap or duplicate.
+ * EARLIEST is the oldest record on disk or in the ring; OFFSET and TIME use
+ * the logs' indexes (no scan of a whole log).  Returns 0, -ERANGE (the
+ * offset is before the earliest record still held, or after the next
+ * offset: "offset out of range"), -ENOENT, -EINVAL, -EAGAIN (the producers
+ * moved too fast: retry), or an -errno reading the log.
  */
 int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,
 		      int64_t value);
@@ -371,15 +399,21 @@ struct bus_view {
 int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
 
 /**
- * bus_consumer_poll() - up to @max records as views into the ring.
+ * bus_consumer_poll() - up to @max records as views into the ring (or, for
+ * records read from disk, into the consumer's read buffer).
  * @timeout_ns: 0 returns at once; < 0 waits forever; else waits up to it
  *              with the consumer's wait strategy.
  *
  * Every returned view was whole when poll returned (checked after the read,
- * as a seqlock reader does).  On a topic that can overwrite, a view may be
- * overwritten while the caller uses it: call bus_consumer_check() after use
- * to learn whether it was.  Returns the number of views (0 on timeout), or
- * -BUS_ESTALE, -BUS_ECORRUPT.
+ * as a seqlock reader does; records from disk are checked by their CRC).
+ * On a topic that can overwrite, a view may be overwritten while the caller
+ * uses it: call bus_consumer_check() after use to learn whether it was.
+ * Views read from disk stay valid until the next poll, read or seek on @c.
+ * A reader lapped on a persistent topic goes on from disk without loss.
+ * Returns the number of views (0 on timeout), or -BUS_ESTALE,
+ * -BUS_ECORRUPT, -ERANGE (a partition's position is no longer held: the
+ * retention deleted it; returned until the partition is sought again, unless
+ * a BUS_CONSUMER_RESET_* flag resets it), or an -errno reading a log.
  */
 int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
 		      int64_t timeout_ns);
