@@ -1,0 +1,422 @@
+/* config.c - busd's settings: the value syntaxes (SIZE, DURATION, the fsync
+ * policy, a log level), the `key = value` config file, and the merge of
+ * defaults, file and command line (the command line wins).
+ *
+ * File syntax: one `key = value` per line; blank lines; comments from a
+ * `#` that starts the line or follows a blank to the end of the line.
+ * Every key is optional; an unknown key or a bad value is an error naming
+ * the file and the line.  daemon/busd.conf.example documents each key.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "busd.h"
+
+/* Leading decimal digits of @s into @out; how many (0: none), or -ERANGE. */
+static int digits(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+	int n = 0;
+
+	while (s[n] >= '0' && s[n] <= '9') {
+		unsigned dg = (unsigned)(s[n] - '0');
+
+		if (v > (UINT64_MAX - dg) / 10)
+			return -ERANGE;
+		v = v * 10 + dg;
+		n++;
+	}
+	*out = v;
+	return n;
+}
+
+/* A size unit at @p: K, M, G (either case), optionally followed by B or
+ * iB, or a lone B.  *mul receives the factor; returns the unit's length,
+ * 0 when @p is empty (bytes), -1 when it is no size unit.  With @strict,
+ * only upper-case units count (so that "16m" stays a duration). */
+static int size_unit(const char *p, uint64_t *mul, bool strict)
+{
+	int n = 0;
+
+	*mul = 1;
+	switch (strict ? *p : toupper((unsigned char)*p)) {
+	case '\0':
+		return 0;
+	case 'K':
+		*mul = 1ull << 10;
+		n = 1;
+		break;
+	case 'M':
+		*mul = 1ull << 20;
+		n = 1;
+		break;
+	case 'G':
+		*mul = 1ull << 30;
+		n = 1;
+		break;
+	case 'B':
+		return p[1] ? -1 : 1;
+	default:
+		return -1;
+	}
+	if (p[n] == '\0')
+		return n;
+	if (strcmp(p + n, "B") == 0 || strcmp(p + n, "iB") == 0 ||
+	    (!strict && (strcmp(p + n, "b") == 0 || strcmp(p + n, "ib") == 0)))
+		return (int)strlen(p);
+	return -1;
+}
+
+/* SIZE: digits and an optional K, M or G (either case), B or iB after it. */
+int busd_parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v, mul;
+	int n = digits(s, &v);
+
+	if (n < 0)
+		return n;
+	if (n == 0 || size_unit(s + n, &mul, false) < 0)
+		return -EINVAL;
+	if (v > UINT64_MAX / mul)
+		return -ERANGE;
+	*out = v * mul;
+	return 0;
+}
+
+/* Groups NUNIT (ms, s, m, h, d) into *out ms.  With @need_unit a bare
+ * number is refused; without, a bare number is milliseconds. */
+static int parse_duration(const char *s, uint64_t *out, bool need_unit)
+{
+	static const struct {
+		const char *unit;
+		uint64_t ms;
+	} units[] = {
+		/* "ms" before "m" */
+		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 }, { "d", 86400000 },
+	};
+	uint64_t total = 0, v;
+	const char *p = s;
+	int n = digits(p, &v);
+
+	if (n < 0)
+		return n;
+	if (n == 0)
+		return -EINVAL;
+	if (p[n] == '\0' && !need_unit) {
+		*out = v;
+		return 0;
+	}
+	while (*p) {
+		size_t i, ul = 0;
+
+		n = digits(p, &v);
+		if (n < 0)
+			return n;
+		if (n == 0)
+			return -EINVAL;
+		p += n;
+		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+			ul = strlen(units[i].unit);
+			if (strncmp(p, units[i].unit, ul) == 0 && !isalpha((unsigned char)p[ul]))
+				break;
+		}
+		if (i == sizeof(units) / sizeof(units[0]))
+			return -EINVAL;
+		p += ul;
+		if (v > UINT64_MAX / units[i].ms || total > UINT64_MAX - v * units[i].ms)
+			return -ERANGE;
+		total += v * units[i].ms;
+	}
+	*out = total;
+	return 0;
+}
+
+/* DURATION in ms: a bare number, or groups NUNIT. */
+int busd_parse_ms(const char *s, uint64_t *out)
+{
+	return parse_duration(s, out, false);
+}
+
+/* The fsync policy: never, always, a DURATION with a unit, or a SIZE with
+ * an upper-case unit. */
+int busd_parse_fsync(const char *s, enum bus_seg_fsync *mode, uint64_t *arg)
+{
+	uint64_t v, mul;
+	int n, err;
+
+	if (strcmp(s, "never") == 0) {
+		*mode = BUS_SEG_FSYNC_NEVER;
+		*arg = 0;
+		return 0;
+	}
+	if (strcmp(s, "always") == 0) {
+		*mode = BUS_SEG_FSYNC_MS;
+		*arg = 0;
+		return 0;
+	}
+	/* A size carries an upper-case unit (16M, 4096B), a duration a
+	 * lower-case one (100ms, 1s, 16m): a bare number would be ambiguous. */
+	n = digits(s, &v);
+	if (n < 0)
+		return n;
+	if (n == 0 || s[n] == '\0')
+		return -EINVAL;
+	if (size_unit(s + n, &mul, true) > 0) {
+		if (v > UINT64_MAX / mul)
+			return -ERANGE;
+		if (v == 0)
+			return -EINVAL;
+		*mode = BUS_SEG_FSYNC_BYTES;
+		*arg = v * mul;
+		return 0;
+	}
+	err = parse_duration(s, &v, true);
+	if (err)
+		return err;
+	*mode = BUS_SEG_FSYNC_MS;
+	*arg = v;
+	return 0;
+}
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+/* A log level by name (also "warning"). */
+int busd_parse_level(const char *s, uint64_t *out)
+{
+	for (uint64_t i = 0; i < 4; i++) {
+		if (strcmp(s, level_names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	if (strcmp(s, "warning") == 0) {
+		*out = BUS_LOG_WARN;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* The name of a log level, as the config file writes it. */
+const char *busd_level_name(uint64_t level)
+{
+	return level < 4 ? level_names[level] : "?";
+}
+
+/* The fsync policy as the config file writes it, exactly. */
+const char *busd_fsync_str(enum bus_seg_fsync mode, uint64_t arg, char *buf, size_t len)
+{
+	if (mode == BUS_SEG_FSYNC_NEVER)
+		snprintf(buf, len, "never");
+	else if (mode == BUS_SEG_FSYNC_MS && arg == 0)
+		snprintf(buf, len, "always");
+	else if (mode == BUS_SEG_FSYNC_MS)
+		snprintf(buf, len, "%llums", (unsigned long long)arg);
+	else if (arg % (1ull << 30) == 0)
+		snprintf(buf, len, "%lluG", (unsigned long long)(arg >> 30));
+	else if (arg % (1ull << 20) == 0)
+		snprintf(buf, len, "%lluM", (unsigned long long)(arg >> 20));
+	else if (arg % (1ull << 10) == 0)
+		snprintf(buf, len, "%lluK", (unsigned long long)(arg >> 10));
+	else
+		snprintf(buf, len, "%lluB", (unsigned long long)arg);
+	return buf;
+}
+
+/* The built-in defaults (busd.conf.example lists them). */
+void busd_config_defaults(struct busd_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->fsync = BUS_SEG_FSYNC_NEVER;
+	c->fsync_arg = 0;
+	c->segment_bytes = BUS_SEG_BYTES_DEFAULT;
+	c->segment_ms = 7ull * 24 * 3600 * 1000;
+	c->index_interval = BUS_SEG_INTERVAL_DEFAULT;
+	c->retention_check_ms = 1000;
+	c->heartbeat_ms = 100;
+	c->stuck_claim_ms = 1000;
+	c->idle_sleep_ms = 10;
+	c->log_level = BUS_LOG_INFO;
+}
+
+enum kind { K_PATH, K_FSYNC, K_SIZE, K_MS, K_LEVEL };
+
+static const struct key {
+	const char *name;
+	enum kind kind;
+	uint32_t bit;
+	size_t off;         /* of the uint64_t field (K_SIZE, K_MS, K_LEVEL) */
+	uint64_t min, max;
+	const char *expect; /* for messages */
+} keys[] = {
+	{ "data_dir", K_PATH, CFG_DATA_DIR, 0, 0, 0, "a directory" },
+	{ "fsync", K_FSYNC, CFG_FSYNC, 0, 0, 0,
+	  "never, always, a duration such as 100ms or 1s, or a size such as 16M" },
+	{ "segment_bytes", K_SIZE, CFG_SEGMENT_BYTES, offsetof(struct busd_config, segment_bytes),
+	  BUS_SEG_BYTES_MIN, BUS_SEG_BYTES_MAX, "a size from 1K to 2G" },
+	{ "segment_ms", K_MS, CFG_SEGMENT_MS, offsetof(struct busd_config, segment_ms), 0,
+	  1000000000000ull, "a duration such as 7d, or 0 for never" },
+	{ "index_interval", K_SIZE, CFG_INDEX_INTERVAL,
+	  offsetof(struct busd_config, index_interval), 64, 1ull << 30, "a size from 64 to 1G" },
+	{ "retention_check_ms", K_MS, CFG_RETENTION_CHECK_MS,
+	  offsetof(struct busd_config, retention_check_ms), 10, 86400000ull,
+	  "a duration from 10ms to 1d" },
+	{ "heartbeat_ms", K_MS, CFG_HEARTBEAT_MS, offsetof(struct busd_config, heartbeat_ms), 1,
+	  3600000ull, "a duration from 1ms to 1h" },
+	{ "stuck_claim_ms", K_MS, CFG_STUCK_CLAIM_MS,
+	  offsetof(struct busd_config, stuck_claim_ms), 1, 86400000ull,
+	  "a duration from 1ms to 1d" },
+	{ "idle_sleep_ms", K_MS, CFG_IDLE_SLEEP_MS, offsetof(struct busd_config, idle_sleep_ms),
+	  1, 1000, "a duration from 1ms to 1s" },
+	{ "log_level", K_LEVEL, CFG_LOG_LEVEL, offsetof(struct busd_config, log_level), 0, 3,
+	  "error, warn, info or debug" },
+};
+
+/* Set one key from its text, checked against the key's syntax and range. */
+int busd_config_set(struct busd_config *c, const char *key, const char *val, char *err,
+		    size_t errlen)
+{
+	const struct key *k = NULL;
+	uint64_t v = 0;
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(keys[i].name, key) == 0)
+			k = &keys[i];
+	if (!k) {
+		snprintf(err, errlen, "unknown key '%s'", key);
+		return -ENOENT;
+	}
+	switch (k->kind) {
+	case K_PATH:
+		if (!val[0] || strlen(val) >= sizeof(c->data_dir))
+			rc = -EINVAL;
+		else
+			snprintf(c->data_dir, sizeof(c->data_dir), "%s", val);
+		break;
+	case K_FSYNC:
+		rc = busd_parse_fsync(val, &c->fsync, &c->fsync_arg);
+		break;
+	case K_SIZE:
+		rc = busd_parse_size(val, &v);
+		break;
+	case K_MS:
+		rc = busd_parse_ms(val, &v);
+		break;
+	case K_LEVEL:
+		rc = busd_parse_level(val, &v);
+		break;
+	}
+	if (!rc && (k->kind == K_SIZE || k->kind == K_MS || k->kind == K_LEVEL)) {
+		if (v < k->min || v > k->max)
+			rc = -ERANGE;
+		else
+			*(uint64_t *)(void *)((char *)c + k->off) = v;
+	}
+	if (rc) {
+		snprintf(err, errlen, "bad value for %s: '%s' (%s)", key, val, k->expect);
+		return -EINVAL;
+	}
+	c->set |= k->bit;
+	return 0;
+}
+
+/* Strip blanks at both ends of @s, in place. */
+static char *trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+/* Read a config file over @c; @c is left as it was on any error. */
+int busd_config_load(struct busd_config *c, const char *path, char *err, size_t errlen)
+{
+	struct busd_config tmp = *c;
+	char line[8192], msg[512];
+	unsigned lineno = 0;
+	FILE *f = fopen(path, "re");
+
+	if (!f) {
+		int e = errno;
+		snprintf(err, errlen, "cannot read config %s: %s", path, strerror(e));
+		return -e;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *s, *eq, *key, *val, *hash;
+		size_t n = strlen(line);
+
+		lineno++;
+		if (n == sizeof(line) - 1 && line[n - 1] != '\n' && !feof(f)) {
+			snprintf(err, errlen, "%s:%u: line too long", path, lineno);
+			fclose(f);
+			return -EINVAL;
+		}
+		s = trim(line);
+		/* A comment starts the line or follows a blank. */
+		for (hash = s; (hash = strchr(hash, '#')) != NULL; hash++) {
+			if (hash == s || isspace((unsigned char)hash[-1])) {
+				*hash = '\0';
+				break;
+			}
+		}
+		s = trim(s);
+		if (!*s)
+			continue;
+		eq = strchr(s, '=');
+		if (!eq) {
+			snprintf(err, errlen, "%s:%u: expected 'key = value', got '%s'", path,
+				 lineno, s);
+			fclose(f);
+			return -EINVAL;
+		}
+		*eq = '\0';
+		key = trim(s);
+		val = trim(eq + 1);
+		if (!*key || !*val) {
+			snprintf(err, errlen, "%s:%u: %s", path, lineno,
+				 *key ? "missing value" : "missing key");
+			fclose(f);
+			return -EINVAL;
+		}
+		if (busd_config_set(&tmp, key, val, msg, sizeof(msg))) {
+			snprintf(err, errlen, "%s:%u: %s", path, lineno, msg);
+			fclose(f);
+			return -EINVAL;
+		}
+	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "cannot read config %s: %s", path, strerror(EIO));
+		fclose(f);
+		return -EIO;
+	}
+	fclose(f);
+	*c = tmp;
+	return 0;
+}
+
+/* Copy the keys @over sets into @dst (the command line over the file). */
+void busd_config_merge(struct busd_config *dst, const struct busd_config *over)
+{
+	if (over->set & CFG_DATA_DIR)
+		memcpy(dst->data_dir, over->data_dir, sizeof(dst->data_dir));
+	if (over->set & CFG_FSYNC) {
+		dst->fsync = over->fsync;
+		dst->fsync_arg = over->fsync_arg;
+	}
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct key *k = &keys[i];
+		if (!(over->set & k->bit) ||
+		    (k->kind != K_SIZE && k->kind != K_MS && k->kind != K_LEVEL))
+			continue;
+		memcpy((char *)dst + k->off, (const char *)over + k->off, sizeof(uint64_t));
+	}
+	dst->set |= over->set;
+}

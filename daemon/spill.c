@@ -1,0 +1,801 @@
+/* spill.c - the spiller: streams each persistent partition's committed
+ * frames from its ring to its segment log, publishes the spill cursor,
+ * repairs claims that stay unpublished, survives full disks, and applies
+ * retention.
+ *
+ * THE CURSOR.  A ring's spill cursor {spill_pos, spill_off} (layout.h, ring
+ * header line 3) says that every frame below spill_pos is written out to
+ * the log, and that spill_off is the offset of the record at spill_pos.
+ * Producers of a persistent topic write only below spill_pos + ring_size
+ * (bus_ring_low_water(), producer.c wait_space()), so the frames between
+ * the published spill_pos and the tail are stable: busd reads them in
+ * place and hands them to the writer without a copy.  busd publishes the
+ * cursor only after a bus_seg_flush() that succeeded, so spill_pos never
+ * passes what is in the files: a crash of busd loses nothing that the
+ * cursor released.
+ *
+ * ORDERINGS (the A/R labels of ring.c; ours are RS*):
+ *   A3   the commit word at the read position, loaded with acquire; pairs
+ *        with the producers' release R3: the frame's bytes are visible.
+ *   A2   the claim word (only to name its owner in a message); pairs with R2.
+ *   A1   in copy mode, a fence after copying a frame and before loading
+ *        the horizon: the seqlock check of I1 (layout.h).
+ *   RS0  spiller_pid, release, when busd takes a partition (topics.c).
+ *   RS1  spill_off, release, before RS2: a reader that sees the new
+ *        spill_pos (acquire) sees an offset at least as new.
+ *   RS2  spill_pos, release: the producers' licence to overwrite what lies
+ *        below it + ring_size.  Pairs with the acquire loads of spill_pos in
+ *        bus_ring_low_water() and wait_space(); the release orders busd's
+ *        reads of those frames (the copies into the writer's buffer) before
+ *        any producer's overwrite of them.
+ *   RS3  spiller_pid back to 0 (CAS, so that only our own pid is cleared)
+ *        when busd lets go of a partition.
+ *
+ * RESUME.  When busd takes a partition (start, restart after a crash, or
+ * after a reopen), the writer's next offset N is compared with the ring's
+ * cursor S = spill_off at P = spill_pos:
+ *   N == S  start at P (the usual case; also a ring that bus_topic_create()
+ *           made over an existing log, which starts at N with P = 0);
+ *   N >  S  the log has records the cursor did not yet release (busd died
+ *           between a write-out and the publication): walk the committed
+ *           frames from P up to offset N, publish, go on;
+ *   N <  S  the log lost records it had (removed by hand, or a power loss
+ *           with fsync "never"): records still in the ring are written again
+ *           from the earliest one; those no longer there become LOST frames
+ *           (with an ERROR), so that offsets stay dense.  Frames below P are
+ *           not protected from producers any more, so in this "copy mode"
+ *           each frame is copied and checked (I1) before the writer gets it,
+ *           and a lap is met by a resync, as a lapped consumer does.
+ *
+ * DEAD PRODUCERS.  A frame claimed but not published at the read position
+ * is repaired with bus_ring_repair() as consumer.c's stalled() does: after
+ * about 1 ms when its owner is dead, after stuck_claim_ms (forced) when
+ * it is alive.  The frame becomes LOST and is spilled as such: one record.
+ *
+ * FAILURES.  An append or flush that fails (-ENOSPC, -EIO, -EDQUOT...) keeps
+ * the files whole (the writer's guarantee) and stops the cursor, so
+ * producers feel back-pressure; it is logged once, retried with backoff
+ * from 10 ms doubling to 1 s, and its end is logged.  A frame that does not
+ * parse stops its partition for good (ERROR) instead of crashing busd.
+ */
+#include <string.h>
+
+#include "busd.h"
+
+#define BACKOFF_MIN (10 * BUSD_MS)
+#define BACKOFF_MAX (1000 * BUSD_MS)
+/* Largest batch of one partition between two flushes (and publications),
+ * on top of the ring_size / 2 bound. */
+#define BATCH_MAX (16ull << 20)
+
+/* The frame at free-running position @pos. */
+static inline struct bus_frame *frame_at(const struct bus_ring *r, uint64_t pos)
+{
+	return (struct bus_frame *)(r->data + (pos & r->mask));
+}
+
+/* I1 of layout.h fails for a frame at @pos: the ring lapped it.  The
+ * acquire orders the load before the reads that follow (consumer.c does
+ * the same when it finds no frame). */
+static inline bool ring_lapped(const struct bus_ring *r, uint64_t pos)
+{
+	return ld_acquire(&r->hdr->horizon) > pos + r->size;
+}
+
+/*
+ * frame_len() - the length of the frame whose commit word @w (tag already
+ * checked) was loaded at @pos, or 0 when it does not make a frame: a length
+ * that is not a multiple of 8, does not fit before the end of the ring, a
+ * record shorter than its header or whose sizes do not add up to it, a
+ * padding frame that does not run exactly to the end of the ring, a DATA
+ * frame whose offset field is not @off, or an unknown type.
+ */
+static uint32_t frame_len(const struct bus_ring *r, uint64_t pos, uint64_t w, uint64_t off)
+{
+	const struct bus_frame *f = frame_at(r, pos);
+	uint32_t len = BUS_COMMIT_LEN(w);
+	uint64_t room = r->size - (pos & r->mask);
+
+	if (len < BUS_FRAME_ALIGN || len % BUS_FRAME_ALIGN || len > room)
+		return 0;
+	switch (BUS_COMMIT_TYPE(w)) {
+	case BUS_FRAME_PAD:
+		/* Padding fills a lap to its end and never starts one. */
+		return (pos & r->mask) != 0 && len == room ? len : 0;
+	case BUS_FRAME_LOST:
+		return len >= BUS_FRAME_HDR ? len : 0;
+	case BUS_FRAME_DATA: {
+		/* In 64 bits: hostile sizes must not wrap around to the length. */
+		uint64_t n = (uint64_t)BUS_FRAME_HDR + f->key_len + f->headers_len + f->value_len;
+
+		if (len < BUS_FRAME_HDR || f->offset != off ||
+		    ((n + BUS_FRAME_ALIGN - 1) & ~(uint64_t)(BUS_FRAME_ALIGN - 1)) != len)
+			return 0;
+		return len;
+	}
+	default:
+		return 0;
+	}
+}
+
+/* Earliest whole frame of the ring, retrying while producers race it. */
+static int ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off)
+{
+	int err = -EAGAIN;
+
+	for (int tries = 0; tries < 1000 && err == -EAGAIN; tries++)
+		err = bus_ring_earliest(r, pos, off);
+	return err;
+}
+
+/* The writer options for @dp from the config in force.  A topic with a
+ * retention time rolls its segments at least that often, so that
+ * retention (which never deletes the active segment) can work on a quiet
+ * topic too. */
+static void writer_opts(const struct busd *d, const struct dpart *dp, uint64_t first,
+			struct bus_seg_opts *o)
+{
+	uint64_t rms = dp->dt->cfg.retention_ms;
+
+	memset(o, 0, sizeof(*o));
+	o->segment_bytes = d->cfg.segment_bytes;
+	o->segment_ms = d->cfg.segment_ms;
+	if (rms && (!o->segment_ms || rms < o->segment_ms))
+		o->segment_ms = rms;
+	o->index_interval = (uint32_t)d->cfg.index_interval;
+	o->fsync = d->cfg.fsync;
+	if (d->cfg.fsync == BUS_SEG_FSYNC_MS)
+		o->fsync_ms = d->cfg.fsync_arg;
+	else if (d->cfg.fsync == BUS_SEG_FSYNC_BYTES)
+		o->fsync_bytes = d->cfg.fsync_arg;
+	o->first_offset = first;
+	o->log = busd_lib_log;
+}
+
+/* Stop @dp for good after a frame that does not parse (or a log that
+ * does not fit the ring): one ERROR, no crash.  Its spiller_pid stays, so
+ * its producers wait rather than fail, and the log says why. */
+static void part_stop(struct dpart *dp, const char *why)
+{
+	uint64_t w = ld_acquire(&frame_at(dp->r, dp->pos)->commit); /* for the message */
+
+	busd_log(BUS_LOG_ERROR,
+		 "topic '%s' partition %u: %s at ring position %llu (offset %llu, commit word "
+		 "%#llx): spilling of this partition stops; records from offset %llu on stay in "
+		 "the ring",
+		 dp->dt->name, dp->idx, why, (unsigned long long)dp->pos,
+		 (unsigned long long)dp->off, (unsigned long long)w,
+		 (unsigned long long)dp->pub_off);
+	dp->stopped = true;
+}
+
+/* Publish the cursor: everything below dp->pos is written out. */
+static void part_publish(struct dpart *dp)
+{
+	struct bus_ring_hdr *h = dp->r->hdr;
+
+	/* Below the cursor a previous run published: it stays where it is. */
+	if (dp->off < dp->prot_off || (dp->off == dp->pub_off && dp->pos == dp->pub_pos))
+		return;
+	/* RS1+RS2 as one 16-byte CAS (a full barrier): the pair is what
+	 * consumers leaving the log for the ring start from, and the position
+	 * is the producers' licence to overwrite what lies below it +
+	 * ring_size (pairs with the acquire load in bus_ring_low_water()). */
+	bus_spill_publish(h, dp->pos, dp->off);
+	dp->pub_off = dp->off;
+	dp->pub_pos = dp->pos;
+}
+
+/* Write out what was appended, then publish the cursor. */
+static int part_flush(struct dpart *dp, int64_t now)
+{
+	int err = bus_seg_flush(dp->w);
+
+	if (err)
+		return err;
+	dp->appended = false;
+	dp->last_flush = now;
+	part_publish(dp);
+	return 0;
+}
+
+/* An append, flush or open failed with @err: log the episode's start,
+ * schedule the retry. */
+static void part_fail(struct dpart *dp, int err, int64_t now, const char *what)
+{
+	if (!dp->err) {
+		busd_log(BUS_LOG_ERROR,
+			 "topic '%s' partition %u: cannot %s in %s: %s; its producers are held "
+			 "back until this works again (retrying)",
+			 dp->dt->name, dp->idx, what, dp->dir, bus_strerror(err));
+		dp->fail_since = now;
+		dp->backoff = BACKOFF_MIN;
+		dp->retries = 0;
+	} else {
+		dp->backoff = dp->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : dp->backoff * 2;
+		dp->retries++;
+	}
+	dp->err = err;
+	dp->retry_at = now + dp->backoff;
+}
+
+/* A pass went through: end a failure episode, if any. */
+static void part_ok(struct dpart *dp, int64_t now)
+{
+	if (!dp->err)
+		return;
+	busd_log(BUS_LOG_INFO,
+		 "topic '%s' partition %u: spilling resumed after %.1f s (%llu retries)",
+		 dp->dt->name, dp->idx, (double)(now - dp->fail_since) / 1e9,
+		 (unsigned long long)dp->retries);
+	dp->err = 0;
+}
+
+/* Walk the committed (protected) frames from the cursor up to offset @n,
+ * which the log already holds.  Returns 0, or -BUS_ECORRUPT when the ring
+ * does not hold them. */
+static int resume_ahead(struct dpart *dp, uint64_t n)
+{
+	struct bus_ring *r = dp->r;
+	uint64_t pos = dp->pos, off = dp->off;
+
+	while (off < n) {
+		/* A3: pairs with R3. */
+		uint64_t w = ld_acquire(&frame_at(r, pos)->commit);
+		uint32_t len;
+
+		if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)off)
+			return -BUS_ECORRUPT;
+		len = frame_len(r, pos, w, off);
+		if (!len)
+			return -BUS_ECORRUPT;
+		pos += len;
+		if (BUS_COMMIT_TYPE(w) != BUS_FRAME_PAD)
+			off++;
+	}
+	busd_log(BUS_LOG_INFO,
+		 "topic '%s' partition %u: the log already holds offsets %llu..%llu: spilling "
+		 "goes on from %llu",
+		 dp->dt->name, dp->idx, (unsigned long long)dp->off, (unsigned long long)n - 1,
+		 (unsigned long long)n);
+	dp->pos = pos;
+	dp->off = off;
+	dp->prot_off = off;
+	dp->prot_pos = pos;
+	part_publish(dp);
+	return 0;
+}
+
+/* The log ends at @n, below the cursor S = dp->off: write what the ring
+ * still has again, and LOST frames for what it has not. */
+static int resume_behind(struct dpart *dp, uint64_t n)
+{
+	uint64_t s = dp->off, epos, e;
+	int err = ring_earliest(dp->r, &epos, &e);
+
+	if (err)
+		return err;
+	dp->skip_below = n;
+	if (e >= s) {
+		/* Nothing below the cursor can be read again. */
+		dp->gap_to = s;
+		dp->off = n;
+	} else if (e > n) {
+		dp->gap_to = e;
+		dp->off = n;
+		dp->pos = epos;
+	} else {
+		dp->off = e;
+		dp->pos = epos;
+	}
+	if (dp->gap_to > n)
+		busd_log(BUS_LOG_ERROR,
+			 "topic '%s' partition %u: the log in %s ends at offset %llu but %llu were "
+			 "spilled, and the ring no longer holds offsets %llu..%llu: they are lost, "
+			 "and written as LOST records",
+			 dp->dt->name, dp->idx, dp->dir, (unsigned long long)n,
+			 (unsigned long long)s, (unsigned long long)n,
+			 (unsigned long long)dp->gap_to - 1);
+	if (dp->gap_to < s)
+		busd_log(BUS_LOG_WARN,
+			 "topic '%s' partition %u: the log in %s ends at offset %llu but %llu were "
+			 "spilled: writing offsets %llu..%llu again from the ring",
+			 dp->dt->name, dp->idx, dp->dir, (unsigned long long)n,
+			 (unsigned long long)s,
+			 (unsigned long long)(dp->gap_to > n ? dp->gap_to : n),
+			 (unsigned long long)s - 1);
+	return 0;
+}
+
+/* Open @dp's writer and position the partition (see RESUME above).
+ * Returns 0 (possibly with dp->stopped set) or an error to retry. */
+static int part_open(struct busd *d, struct dpart *dp)
+{
+	struct bus_ring_hdr *h = dp->r->hdr;
+	struct bus_seg_opts o;
+	uint64_t n, s, sp;
+	int err;
+
+	/* Only the spiller moves the cursor, and we are it: stable.  The
+	 * acquires pair with RS1/RS2 of a previous busd. */
+	bus_spill_read(h, &sp, &s);
+	writer_opts(d, dp, s, &o);
+	err = bus_seg_writer_open(&dp->w, dp->dir, &o);
+	if (err)
+		return err;
+	n = bus_seg_writer_next_offset(dp->w);
+	dp->pos = dp->pub_pos = dp->prot_pos = sp;
+	dp->off = dp->pub_off = dp->prot_off = s;
+	dp->skip_below = dp->gap_to = 0;
+	dp->appended = false;
+	dp->stall_since = 0;
+	dp->last_flush = bus_mono_ns();
+	if (n == s) {
+		busd_log(BUS_LOG_DEBUG, "topic '%s' partition %u: spilling from offset %llu to %s",
+			 dp->dt->name, dp->idx, (unsigned long long)s, dp->dir);
+		return 0;
+	}
+	if (n > s) {
+		if (resume_ahead(dp, n) == 0)
+			return 0;
+		busd_log(BUS_LOG_ERROR,
+			 "topic '%s' partition %u: the log in %s ends at offset %llu, past what "
+			 "the ring holds (spilled up to %llu, next offset %llu): not spilling "
+			 "this partition (move that log away, or delete and re-create the topic)",
+			 dp->dt->name, dp->idx, dp->dir, (unsigned long long)n,
+			 (unsigned long long)s,
+			 /* for the message only */
+			 (unsigned long long)(ld_acquire(&h->tail.off) & ~BUS_TAIL_EXCL));
+		dp->stopped = true;
+		return 0;
+	}
+	err = resume_behind(dp, n);
+	if (err) {
+		bus_seg_writer_close(dp->w);
+		dp->w = NULL;
+	}
+	return err;
+}
+
+/* Append a LOST record for dp->off (a record gone before it was spilled). */
+static int append_lost(struct dpart *dp)
+{
+	struct bus_frame f;
+	int err;
+
+	memset(&f, 0, sizeof(f));
+	atomic_init(&f.commit, BUS_COMMIT(BUS_FRAME_LOST, BUS_FRAME_HDR, dp->off));
+	atomic_init(&f.claim, 0);
+	f.offset = dp->off;
+	err = bus_seg_append(dp->w, &f, dp->off);
+	if (err)
+		return err;
+	dp->appended = true;
+	dp->off++;
+	return 0;
+}
+
+/* Move a lapped copy-mode reader to the earliest whole frame; what it
+ * skipped and the log lacks becomes a gap of LOST records.  Returns 0 or
+ * -EAGAIN (try at the next pass). */
+static int part_resync(struct dpart *dp)
+{
+	uint64_t epos, e, from = dp->off > dp->skip_below ? dp->off : dp->skip_below;
+
+	if (ring_earliest(dp->r, &epos, &e) || e <= dp->off)
+		return -EAGAIN;
+	if (dp->off >= dp->prot_off)
+		busd_log(BUS_LOG_ERROR,
+			 "topic '%s' partition %u: the ring was overwritten below the spill cursor "
+			 "(another process moved it?)",
+			 dp->dt->name, dp->idx);
+	if (e >= dp->prot_off && dp->off < dp->prot_off) {
+		/* Back to the protected part, at the cursor. */
+		e = dp->prot_off;
+		epos = dp->prot_pos;
+	}
+	if (e > from) {
+		busd_log(BUS_LOG_ERROR,
+			 "topic '%s' partition %u: offsets %llu..%llu were overwritten in the ring "
+			 "before they could be written: written as LOST records",
+			 dp->dt->name, dp->idx, (unsigned long long)from,
+			 (unsigned long long)e - 1);
+		dp->off = from;
+		dp->gap_to = e;
+	} else {
+		dp->off = e;
+	}
+	dp->pos = epos;
+	return 0;
+}
+
+/* Copy mode: append the frame of @len bytes at dp->pos from a copy,
+ * checked whole after the copy.  Returns 0, 1 when the ring lapped it,
+ * or the writer's error. */
+static int append_copy(struct busd *d, struct dpart *dp, uint32_t len)
+{
+	struct bus_ring *r = dp->r;
+
+	if (len > d->scratch_len) {
+		uint8_t *nb = realloc(d->scratch, len);
+		if (!nb)
+			return -ENOMEM;
+		d->scratch = nb;
+		d->scratch_len = len;
+	}
+	memcpy(d->scratch, frame_at(r, dp->pos), len);
+	/* A1: the copy before the horizon load (seqlock check of I1). */
+	atomic_thread_fence(memory_order_acquire);
+	if (ld_relaxed(&r->hdr->horizon) > dp->pos + r->size)
+		return 1;
+	/* The copy is the frame whose commit word and sizes were checked. */
+	return bus_seg_append(dp->w, (const struct bus_frame *)(const void *)d->scratch, dp->off);
+}
+
+/* A claimed frame stays unpublished at dp->pos: repair it when its owner
+ * is dead (tried every ~1 ms) or it is stuck past stuck_claim_ms.  Returns
+ * 1 when repaired (the frame is now LOST), 0, or -BUS_ECORRUPT. */
+static int part_stall(struct busd *d, struct dpart *dp, const struct bus_frame *f, int64_t now)
+{
+	int64_t stuck_ns = (int64_t)d->cfg.stuck_claim_ms * BUSD_MS;
+	uint64_t cl;
+	int32_t pid;
+	bool force;
+	int rc;
+
+	if (!dp->stall_since || dp->stall_pos != dp->pos) {
+		dp->stall_pos = dp->pos;
+		dp->stall_since = dp->stall_try = now;
+		return 0;
+	}
+	if (now - dp->stall_try < BUSD_MS)
+		return 0;
+	dp->stall_try = now;
+	force = now - dp->stall_since >= stuck_ns;
+	cl = ld_acquire(&f->claim); /* A2: pairs with R2; for the message only */
+	rc = bus_ring_repair(dp->r, dp->pos, dp->off, force);
+	if (rc != 1)
+		return rc;
+	pid = BUS_CLAIM_TAG(cl) == (uint32_t)dp->off ? BUS_CLAIM_PID(cl) : 0;
+	if (pid > 0 && bus_pid_alive(pid))
+		busd_log(BUS_LOG_WARN,
+			 "topic '%s' partition %u: offset %llu stayed claimed by live pid %d for "
+			 "%lld ms (stuck_claim_ms): repaired, its record is lost",
+			 dp->dt->name, dp->idx, (unsigned long long)dp->off, (int)pid,
+			 (long long)((now - dp->stall_since) / BUSD_MS));
+	else if (pid > 0)
+		busd_log(BUS_LOG_WARN,
+			 "topic '%s' partition %u: offset %llu was claimed by pid %d, which died "
+			 "before publishing it: repaired, its record is lost",
+			 dp->dt->name, dp->idx, (unsigned long long)dp->off, (int)pid);
+	else
+		busd_log(BUS_LOG_WARN,
+			 "topic '%s' partition %u: offset %llu was claimed by a producer that died "
+			 "before naming itself: repaired, its record is lost",
+			 dp->dt->name, dp->idx, (unsigned long long)dp->off);
+	dp->stall_since = 0;
+	return 1;
+}
+
+/* True when a claim sits unpublished at dp->pos.  The claim word is on the
+ * line just polled; the tail (the producers' hottest line) is read only
+ * when it says nothing, which happens once per pass at most. */
+static bool claim_pending(const struct dpart *dp, const struct bus_frame *f)
+{
+	uint64_t cl = ld_acquire(&f->claim); /* A2: pairs with R2 */
+
+	/* A claim word always holds its owner's pid: a zeroed one is no claim. */
+	if (BUS_CLAIM_PID(cl) > 0 && BUS_CLAIM_TAG(cl) == (uint32_t)dp->off)
+		return true;
+	/* A claim exists (pairs with the claim's CAS); only a hint:
+	 * bus_ring_repair() re-reads everything it decides on. */
+	return ld_acquire(&dp->r->hdr->tail.pos) > dp->pos;
+}
+
+/*
+ * part_read() - hand the frames from dp->pos on to the writer, up to
+ * @budget bytes (*done counts them).  Stops at the first frame not yet
+ * published.  Returns 0 or the writer's error (the frame at dp->pos is
+ * then not taken); sets dp->stopped on a frame that does not parse.
+ */
+static int part_read(struct busd *d, struct dpart *dp, int64_t now, uint64_t budget,
+		     uint64_t *done)
+{
+	struct bus_ring *r = dp->r;
+	int err;
+
+	while (*done < budget) {
+		struct bus_frame *f;
+		uint64_t w;
+		uint32_t len;
+		bool copy;
+
+		if (dp->off < dp->gap_to) {
+			err = append_lost(dp);
+			if (err)
+				return err;
+			*done += BUS_FRAME_HDR;
+			continue;
+		}
+		f = frame_at(r, dp->pos);
+		w = ld_acquire(&f->commit); /* A3: pairs with R3 */
+		copy = dp->off < dp->prot_off;
+		if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)dp->off) {
+			if (ring_lapped(r, dp->pos)) {
+				if (part_resync(dp) == 0)
+					continue;
+				return 0;
+			}
+			if (copy) {
+				part_stop(dp, "no record below the spill cursor");
+				return 0;
+			}
+			if (!claim_pending(dp, f)) {
+				dp->stall_since = 0;
+				return 0;
+			}
+			err = part_stall(d, dp, f, now);
+			if (err > 0)
+				continue;
+			if (err < 0)
+				part_stop(dp, "a claim that cannot be repaired");
+			return 0;
+		}
+		dp->stall_since = 0;
+		len = frame_len(r, dp->pos, w, dp->off);
+		if (!len) {
+			if (ring_lapped(r, dp->pos)) {
+				if (part_resync(dp) == 0)
+					continue;
+				return 0;
+			}
+			part_stop(dp, "a frame that does not parse");
+			return 0;
+		}
+		if (BUS_COMMIT_TYPE(w) == BUS_FRAME_PAD) {
+			dp->pos += len;
+			continue;
+		}
+		if (dp->off < dp->skip_below) {
+			/* In the log already: only the commit word was needed. */
+			dp->pos += len;
+			dp->off++;
+			continue;
+		}
+		if (copy) {
+			err = append_copy(d, dp, len);
+			if (err == 1) {
+				if (part_resync(dp) == 0)
+					continue;
+				return 0;
+			}
+		} else {
+			/* In place: the frame is protected (above the cursor). */
+			err = bus_seg_append(dp->w, f, dp->off);
+		}
+		if (err == -EINVAL) {
+			part_stop(dp, "a frame the log refuses");
+			return 0;
+		}
+		if (err)
+			return err;
+		dp->appended = true;
+		dp->pos += len;
+		dp->off++;
+		*done += len;
+		if (copy && dp->off == dp->prot_off)
+			dp->pos = dp->prot_pos; /* the cursor's own pair: trust it */
+	}
+	return 0;
+}
+
+/* Sync a quiet partition whose data stayed unsynced past fsync_ms (the
+ * writer evaluates its policy only when called). */
+static void part_idle_sync(struct busd *d, struct dpart *dp, int64_t now)
+{
+	struct bus_seg_writer_stats st;
+
+	if (d->cfg.fsync != BUS_SEG_FSYNC_MS || d->cfg.fsync_arg == 0 ||
+	    now - dp->last_flush < (int64_t)d->cfg.fsync_arg * BUSD_MS)
+		return;
+	dp->last_flush = now;
+	bus_seg_writer_stats(dp->w, &st);
+	if (st.synced_offset != st.written_offset) {
+		int err = bus_seg_flush(dp->w);
+		if (err)
+			part_fail(dp, err, now, "sync its log");
+	}
+}
+
+/* One pass over partition @dp.  Returns the work done (0: idle). */
+static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
+{
+	uint64_t budget = dp->r->size / 2, done = 0;
+	int err;
+
+	if (budget > BATCH_MAX)
+		budget = BATCH_MAX;
+	if (dp->stopped || (dp->err && now < dp->retry_at))
+		return 0;
+	if (!dp->w) {
+		err = part_open(d, dp);
+		if (err) {
+			part_fail(dp, err, now, "open its log");
+			return 0;
+		}
+		if (dp->stopped)
+			return 0;
+		done = 1; /* read at once, do not nap first */
+	} else if (dp->reopen && !dp->appended) {
+		/* A safe point: nothing is buffered.  The next pass opens
+		 * the log with the options now in force. */
+		err = bus_seg_writer_close(dp->w);
+		dp->w = NULL;
+		dp->reopen = false;
+		if (err)
+			part_fail(dp, err, now, "close its log");
+		return 1;
+	}
+	if (dp->appended) {
+		/* A write-out failed: the same frames first. */
+		err = part_flush(dp, now);
+		if (err) {
+			part_fail(dp, err, now, "write to its log");
+			return 0;
+		}
+	}
+	err = part_read(d, dp, now, budget, &done);
+	if (dp->appended) {
+		int ferr = part_flush(dp, now);
+		if (!err)
+			err = ferr;
+	} else if (!err) {
+		part_publish(dp); /* padding passed over */
+		part_idle_sync(d, dp, now);
+	}
+	if (err) {
+		part_fail(dp, err, now, "write to its log");
+		return done;
+	}
+	part_ok(dp, now);
+	return done;
+}
+
+/* One pass over every partition busd holds, a batch each. */
+uint64_t spill_pass(struct busd *d, int64_t now)
+{
+	uint64_t work = 0;
+
+	for (uint32_t i = 0; i < d->ntopics; i++) {
+		struct dtopic *dt = d->topics[i];
+
+		if (!dt->t)
+			continue;
+		for (uint32_t p = 0; p < dt->cfg.partitions; p++)
+			work += part_pass(d, &dt->parts[p], now);
+	}
+	return work;
+}
+
+/* Flush and close @dp's writer, and give up being its spiller. */
+void spill_part_close(struct busd *d, struct dpart *dp)
+{
+	int32_t self = d->pid;
+
+	if (dp->w) {
+		/* Publish what the close writes out only if a flush first
+		 * succeeds; the close then has nothing left to lose. */
+		if (dp->appended)
+			(void)part_flush(dp, bus_mono_ns());
+		(void)bus_seg_writer_close(dp->w); /* it logs its own failure */
+		dp->w = NULL;
+	}
+	/* RS3: let go of the partition (a later busd takes it). */
+	atomic_compare_exchange_strong(&dp->r->hdr->spiller_pid, &self, 0);
+}
+
+/* True when @dp spilled everything below its drain target, or cannot go
+ * on (stopped). */
+static bool part_drained(const struct dpart *dp)
+{
+	return dp->stopped || (dp->w && !dp->appended && dp->pub_off >= dp->drain_to);
+}
+
+/* Note every partition's drain target: its next offset now. */
+void spill_drain_begin(struct busd *d)
+{
+	for (uint32_t i = 0; i < d->ntopics; i++) {
+		struct dtopic *dt = d->topics[i];
+
+		for (uint32_t p = 0; dt->t && p < dt->cfg.partitions; p++) {
+			struct dpart *dp = &dt->parts[p];
+			/* Every record claimed so far (a snapshot; pairs with
+			 * the claims' CAS); a claim that stays unpublished is
+			 * repaired on the way. */
+			dp->drain_to = ld_acquire(&dp->r->hdr->tail.off) & ~BUS_TAIL_EXCL;
+		}
+	}
+}
+
+/* True when every partition reached its drain target. */
+bool spill_drain_done(const struct busd *d)
+{
+	for (uint32_t i = 0; i < d->ntopics; i++) {
+		const struct dtopic *dt = d->topics[i];
+
+		for (uint32_t p = 0; dt->t && p < dt->cfg.partitions; p++)
+			if (!part_drained(&dt->parts[p]))
+				return false;
+	}
+	return true;
+}
+
+/* Say, per partition, what a drain cut short left unspilled. */
+void spill_drain_report(const struct busd *d)
+{
+	for (uint32_t i = 0; i < d->ntopics; i++) {
+		const struct dtopic *dt = d->topics[i];
+
+		for (uint32_t p = 0; dt->t && p < dt->cfg.partitions; p++) {
+			const struct dpart *dp = &dt->parts[p];
+
+			if (dp->pub_off >= dp->drain_to)
+				continue;
+			if (dp->stopped)
+				busd_log(BUS_LOG_WARN,
+					 "topic '%s' partition %u: stopped after an error: offsets "
+					 "%llu..%llu stay in the ring only",
+					 dt->name, p, (unsigned long long)dp->pub_off,
+					 (unsigned long long)dp->drain_to - 1);
+			else if (!part_drained(dp))
+				busd_log(BUS_LOG_WARN,
+					 "topic '%s' partition %u: offsets %llu..%llu not "
+					 "spilled: they stay in the ring, for the next busd "
+					 "(unless the shared memory goes first)",
+					 dt->name, p, (unsigned long long)dp->pub_off,
+					 (unsigned long long)dp->drain_to - 1);
+		}
+	}
+}
+
+/* Ask every open writer to reopen with the options now in force. */
+void spill_reopen_all(struct busd *d)
+{
+	for (uint32_t i = 0; i < d->ntopics; i++) {
+		struct dtopic *dt = d->topics[i];
+
+		for (uint32_t p = 0; dt->t && p < dt->cfg.partitions; p++)
+			dt->parts[p].reopen = dt->parts[p].w != NULL;
+	}
+}
+
+/* Apply each topic's retention to each of its partitions' logs. */
+void spill_retention(struct busd *d)
+{
+	int64_t now = bus_now_ns();
+
+	for (uint32_t i = 0; i < d->ntopics; i++) {
+		struct dtopic *dt = d->topics[i];
+
+		if (!dt->t || (!dt->cfg.retention_ms && !dt->cfg.retention_bytes))
+			continue;
+		for (uint32_t p = 0; p < dt->cfg.partitions; p++) {
+			struct dpart *dp = &dt->parts[p];
+			uint64_t earliest = 0;
+			int rc = bus_seg_retain(dp->dir, now, dt->cfg.retention_ms,
+						dt->cfg.retention_bytes, &earliest);
+
+			if (rc > 0)
+				busd_log(BUS_LOG_INFO,
+					 "topic '%s' partition %u: retention deleted %d segment%s; "
+					 "the earliest offset on disk is now %llu",
+					 dt->name, p, rc, rc == 1 ? "" : "s",
+					 (unsigned long long)earliest);
+			else if (rc < 0 && rc != -ENOENT && rc != dp->retain_err)
+				busd_log(BUS_LOG_WARN,
+					 "topic '%s' partition %u: retention in %s: %s", dt->name,
+					 p, dp->dir, bus_strerror(rc));
+			dp->retain_err = rc < 0 && rc != -ENOENT ? rc : 0;
+		}
+	}
+}

@@ -1,0 +1,691 @@
+/* topics.c - the topics busd holds: scanning the control region's topic
+ * table, taking and dropping persistent topics, their topic.conf files,
+ * recovery of topics from the data dir at start, and the removal of
+ * deleted topics' logs.
+ *
+ * topic.conf (<data_dir>/<topic>/topic.conf) holds a persistent topic's
+ * config as `key = value` lines: partitions, ring_size, retention_ms,
+ * retention_bytes, overflow (block | overwrite), numa_node.  busd writes it
+ * when it takes a topic (temporary file, fsync, rename, fsync of the dir)
+ * and reads it at start to re-create topics the table lacks (after a
+ * reboot the shared memory is gone; the library continues each partition's
+ * offsets from its log).
+ *
+ * Deleted topics: bus_topic_delete() renames a persistent topic's log dir
+ * to <data_dir>/.deleted.<topic>.<gen>.<pid>; busd removes such dirs at
+ * start and whenever it notices a deletion (its handle's bus_topic_check()
+ * fails).  If the topic's dir is still in place and is the one busd made
+ * for that generation (busd made it after the rename, or the rename
+ * failed), busd moves it away itself.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "busd.h"
+
+#define TOPIC_CONF "topic.conf"
+
+/* mkdir -p: create @path and its missing parents with @mode. */
+int busd_mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	int n = snprintf(tmp, sizeof(tmp), "%s", path);
+
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	for (char *p = tmp + 1;; p++) {
+		char c = *p;
+
+		if (c && c != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) && errno != EEXIST)
+			return -errno;
+		*p = c;
+		if (!c)
+			break;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------- topic.conf */
+
+static bool cfg_equal(const struct bus_topic_cfg_disk *a, const struct bus_topic_cfg_disk *b)
+{
+	return a->partitions == b->partitions && a->flags == b->flags &&
+	       a->ring_size == b->ring_size && a->retention_ms == b->retention_ms &&
+	       a->retention_bytes == b->retention_bytes && a->overflow == b->overflow &&
+	       a->numa_node == b->numa_node;
+}
+
+/* @c as one line, for messages. */
+static const char *cfg_str(const struct bus_topic_cfg_disk *c, char *buf, size_t len)
+{
+	snprintf(buf, len,
+		 "partitions %u, ring_size %llu, retention_ms %llu, retention_bytes %llu, "
+		 "overflow %s, numa_node %d%s",
+		 c->partitions, (unsigned long long)c->ring_size,
+		 (unsigned long long)c->retention_ms, (unsigned long long)c->retention_bytes,
+		 c->overflow == BUS_OVERFLOW_OVERWRITE ? "overwrite" : "block", c->numa_node,
+		 (c->flags & BUS_TOPIC_EPHEMERAL) ? ", ephemeral" : "");
+	return buf;
+}
+
+/* A signed decimal integer, whole string. */
+static int parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/*
+ * conf_read() - parse topic.conf at @path into @c (a persistent topic).
+ * Returns 0, -ENOENT (no file), or -EINVAL / -errno with a message
+ * `FILE:LINE: what` in @err.
+ */
+static int conf_read(const char *path, struct bus_topic_cfg_disk *c, char *err, size_t errlen)
+{
+	char line[1024];
+	unsigned lineno = 0, have = 0;
+	FILE *f = fopen(path, "re");
+
+	memset(c, 0, sizeof(*c));
+	c->numa_node = -1;
+	c->overflow = BUS_OVERFLOW_BLOCK;
+	if (!f) {
+		int e = errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		return -e;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *s = line, *eq, *key, *val, *e;
+		long long v = 0;
+		uint64_t u = 0;
+		int rc = 0;
+
+		lineno++;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		e = s + strlen(s);
+		while (e > s && (e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+			*--e = '\0';
+		if (!*s || *s == '#')
+			continue;
+		eq = strchr(s, '=');
+		if (!eq) {
+			snprintf(err, errlen, "%s:%u: expected 'key = value'", path, lineno);
+			goto bad;
+		}
+		key = s;
+		val = eq + 1;
+		for (e = eq; e > key && (e[-1] == ' ' || e[-1] == '\t'); e--)
+			;
+		*e = '\0';
+		while (*val == ' ' || *val == '\t')
+			val++;
+		if (strcmp(key, "partitions") == 0) {
+			rc = parse_int(val, 1, BUS_PARTITIONS_MAX, &v);
+			c->partitions = (uint32_t)v;
+			have |= 1;
+		} else if (strcmp(key, "ring_size") == 0) {
+			rc = busd_parse_size(val, &u);
+			if (!rc && (u < BUS_RING_MIN || u > BUS_RING_MAX || (u & (u - 1))))
+				rc = -EINVAL;
+			c->ring_size = u;
+			have |= 2;
+		} else if (strcmp(key, "retention_ms") == 0) {
+			rc = busd_parse_ms(val, &u);
+			c->retention_ms = u;
+		} else if (strcmp(key, "retention_bytes") == 0) {
+			rc = busd_parse_size(val, &u);
+			c->retention_bytes = u;
+		} else if (strcmp(key, "overflow") == 0) {
+			if (strcmp(val, "block") == 0)
+				c->overflow = BUS_OVERFLOW_BLOCK;
+			else if (strcmp(val, "overwrite") == 0)
+				c->overflow = BUS_OVERFLOW_OVERWRITE;
+			else
+				rc = -EINVAL;
+		} else if (strcmp(key, "numa_node") == 0) {
+			rc = parse_int(val, -1, 1023, &v);
+			c->numa_node = (int32_t)v;
+		} else {
+			snprintf(err, errlen, "%s:%u: unknown key '%s'", path, lineno, key);
+			goto bad;
+		}
+		if (rc) {
+			snprintf(err, errlen, "%s:%u: bad value for %s: '%s'", path, lineno, key,
+				 val);
+			goto bad;
+		}
+	}
+	fclose(f);
+	if ((have & 3) != 3) {
+		snprintf(err, errlen, "%s: %s missing", path,
+			 (have & 1) ? "ring_size" : "partitions");
+		return -EINVAL;
+	}
+	return 0;
+bad:
+	fclose(f);
+	return -EINVAL;
+}
+
+/* Write @c to @dir/topic.conf atomically and durably. */
+static int conf_write(const char *dir, const char *topic, const struct bus_topic_cfg_disk *c)
+{
+	char tmp[PATH_MAX], path[PATH_MAX], text[1024];
+	int n, fd, dfd, err = 0;
+
+	n = snprintf(text, sizeof(text),
+		     "# topic.conf of topic '%s', written by busd: it re-creates the topic\n"
+		     "# from this file when the shared memory is gone (after a reboot).\n"
+		     "partitions = %u\n"
+		     "ring_size = %llu\n"
+		     "retention_ms = %llu\n"
+		     "retention_bytes = %llu\n"
+		     "overflow = %s\n"
+		     "numa_node = %d\n",
+		     topic, c->partitions, (unsigned long long)c->ring_size,
+		     (unsigned long long)c->retention_ms, (unsigned long long)c->retention_bytes,
+		     c->overflow == BUS_OVERFLOW_OVERWRITE ? "overwrite" : "block", c->numa_node);
+	if (n < 0 || (size_t)n >= sizeof(text) ||
+	    snprintf(tmp, sizeof(tmp), "%s/." TOPIC_CONF ".%d", dir, (int)getpid()) >=
+		    (int)sizeof(tmp) ||
+	    snprintf(path, sizeof(path), "%s/" TOPIC_CONF, dir) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, (size_t)n) != n)
+		err = errno ? -errno : -EIO;
+	else if (fsync(fd))
+		err = -errno;
+	if (close(fd) && !err)
+		err = -errno;
+	if (!err && rename(tmp, path))
+		err = -errno;
+	if (err) {
+		unlink(tmp);
+		return err;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	if (fsync(dfd))
+		err = -errno;
+	close(dfd);
+	return err;
+}
+
+/* Make sure <data_dir>/<topic>/topic.conf holds @dt's live config; note
+ * which directory is the topic's. */
+static void conf_sync(struct busd *d, struct dtopic *dt)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 16], why[PATH_MAX + 128];
+	struct bus_topic_cfg_disk have;
+	struct stat st;
+	int err, rd;
+
+	if (bus_topic_dir(d->b, dt->name, dir, sizeof(dir)))
+		return;
+	err = busd_mkdir_p(dir, 0750);
+	if (!err && !dt->dir_known && stat(dir, &st) == 0) {
+		dt->dir_dev = st.st_dev;
+		dt->dir_ino = st.st_ino;
+		dt->dir_known = true;
+	}
+	snprintf(path, sizeof(path), "%s/" TOPIC_CONF, dir);
+	rd = err ? err : conf_read(path, &have, why, sizeof(why));
+	if (rd == 0 && cfg_equal(&have, &dt->cfg)) {
+		dt->conf_ok = true;
+		return;
+	}
+	if (!err)
+		err = conf_write(dir, dt->name, &dt->cfg);
+	if (err) {
+		if (err != dt->conf_err) /* once per episode */
+			busd_log(BUS_LOG_ERROR,
+				 "topic '%s': cannot write %s: %s (after a reboot the topic "
+				 "could not be re-created from it; retrying)",
+				 dt->name, path, bus_strerror(err));
+		dt->conf_err = err;
+		dt->conf_ok = false;
+		return;
+	}
+	dt->conf_err = 0;
+	dt->conf_ok = true;
+	if (rd == -ENOENT)
+		busd_log(BUS_LOG_DEBUG, "topic '%s': wrote %s", dt->name, path);
+	else
+		busd_log(BUS_LOG_INFO, "topic '%s': rewrote %s with the live config", dt->name,
+			 path);
+}
+
+/* -------------------------------------------------------- deleted logs */
+
+static unsigned rm_count;
+static int rm_err;
+
+/* nftw() callback: remove one entry, children first (FTW_DEPTH). */
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if ((flag == FTW_DP ? rmdir(path) : unlink(path)) && errno != ENOENT)
+		rm_err = -errno;
+	else if (flag != FTW_DP)
+		rm_count++;
+	return 0;
+}
+
+/* Split ".deleted.<topic>.<gen>.<pid>" into @topic and @gen. */
+static bool deleted_name(const char *name, char *topic, size_t len, uint32_t *gen)
+{
+	const char *s = name + strlen(BUS_DELETED_PREFIX);
+	const char *pid_dot = strrchr(s, '.'), *gen_dot;
+	long long g;
+	size_t n;
+
+	if (!pid_dot || pid_dot == s)
+		return false;
+	for (gen_dot = pid_dot - 1; gen_dot > s && *gen_dot != '.'; gen_dot--)
+		;
+	if (gen_dot <= s)
+		return false;
+	n = (size_t)(gen_dot - s);
+	if (n >= len)
+		return false;
+	memcpy(topic, s, n);
+	topic[n] = '\0';
+	{
+		char gbuf[16];
+		size_t gl = (size_t)(pid_dot - gen_dot - 1);
+		if (gl == 0 || gl >= sizeof(gbuf))
+			return false;
+		memcpy(gbuf, gen_dot + 1, gl);
+		gbuf[gl] = '\0';
+		if (parse_int(gbuf, 0, 0xffffff, &g))
+			return false;
+	}
+	*gen = (uint32_t)g;
+	return true;
+}
+
+/* Remove the .deleted.* dirs of the data dir, but those of a generation
+ * busd still holds. */
+void topics_sweep_deleted(struct busd *d)
+{
+	const char *data = bus_data_dir(d->b);
+	DIR *dir = opendir(data);
+	struct dirent *de;
+
+	if (!dir)
+		return;
+	while ((de = readdir(dir)) != NULL) {
+		char path[PATH_MAX], topic[BUS_NAME_MAX + 1];
+		uint32_t gen = 0;
+		bool held = false;
+
+		if (strncmp(de->d_name, BUS_DELETED_PREFIX, strlen(BUS_DELETED_PREFIX)) != 0)
+			continue;
+		/* The logs of a generation busd still holds (it has not yet
+		 * noticed the deletion) go once it has closed them. */
+		if (deleted_name(de->d_name, topic, sizeof(topic), &gen))
+			for (uint32_t i = 0; i < d->ntopics && !held; i++)
+				held = d->topics[i]->t && d->topics[i]->gen == gen &&
+				       strcmp(d->topics[i]->name, topic) == 0;
+		if (held)
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", data, de->d_name) >= (int)sizeof(path))
+			continue;
+		rm_count = 0;
+		rm_err = 0;
+		if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) || rm_err)
+			busd_log(BUS_LOG_WARN, "cannot remove %s (logs of a deleted topic): %s",
+				 path, bus_strerror(rm_err ? rm_err : -errno));
+		else
+			busd_log(BUS_LOG_INFO,
+				 "removed %s: the logs of deleted topic '%s' (%u files)", path,
+				 topic, rm_count);
+	}
+	closedir(dir);
+}
+
+/* @dt was deleted: if its log dir is still in place and is the one busd
+ * made for it, move it away as bus_topic_delete() would have. */
+static void retire_stray(struct busd *d, struct dtopic *dt)
+{
+	char dir[PATH_MAX], to[PATH_MAX];
+	struct stat st;
+
+	if (!dt->dir_known || bus_topic_dir(d->b, dt->name, dir, sizeof(dir)) ||
+	    stat(dir, &st) || st.st_dev != dt->dir_dev || st.st_ino != dt->dir_ino)
+		return;
+	if (snprintf(to, sizeof(to), "%s/" BUS_DELETED_PREFIX "%s.%u.%d", bus_data_dir(d->b),
+		     dt->name, dt->gen, (int)d->pid) >= (int)sizeof(to))
+		return;
+	if (rename(dir, to))
+		busd_log(BUS_LOG_WARN, "topic '%s' was deleted, but its logs in %s stay: %s",
+			 dt->name, dir, strerror(errno));
+}
+
+/* ------------------------------------------------------------ registry */
+
+/* Fingerprint of every slot's state word.  Relaxed: it is a hint that
+ * something changed; the scan itself reads the table with acquire. */
+static uint64_t table_signature(const struct busd *d)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++) {
+		h ^= ld_relaxed(&bus_slot(d->b, i)->state);
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+/* True when a slot state word changed since the last scan. */
+bool topics_table_changed(struct busd *d)
+{
+	return table_signature(d) != d->table_sig;
+}
+
+/* The topic busd holds under @name, or NULL. */
+static struct dtopic *find_topic(struct busd *d, const char *name)
+{
+	for (uint32_t i = 0; i < d->ntopics; i++)
+		if (strcmp(d->topics[i]->name, name) == 0)
+			return d->topics[i];
+	return NULL;
+}
+
+/* Set up the partitions of @dt, whose handle was just opened, and become
+ * their spiller: at once, before anything slow (topic.conf is fsync'ed),
+ * since a producer of a new topic that fills its ring before busd takes
+ * it gets -BUS_ENODAEMON. */
+static int topic_setup(struct busd *d, struct dtopic *dt)
+{
+	dt->gen = dt->t->gen;
+	dt->cfg = dt->t->cfg;
+	dt->parts = calloc(dt->cfg.partitions, sizeof(*dt->parts));
+	if (!dt->parts)
+		return -ENOMEM;
+	for (uint32_t p = 0; p < dt->cfg.partitions; p++) {
+		struct dpart *dp = &dt->parts[p];
+		char dir[PATH_MAX];
+		int err = bus_part_dir(d->b, dt->name, p, dir, sizeof(dir));
+
+		dp->dt = dt;
+		dp->idx = p;
+		dp->r = &dt->t->rings[p];
+		dp->dir = err ? NULL : strdup(dir);
+		if (!dp->dir) {
+			for (uint32_t q = 0; q < p; q++)
+				free(dt->parts[q].dir);
+			free(dt->parts);
+			dt->parts = NULL;
+			return err ? err : -ENOMEM;
+		}
+	}
+	for (uint32_t p = 0; p < dt->cfg.partitions; p++)
+		/* RS0: busd is this partition's spiller from now on: a producer
+		 * that must wait for the spill cursor waits for it instead of
+		 * failing with -BUS_ENODAEMON.  Pairs with the acquire loads of
+		 * spiller_pid in bus_ring_low_water() and wait_space(). */
+		st_release(&dt->parts[p].r->hdr->spiller_pid, d->pid);
+	busd_log(BUS_LOG_DEBUG, "topic '%s': taken %lld us after its creation", dt->name,
+		 (long long)((bus_now_ns() - dt->t->ts->created_ns) / 1000));
+	conf_sync(d, dt);
+	busd_log(BUS_LOG_INFO, "topic '%s': spilling %u partition%s to %s/%s", dt->name,
+		 dt->cfg.partitions, dt->cfg.partitions == 1 ? "" : "s", bus_data_dir(d->b),
+		 dt->name);
+	return 0;
+}
+
+/* Open the handle of @dt (listed as generation @gen).  Returns 0, or the
+ * error, remembered in dt->get_err so that it is logged once. */
+static int topic_open(struct busd *d, struct dtopic *dt)
+{
+	int err = bus_topic_get(d->b, dt->name, &dt->t);
+
+	if (!err && (dt->t->cfg.flags & BUS_TOPIC_EPHEMERAL)) {
+		/* Re-created as ephemeral meanwhile: not ours. */
+		bus_topic_put(dt->t);
+		dt->t = NULL;
+		err = -ENOENT;
+	}
+	if (!err) {
+		err = topic_setup(d, dt);
+		if (err) {
+			bus_topic_put(dt->t);
+			dt->t = NULL;
+		}
+	}
+	if (err && err != dt->get_err && err != -ENOENT)
+		busd_log(BUS_LOG_ERROR, "topic '%s': cannot open it: %s (retrying)", dt->name,
+			 bus_strerror(err));
+	dt->get_err = err;
+	return err;
+}
+
+/* Let go of @dt: close its writers, release its handle, and when it was
+ * deleted, remove its logs. */
+static void topic_drop(struct busd *d, uint32_t i, bool deleted)
+{
+	struct dtopic *dt = d->topics[i];
+
+	if (dt->t)
+		for (uint32_t p = 0; p < dt->cfg.partitions; p++)
+			spill_part_close(d, &dt->parts[p]);
+	if (dt->parts)
+		for (uint32_t p = 0; p < dt->cfg.partitions; p++)
+			free(dt->parts[p].dir);
+	free(dt->parts);
+	if (dt->t) {
+		bus_topic_put(dt->t);
+		if (deleted) {
+			busd_log(BUS_LOG_INFO, "topic '%s' was deleted: its logs are removed",
+				 dt->name);
+			retire_stray(d, dt);
+		}
+	}
+	d->topics[i] = d->topics[--d->ntopics];
+	free(dt);
+}
+
+struct scan {
+	struct bus_topic_info info[BUS_TOPICS_MAX];
+	uint32_t n;
+};
+
+/* bus_topic_list() callback: keep the persistent topics. */
+static int scan_one(void *ctx, const struct bus_topic_info *ti)
+{
+	struct scan *sc = ctx;
+
+	if (!(ti->config.flags & BUS_TOPIC_EPHEMERAL) && sc->n < BUS_TOPICS_MAX)
+		sc->info[sc->n++] = *ti;
+	return 0;
+}
+
+/* Bring the registry in line with the table: take new persistent topics,
+ * drop deleted ones (removing their logs). */
+uint32_t topics_scan(struct busd *d)
+{
+	static struct scan sc; /* main thread only; too large for the stack */
+	static int list_err;
+	bool dropped = false;
+	int err;
+
+	/* Before the listing: a change after it shows at the next check. */
+	d->table_sig = table_signature(d);
+	sc.n = 0;
+	err = bus_topic_list(d->b, scan_one, &sc);
+	if (err && err != list_err)
+		busd_log(BUS_LOG_ERROR, "cannot list the topics of bus '%s': %s", bus_name(d->b),
+			 bus_strerror(err));
+	list_err = err;
+	for (uint32_t i = 0; i < d->ntopics; i++)
+		d->topics[i]->seen = false;
+	for (uint32_t k = 0; k < sc.n; k++) {
+		const struct bus_topic_info *ti = &sc.info[k];
+		struct dtopic *dt = find_topic(d, ti->name);
+
+		if (dt && dt->t && dt->gen != ti->generation) {
+			/* Deleted and re-created: the old one goes first. */
+			for (uint32_t i = 0; i < d->ntopics; i++)
+				if (d->topics[i] == dt)
+					topic_drop(d, i, true);
+			dropped = true;
+			dt = NULL;
+		}
+		if (!dt) {
+			dt = calloc(1, sizeof(*dt));
+			if (!dt)
+				continue;
+			snprintf(dt->name, sizeof(dt->name), "%s", ti->name);
+			dt->gen = ti->generation;
+			d->topics[d->ntopics++] = dt;
+			(void)topic_open(d, dt);
+		} else if (!dt->t) {
+			(void)topic_open(d, dt);
+		} else if (!dt->conf_ok) {
+			conf_sync(d, dt);
+		}
+		dt->seen = true;
+	}
+	for (uint32_t i = 0; i < d->ntopics;) {
+		struct dtopic *dt = d->topics[i];
+
+		/* Deleted (a handle that no longer matches its slot), or never
+		 * opened and no longer listed. */
+		if (dt->t ? bus_topic_check(dt->t) != 0 : !dt->seen) {
+			topic_drop(d, i, true);
+			dropped = true;
+			continue;
+		}
+		i++;
+	}
+	if (dropped)
+		topics_sweep_deleted(d);
+	return d->ntopics;
+}
+
+/* Let go of every topic (busd is stopping). */
+void topics_release_all(struct busd *d)
+{
+	while (d->ntopics)
+		topic_drop(d, d->ntopics - 1, false);
+}
+
+/* ------------------------------------------------------------ recovery */
+
+/* Re-create topic @name from @c, logging the result. */
+static void recover_one(struct busd *d, const char *name, const struct bus_topic_cfg_disk *c,
+			const char *path)
+{
+	struct bus_topic_config tc;
+	char offs[512], cs[256];
+	size_t used = 0;
+	int err;
+
+	bus_cfg_from_disk(c, &tc);
+	err = bus_topic_create(d->b, name, &tc);
+	if (err) {
+		busd_log(BUS_LOG_ERROR, "cannot re-create topic '%s' from %s: %s", name, path,
+			 bus_strerror(err));
+		return;
+	}
+	offs[0] = '\0';
+	for (uint32_t p = 0; p < c->partitions; p++) {
+		struct bus_partition_info pi;
+		int n;
+
+		if (used > sizeof(offs) - 32) {
+			snprintf(offs + used, sizeof(offs) - used, ", ...");
+			break;
+		}
+		if (bus_partition_describe(d->b, name, p, &pi))
+			pi.next_offset = 0;
+		n = snprintf(offs + used, sizeof(offs) - used, "%s%llu", p ? ", " : "",
+			     (unsigned long long)pi.next_offset);
+		if (n > 0)
+			used += (size_t)n;
+	}
+	busd_log(BUS_LOG_INFO, "recovered topic '%s': %u partition%s, next offsets %s (%s)", name,
+		 c->partitions, c->partitions == 1 ? "" : "s", offs, cfg_str(c, cs, sizeof(cs)));
+}
+
+/* Start-up recovery: remove deleted topics' logs, then re-create every
+ * topic of a topic.conf that the table lacks. */
+void topics_recover(struct busd *d)
+{
+	const char *data = bus_data_dir(d->b);
+	DIR *dir;
+	struct dirent *de;
+	unsigned found = 0;
+
+	topics_sweep_deleted(d);
+	dir = opendir(data);
+	if (!dir) {
+		if (errno != ENOENT)
+			busd_log(BUS_LOG_ERROR, "cannot read the data dir %s: %s", data,
+				 strerror(errno));
+		return;
+	}
+	while ((de = readdir(dir)) != NULL) {
+		char path[PATH_MAX], why[PATH_MAX + 128], a[256], b[256];
+		struct bus_topic_cfg_disk c, live;
+		struct bus_topic_info ti;
+		int err;
+
+		if (!bus_name_valid(de->d_name))
+			continue; /* ".", "..", .busd.lock, .deleted.* */
+		if (snprintf(path, sizeof(path), "%s/%s/" TOPIC_CONF, data, de->d_name) >=
+		    (int)sizeof(path))
+			continue;
+		err = conf_read(path, &c, why, sizeof(why));
+		if (err == -ENOENT || err == -ENOTDIR)
+			continue;
+		if (err) {
+			busd_log(BUS_LOG_ERROR, "topic '%s' not recovered: %s", de->d_name, why);
+			continue;
+		}
+		found++;
+		err = bus_topic_describe(d->b, de->d_name, &ti);
+		if (err == -ENOENT) {
+			recover_one(d, de->d_name, &c, path);
+			continue;
+		}
+		if (err) {
+			busd_log(BUS_LOG_ERROR, "topic '%s' not recovered: %s", de->d_name,
+				 bus_strerror(err));
+			continue;
+		}
+		bus_cfg_to_disk(&ti.config, &live);
+		if (cfg_equal(&live, &c))
+			busd_log(BUS_LOG_DEBUG, "topic '%s': in the table already", de->d_name);
+		else
+			busd_log(BUS_LOG_WARN,
+				 "topic '%s': the live topic (%s) differs from %s (%s): keeping "
+				 "the live one",
+				 de->d_name, cfg_str(&live, a, sizeof(a)), path,
+				 cfg_str(&c, b, sizeof(b)));
+	}
+	closedir(dir);
+	busd_log(BUS_LOG_DEBUG, "recovery: %u topic.conf file%s in %s", found,
+		 found == 1 ? "" : "s", data);
+}
