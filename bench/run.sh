@@ -35,6 +35,13 @@
 #                    (bus and rings 2M), 3 reps     (bus and rings 10M)
 #   fan-out          1/2/4/8 consumers, 1M, 3 reps  4M records, 5 reps
 #   idle consumer    3 s, 3 reps                    10 s, 3 reps
+#   disk             512 MiB of 1 KiB, 3 reps       2 GiB of 1 KiB, 3 reps
+#
+# Disk: bench/spill_bench.c spills through busd, then replays from the
+# segment files after busd recovered the topic; bench/disk_ref.sh gives the
+# references (dd writing as many bytes to the same folder, cat reading the
+# segment files).  The folder is $BENCH_DATA_DIR (default $BUILD/bench-data,
+# on the repository's file system).
 #
 # "Slow kinds" are those whose round trip takes tens of µs here (every
 # blocking variant, and ZeroMQ, whose I/O thread sleeps even when the
@@ -66,7 +73,7 @@ fail() {
 }
 
 ./bench/deps.sh || fail "bench/deps.sh: missing packages (see above)"
-for p in bare_pingpong bare_ring bus_bench base_uds base_pipe; do
+for p in bare_pingpong bare_ring bus_bench base_uds base_pipe spill_bench; do
 	[ -x "$BIN/$p" ] || fail "$BIN/$p not built (run make first)"
 done
 
@@ -152,6 +159,8 @@ if [ "$MODE" = quick ]; then
 	FAN_REPS=3
 	IDLE_SECS=3
 	IDLE_REPS=3
+	DISK_BYTES=$((512 << 20))
+	DISK_REPS=3
 else
 	REPS=5
 	ROUNDS=1000000
@@ -173,10 +182,15 @@ else
 	FAN_REPS=5
 	IDLE_SECS=10
 	IDLE_REPS=3
+	DISK_BYTES=$((2 << 30))
+	DISK_REPS=3
 fi
 if [ -n "${BENCH_REPS:-}" ]; then
 	REPS=$BENCH_REPS B_REPS=$BENCH_REPS FAN_REPS=$BENCH_REPS IDLE_REPS=$BENCH_REPS
+	DISK_REPS=$BENCH_REPS
 fi
+DISK_DIR=${BENCH_DATA_DIR:-$BUILD/bench-data}
+DISK_RING=$((16 << 20))
 RING=$((4 << 20))
 PROBE_ROUNDS=20000
 PROBE_WARMUP=2000
@@ -435,6 +449,37 @@ idle_rep() { run_one idle "$1" idle "$BIN/bus_bench" idle "$IDLE_SECS"; }
 echo "run.sh: idle sleeping consumer, $IDLE_SECS s ..." >&2
 reps idle idle_rep "$IDLE_REPS" "$IDLE_REPS"
 
+# =============================================================== 5. disk
+mkdir -p "$DISK_DIR"
+disk_rep() {
+	local d=$DISK_DIR/rep$1 lb
+	rm -rf "$d"
+	run_one spill "$1" bus "$BIN/spill_bench" spill "$d" "$DISK_BYTES" 1024 "$DISK_RING"
+	lb=$(grep "^case=spill rep=$1 kind=bus " "$RAW" | sed -n 's/.* log_bytes=\([0-9]*\).*/\1/p' | tail -1)
+	run_one spill "$1" ref bash bench/disk_ref.sh dd "$d" "$lb"
+	run_one replay "$1" bus "$BIN/spill_bench" replay "$d"
+	run_one replay "$1" ref bash bench/disk_ref.sh cat "$d/spill/0"
+	rm -rf "$d"
+}
+echo "run.sh: disk: spill and replay of $((DISK_BYTES >> 20)) MiB through busd ..." >&2
+reps disk disk_rep "$DISK_REPS" "$DISK_REPS"
+rmdir "$DISK_DIR" 2>/dev/null || true
+{
+	echo "spill|spill: produce rate with busd spilling (log bytes) vs dd|bus|log_bytes_per_s|ref|bytes_per_s|hi|0.8|B"
+	echo "replay|replay from segment files (log bytes) vs cat|bus|log_bytes_per_s|ref|bytes_per_s|hi|0.8|B"
+} >>"$ROWS"
+
+# busd_cpu - median busd CPU seconds per GB spilled, with the spread.
+busd_cpu() {
+	awk '/^case=spill / && / kind=bus / { for (i = 1; i <= NF; i++) if ($i ~ /^busd_cpu_s_per_gb=/) { split($i, a, "="); v[++n] = a[2] + 0 } }
+	END {
+		if (!n) { print "no data"; exit }
+		for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+		m = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+		printf "%.2f s per GB [%.2f-%.2f], %d runs", m, v[1], v[n], n
+	}' "$RAW"
+}
+
 # ============================================================== tables
 table() {
 	awk -F'|' '
@@ -633,6 +678,9 @@ targets_md() {
 	echo "## Targets: bus against the bare limits"
 	echo
 	echo "$REPS repetitions; rtt $ROUNDS round trips after $WARMUP warm-up; tput ring $RING bytes."
+	echo "Disk: $DISK_REPS repetitions of $((DISK_BYTES >> 20)) MiB of 1 KiB values through busd into"
+	echo "$DISK_DIR ($(df -h --output=source,fstype "$BUILD" 2>/dev/null | tail -1 | tr -s ' ')), against dd writing as many"
+	echo "bytes there and cat reading the segment files."
 	echo "Ratio = bus / reference: rtt lower is better, tput higher is better."
 	echo
 	targets_md
@@ -699,7 +747,11 @@ targets_md() {
 	echo
 	echo "CPU seconds per million records and peak RSS of bus's producer and"
 	echo "consumer: the **bus** rows of the throughput tables (and the fan-out table"
-	echo "for N consumers). busd does not exist yet, so there is no daemon cost."
+	echo "for N consumers)."
+	echo
+	echo "busd, spilling (the disk rows of the targets table: $((DISK_BYTES >> 20)) MiB of 1 KiB values, a"
+	echo "16 MiB ring, fsync never): $(busd_cpu) of CPU time (user + system)"
+	echo "per GB of log written."
 	echo "Idle consumer: a BUS_WAIT_SLEEP consumer (CPU ${BENCH_CPU_B:-1}) waiting in bus_consumer_poll()"
 	echo "on an empty topic while the producer sleeps, then one record wakes it;"
 	echo "$IDLE_REPS repetitions."

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,8 +79,12 @@ pid_t tfork(int (*fn)(void *), void *arg)
 	fflush(NULL);
 	pid = fork();
 	cr_assert(pid >= 0, "fork: %s", strerror(errno));
-	if (pid == 0)
+	if (pid == 0) {
+		/* A test that fails leaves no child behind: it dies with the
+		 * test's process. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		_exit(fn(arg));
+	}
 	return pid;
 }
 

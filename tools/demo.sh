@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # demo.sh - a real run of the bus (make demo): a private bus in temporary
-# directories, one ephemeral topic with 3 partitions, two producers and a
-# live consumer running at once, then a replay from the start.
+# directories, the daemon busd spilling to disk, one persistent topic with
+# 3 small partition rings, two producers and a live consumer running at
+# once, then a replay from the start that reads what has left the rings
+# from disk, the topic's description, and a clean stop of busd.
 set -eu
 
 cd "$(dirname "$0")/.."
 BUS=${BUILD:-build}/bin/bus
-if [ ! -x "$BUS" ]; then
-	echo "demo: $BUS is not built (run make)" >&2
-	exit 1
-fi
+BUSD=${BUILD:-build}/bin/busd
+for bin in "$BUS" "$BUSD"; do
+	if [ ! -x "$bin" ]; then
+		echo "demo: $bin is not built (run make)" >&2
+		exit 1
+	fi
+done
 
-PER_PRODUCER=${DEMO_RECORDS:-5000}
+PER_PRODUCER=${DEMO_RECORDS:-10000}
 TOTAL=$((2 * PER_PRODUCER))
 
 WORK=$(mktemp -d)
@@ -50,9 +55,21 @@ quotes() {
 
 step "a private bus '$BUS_NAME' in $BUS_SHM_DIR (shared memory) and $BUS_DATA_DIR (logs)"
 
-step "create the ephemeral topic 'quotes' with 3 partitions"
-echo "\$ bus topic create quotes --partitions 3 --ephemeral"
-"$BUS" topic create quotes --partitions 3 --ephemeral
+step "start the daemon: busd spills persistent topics to $BUS_DATA_DIR"
+echo "\$ busd --foreground 2> busd.log &"
+"$BUSD" --foreground 2>"$WORK/busd.log" &
+BUSD_PID=$!
+PIDS="$PIDS $BUSD_PID"
+for _ in $(seq 100); do
+	grep -q "spilling" "$WORK/busd.log" 2>/dev/null && break
+	kill -0 "$BUSD_PID" 2>/dev/null || die "busd exited: $(cat "$WORK/busd.log")"
+	sleep 0.05
+done
+sed 's/^/    /' "$WORK/busd.log"
+
+step "create the persistent topic 'quotes': 3 partitions, rings of 64 KiB (the rest goes to disk)"
+echo "\$ bus topic create quotes --partitions 3 --ring-size 64K"
+"$BUS" topic create quotes --partitions 3 --ring-size 64K
 
 step "start a live consumer in the background: it waits for all $TOTAL records (-c $TOTAL)"
 printf '%s\n' "\$ bus consume quotes -c $TOTAL -f '%p %o %k %s\\n' > live.txt &"
@@ -87,7 +104,10 @@ live=$(wc -l <"$WORK/live.txt")
 echo "the live consumer printed $live records; the first ones:"
 head -n 5 "$WORK/live.txt" | sed 's/^/    /'
 
-step "replay from the earliest offset to the end (-e) with a format string"
+step "the rings hold only the newest records; busd spilled everything to disk"
+"$BUS" topic describe quotes | sed -n '/PARTITION/,$p' | sed 's/^/    /'
+
+step "replay from the earliest offset to the end (-e): older records come from disk"
 printf '%s\n' "\$ bus consume quotes --from earliest -e -f 'partition %p offset %o: %k = %s\\n'"
 "$BUS" consume quotes --from earliest -e -f 'partition %p offset %o: %k = %s\n' >"$WORK/replay.txt"
 replay=$(wc -l <"$WORK/replay.txt")
@@ -106,8 +126,23 @@ step "bus topic describe quotes"
 step "bus topic list"
 "$BUS" topic list | sed 's/^/    /'
 
+step "stop busd with SIGTERM: it spills everything committed, then exits 0"
+echo "\$ kill -TERM \$busd"
+kill -TERM "$BUSD_PID"
+wait "$BUSD_PID" || die "busd did not stop cleanly"
+PIDS=${PIDS/ $BUSD_PID/}
+echo "busd's log:"
+sed 's/^/    /' "$WORK/busd.log"
+echo "the segment files of partition 0:"
+ls -l "$BUS_DATA_DIR/quotes/0" | sed 's/^/    /'
+
 step "check the counts"
-appended=$("$BUS" topic describe quotes | awk '$2 == "-" { s += $4 } END { print s + 0 }')
+appended=$("$BUS" topic describe quotes | awk '/^ *PARTITION/ { t = 1; next } t && $1 ~ /^[0-9]+$/ { s += $4 } END { print s + 0 }')
+disk_first=$("$BUS" topic describe quotes --json | grep -o '"first_offset_disk":[0-9a-z]*' | head -1)
+ring_first=$("$BUS" topic describe quotes | awk '/^ *PARTITION/ { t = 1; next } t && $1 == "0" { print $3 }')
+[ "$disk_first" = '"first_offset_disk":0' ] || die "partition 0's log does not start at 0 ($disk_first)"
+[ "$ring_first" -gt 0 ] || die "the ring still holds every record: nothing was read from disk"
+echo "partition 0: offsets from 0 on disk, from $ring_first in the ring"
 echo "produced $TOTAL, appended $appended (sum of next offsets), live $live, replay $replay"
 [ "$appended" -eq "$TOTAL" ] || die "the topic holds $appended records, expected $TOTAL"
 [ "$live" -eq "$TOTAL" ] || die "the live consumer printed $live records, expected $TOTAL"

@@ -1,0 +1,285 @@
+/* spill_bench.c - the disk path: sustained produce rate on a persistent
+ * topic while busd spills it, then the replay rate of the same records from
+ * the segment files, and busd's CPU time per GB spilled.
+ *
+ * usage: spill_bench spill DATA_DIR [BYTES [SIZE [RING]]]   (1 GiB, 1024, 16 MiB)
+ *        spill_bench replay DATA_DIR
+ *
+ * Each run starts $BUILD/bin/busd (BUSD overrides the path) on a private
+ * bus in a new shared-memory folder, with its logs in DATA_DIR, and stops
+ * it with SIGTERM at the end.
+ *   spill   DATA_DIR must not exist.  One exclusive producer appends BYTES
+ *           of SIZE-byte values to a 1-partition persistent topic with a
+ *           RING-byte ring, as fast as the spiller lets it; the time runs
+ *           until busd has written the last record out (spilled offset ==
+ *           next offset).  busd's CPU time (utime + stime from /proc) over
+ *           that span, per GB of log written.  DATA_DIR is left for the
+ *           caller's reference run (dd writing as many bytes there).
+ *   replay  DATA_DIR holds what a spill run left: busd recovers the topic
+ *           from it (the shared memory is new: as after a reboot), then a
+ *           consumer reads every record from the earliest offset, all from
+ *           the segment files (warm in the page cache, as cat finds them),
+ *           checking each value.
+ * Prints:
+ *   bus_spill bytes=.. log_bytes=.. secs=.. bytes_per_s=.. log_bytes_per_s=..
+ *             busd_cpu_s=.. busd_cpu_s_per_gb=..
+ *   bus_replay records=.. bytes=.. log_bytes=.. secs=.. bytes_per_s=.. log_bytes_per_s=..
+ * (bytes: values; log_bytes: the .log files, frames and headers, which is
+ * what dd and cat are compared with.)  busd stops with SIGTERM at the end.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bus/bus.h>
+
+#include "bench_util.h"
+
+static char shm_dir[PATH_MAX], data_dir[PATH_MAX], bus_nm[64];
+static pid_t busd = -1;
+
+static void check(int rc, const char *what)
+{
+	if (rc < 0) {
+		if (busd > 0)
+			kill(busd, SIGKILL);
+		bench_die("spill_bench: %s: %s (%d)", what, bus_strerror(rc), rc);
+	}
+}
+
+static double busd_cpu_s(void)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)busd);
+	f = fopen(path, "r");
+	if (!f || !fgets(buf, sizeof buf, f))
+		bench_die("spill_bench: %s: %s", path, strerror(errno));
+	fclose(f);
+	p = strrchr(buf, ')'); /* the command may hold spaces */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+		bench_die("spill_bench: cannot parse %s", path);
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static uint64_t log_bytes(const char *dir)
+{
+	char cmd[PATH_MAX + 64];
+	unsigned long long n = 0;
+	FILE *f;
+
+	snprintf(cmd, sizeof cmd, "cat %s/*.log 2>/dev/null | wc -c", dir);
+	f = popen(cmd, "r");
+	if (!f || fscanf(f, "%llu", &n) != 1)
+		bench_die("spill_bench: sizing %s", dir);
+	pclose(f);
+	return n;
+}
+
+static void start_busd(struct bus *b)
+{
+	const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+	char bin[PATH_MAX];
+	uint64_t deadline;
+
+	if (getenv("BUSD"))
+		snprintf(bin, sizeof bin, "%s", getenv("BUSD"));
+	else
+		snprintf(bin, sizeof bin, "%s/bin/busd", build);
+	busd = fork();
+	if (busd < 0)
+		bench_die("spill_bench: fork: %s", strerror(errno));
+	if (busd == 0) {
+		execl(bin, "busd", "--foreground", (char *)NULL);
+		fprintf(stderr, "spill_bench: %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	deadline = bench_now_ns() + 20000000000ull;
+	while (bus_daemon_pid(b) != busd) {
+		int st;
+		if (waitpid(busd, &st, WNOHANG) == busd)
+			bench_die("spill_bench: busd exited at start");
+		if (bench_now_ns() > deadline)
+			bench_die("spill_bench: busd did not start in 20 s");
+		usleep(1000);
+	}
+}
+
+static struct bus *bus_up(void)
+{
+	struct bus_opts o;
+	struct bus *b;
+
+	snprintf(shm_dir, sizeof shm_dir, "/dev/shm/bus-spill-XXXXXX");
+	if (!mkdtemp(shm_dir))
+		bench_die("spill_bench: mkdtemp: %s", strerror(errno));
+	snprintf(bus_nm, sizeof bus_nm, "spill%d", (int)getpid());
+	setenv("BUS_SHM_DIR", shm_dir, 1);
+	setenv("BUS_DATA_DIR", data_dir, 1);
+	setenv("BUS_NAME", bus_nm, 1);
+	memset(&o, 0, sizeof o);
+	o.name = bus_nm;
+	o.shm_dir = shm_dir;
+	o.data_dir = data_dir;
+	check(bus_open(&b, &o), "bus_open");
+	start_busd(b);
+	return b;
+}
+
+static void bus_down(struct bus *b)
+{
+	char cmd[PATH_MAX + 16];
+	int st;
+
+	kill(busd, SIGTERM);
+	if (waitpid(busd, &st, 0) != busd || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		bench_die("spill_bench: busd did not stop cleanly");
+	bus_close(b);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", shm_dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "spill_bench: could not remove %s\n", shm_dir);
+}
+
+static int spill(uint64_t bytes, uint64_t size, uint64_t ring)
+{
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_EXCLUSIVE };
+	struct bus_topic_config cfg;
+	struct bus_partition_info pi;
+	struct bus_producer *p;
+	struct bus *b;
+	char part_dir[PATH_MAX + 32];
+	uint64_t n = bytes / size, t0, t1, lb;
+	double cpu0, cpu1, secs;
+	uint8_t *val;
+
+	if (size < 24 || size > ring / 4)
+		bench_die("spill_bench: SIZE must be 24 .. RING/4");
+	if (mkdir(data_dir, 0700))
+		bench_die("spill_bench: mkdir %s: %s (it must not exist)", data_dir, strerror(errno));
+	b = bus_up();
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = ring;
+	check(bus_topic_create(b, "spill", &cfg), "topic create");
+	check(bus_producer_open(b, "spill", &po, &p), "producer");
+	val = malloc(size);
+	if (!val)
+		bench_die("spill_bench: out of memory");
+	bench_fill(val, size);
+
+	cpu0 = busd_cpu_s();
+	t0 = bench_now_ns();
+	for (uint64_t i = 0; i < n; i++) {
+		struct bus_record r = { .value = val, .value_len = (uint32_t)size, .timestamp = (int64_t)i + 1 };
+		bench_store_seq(val, i);
+		check(bus_produce(p, 0, &r, NULL, NULL), "produce");
+	}
+	for (;;) {
+		check(bus_partition_describe(b, "spill", 0, &pi), "describe");
+		if (pi.spilled_offset >= n)
+			break;
+		usleep(100);
+	}
+	t1 = bench_now_ns();
+	cpu1 = busd_cpu_s();
+	secs = (double)(t1 - t0) / 1e9;
+	snprintf(part_dir, sizeof part_dir, "%s/spill/0", data_dir);
+	lb = log_bytes(part_dir);
+	printf("bus_spill bytes=%" PRIu64 " log_bytes=%" PRIu64 " secs=%.4f bytes_per_s=%.0f "
+	       "log_bytes_per_s=%.0f busd_cpu_s=%.3f busd_cpu_s_per_gb=%.3f\n",
+	       n * size, lb, secs, (double)(n * size) / secs, (double)lb / secs, cpu1 - cpu0,
+	       (cpu1 - cpu0) / ((double)lb / 1e9));
+	bus_producer_close(p);
+	free(val);
+	bus_down(b);
+	return 0;
+}
+
+static int replay(void)
+{
+	struct bus_consumer_opts co = { .partition = 0, .wait = BUS_WAIT_SPIN,
+					.start = BUS_SEEK_EARLIEST };
+	struct bus_topic_info ti;
+	struct bus_partition_info pi;
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	struct bus *b = bus_up();
+	char part_dir[PATH_MAX + 32];
+	uint64_t n, got = 0, vbytes = 0, t0, t1, lb;
+	uint64_t deadline = bench_now_ns() + 20000000000ull;
+	double secs;
+
+	/* busd re-creates the topic from its log (the shared memory is new). */
+	while (bus_topic_describe(b, "spill", &ti) != 0) {
+		if (bench_now_ns() > deadline)
+			bench_die("spill_bench: busd did not recover the topic from %s", data_dir);
+		usleep(1000);
+	}
+	check(bus_partition_describe(b, "spill", 0, &pi), "describe");
+	n = pi.next_offset;
+	if (!n || pi.disk_first_offset != 0)
+		bench_die("spill_bench: %s holds no log from offset 0", data_dir);
+	snprintf(part_dir, sizeof part_dir, "%s/spill/0", data_dir);
+	lb = log_bytes(part_dir);
+	check(bus_consumer_open(b, "spill", &co, &c), "consumer");
+	t0 = bench_now_ns();
+	while (got < n) {
+		int k = bus_consumer_poll(c, v, 64, 1000000000ll);
+		check(k, "poll");
+		if (k == 0)
+			bench_die("spill_bench: replay stalled at %" PRIu64 " of %" PRIu64, got, n);
+		for (int i = 0; i < k; i++) {
+			if (v[i].offset != got || bench_load_seq(v[i].value) != got)
+				bench_die("spill_bench: replay: record %" PRIu64 " is wrong", got);
+			vbytes += v[i].value_len;
+			got++;
+		}
+	}
+	t1 = bench_now_ns();
+	secs = (double)(t1 - t0) / 1e9;
+	printf("bus_replay records=%" PRIu64 " bytes=%" PRIu64 " log_bytes=%" PRIu64
+	       " secs=%.4f bytes_per_s=%.0f log_bytes_per_s=%.0f\n",
+	       got, vbytes, lb, secs, (double)vbytes / secs, (double)lb / secs);
+	bus_consumer_close(c);
+	bus_down(b);
+	return 0;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: spill_bench spill DATA_DIR [BYTES [SIZE [RING]]]\n"
+			"       spill_bench replay DATA_DIR\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t bytes = 1ull << 30, size = 1024, ring = 16u << 20;
+
+	if (argc < 3)
+		usage();
+	snprintf(data_dir, sizeof data_dir, "%s", argv[2]);
+	if (strcmp(argv[1], "replay") == 0) {
+		if (argc != 3)
+			usage();
+		return replay();
+	}
+	if (strcmp(argv[1], "spill") != 0 || argc > 6)
+		usage();
+	if (argc > 3)
+		bytes = bench_parse_u64(argv[3], "BYTES");
+	if (argc > 4)
+		size = bench_parse_u64(argv[4], "SIZE");
+	if (argc > 5)
+		ring = bench_parse_u64(argv[5], "RING");
+	return spill(bytes, size, ring);
+}

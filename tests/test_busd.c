@@ -1,0 +1,802 @@
+/* test_busd.c - busd end to end: spill, replay across the ring/disk seam,
+ * crash recovery, torn tails, retention, seeks on disk, full disk, stuck
+ * claims, single instance and signals.  Each test runs its own busd
+ * (build/bin/busd --foreground) on a private bus and data dir. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "segment.h"
+#include "util.h"
+
+static struct tenv e;
+static struct bus *tb;
+static pid_t busd = -1;
+static char busd_log[300], busd_conf[300];
+
+static void setup(void)
+{
+	tenv_init(&e);
+	tb = tenv_bus(&e);
+	snprintf(busd_log, sizeof busd_log, "%s.busd.log", e.data_dir);
+	snprintf(busd_conf, sizeof busd_conf, "%s.busd.conf", e.data_dir);
+	busd = -1;
+}
+
+static void teardown(void)
+{
+	char mnt[300];
+
+	snprintf(mnt, sizeof mnt, "%s/small", e.data_dir);
+	if (busd > 0) {
+		int st;
+		kill(busd, SIGKILL);
+		twait_status(busd, 5000, &st);
+		busd = -1;
+	}
+	bus_close(tb);
+	tb = NULL;
+	umount2(mnt, MNT_DETACH); /* the full-disk test's, if it failed */
+	if (getenv("BUS_TEST_KEEP_LOG") == NULL)
+		unlink(busd_log);
+	unlink(busd_conf);
+	tenv_fini(&e);
+}
+
+TestSuite(busd, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ----------------------------------------------------------- helpers */
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+static void write_conf(const char *text)
+{
+	FILE *f = fopen(busd_conf, "w");
+	cr_assert(f, "config: %s", strerror(errno));
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Start busd with the config file when one was written.  Returns its pid;
+ * waits (deadline 20 s) until it has published itself. */
+static pid_t busd_spawn(void)
+{
+	char bin[256];
+	const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+	pid_t pid;
+
+	snprintf(bin, sizeof bin, "%s/bin/busd", build);
+	cr_assert(access(bin, X_OK) == 0, "%s: %s", bin, strerror(errno));
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int fd = open(busd_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* kept across exec */
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+		if (access(busd_conf, R_OK) == 0)
+			execl(bin, "busd", "--foreground", "--config", busd_conf, (char *)NULL);
+		else
+			execl(bin, "busd", "--foreground", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+static void busd_start(void)
+{
+	int64_t deadline = tnow_ms() + 20000;
+	int st;
+
+	busd = busd_spawn();
+	while (bus_daemon_pid(tb) != busd) {
+		cr_assert(waitpid(busd, &st, WNOHANG) == 0, "busd exited at start (status %d); see %s", st,
+			  busd_log);
+		cr_assert(tnow_ms() < deadline, "busd did not publish itself in 20 s");
+		sleep_ms(2);
+	}
+}
+
+/* Send @sig and wait for the exit; returns the exit status (-1: killed). */
+static int busd_stop(int sig)
+{
+	int st = 0;
+
+	cr_assert(busd > 0);
+	kill(busd, sig);
+	cr_assert(twait_status(busd, 30000, &st) == 0, "busd did not exit within 30 s of signal %d", sig);
+	busd = -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static bool log_has(const char *needle)
+{
+	char buf[1 << 16];
+	size_t n;
+	FILE *f = fopen(busd_log, "r");
+	bool found = false;
+
+	if (!f)
+		return false;
+	while (!found && (n = fread(buf, 1, sizeof buf - 1, f)) > 0) {
+		buf[n] = 0;
+		found = strstr(buf, needle) != NULL;
+		if (!found && n == sizeof buf - 1)
+			fseek(f, -(long)strlen(needle), SEEK_CUR);
+	}
+	fclose(f);
+	return found;
+}
+
+static void wait_log(const char *needle, int ms)
+{
+	int64_t deadline = tnow_ms() + ms;
+
+	while (!log_has(needle)) {
+		cr_assert(tnow_ms() < deadline, "busd never logged \"%s\" (see %s)", needle, busd_log);
+		sleep_ms(5);
+	}
+}
+
+static void mk_topic(const char *name, uint32_t parts, uint64_t ring, uint64_t ret_ms,
+		     uint64_t ret_bytes)
+{
+	struct bus_topic_config cfg;
+	int err;
+
+	bus_topic_config_init(&cfg);
+	cfg.partitions = parts;
+	cfg.ring_size = ring;
+	cfg.retention_ms = ret_ms;
+	cfg.retention_bytes = ret_bytes;
+	err = bus_topic_create(tb, name, &cfg);
+	cr_assert_eq(err, 0, "create %s: %s", name, bus_strerror(err));
+}
+
+static struct bus_partition_info pinfo(const char *topic, uint32_t p)
+{
+	struct bus_partition_info pi;
+	int err = bus_partition_describe(tb, topic, p, &pi);
+
+	cr_assert_eq(err, 0, "describe %s/%u: %s", topic, p, bus_strerror(err));
+	return pi;
+}
+
+/* Wait until busd has spilled everything produced to @topic. */
+static void wait_spilled(const char *topic, uint32_t parts)
+{
+	int64_t deadline = tnow_ms() + 60000;
+
+	for (uint32_t p = 0; p < parts; p++) {
+		for (;;) {
+			struct bus_partition_info pi = pinfo(topic, p);
+			if (pi.spilled_offset == pi.next_offset)
+				break;
+			cr_assert(tnow_ms() < deadline, "partition %u: spilled %" PRIu64 " of %" PRIu64, p,
+				  pi.spilled_offset, pi.next_offset);
+			sleep_ms(2);
+		}
+	}
+}
+
+/* Payloads: [producer u32][seq u64][sum u64][filler], checked on read. */
+#define HDRB 20u
+
+static void fill(uint8_t *v, uint32_t len, uint32_t prod, uint64_t seq)
+{
+	uint64_t sum;
+
+	memcpy(v, &prod, 4);
+	memcpy(v + 4, &seq, 8);
+	for (uint32_t i = HDRB; i < len; i++)
+		v[i] = (uint8_t)(seq * 31 + i + prod);
+	sum = tsum(v + HDRB, len - HDRB);
+	memcpy(v + 12, &sum, 8);
+}
+
+static bool check(const uint8_t *v, uint32_t len, uint32_t *prod, uint64_t *seq)
+{
+	uint64_t sum;
+
+	if (len < HDRB)
+		return false;
+	memcpy(prod, v, 4);
+	memcpy(seq, v + 4, 8);
+	memcpy(&sum, v + 12, 8);
+	return sum == tsum(v + HDRB, len - HDRB);
+}
+
+/* Produce @n records of @len bytes as producer @prod; @ts0 > 0 gives record
+ * i the timestamp ts0 + i * step.  Retries while busd is away. */
+static int produce_n(const char *topic, uint32_t prod, uint64_t first, uint64_t n, uint32_t len,
+		     int64_t ts0, int64_t step)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = 50 * 1000000ll };
+	struct bus_producer *p;
+	uint8_t *v = malloc(len);
+	int64_t deadline = tnow_ms() + 60000;
+	int err = bus_producer_open(tb, topic, &po, &p);
+
+	if (err || !v)
+		return 1;
+	for (uint64_t i = first; i < first + n; i++) {
+		struct bus_record r = { .value = v, .value_len = len };
+		fill(v, len, prod, i);
+		if (ts0)
+			r.timestamp = ts0 + (int64_t)i * step;
+		while ((err = bus_produce(p, BUS_PARTITION_ANY, &r, NULL, NULL)) == -BUS_ENODAEMON ||
+		       err == -ETIMEDOUT) {
+			if (tnow_ms() > deadline)
+				break; /* busd never came back: report it */
+			sleep_ms(1);
+		}
+		if (err) {
+			fprintf(stderr, "produce %" PRIu64 ": %s\n", i, bus_strerror(err));
+			return 1;
+		}
+	}
+	bus_producer_close(p);
+	free(v);
+	return 0;
+}
+
+/* Consume @want records of @topic (from @prods producers, each numbering
+ * its records 0, 1, ...) from the earliest: every record exactly once,
+ * intact, offsets dense per partition (but for @lost_ok records reported
+ * lost), each producer's records in order within a partition. */
+static void consume_all(const char *topic, uint32_t parts, uint32_t prods, uint64_t want,
+			uint64_t lost_ok)
+{
+	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY, .start = BUS_SEEK_EARLIEST };
+	struct bus_consumer *c;
+	struct bus_msg m[64];
+	size_t buflen = 1 << 20;
+	uint8_t *buf = malloc(buflen);
+	uint64_t *next_off = calloc(parts, 8), records = 0, lost = 0;
+	int64_t *last = malloc(sizeof(int64_t) * prods * parts);
+	uint8_t *seen = calloc(prods, want + 1);
+	int64_t deadline = tnow_ms() + 60000;
+	int err = bus_consumer_open(tb, topic, &co, &c);
+
+	cr_assert(buf && next_off && last && seen);
+	for (uint32_t i = 0; i < prods * parts; i++)
+		last[i] = -1;
+	cr_assert_eq(err, 0, "consumer: %s", bus_strerror(err));
+	for (uint32_t p = 0; p < parts; p++)
+		cr_assert_eq(bus_consumer_position(c, p, &next_off[p]), 0);
+	/* The copying read: a reader that does not gate the producers may be
+	 * overwritten in the ring (it then goes on from disk), and only what
+	 * bus_consumer_read() returns is known whole. */
+	while (records < want) {
+		int n = bus_consumer_read(c, m, 64, buf, buflen, 100 * 1000000ll);
+		cr_assert(n >= 0, "read: %s", bus_strerror(n));
+		if (tnow_ms() >= deadline) {
+			for (uint32_t p = 0; p < parts; p++) {
+				struct bus_partition_info pi = pinfo(topic, p);
+				uint64_t pos = 0;
+				bus_consumer_position(c, p, &pos);
+				fprintf(stderr, "partition %u: position %" PRIu64 ", expected next %" PRIu64
+					", ring first %" PRIu64 " next %" PRIu64 " spilled %" PRIu64
+					", disk %" PRIu64 "..%" PRIu64 "\n",
+					p, pos, next_off[p], pi.first_offset, pi.next_offset,
+					pi.spilled_offset, pi.disk_first_offset, pi.disk_next_offset);
+			}
+		}
+		cr_assert(tnow_ms() < deadline, "only %" PRIu64 " of %" PRIu64 " records", records, want);
+		for (int i = 0; i < n; i++) {
+			uint32_t prod, part = m[i].partition;
+			uint64_t seq;
+			cr_assert(check(m[i].value, m[i].value_len, &prod, &seq),
+				  "record at %u/%" PRIu64 " damaged", part, m[i].offset);
+			cr_assert(prod < prods && seq <= want, "bad record %u/%" PRIu64, prod, seq);
+			cr_assert_eq(m[i].offset, next_off[part] + m[i].lost_before,
+				     "partition %u: offset %" PRIu64 " after %" PRIu64 " (lost %" PRIu64 ")",
+				     part, m[i].offset, next_off[part], m[i].lost_before);
+			cr_assert_gt((int64_t)seq, last[prod * parts + part],
+				     "producer %u, partition %u: %" PRIu64 " after %" PRId64, prod, part, seq,
+				     last[prod * parts + part]);
+			cr_assert(!seen[(uint64_t)prod * (want + 1) + seq], "duplicate %u/%" PRIu64, prod, seq);
+			seen[(uint64_t)prod * (want + 1) + seq] = 1;
+			last[prod * parts + part] = (int64_t)seq;
+			next_off[part] = m[i].offset + 1;
+			lost += m[i].lost_before;
+			records++;
+		}
+	}
+	cr_assert_leq(lost, lost_ok, "%" PRIu64 " records lost", lost);
+	cr_assert_eq(bus_consumer_read(c, m, 64, buf, buflen, 0), 0, "more records than produced");
+	bus_consumer_close(c);
+	free(buf);
+	free(next_off);
+	free(last);
+	free(seen);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return ftw->level ? remove(path) : 0;
+}
+
+/* A reboot: the shared memory is gone, the data dir stays. */
+static void reboot(void)
+{
+	bus_close(tb);
+	tb = NULL;
+	nftw(e.shm_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	tb = tenv_bus(&e);
+}
+
+/* The newest .log of @topic's partition @p. */
+static void seg_path(const char *topic, uint32_t p, char *buf, size_t len)
+{
+	char cmd[700];
+	FILE *f;
+
+	snprintf(cmd, sizeof cmd, "ls %s/%s/%u/*.log | tail -1", e.data_dir, topic, p);
+	f = popen(cmd, "r");
+	cr_assert(f);
+	cr_assert(fgets(buf, (int)len, f), "no segment in %s/%u", topic, p);
+	pclose(f);
+	buf[strcspn(buf, "\n")] = 0;
+}
+
+/* ------------------------------------------------------------- tests */
+
+Test(busd, replay_crosses_the_seam_without_gap_or_duplicate)
+{
+	const uint64_t n = 50 * 1024 * 1024 / 1000; /* 50 MiB of 1000 B values */
+
+	busd_start();
+	mk_topic("seam", 1, 1 << 20, 0, 0);
+	cr_assert_eq(produce_n("seam", 0, 0, n, 1000, 0, 0), 0);
+	/* The ring holds only the last MiB: the rest must come from disk. */
+	cr_assert_gt(pinfo("seam", 0).first_offset, n / 2);
+	consume_all("seam", 1, 1, n, 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+static int produce_child(void *arg)
+{
+	const uint64_t *n = arg;
+	return produce_n("seam", 0, 0, *n, 1000, 0, 0);
+}
+
+Test(busd, replay_while_the_producer_produces)
+{
+	uint64_t n = 50 * 1024 * 1024 / 1000;
+	int64_t deadline = tnow_ms() + 60000;
+	pid_t pid;
+
+	busd_start();
+	mk_topic("seam", 1, 1 << 20, 0, 0);
+	pid = tfork(produce_child, &n);
+	/* Start reading once a few rings' worth is on disk. */
+	while (pinfo("seam", 0).spilled_offset < 5000) {
+		cr_assert(tnow_ms() < deadline);
+		sleep_ms(1);
+	}
+	consume_all("seam", 1, 1, n, 0);
+	cr_assert_eq(twait(pid, 60000), 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+struct crash_arg {
+	uint32_t prod;
+	uint64_t n;
+};
+
+static int crash_child(void *arg)
+{
+	struct crash_arg *a = arg;
+	return produce_n("crash", a->prod, 0, a->n, 200, 0, 0);
+}
+
+Test(busd, sigkill_and_reboot_lose_nothing_and_offsets_continue)
+{
+	struct crash_arg a[2] = { { 0, 30000 }, { 1, 30000 } };
+	uint64_t next[2];
+	int64_t deadline = tnow_ms() + 60000;
+	pid_t kids[2];
+
+	busd_start();
+	mk_topic("crash", 2, 256 * 1024, 0, 0);
+	for (int i = 0; i < 2; i++)
+		kids[i] = tfork(crash_child, &a[i]);
+	while (pinfo("crash", 0).spilled_offset + pinfo("crash", 1).spilled_offset < 10000) {
+		cr_assert(tnow_ms() < deadline);
+		sleep_ms(1);
+	}
+	cr_assert_eq(busd_stop(SIGKILL), -1);
+	busd_start(); /* adopts the live shared memory */
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(twait(kids[i], 60000), 0, "producer %d failed", i);
+	wait_spilled("crash", 2);
+	consume_all("crash", 2, 2, 60000, 0);
+	for (uint32_t p = 0; p < 2; p++)
+		next[p] = pinfo("crash", p).next_offset;
+	cr_assert_eq(next[0] + next[1], 60000);
+
+	/* Reboot: the shared memory goes, the logs stay. */
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	reboot();
+	busd_start();
+	for (uint32_t p = 0; p < 2; p++) {
+		struct bus_partition_info pi = pinfo("crash", p);
+		cr_assert_eq(pi.next_offset, next[p], "partition %u: next %" PRIu64 " after the reboot, was %" PRIu64,
+			     p, pi.next_offset, next[p]);
+		cr_assert_eq(pi.disk_first_offset, 0);
+	}
+	consume_all("crash", 2, 2, 60000, 0);
+	/* Offsets go on from there. */
+	{
+		struct bus_producer *pr;
+		uint64_t off;
+		uint32_t part;
+		struct bus_record r = { .value = "x", .value_len = 1 };
+		cr_assert_eq(bus_producer_open(tb, "crash", NULL, &pr), 0);
+		cr_assert_eq(bus_produce(pr, 1, &r, &part, &off), 0);
+		cr_assert_eq(off, next[1]);
+		bus_producer_close(pr);
+	}
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+static void torn_case(bool garbage)
+{
+	char path[600];
+	struct stat st;
+	int fd;
+
+	write_conf("log_level = debug\n");
+	busd_start();
+	mk_topic("torn", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("torn", 0, 0, 1000, 100, 0, 0), 0);
+	wait_spilled("torn", 1);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	reboot();
+	seg_path("torn", 0, path, sizeof path);
+	cr_assert_eq(stat(path, &st), 0);
+	if (garbage) {
+		uint8_t junk[16];
+		memset(junk, 0xab, sizeof junk);
+		fd = open(path, O_WRONLY);
+		cr_assert(fd >= 0);
+		cr_assert_eq(pwrite(fd, junk, sizeof junk, st.st_size - (off_t)sizeof junk), (ssize_t)sizeof junk);
+		close(fd);
+	} else {
+		cr_assert_eq(truncate(path, st.st_size - 10), 0);
+	}
+	busd_start();
+	wait_log("torn tail", 10000);
+	cr_assert_eq(pinfo("torn", 0).next_offset, 999, "the last, cut record is gone, no other");
+	consume_all("torn", 1, 1, 999, 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+Test(busd, a_cut_tail_is_truncated_to_the_last_whole_frame)
+{
+	torn_case(false);
+}
+
+Test(busd, a_garbage_tail_is_truncated_to_the_last_whole_frame)
+{
+	torn_case(true);
+}
+
+Test(busd, retention_by_bytes_deletes_the_oldest_segments_and_reports_out_of_range)
+{
+	struct bus_consumer_opts co = { .partition = 0, .start = BUS_SEEK_EARLIEST };
+	struct bus_consumer *c;
+	struct bus_view v[16];
+	int64_t deadline = tnow_ms() + 60000;
+	struct bus_partition_info pi;
+	int n;
+
+	write_conf("segment_bytes = 64K\nretention_check_ms = 20\n");
+	busd_start();
+	mk_topic("ret", 1, 64 * 1024, 0, 256 * 1024);
+	cr_assert_eq(produce_n("ret", 0, 0, 4000, 1000, 0, 0), 0); /* ~4 MiB */
+	wait_spilled("ret", 1);
+	for (;;) {
+		pi = pinfo("ret", 0);
+		if (pi.disk_first_offset > 0 && pi.disk_bytes < 512 * 1024)
+			break;
+		cr_assert(tnow_ms() < deadline, "retention never ran: first on disk %" PRIu64 ", %" PRIu64 " bytes",
+			  pi.disk_first_offset, pi.disk_bytes);
+		sleep_ms(5);
+	}
+	cr_assert_eq(pi.next_offset, 4000);
+	cr_assert_geq(pi.disk_segments, 1);
+	/* Before the earliest: out of range. */
+	cr_assert_eq(bus_consumer_open(tb, "ret", &co, &c), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 0), -ERANGE);
+	/* Earliest is the first record left on disk. */
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_EARLIEST, 0), 0);
+	n = bus_consumer_poll(c, v, 1, 1000000000ll);
+	cr_assert_eq(n, 1);
+	cr_assert_geq(v[0].offset, pi.disk_first_offset);
+	cr_assert_lt(v[0].offset, pi.first_offset, "read from disk");
+	bus_consumer_close(c);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+Test(busd, a_reader_overtaken_by_retention_is_told_or_reset)
+{
+	struct bus_consumer_opts co = { .partition = 0, .start = BUS_SEEK_EARLIEST };
+	struct bus_consumer *c, *cr;
+	struct bus_view v[4];
+	int64_t deadline = tnow_ms() + 60000;
+	uint64_t got = 0;
+	int n;
+
+	write_conf("segment_bytes = 16K\nretention_check_ms = 20\n");
+	busd_start();
+	mk_topic("ret", 1, 64 * 1024, 0, 256 * 1024);
+	cr_assert_eq(produce_n("ret", 0, 0, 300, 1000, 0, 0), 0);
+	wait_spilled("ret", 1);
+	cr_assert_eq(bus_consumer_open(tb, "ret", &co, &c), 0);
+	co.flags = BUS_CONSUMER_RESET_EARLIEST;
+	cr_assert_eq(bus_consumer_open(tb, "ret", &co, &cr), 0);
+	{
+		uint64_t first;
+		cr_assert_eq(bus_consumer_position(c, 0, &first), 0);
+		cr_assert_lt(first, pinfo("ret", 0).first_offset, "starts on disk");
+	}
+	/* Push the retention far past both readers. */
+	cr_assert_eq(produce_n("ret", 0, 300, 3000, 1000, 0, 0), 0);
+	wait_spilled("ret", 1);
+	while (pinfo("ret", 0).disk_first_offset < 2000) {
+		cr_assert(tnow_ms() < deadline, "retention never ran");
+		sleep_ms(5);
+	}
+	/* Without a reset policy the reader is told, once it gets there. */
+	for (;;) {
+		n = bus_consumer_poll(c, v, 4, 0);
+		if (n == -ERANGE)
+			break;
+		cr_assert(n >= 0, "poll: %s", bus_strerror(n));
+		cr_assert(tnow_ms() < deadline, "never out of range");
+	}
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), -ERANGE, "stays out of range until sought");
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_EARLIEST, 0), 0);
+	cr_assert_gt(bus_consumer_poll(c, v, 4, 1000000000ll), 0);
+	/* With RESET_EARLIEST it goes on, reporting the records it skipped. */
+	for (;;) {
+		n = bus_consumer_poll(cr, v, 4, 0);
+		cr_assert(n >= 0, "poll: %s", bus_strerror(n));
+		for (int i = 0; i < n; i++)
+			got += v[i].lost_before;
+		if (got)
+			break;
+		cr_assert(tnow_ms() < deadline, "never reset");
+	}
+	cr_assert_geq(v[0].offset, 2000 - 400);
+	bus_consumer_close(c);
+	bus_consumer_close(cr);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+Test(busd, retention_by_time_keeps_the_active_segment)
+{
+	int64_t deadline = tnow_ms() + 60000;
+	int64_t old = (int64_t)time(NULL) * 1000000000ll - 3600 * 1000000000ll;
+	struct bus_partition_info pi;
+
+	write_conf("segment_bytes = 64K\nretention_check_ms = 20\n");
+	busd_start();
+	mk_topic("old", 1, 64 * 1024, 1000, 0); /* keep 1 s */
+	cr_assert_eq(produce_n("old", 0, 0, 1000, 1000, old, 1000), 0); /* an hour old */
+	wait_spilled("old", 1);
+	for (;;) {
+		pi = pinfo("old", 0);
+		if (pi.disk_segments == 1)
+			break;
+		cr_assert(tnow_ms() < deadline, "%u segments left", pi.disk_segments);
+		sleep_ms(5);
+	}
+	cr_assert_gt(pi.disk_first_offset, 0);
+	cr_assert_eq(pi.next_offset, 1000);
+	cr_assert_eq(pi.disk_next_offset, 1000, "the active segment stays");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+Test(busd, seeks_by_time_and_offset_use_the_logs)
+{
+	const int64_t t0 = 1700000000000000000ll, step = 1000000; /* 1 ms apart */
+	struct bus_consumer_opts co = { .partition = 0, .start = BUS_SEEK_LATEST };
+	struct bus_consumer *c;
+	struct bus_view v[8];
+	uint32_t prod;
+	uint64_t seq;
+
+	busd_start();
+	mk_topic("ts", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("ts", 0, 0, 20000, 100, t0, step), 0);
+	wait_spilled("ts", 1);
+	cr_assert_gt(pinfo("ts", 0).first_offset, 5000, "the ring holds only the end");
+	cr_assert_eq(bus_consumer_open(tb, "ts", &co, &c), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_TIME, t0 + 1234 * step - step / 2), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 8, 1000000000ll), 8);
+	cr_assert_eq(v[0].offset, 1234);
+	cr_assert_eq(v[0].timestamp, t0 + 1234 * step);
+	cr_assert(check(v[7].value, v[7].value_len, &prod, &seq));
+	cr_assert_eq(seq, 1241);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 777), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 1000000000ll), 1);
+	cr_assert_eq(v[0].offset, 777);
+	/* Past the disk part, the ring answers. */
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_TIME, t0 + 19990 * step), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 1000000000ll), 1);
+	cr_assert_eq(v[0].offset, 19990);
+	bus_consumer_close(c);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+static int full_child(void *arg)
+{
+	(void)arg;
+	return produce_n("full", 0, 0, 8000, 1000, 0, 0);
+}
+
+Test(busd, a_full_disk_holds_producers_back_and_spilling_resumes)
+{
+	char mnt[300];
+	int64_t deadline = tnow_ms() + 60000;
+	pid_t pid;
+	uint64_t spilled;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to mount a small tmpfs");
+	snprintf(mnt, sizeof mnt, "%s/small", e.data_dir);
+	cr_assert_eq(mkdir(mnt, 0700), 0);
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0)
+		cr_skip_test("cannot mount tmpfs here: %s", strerror(errno));
+	/* busd and this process both use the small data dir. */
+	bus_close(tb);
+	e.opts.data_dir = mnt;
+	setenv("BUS_DATA_DIR", mnt, 1);
+	tb = tenv_bus(&e);
+	busd_start();
+	mk_topic("full", 1, 256 * 1024, 0, 0);
+	pid = tfork(full_child, NULL); /* 8 MiB into 2 MiB */
+	wait_log("No space left on device", 30000);
+	/* The spill cursor stops; producers are held back. */
+	spilled = pinfo("full", 0).spilled_offset;
+	cr_assert_lt(spilled, 8000);
+	cr_assert_leq(pinfo("full", 0).next_offset - spilled, 256 * 1024 / 1000 + 1);
+	/* Space returns: spilling resumes by itself. */
+	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, "size=64m"), 0, "remount: %s", strerror(errno));
+	cr_assert_eq(twait(pid, 60000), 0);
+	wait_spilled("full", 1);
+	cr_assert(tnow_ms() < deadline);
+	consume_all("full", 1, 1, 8000, 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	bus_close(tb);
+	tb = NULL;
+	umount2(mnt, MNT_DETACH);
+	e.opts.data_dir = e.data_dir;
+	setenv("BUS_DATA_DIR", e.data_dir, 1);
+	tb = tenv_bus(&e);
+}
+
+static int claim_and_die(void *arg)
+{
+	struct bus_producer *p;
+	struct bus_claim cl;
+
+	(void)arg;
+	if (bus_producer_open(tb, "stuck", NULL, &p) || bus_producer_claim(p, 0, NULL, 0, 100, &cl))
+		return 1;
+	memset(cl.value, 0x55, 50);
+	raise(SIGKILL); /* between claim and commit */
+	return 2;
+}
+
+Test(busd, busd_repairs_a_claim_left_by_a_killed_producer)
+{
+	char dir[512];
+	struct bus_seg_reader *rd;
+	struct bus_seg_record rec;
+	int st;
+	pid_t pid;
+
+	busd_start();
+	mk_topic("stuck", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("stuck", 0, 0, 5, 100, 0, 0), 0);
+	pid = tfork(claim_and_die, NULL);
+	cr_assert_eq(twait_status(pid, 10000, &st), 0);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	cr_assert_eq(produce_n("stuck", 0, 6, 5, 100, 0, 0), 0);
+	/* No consumer runs: busd alone gets past the dead claim. */
+	wait_spilled("stuck", 1);
+	cr_assert_eq(pinfo("stuck", 0).repaired, 1);
+	cr_assert_eq(pinfo("stuck", 0).next_offset, 11);
+	snprintf(dir, sizeof dir, "%s/stuck/0", e.data_dir);
+	cr_assert_eq(bus_seg_reader_open(&rd, dir), 0);
+	for (uint64_t off = 0; off < 11; off++) {
+		cr_assert_eq(bus_seg_next(rd, &rec), 1);
+		cr_assert_eq(rec.offset, off);
+		cr_assert_eq(rec.type, off == 5 ? BUS_FRAME_LOST : BUS_FRAME_DATA, "offset %" PRIu64, off);
+	}
+	bus_seg_reader_close(rd);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+Test(busd, a_second_daemon_refuses_and_names_the_first)
+{
+	char pidstr[32];
+	int st;
+	pid_t second;
+
+	busd_start();
+	second = busd_spawn();
+	cr_assert_eq(twait_status(second, 20000, &st), 0);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "second busd: status %d", st);
+	snprintf(pidstr, sizeof pidstr, "%d", (int)busd);
+	cr_assert(log_has(pidstr), "the refusal names pid %s", pidstr);
+	cr_assert_eq(bus_daemon_pid(tb), busd, "the first one runs on");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	cr_assert_eq(bus_daemon_pid(tb), 0);
+}
+
+Test(busd, sigterm_spills_everything_committed_first)
+{
+	char dir[512];
+	struct bus_seg_bounds sb;
+
+	busd_start();
+	mk_topic("term", 2, 1 << 20, 0, 0);
+	cr_assert_eq(produce_n("term", 0, 0, 6000, 200, 0, 0), 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	for (uint32_t p = 0; p < 2; p++) {
+		snprintf(dir, sizeof dir, "%s/term/%u", e.data_dir, p);
+		cr_assert_eq(bus_seg_bounds(dir, &sb), 0);
+		cr_assert_eq(sb.next, pinfo("term", p).next_offset, "partition %u", p);
+	}
+}
+
+Test(busd, sighup_reloads_the_config_and_keeps_it_when_bad)
+{
+	write_conf("log_level = info\n");
+	busd_start();
+	write_conf("log_level = debug\nretention_check_ms = 50\n");
+	kill(busd, SIGHUP);
+	wait_log("reloaded", 10000);
+	write_conf("no_such_key = 1\n");
+	kill(busd, SIGHUP);
+	wait_log("no_such_key", 10000);
+	cr_assert_eq(bus_daemon_pid(tb), busd, "a bad config does not stop it");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+Test(busd, a_bad_config_is_a_usage_error)
+{
+	int st;
+	pid_t pid;
+
+	write_conf("fsync = sometimes\n");
+	pid = busd_spawn();
+	cr_assert_eq(twait_status(pid, 20000, &st), 0);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
+	cr_assert(log_has(":1"), "the error names the line");
+}
