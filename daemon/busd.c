@@ -775,8 +775,12 @@ int main(int argc, char **argv)
 	busd_config_merge(&d.cfg, &d.cli);
 	/* Relative paths are taken from here: busd leaves the directory. */
 	env = getenv("BUS_DATA_DIR");
-	absolute(d.cfg.data_dir[0] ? d.cfg.data_dir : env ? env : "", d.cfg.data_dir,
-		 sizeof(d.cfg.data_dir));
+	{
+		/* Not in place: absolute() reads its input while it writes. */
+		char dd[sizeof(d.cfg.data_dir)];
+		absolute(d.cfg.data_dir[0] ? d.cfg.data_dir : env ? env : "", dd, sizeof(dd));
+		memcpy(d.cfg.data_dir, dd, sizeof(dd));
+	}
 	env = getenv("BUS_SHM_DIR");
 	absolute(env ? env : "", shm, sizeof(shm));
 

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include <bus/bus.h>
@@ -63,6 +64,18 @@ int busd_parse_size(const char *s, uint64_t *out);
 int busd_parse_ms(const char *s, uint64_t *out);
 int busd_parse_fsync(const char *s, enum bus_seg_fsync *mode, uint64_t *arg);
 int busd_parse_level(const char *s, uint64_t *out);
+
+/* The largest config or topic.conf file read (bytes). */
+#define BUSD_CONF_MAX (1 << 20)
+
+/*
+ * busd_fopen_small() - open @path for reading if it is a regular file of at
+ * most BUSD_CONF_MAX bytes (not a FIFO, a device or a huge file: a hostile
+ * file cannot hang or flood busd); a symbolic link only if @follow.
+ * Returns the stream, or NULL with errno set (EINVAL: not a regular file,
+ * EFBIG: too large, ELOOP: a link, or open's errno).
+ */
+FILE *busd_fopen_small(const char *path, bool follow);
 
 /* The built-in defaults. */
 void busd_config_defaults(struct busd_config *c);

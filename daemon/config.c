@@ -9,9 +9,12 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "busd.h"
 
@@ -336,13 +339,41 @@ static char *trim(char *s)
 	return s;
 }
 
+FILE *busd_fopen_small(const char *path, bool follow)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (follow ? 0 : O_NOFOLLOW));
+	FILE *f;
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st)) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > BUSD_CONF_MAX) {
+		close(fd);
+		errno = S_ISREG(st.st_mode) ? EFBIG : EINVAL;
+		return NULL;
+	}
+	f = fdopen(fd, "r");
+	if (!f) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
+	return f;
+}
+
 /* Read a config file over @c; @c is left as it was on any error. */
 int busd_config_load(struct busd_config *c, const char *path, char *err, size_t errlen)
 {
 	struct busd_config tmp = *c;
 	char line[8192], msg[512];
 	unsigned lineno = 0;
-	FILE *f = fopen(path, "re");
+	FILE *f = busd_fopen_small(path, true);
 
 	if (!f) {
 		int e = errno;

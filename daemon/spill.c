@@ -60,6 +60,8 @@
  */
 #include <string.h>
 
+#include <unistd.h>
+
 #include "busd.h"
 
 #define BACKOFF_MIN (10 * BUSD_MS)
@@ -153,8 +155,10 @@ static void writer_opts(const struct busd *d, const struct dpart *dp, uint64_t f
 }
 
 /* Stop @dp for good after a frame that does not parse (or a log that
- * does not fit the ring): one ERROR, no crash.  Its spiller_pid stays, so
- * its producers wait rather than fail, and the log says why. */
+ * does not fit the ring): one ERROR, no crash.  Its spiller_pid becomes
+ * -pid: producers that would have to wait for the spiller get
+ * -BUS_ECORRUPT (wait_space() in producer.c) instead of waiting forever,
+ * and the log says why.  A restarted busd takes the partition again. */
 static void part_stop(struct dpart *dp, const char *why)
 {
 	uint64_t w = ld_acquire(&frame_at(dp->r, dp->pos)->commit); /* for the message */
@@ -167,6 +171,8 @@ static void part_stop(struct dpart *dp, const char *why)
 		 (unsigned long long)dp->off, (unsigned long long)w,
 		 (unsigned long long)dp->pub_off);
 	dp->stopped = true;
+	/* Release: pairs with the acquire load in wait_space(). */
+	st_release(&dp->r->hdr->spiller_pid, -(int32_t)getpid());
 }
 
 /* Publish the cursor: everything below dp->pos is written out. */

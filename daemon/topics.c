@@ -99,7 +99,7 @@ static int conf_read(const char *path, struct bus_topic_cfg_disk *c, char *err, 
 {
 	char line[1024];
 	unsigned lineno = 0, have = 0;
-	FILE *f = fopen(path, "re");
+	FILE *f = busd_fopen_small(path, false);
 
 	memset(c, 0, sizeof(*c));
 	c->numa_node = -1;
@@ -497,6 +497,14 @@ static void topic_drop(struct busd *d, uint32_t i, bool deleted)
 	if (dt->t) {
 		bus_topic_put(dt->t);
 		if (deleted) {
+			/* The library's cache keeps its own reference (and the
+			 * rings mapped) until the name is looked up again: look
+			 * it up, which evicts the stale handle. */
+			struct bus_topic *fresh;
+			if (bus_topic_get(d->b, dt->name, &fresh) == 0)
+				bus_topic_put(fresh);
+		}
+		if (deleted) {
 			busd_log(BUS_LOG_INFO, "topic '%s' was deleted: its logs are removed",
 				 dt->name);
 			retire_stray(d, dt);
@@ -540,6 +548,15 @@ uint32_t topics_scan(struct busd *d)
 	list_err = err;
 	for (uint32_t i = 0; i < d->ntopics; i++)
 		d->topics[i]->seen = false;
+	/* Deleted ones first, so that their places are free for new ones. */
+	for (uint32_t i = 0; i < d->ntopics;) {
+		if (d->topics[i]->t && bus_topic_check(d->topics[i]->t) != 0) {
+			topic_drop(d, i, true);
+			dropped = true;
+			continue;
+		}
+		i++;
+	}
 	for (uint32_t k = 0; k < sc.n; k++) {
 		const struct bus_topic_info *ti = &sc.info[k];
 		struct dtopic *dt = find_topic(d, ti->name);
@@ -553,6 +570,8 @@ uint32_t topics_scan(struct busd *d)
 			dt = NULL;
 		}
 		if (!dt) {
+			if (d->ntopics >= BUS_TOPICS_MAX)
+				continue; /* at the next scan, once a place is free */
 			dt = calloc(1, sizeof(*dt));
 			if (!dt)
 				continue;

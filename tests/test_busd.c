@@ -800,3 +800,41 @@ Test(busd, a_bad_config_is_a_usage_error)
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
 	cr_assert(log_has(":1"), "the error names the line");
 }
+
+Test(busd, a_damaged_record_in_the_log_is_reported_not_skipped)
+{
+	struct bus_consumer_opts co = { .partition = 0, .start = BUS_SEEK_EARLIEST,
+					.wait = BUS_WAIT_SLEEP };
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	char path[600];
+	struct stat st;
+	int64_t deadline;
+	uint64_t got = 0;
+	int fd, n;
+
+	busd_start();
+	mk_topic("bad", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("bad", 0, 0, 2000, 100, 0, 0), 0);
+	wait_spilled("bad", 1);
+	/* Flip bytes in the middle of the active segment, under busd. */
+	seg_path("bad", 0, path, sizeof path);
+	cr_assert_eq(stat(path, &st), 0);
+	fd = open(path, O_WRONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, "\xde\xad\xbe\xef", 4, st.st_size / 2), 4);
+	close(fd);
+	cr_assert_eq(bus_consumer_open(tb, "bad", &co, &c), 0);
+	deadline = tnow_ms() + 20000;
+	for (;;) {
+		n = bus_consumer_poll(c, v, 64, 10 * 1000000ll);
+		if (n < 0)
+			break;
+		got += (uint64_t)n;
+		cr_assert(tnow_ms() < deadline, "no error after %" PRIu64 " records", got);
+	}
+	cr_assert_eq(n, -BUS_ECORRUPT, "poll: %s", bus_strerror(n));
+	cr_assert_lt(got, 2000);
+	bus_consumer_close(c);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}

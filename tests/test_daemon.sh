@@ -107,4 +107,17 @@ wait_for "the detached busd to stop" sh -c "! kill -0 $DPID"
 DPID=
 ok
 
+CHECK=data-dir-option
+BUS_NAME=daemon-test-dd "$BUSD" --foreground --data-dir "$TMP/dd" 2>"$TMP/busd.log" &
+DPID=$!
+wait_for "busd ready" logged "ready"
+BUS_NAME=daemon-test-dd "$BUS" topic create t2 --partitions 1 --ring-size 64K >/dev/null 2>"$TMP/err"
+seq 1 100 | BUS_NAME=daemon-test-dd "$BUS" produce t2
+wait_for "the log in --data-dir" sh -c "ls '$TMP'/dd/t2/0/*.log >/dev/null"
+[ ! -e "$BUS_DATA_DIR/t2" ] || fail "busd wrote to \$BUS_DATA_DIR, not to --data-dir"
+kill -TERM "$DPID"
+wait "$DPID" || fail "busd did not stop cleanly"
+DPID=
+ok
+
 echo "test_daemon: all passed"

@@ -40,6 +40,7 @@ struct bus_cpart {
 	unsigned empty_polls;
 	bool on_disk;                /* reading the log on disk (see the top) */
 	bool out_of_range;           /* the log no longer holds off (retention) */
+	bool disk_wait;              /* at the log's end, the ring not ready yet */
 	struct bus_seg_reader *disk; /* opened on first use */
 };
 
@@ -235,11 +236,12 @@ static int seek_offset(struct bus_cpart *cp, uint64_t target);
 static int disk_leave(struct bus_consumer *c, struct bus_cpart *cp)
 {
 	struct bus_ring *r = cp->r;
-	uint64_t target = cp->off, sp, so;
+	uint64_t target = cp->off, lost = cp->lost_pending, sp, so;
 	int err;
 
 	cp->on_disk = false;
 	err = seek_offset(cp, target);
+	cp->lost_pending = lost; /* LOST frames read from disk, not reported yet */
 	if (err == 0)
 		return 0;
 	cp->on_disk = true;
@@ -261,7 +263,7 @@ static int disk_leave(struct bus_consumer *c, struct bus_cpart *cp)
 		cp->pos = sp;
 		cp->off = so;
 		cp->skip_below = target;
-		cp->lost_pending = 0;
+		cp->lost_pending = lost;
 		gating_publish(cp);
 		return 0;
 	}
@@ -295,10 +297,27 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 		 * holds, so this poll's views stay valid together. */
 		rc = n == 0 ? bus_seg_next(cp->disk, &rec) : bus_seg_next_buffered(cp->disk, &rec);
 		if (rc == 0) {
+			uint64_t sp, so;
 			if (n)
 				break;
-			/* The end of what busd has written: the ring has it. */
+			/* The end of what busd has written, or a bad frame at the
+			 * end of the active segment (being written, or torn).
+			 * Once busd has published a spill offset past the
+			 * position, the log holds that record whole (it publishes
+			 * after the write-out; the CAS of the read orders it
+			 * before the re-read): still no record is corruption. */
+			bus_spill_read(cp->r->hdr, &sp, &so);
+			if (so > cp->off) {
+				rc = bus_seg_next(cp->disk, &rec);
+				if (rc == 0)
+					return -BUS_ECORRUPT;
+				if (rc > 0)
+					goto got;
+				continue; /* the error, handled below at the next turn */
+			}
+			/* The ring has it. */
 			rc = disk_leave(c, cp);
+			cp->disk_wait = rc == -EAGAIN;
 			if (rc)
 				return rc == -EAGAIN ? 0 : rc;
 			return 0; /* the caller reads the ring next */
@@ -312,6 +331,8 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 			}
 			return n ? (int)n : rc;
 		}
+got:
+		cp->disk_wait = false;
 		if (BUS_UNLIKELY(rec.offset != cp->off)) {
 			/* A gap between segments (a power loss with fsync
 			 * "never"): the offsets tell how many were lost. */
@@ -486,8 +507,13 @@ static bool any_ready(void *arg)
 	for (uint32_t i = 0; i < c->nparts; i++) {
 		struct bus_cpart *cp = &c->parts[i];
 		uint64_t w, tail;
-		if (cp->on_disk || cp->out_of_range)
+		if (cp->out_of_range || (cp->on_disk && !cp->disk_wait))
 			return true;
+		if (cp->on_disk) {
+			/* Waiting for the ring to catch up with the log: nap. */
+			c->claimed_pending = true;
+			continue;
+		}
 		w = ld_acquire(&frame_at(cp->r, cp->pos)->commit);
 		tail = ld_acquire(&cp->r->hdr->tail.pos);
 		if ((w && BUS_COMMIT_TAG(w) == (uint32_t)cp->off) || !whole(cp->r, cp->pos, horizon(cp->r)))
@@ -771,36 +797,41 @@ static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
 	return -EAGAIN;
 }
 
-/* The part of a seek that the log on disk answers: returns 0 (positioned
- * on disk), 1 (the ring answers), or an error. */
+/* The part of a seek that the log on disk answers: returns 0 (positioned,
+ * on disk or in the ring), 1 (the ring answers alone), or an error.  The
+ * ring is tried first at the target offset; the log only when the ring no
+ * longer holds it, so that producers moving the ring on between the two
+ * attempts cannot make the seek skip anything. */
 static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
 		     int64_t value)
 {
-	uint64_t rpos, roff, first, off;
+	uint64_t first, off;
 	int err;
 
-	if (whence == BUS_SEEK_LATEST)
-		return 1;
-	err = earliest(cp, &rpos, &roff);
-	if (err)
-		return err;
 	switch (whence) {
 	case BUS_SEEK_EARLIEST:
 		/* Retention may delete the earliest segment meanwhile: the next
 		 * is as good. */
 		for (int tries = 0; tries < 10; tries++) {
-			if (disk_earliest(c, cp, &first) != 0 || first >= roff)
+			if (disk_earliest(c, cp, &first) != 0)
 				return 1;
+			cp->on_disk = false;
+			if (seek_offset(cp, first) == 0)
+				return 0;
 			err = disk_seek(c, cp, first);
 			if (err != -ERANGE)
-				return err;
+				return err == -ENOENT ? 1 : err;
 		}
 		return -EAGAIN;
 	case BUS_SEEK_OFFSET:
 		if (value < 0)
 			return -ERANGE;
-		if ((uint64_t)value >= roff)
-			return 1;
+		cp->on_disk = false;
+		err = seek_offset(cp, (uint64_t)value);
+		if (err != -ERANGE)
+			return err;
+		if ((uint64_t)value > (ld_acquire(&cp->r->hdr->tail.off) & ~BUS_TAIL_EXCL))
+			return -ERANGE; /* not written yet */
 		err = disk_seek(c, cp, (uint64_t)value);
 		return err == -ENOENT ? -ERANGE : err;
 	case BUS_SEEK_TIME:
@@ -811,9 +842,18 @@ static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek
 			return 1; /* no log yet */
 		if (err)
 			return err;
-		if (off >= roff)
-			return 1; /* the ring holds it (or it is yet to come) */
+		{
+			/* The records before off are older than the time; if the
+			 * ring still holds off, its own walk finds the answer. */
+			uint64_t rpos, roff;
+			err = earliest(cp, &rpos, &roff);
+			if (err)
+				return err;
+			if (off >= roff)
+				return 1;
+		}
 		cp->on_disk = true;
+		cp->out_of_range = false;
 		cp->off = off;
 		cp->skip_below = 0;
 		cp->lost_pending = 0;

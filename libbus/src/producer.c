@@ -155,6 +155,10 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 		 * milliseconds: wait for it rather than fail. */
 		if (nodaemon && bus_daemon_pid(p->t->bus) == 0)
 			return -BUS_ENODAEMON;
+		/* busd stopped spilling this partition (a frame or a log it
+		 * cannot take: its log says which): do not wait forever. */
+		if (nodaemon && p->persistent && ld_acquire(&ps->r->hdr->spiller_pid) < 0)
+			return -BUS_ECORRUPT;
 		if (p->flags & BUS_PRODUCER_NONBLOCK)
 			return -EAGAIN;
 		if (bus_topic_check(p->t))

@@ -270,8 +270,10 @@ void bus_producer_close(struct bus_producer *p);
  * The record is visible to consumers when this returns 0.  Returns 0,
  * -EAGAIN (full and BUS_PRODUCER_NONBLOCK), -ETIMEDOUT (full past
  * block_timeout_ns), -BUS_ENODAEMON (persistent partition's spiller a ring
- * behind and no busd), -EMSGSIZE, -EINVAL, -BUS_EBUSY, -BUS_ESTALE,
- * -BUS_EREPAIRED (a stalled claim was repaired by another process).
+ * behind and no busd), -BUS_ECORRUPT (busd stopped spilling this partition:
+ * a corrupt frame or log, see its log), -EMSGSIZE, -EINVAL, -BUS_EBUSY,
+ * -BUS_ESTALE, -BUS_EREPAIRED (a stalled claim was repaired by another
+ * process).
  */
 int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_record *r,
 		uint32_t *out_partition, uint64_t *out_offset);
