@@ -454,8 +454,11 @@ mkdir -p "$DISK_DIR"
 disk_rep() {
 	local d=$DISK_DIR/rep$1 lb
 	rm -rf "$d"
+	# Each writer starts with no dirty pages of the other's to flush.
+	sync
 	run_one spill "$1" bus "$BIN/spill_bench" spill "$d" "$DISK_BYTES" 1024 "$DISK_RING"
 	lb=$(grep "^case=spill rep=$1 kind=bus " "$RAW" | sed -n 's/.* log_bytes=\([0-9]*\).*/\1/p' | tail -1)
+	sync
 	run_one spill "$1" ref bash bench/disk_ref.sh dd "$d" "$lb"
 	run_one replay "$1" bus "$BIN/spill_bench" replay "$d"
 	run_one replay "$1" ref bash bench/disk_ref.sh cat "$d/spill/0"
