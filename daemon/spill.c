@@ -192,11 +192,36 @@ static void part_publish(struct dpart *dp)
 	dp->pub_pos = dp->pos;
 }
 
+/* After a failed flush: a failed fdatasync poisons the writer (see
+ * bus_seg_flush()).  Close it; the next pass opens the log again, whose
+ * recovery checks what reached the file, and the resume (see RESUME
+ * above) writes again from the ring whatever the log lost (records the
+ * cursor passed earlier, whose pages the failed sync may have dropped,
+ * included: as LOST frames once the ring no longer holds them). */
+static void part_check_sync(struct dpart *dp, int err)
+{
+	struct bus_seg_writer_stats st;
+
+	if (!err || !dp->w)
+		return;
+	bus_seg_writer_stats(dp->w, &st);
+	if (!st.sync_failed)
+		return;
+	busd_log(BUS_LOG_ERROR,
+		 "topic '%s' partition %u: fdatasync of its log in %s failed: %s; the log is "
+		 "opened again and what it lost is written again from the ring",
+		 dp->dt->name, dp->idx, dp->dir, bus_strerror(err));
+	(void)bus_seg_writer_close(dp->w);
+	dp->w = NULL;
+	dp->appended = false;
+}
+
 /* Write out what was appended, then publish the cursor. */
 static int part_flush(struct dpart *dp, int64_t now)
 {
 	int err = bus_seg_flush(dp->w);
 
+	part_check_sync(dp, err);
 	if (err)
 		return err;
 	dp->appended = false;
@@ -608,6 +633,7 @@ static void part_idle_sync(struct busd *d, struct dpart *dp, int64_t now)
 	bus_seg_writer_stats(dp->w, &st);
 	if (st.synced_offset != st.written_offset) {
 		int err = bus_seg_flush(dp->w);
+		part_check_sync(dp, err);
 		if (err)
 			part_fail(dp, err, now, "sync its log");
 	}

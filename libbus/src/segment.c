@@ -662,6 +662,7 @@ struct bus_seg_writer {
 	uint64_t unsynced;    /* bytes written since the last sync */
 	bool failing;         /* the last write-out failed */
 	struct bus_seg_writer_stats st;
+	int sync_err; /* a failed fdatasync: every flush returns it */
 };
 
 static void wlog(const struct bus_seg_writer *w, enum bus_log_level lvl, const char *fmt, ...)
@@ -886,8 +887,13 @@ static int sync_log(struct bus_seg_writer *w, bool force)
 			return 0;
 	}
 	now = bus_mono_ns();
-	if (fdatasync(w->log_fd))
-		return -errno;
+	if (fdatasync(w->log_fd)) {
+		/* Sticky: the kernel may have dropped the pages it could not
+		 * write, and a second fdatasync would report success. */
+		w->sync_err = -errno;
+		w->st.sync_failed = 1;
+		return w->sync_err;
+	}
 	w->synced_off = w->written_off;
 	w->unsynced = 0;
 	w->last_sync_ns = now;
@@ -911,7 +917,11 @@ static void note_result(struct bus_seg_writer *w, int err)
 
 static int flush(struct bus_seg_writer *w)
 {
-	int err = write_out(w);
+	int err;
+
+	if (w->sync_err)
+		return w->sync_err;
+	err = write_out(w);
 
 	if (!err)
 		err = sync_log(w, false);

@@ -196,7 +196,8 @@ struct bus_seg_writer_stats {
 	uint64_t recovered_scanned_bytes; /* frames validated at open */
 	uint64_t recovered_dropped_bytes; /* torn tail cut at open */
 	uint32_t recovered_index_rebuilt; /* 1: indexes rebuilt from the start */
-	uint32_t reserved;
+	uint32_t sync_failed;    /* 1: an fdatasync failed; the writer is
+	                            poisoned (see bus_seg_flush()) */
 };
 
 struct bus_seg_writer;
@@ -262,9 +263,12 @@ int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t
  * of them, so the files never end in a partial frame; the rest stays
  * buffered and the next flush or append retries it.  The frames written
  * before the error count (written_offset in the stats), also when the
- * error came from an index file.  An fdatasync error (-EIO) is returned
- * as is; the kernel may have dropped the pages it could not write, which
- * no retry can tell.
+ * error came from an index file.  An fdatasync error (-EIO) poisons the
+ * writer: the kernel may have dropped the pages it could not write, and a
+ * later fdatasync would succeed without them, so every later flush
+ * returns that error (stats.sync_failed is set).  Close the writer and
+ * open the log again: its recovery checks what reached the file, and the
+ * caller writes again whatever the log no longer holds.
  *
  * Returns 0 or -errno.
  */
