@@ -348,8 +348,13 @@ struct bus_consumer;
 
 /**
  * bus_consumer_open() - a consumer on @topic, positioned at opts->start
- * (default: EARLIEST).  @opts may be NULL.  Returns 0, -ENOENT, -EINVAL,
- * -ENOSPC (no free gating slot), -BUS_ECORRUPT, -ENOMEM.
+ * (default: EARLIEST: on a persistent topic the oldest record on disk, read
+ * through busd's logs in BUS_DATA_DIR).  @opts may be NULL.  Returns 0,
+ * -ENOENT, -EINVAL (bad options, or both RESET flags), -ENOSPC (no free
+ * gating slot), -BUS_ECORRUPT, -ENOMEM, -EAGAIN (producers moved the ring
+ * on too fast: retry), or an -errno reading a log.  The consumer is
+ * single-threaded and holds, per partition read from disk, an open
+ * directory, an open segment and a read buffer (256 KiB).
  */
 int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consumer_opts *opts,
 		      struct bus_consumer **out);
