@@ -519,15 +519,19 @@ table() {
 	}
 	{
 		cs = $1; label = $2; bk = $3; bf = $4; rk = $5; rf = $6; dir = $7; tgt = $8; unit = $9
-		cnt["near"] = cnt["far"] = cnt["mixed"] = 0
+		cnt["near"] = cnt["far"] = cnt["mixed"] = cnt["all"] = 0
 		for (i = 1; i <= nrep[cs]; i++) {
 			r = reps[cs, i]
 			kb = cs SUBSEP r SUBSEP bk; kr = cs SUBSEP r SUBSEP rk
 			if (!(kb in tag) || !(kr in tag)) continue
 			t = tag[kb] == tag[kr] ? tag[kb] : "mixed"
+			# The disk cases do not depend on where the two vCPUs sit:
+			# every repetition counts.
+			if (cs == "spill" || cs == "replay") t = "all"
 			pt[i] = t; cnt[t]++
 		}
 		use = cnt["near"] >= cnt["far"] ? "near" : "far"
+		if (cnt["all"]) use = "all"
 		if (cnt[use] == 0) use = "mixed"
 		m = 0
 		for (i = 1; i <= nrep[cs]; i++) {
