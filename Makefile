@@ -115,10 +115,11 @@ $(BUS_BIN): $(TOOL_OBJ) $(STATIC_LIB)
 
 # busd links the static library: it uses libbus internals (layout, rings,
 # segments) that the shared library does not export.
-$(BUILD)/bin/busd: $(DAEMON_OBJ) $(STATIC_LIB)
+# It shares the command line's value parsers (tools/parse.c).
+$(BUILD)/bin/busd: $(DAEMON_OBJ) $(BUILD)/obj/tools/parse.o $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJ) $(STATIC_LIB) $(LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJ) $(BUILD)/obj/tools/parse.o $(STATIC_LIB) $(LIBS)
 
 $(BUILD)/tests/%: tests/%.c $(TEST_UTIL_OBJ) $(STATIC_LIB)
 	@mkdir -p $(dir $@)

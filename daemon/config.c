@@ -17,24 +17,7 @@
 #include <unistd.h>
 
 #include "busd.h"
-
-/* Leading decimal digits of @s into @out; how many (0: none), or -ERANGE. */
-static int digits(const char *s, uint64_t *out)
-{
-	uint64_t v = 0;
-	int n = 0;
-
-	while (s[n] >= '0' && s[n] <= '9') {
-		unsigned dg = (unsigned)(s[n] - '0');
-
-		if (v > (UINT64_MAX - dg) / 10)
-			return -ERANGE;
-		v = v * 10 + dg;
-		n++;
-	}
-	*out = v;
-	return n;
-}
+#include "../tools/parse.h"
 
 /* A size unit at @p: K, M, G (either case), optionally followed by B or
  * iB, or a lone B.  *mul receives the factor; returns the unit's length,
@@ -77,7 +60,7 @@ static int size_unit(const char *p, uint64_t *mul, bool strict)
 int busd_parse_size(const char *s, uint64_t *out)
 {
 	uint64_t v, mul;
-	int n = digits(s, &v);
+	int n = parse_digits(s, &v);
 
 	if (n < 0)
 		return n;
@@ -102,7 +85,7 @@ static int parse_duration(const char *s, uint64_t *out, bool need_unit)
 	};
 	uint64_t total = 0, v;
 	const char *p = s;
-	int n = digits(p, &v);
+	int n = parse_digits(p, &v);
 
 	if (n < 0)
 		return n;
@@ -115,7 +98,7 @@ static int parse_duration(const char *s, uint64_t *out, bool need_unit)
 	while (*p) {
 		size_t i, ul = 0;
 
-		n = digits(p, &v);
+		n = parse_digits(p, &v);
 		if (n < 0)
 			return n;
 		if (n == 0)
@@ -162,7 +145,7 @@ int busd_parse_fsync(const char *s, enum bus_seg_fsync *mode, uint64_t *arg)
 	}
 	/* A size carries an upper-case unit (16M, 4096B), a duration a
 	 * lower-case one (100ms, 1s, 16m): a bare number would be ambiguous. */
-	n = digits(s, &v);
+	n = parse_digits(s, &v);
 	if (n < 0)
 		return n;
 	if (n == 0 || s[n] == '\0')

@@ -10,9 +10,7 @@
 
 #include "cli.h"
 
-/* Leading decimal digits of @s into @out; returns how many were read (0:
- * none), or -ERANGE on overflow. */
-static int digits(const char *s, uint64_t *out)
+int parse_digits(const char *s, uint64_t *out)
 {
 	uint64_t v = 0;
 	int n = 0;
@@ -31,7 +29,7 @@ static int digits(const char *s, uint64_t *out)
 
 int parse_u64(const char *s, uint64_t *out)
 {
-	int n = digits(s, out);
+	int n = parse_digits(s, out);
 
 	if (n < 0)
 		return n;
@@ -42,7 +40,7 @@ int parse_size(const char *s, uint64_t *out)
 {
 	uint64_t v, mul = 1;
 	const char *p;
-	int n = digits(s, &v);
+	int n = parse_digits(s, &v);
 
 	if (n < 0)
 		return n;
@@ -99,7 +97,7 @@ int parse_duration_ms(const char *s, uint64_t *out)
 	if (*p == '\0')
 		return -EINVAL;
 	while (*p) {
-		n = digits(p, &v);
+		n = parse_digits(p, &v);
 		if (n < 0)
 			return n;
 		if (n == 0)

@@ -103,6 +103,17 @@ static int disk_open(struct bus_consumer *c, struct bus_cpart *cp)
 	return bus_seg_reader_open(&cp->disk, dir);
 }
 
+/* @cp reads from disk, where its reader stands: at offset @off. */
+static void disk_at(struct bus_cpart *cp, uint64_t off)
+{
+	cp->on_disk = true;
+	cp->out_of_range = false;
+	cp->off = off;
+	cp->skip_below = 0;
+	cp->stall_since = 0;
+	gating_publish(cp);
+}
+
 /* Read partition @cp from disk, at offset @off.  Returns 0, -ERANGE (the
  * log does not hold it), -ENOENT (no log), -errno. */
 static int disk_seek(struct bus_consumer *c, struct bus_cpart *cp, uint64_t off)
@@ -114,12 +125,7 @@ static int disk_seek(struct bus_consumer *c, struct bus_cpart *cp, uint64_t off)
 	err = bus_seg_seek_offset(cp->disk, off);
 	if (err)
 		return err;
-	cp->on_disk = true;
-	cp->out_of_range = false;
-	cp->off = off;
-	cp->skip_below = 0;
-	cp->stall_since = 0;
-	gating_publish(cp);
+	disk_at(cp, off);
 	return 0;
 }
 
@@ -852,12 +858,8 @@ static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek
 			if (off >= roff)
 				return 1;
 		}
-		cp->on_disk = true;
-		cp->out_of_range = false;
-		cp->off = off;
-		cp->skip_below = 0;
 		cp->lost_pending = 0;
-		gating_publish(cp);
+		disk_at(cp, off);
 		return 0;
 	default:
 		return 1;

@@ -1,0 +1,46 @@
+/* tools/parse.h - the value syntaxes of the command line (SIZE, DURATION,
+ * TIME) and their exact printing, shared by `bus` and `busd` (which links
+ * tools/parse.c too).  Pure functions: thread-safe. */
+#ifndef BUS_TOOLS_PARSE_H
+#define BUS_TOOLS_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+
+/* Parsers return 0, or -EINVAL (malformed) or -ERANGE (too large). */
+
+/** parse_digits() - the leading decimal digits of @s into *@out: how many
+ *  were read (0: none), or -ERANGE on overflow. */
+int parse_digits(const char *s, uint64_t *out);
+
+/** parse_u64() - decimal digits only: no sign, no spaces. */
+int parse_u64(const char *s, uint64_t *out);
+
+/** parse_size() - a byte count: N with an optional suffix K, M or G
+ *  (powers of 1024, either case, optionally followed by "B" or "iB"). */
+int parse_size(const char *s, uint64_t *out);
+
+/** parse_duration_ms() - one or more NUNIT groups, UNIT one of ms, s, m,
+ *  h, d ("90s", "1h30m"); a bare "0" is zero. */
+int parse_duration_ms(const char *s, uint64_t *out);
+
+/**
+ * parse_time_ns() - a point in time, as nanoseconds since the epoch:
+ * milliseconds since the epoch (digits only), or ISO-8601
+ * YYYY-MM-DD[(T| )hh:mm[:ss[(.|,)fraction]]][Z|(+|-)hh[[:]mm]], local time
+ * when no zone is given.
+ */
+int parse_time_ns(const char *s, int64_t *out);
+
+/** fmt_size() - @v as parse_size() reads it, exact: "4M", "1536K", "100". */
+const char *fmt_size(uint64_t v, char *buf, size_t len);
+
+/** fmt_duration() - @ms as parse_duration_ms() reads it, exact: "7d". */
+const char *fmt_duration(uint64_t ms, char *buf, size_t len);
+
+/** json_str() - @s as a JSON string literal, quotes included. */
+void json_str(FILE *f, const char *s);
+
+#endif
