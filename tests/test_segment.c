@@ -459,6 +459,43 @@ Test(segment, roll_by_size_names_segments_by_base_offset_and_reads_cross_them)
 	cr_assert(bd.disk_bytes > total);
 }
 
+/* Sealed segments are mapped, window by window (4 MiB); the records of a
+ * batch (bus_seg_next, then bus_seg_next_buffered) stay intact until the
+ * next bus_seg_next, across windows and segments; the active segment is
+ * read. */
+Test(segment, sealed_segments_are_mapped_and_batches_stay_valid_across_windows)
+{
+	struct bus_seg_opts o = { .segment_bytes = 9u << 20 };
+	enum { N = 60000, BATCH = 64 };
+	struct bus_seg_reader *r;
+	struct bus_seg_reader_stats st;
+	static struct bus_seg_record batch[BATCH];
+	uint64_t off = 0, bases[16];
+	size_t n;
+
+	write_log(&o, N);
+	n = list_logs(bases, 16);
+	cr_assert(n >= 3, "%zu segments", n);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	while (off < N) {
+		int k = 0, rc = bus_seg_next(r, &batch[0]);
+
+		cr_assert_eq(rc, 1, "next at %llu: %d", (unsigned long long)off, rc);
+		for (k = 1; k < BATCH && bus_seg_next_buffered(r, &batch[k]) == 1; k++)
+			;
+		for (int i = 0; i < k; i++)
+			cr_assert(rec_ok(&batch[i], off + (uint64_t)i), "record %llu intact",
+				  (unsigned long long)(off + (uint64_t)i));
+		off += (uint64_t)k;
+	}
+	cr_assert_eq(bus_seg_next(r, &batch[0]), 0);
+	bus_seg_reader_stats(r, &st);
+	/* Two sealed segments of 9 MiB: at least three windows each. */
+	cr_assert(st.maps >= 6, "%llu windows mapped", (unsigned long long)st.maps);
+	cr_assert(st.reads > 0, "the active segment is read");
+	bus_seg_reader_close(r);
+}
+
 Test(segment, roll_by_age_starts_a_new_segment)
 {
 	struct bus_seg_opts o = { .segment_ms = 100 };

@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +26,8 @@
 #define HDR ((uint64_t)BUS_SEG_HDR_SIZE)
 #define IO_CHUNK (256u * 1024) /* reads of a sequential reader */
 #define SEEK_CHUNK (16u * 1024) /* reads of a seek: a checkpoint's stretch */
+#define MAP_WINDOW (4u << 20)   /* mappings of a sequential reader */
+#define PREFETCH_AHEAD 4096u    /* of a sequential reader */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -225,22 +228,55 @@ static uint32_t fhdr_len(const struct bus_seg_fhdr *h)
 
 /* ------------------------------------------------- buffered file reads */
 
-/* A window over a file read with pread(2).  Pointers it hands out are valid
- * until the next io_get() on it. */
+/* A window over a file: read with pread(2) into buf, or, for a sealed
+ * segment read in sequence (map_ok), mapped (MAP_WINDOW bytes at a time).
+ * Pointers it hands out are valid until the next io_get() on it.
+ *
+ * Why map: a replay is bound by memory bandwidth.  pread copies every byte
+ * out of the page cache and the CRC then reads the copy; mapped, the CRC
+ * reads the page cache itself, once, and bus_seg_next_buffered() prefetches
+ * ahead of it (replay of 2 GiB of 1 KiB records from the page cache:
+ * 4.4-5.1 -> 6.8-8.2 GB/s, where cat reads 7.3-8.5).  Only
+ * sealed segments are mapped: they are never truncated (the writer cuts
+ * only the active segment, retention removes whole files, and an unlinked
+ * file stays mapped), so the mapping never reaches past the end of the
+ * file, which would raise SIGBUS.  An operator truncating a sealed segment
+ * by hand while a consumer reads it can still do that (as with any mapped
+ * log: LMDB, Chronicle Queue); that is not a state busd ever makes. */
 struct seg_io {
 	int fd;
 	uint8_t *buf;
 	size_t cap;
-	uint64_t wpos; /* file position of buf[0] */
-	size_t wlen;   /* valid bytes in buf */
-	uint64_t size; /* file size at the last fstat */
-	size_t chunk;  /* bytes to read at once, at least */
+	const uint8_t *win; /* the byte at wpos: in buf, or in map */
+	uint64_t wpos;      /* file position of the window */
+	size_t wlen;        /* valid bytes in the window */
+	uint64_t size;      /* file size at the last fstat */
+	size_t chunk;       /* bytes to read at once, at least */
 	uint64_t *reads, *read_bytes; /* counters, or NULL */
+	bool map_ok;        /* a sealed segment: map instead of read */
+	uint64_t *maps;     /* counter of windows mapped, or NULL */
+	uint8_t *map;       /* the mapped window, or NULL */
+	size_t map_len;
 };
 
+static void io_unmap(struct seg_io *io)
+{
+	if (io->map) {
+		munmap(io->map, io->map_len);
+		io->map = NULL;
+		io->wlen = 0;
+	}
+}
+
+/* (buf and cap are kept: the buffer is reused across files; a mapping
+ * must be gone, io_unmap().) */
 static void io_init(struct seg_io *io, int fd, uint64_t *reads, uint64_t *read_bytes)
 {
+	io->map = NULL;
+	io->map_ok = false;
+	io->maps = NULL;
 	io->fd = fd;
+	io->win = NULL;
 	io->wpos = 0;
 	io->wlen = 0;
 	io->size = 0;
@@ -269,15 +305,39 @@ static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out
 	ssize_t got;
 
 	if (pos >= io->wpos && pos + n <= io->wpos + io->wlen) {
-		*out = io->buf + (pos - io->wpos);
+		*out = io->win + (pos - io->wpos);
 		return 1;
 	}
-	if (pos + n > io->size) {
+	io_unmap(io);
+	if (pos + n > io->size || io->map_ok) {
+		/* A mapping must not pass the end of the file: re-check it. */
 		int err = io_stat(io, NULL);
 		if (err)
 			return err;
 		if (pos + n > io->size)
 			return 0;
+	}
+	if (io->map_ok && n <= MAP_WINDOW) {
+		uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+		uint64_t start = pos / pg * pg, end = start + MAP_WINDOW;
+		void *m;
+
+		if (end > io->size)
+			end = io->size;
+		m = mmap(NULL, (size_t)(end - start), PROT_READ, MAP_SHARED | MAP_POPULATE, io->fd,
+			 (off_t)start);
+		if (m != MAP_FAILED) {
+			if (io->maps)
+				(*io->maps)++;
+			io->map = m;
+			io->map_len = (size_t)(end - start);
+			io->win = io->map + (pos - start);
+			io->wpos = pos;
+			io->wlen = (size_t)(end - pos);
+			*out = io->win;
+			return 1;
+		}
+		io->map_ok = false; /* out of address space: read instead */
 	}
 	want = n > io->chunk ? n : io->chunk;
 	if (want > io->size - pos)
@@ -297,6 +357,7 @@ static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out
 	}
 	if (got < 0)
 		return (int)got;
+	io->win = io->buf;
 	io->wpos = pos;
 	io->wlen = (size_t)got;
 	if ((size_t)got < n)
@@ -1523,6 +1584,7 @@ struct bus_seg_reader {
 	struct seg_io io;
 	uint64_t pos;      /* of the next frame */
 	uint64_t next_off; /* its offset */
+	uint64_t pf;       /* prefetched up to here (bus_seg_next_buffered) */
 	struct bus_seg_reader_stats st;
 };
 
@@ -1559,6 +1621,7 @@ void bus_seg_reader_close(struct bus_seg_reader *r)
 		return;
 	if (r->io.fd >= 0)
 		close(r->io.fd);
+	io_unmap(&r->io);
 	close(r->dfd);
 	free(r->io.buf);
 	free(r->segs);
@@ -1575,6 +1638,13 @@ uint64_t bus_seg_reader_position(const struct bus_seg_reader *r)
 	return r->next_off;
 }
 
+/* Segment @base is sealed: the reader knows of a later one.  (A list
+ * older than a roll says no: the segment is then read, not mapped.) */
+static bool seg_sealed(const struct bus_seg_reader *r, uint64_t base)
+{
+	return r->nsegs && r->segs[r->nsegs - 1] > base;
+}
+
 static int relist(struct bus_seg_reader *r)
 {
 	free(r->segs);
@@ -1588,11 +1658,15 @@ static void switch_to(struct bus_seg_reader *r, uint64_t base, int fd)
 {
 	if (r->io.fd >= 0)
 		close(r->io.fd);
+	io_unmap(&r->io);
 	io_init(&r->io, fd, &r->st.reads, &r->st.read_bytes);
+	r->io.map_ok = seg_sealed(r, base);
+	r->io.maps = &r->st.maps;
 	r->cur = true;
 	r->hdr_ok = false;
 	r->base = base;
 	r->pos = HDR;
+	r->pf = 0;
 	r->next_off = base;
 	r->st.segments_opened++;
 }
@@ -1785,7 +1859,21 @@ int bus_seg_next_buffered(struct bus_seg_reader *r, struct bus_seg_record *out)
 	if (!r->cur || !r->hdr_ok || r->pos < io->wpos ||
 	    r->pos + BUS_FRAME_HDR > io->wpos + io->wlen)
 		return 0;
-	p = io->buf + (r->pos - io->wpos);
+	p = io->win + (r->pos - io->wpos);
+	/* Every line up to PREFETCH_AHEAD bytes on, once, for the CRCs to
+	 * come: a replay streams from memory, and the CRC's own loads keep
+	 * too few misses in flight (CRC of 1 KiB records in a 1 GiB buffer:
+	 * 7 -> 12.7 GB/s). */
+	{
+		uint64_t lim = r->pos + PREFETCH_AHEAD, wend = io->wpos + io->wlen;
+
+		if (lim > wend)
+			lim = wend;
+		if (r->pf < r->pos)
+			r->pf = r->pos;
+		for (; r->pf < lim; r->pf += 64)
+			__builtin_prefetch(io->win + (r->pf - io->wpos));
+	}
 	memcpy(&h, p, sizeof(h));
 	len = fhdr_len(&h);
 	if (!len || r->pos + len > io->wpos + io->wlen)
@@ -1850,13 +1938,17 @@ static void view_install(struct bus_seg_reader *r, struct seg_view *v, uint64_t 
 {
 	if (r->io.fd >= 0)
 		close(r->io.fd);
+	io_unmap(&r->io);
 	free(r->io.buf);
 	r->io = v->io;
 	r->io.chunk = IO_CHUNK;
+	r->io.map_ok = seg_sealed(r, v->base);
+	r->io.maps = &r->st.maps;
 	r->cur = true;
 	r->hdr_ok = v->hdr_ok;
 	r->base = v->base;
 	r->pos = pos;
+	r->pf = 0;
 	r->next_off = off;
 	r->st.segments_opened++;
 }

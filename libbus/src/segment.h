@@ -79,6 +79,11 @@
  * concurrently with the writer and with each other; each reader handle is
  * used by one thread at a time.  Readers see what the writer has written
  * out (bus_seg_flush(), or a full buffer), never a partial frame.
+ * Readers map sealed segments (read-only) and read the active one with
+ * pread(2); sealed segments are never truncated (only the active one is
+ * cut, by a recovering writer; retention unlinks whole files), so a
+ * mapping never outlives the bytes under it.  Truncating a sealed segment
+ * by hand while a reader maps it would raise SIGBUS in the reader.
  *
  * ERRORS.  Every call returns 0 (or a count) on success, else -errno or
  * -BUS_ECORRUPT (a file is not a segment, or a sealed segment holds a bad
@@ -306,6 +311,7 @@ struct bus_seg_record {
 struct bus_seg_reader_stats {
 	uint64_t reads;      /* pread calls on .log files */
 	uint64_t read_bytes;
+	uint64_t maps;       /* windows of sealed .log files mapped instead */
 	uint64_t index_reads; /* pread calls on index files */
 	uint64_t seek_scan_bytes; /* bytes of frames the last seek passed over */
 	uint64_t segments_opened;
