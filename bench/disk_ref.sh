@@ -5,9 +5,9 @@
 #                              as busd does: into the page cache, no fsync
 #                              (busd's default fsync policy is "never"), in
 #                              256 KiB writes (busd's write size); the best
-#                              of 3 runs, each after a sync (page-cache
-#                              writes vary several-fold from run to run on a
-#                              VM: the best is the hardest reference)
+#                              of 3 runs, each after a sync and $WARM
+#                              (run.sh sets it to warm the page allocator
+#                              as before busd's run: spill_bench.c, warm())
 #   disk_ref.sh cat DIR        cat reads DIR/*.log (warm in the page cache,
 #                              as the replay found them) to /dev/null
 # Prints one line: base_dd|base_cat bytes=.. secs=.. bytes_per_s=..
@@ -23,6 +23,7 @@ dd)
 	best=
 	for _ in 1 2 3; do
 		sync
+		${WARM:-true} # run.sh: warm the page allocator, as for busd
 		t0=$(now)
 		dd if=/dev/zero of="$f" bs=256K count="$blocks" status=none
 		t1=$(now)
@@ -47,4 +48,4 @@ cat)
 	;;
 esac
 awk -v n="$name" -v b="$bytes" -v ns=$((t1 - t0)) 'BEGIN {
-	printf "%s bytes=%d secs=%.4f bytes_per_s=%.0f\n", n, b, ns / 1e9, b / (ns / 1e9) }'
+	printf "%s bytes=%.0f secs=%.4f bytes_per_s=%.0f\n", n, b, ns / 1e9, b / (ns / 1e9) }'
