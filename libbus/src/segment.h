@@ -175,7 +175,8 @@ struct bus_seg_opts {
 	                            segment past this; 0: 1 GiB; 1 KiB..2 GiB */
 	uint64_t segment_ms;     /* roll before appending to a segment whose
 	                            first append (after a restart: whose
-	                            creation) is this old; 0: never */
+	                            creation) is this old (checked at the
+	                            first append after a flush); 0: never */
 	uint32_t index_interval; /* bytes between checkpoints; 0: 4096 */
 	uint32_t buf_bytes;      /* write buffer; 0: 256 KiB; min 4 KiB */
 	enum bus_seg_fsync fsync;
