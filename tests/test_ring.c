@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "util.h"
 
 TestSuite(ring, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 120);
@@ -392,4 +393,47 @@ Test(ring, numa_node_binds_rings_or_is_refused_when_absent)
 	cr_assert_eq(bus_topic_create(b, "numa2", &cfg), -ENODEV);
 	cr_assert_eq(bus_topic_describe(b, "numa2", &(struct bus_topic_info){ 0 }), -ENOENT,
 		     "a refused topic leaves nothing behind");
+}
+
+/* The library's wall clock (clock.c): extrapolated from the TSC where the
+ * kernel keeps time with it, it stays within a few µs of CLOCK_REALTIME
+ * (100 µs allowed: NTP may slew it by up to 25 µs between anchors), and it
+ * does take the fast path there once calibrated (10 ms). */
+static int64_t realtime_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	return (int64_t)t.tv_sec * 1000000000ll + t.tv_nsec;
+}
+
+Test(ring, wall_clock_tracks_clock_realtime)
+{
+	const int64_t slack = 100000;
+	int64_t start = realtime_ns(), worst = 0;
+	uint64_t n = 0;
+	char cs[32] = "";
+	FILE *f;
+
+	while (realtime_ns() - start < 150000000ll) {
+		int64_t lo = realtime_ns(), t = bus_now_ns(), hi = realtime_ns();
+		cr_assert(t >= lo - slack && t <= hi + slack,
+			  "sample %llu: %lld ns outside [%lld, %lld]", (unsigned long long)n,
+			  (long long)t, (long long)lo, (long long)hi);
+		if (t < lo && lo - t > worst)
+			worst = lo - t;
+		if (t > hi && t - hi > worst)
+			worst = t - hi;
+		n++;
+	}
+	cr_log_info("%llu samples, worst %lld ns off", (unsigned long long)n, (long long)worst);
+#ifdef BUS_TSC_CLOCK
+	f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+	if (f && fgets(cs, sizeof cs, f) && strcmp(cs, "tsc\n") == 0 && !getenv("BUS_CLOCK"))
+		cr_assert(bus_tclock.span > 0, "the TSC path is in use");
+	if (f)
+		fclose(f);
+#else
+	(void)f;
+	(void)cs;
+#endif
 }

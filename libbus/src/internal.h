@@ -106,12 +106,44 @@ static inline void bus_spill_publish(struct bus_ring_hdr *h, uint64_t pos, uint6
 		;
 }
 
+/* The wall clock: CLOCK_REALTIME in ns since the epoch, for record
+ * timestamps and segment ages.  Where the kernel keeps time with the TSC,
+ * extrapolated from it per thread (a TSC read, a multiply) and anchored
+ * again every 50 ms; else clock_gettime().  See clock.c. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BUS_TSC_CLOCK 1
+#include <x86intrin.h>
+
+struct bus_tclock {
+	uint64_t tsc;  /* anchor: TSC ... */
+	int64_t ns;    /* ... and CLOCK_REALTIME then */
+	uint64_t mult; /* ns per tick, 32.32 fixed point */
+	uint64_t span; /* ticks the anchor is good for; 0: none */
+	uint64_t cal_tsc; /* calibration baseline: TSC ... */
+	int64_t cal_raw;  /* ... and CLOCK_MONOTONIC_RAW then */
+};
+extern __thread struct bus_tclock bus_tclock __attribute__((tls_model("initial-exec")));
+
+/* The slow path of bus_now_ns(): clock_gettime(), and a new anchor. */
+int64_t bus_now_slow(void);
+
+static inline int64_t bus_now_ns(void)
+{
+	const struct bus_tclock *k = &bus_tclock;
+	uint64_t d = __rdtsc() - k->tsc;
+
+	if (BUS_LIKELY(d < k->span))
+		return k->ns + (int64_t)(((unsigned __int128)d * k->mult) >> 32);
+	return bus_now_slow();
+}
+#else
 static inline int64_t bus_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
+#endif
 
 static inline int64_t bus_mono_ns(void)
 {

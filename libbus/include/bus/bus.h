@@ -226,7 +226,11 @@ struct bus_record {
 	uint32_t key_len;
 	const void *value;
 	uint32_t value_len;
-	int64_t timestamp;                /**< ns since the epoch; 0: now */
+	/** ns since the epoch; 0: now, CLOCK_REALTIME as the library reads
+	 *  it: extrapolated from the TSC where the kernel keeps time with it
+	 *  (anchored every 50 ms; within µs of clock_gettime()), or
+	 *  clock_gettime() itself (also with BUS_CLOCK=syscall). */
+	int64_t timestamp;
 	const struct bus_header *headers;
 	uint32_t header_count;
 };
