@@ -57,6 +57,7 @@
  *
  * Environment: BUS_BENCH_API=claim (tput: zero-copy claim/commit instead of
  * bus_produce), BUS_BENCH_TS=fixed (pass a timestamp instead of 0 = "now"),
+ * BUS_BENCH_LOWLAT=0 (rtt: producers without BUS_PRODUCER_LOW_LATENCY),
  * BUS_BENCH_VERBOSE=1 (print the library's info events), BENCH_TIMEOUT,
  * BENCH_CPU_A, BENCH_CPU_B.
  */
@@ -106,6 +107,7 @@ static unsigned fanout_n = 1;
 static enum bus_wait fanout_wait = BUS_WAIT_SPIN;
 static double idle_secs = 10;
 static int64_t ts_value; /* 0: the library stamps "now" */
+static unsigned rtt_flags; /* extra producer flags for rtt */
 static struct hist lat;
 
 static void check(int rc, const char *what)
@@ -191,11 +193,11 @@ static struct bus_consumer *open_consumer(struct bus *b, const char *topic, unsi
 	return open_consumer_wait(b, topic, flags, BUS_WAIT_SPIN);
 }
 
-static struct bus_producer *open_producer(struct bus *b, const char *topic)
+static struct bus_producer *open_producer(struct bus *b, const char *topic, unsigned flags)
 {
 	struct bus_producer_opts po;
 	memset(&po, 0, sizeof(po));
-	po.flags = BUS_PRODUCER_EXCLUSIVE;
+	po.flags = BUS_PRODUCER_EXCLUSIVE | flags;
 	struct bus_producer *p = NULL;
 	check(bus_producer_open(b, topic, &po, &p), "bus_producer_open");
 	return p;
@@ -219,7 +221,7 @@ static int ponger(void *arg)
 	(void)arg;
 	struct bus *b = open_bus();
 	struct bus_consumer *c = open_consumer(b, "ping", 0);
-	struct bus_producer *p = open_producer(b, "pong");
+	struct bus_producer *p = open_producer(b, "pong", rtt_flags);
 	uint64_t total = count + warmup;
 	struct bus_view v;
 	struct bus_record r;
@@ -249,7 +251,7 @@ static int pinger(void *arg)
 	(void)arg;
 	struct bus *b = open_bus();
 	struct bus_consumer *c = open_consumer(b, "pong", 0);
-	struct bus_producer *p = open_producer(b, "ping");
+	struct bus_producer *p = open_producer(b, "ping", rtt_flags);
 	uint64_t total = count + warmup;
 	char *buf = calloc(1, size);
 	if (!buf)
@@ -297,7 +299,7 @@ static int producer(void *arg)
 {
 	(void)arg;
 	struct bus *b = open_bus();
-	struct bus_producer *p = open_producer(b, "tput");
+	struct bus_producer *p = open_producer(b, "tput", 0);
 	char *src = aligned_alloc(64, (size + 63) & ~(size_t)63);
 	if (!src)
 		bench_die("bus_bench: out of memory");
@@ -393,7 +395,7 @@ static int idle_producer(void *arg)
 {
 	(void)arg;
 	struct bus *b = open_bus();
-	struct bus_producer *p = open_producer(b, "tput");
+	struct bus_producer *p = open_producer(b, "tput", 0);
 	uint64_t buf[8];
 	memset(buf, 0, sizeof(buf));
 	struct bus_record r;
@@ -627,6 +629,8 @@ int main(int argc, char **argv)
 	use_claim = s && strcmp(s, "claim") == 0;
 	s = getenv("BUS_BENCH_TS");
 	ts_value = s && strcmp(s, "fixed") == 0 ? 1700000000000000000ll : 0;
+	s = getenv("BUS_BENCH_LOWLAT");
+	rtt_flags = s && strcmp(s, "0") == 0 ? 0 : BUS_PRODUCER_LOW_LATENCY;
 	s = getenv("BUS_BENCH_VERBOSE");
 	verbose = s && *s && strcmp(s, "0") != 0;
 	snprintf(bus_nm, sizeof(bus_nm), "bench-%d", (int)getpid());

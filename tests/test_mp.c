@@ -178,6 +178,13 @@ Test(mp, exclusive_producer_and_consumers_see_every_record_once_in_order)
 	run_ordering(1, tstress() ? 500000 : 50000, BUS_PRODUCER_EXCLUSIVE);
 }
 
+Test(mp, low_latency_producers_and_consumers_see_every_record_once_in_order)
+{
+	/* BUS_PRODUCER_LOW_LATENCY demotes the lines of each published frame
+	 * (small frames: these are); records must stay whole and in order. */
+	run_ordering(NPROD, tstress() ? 200000 : 20000, BUS_PRODUCER_LOW_LATENCY);
+}
+
 /* ---------------------------------------------- dead and stalled claims */
 
 struct claimer {

@@ -68,6 +68,33 @@ Test(ring, produce_then_poll_returns_records_with_dense_offsets)
 	bus_producer_close(p);
 }
 
+Test(ring, producer_flags_are_checked)
+{
+	struct bus_producer_opts po = { .flags = 0x80u };
+	struct bus_producer *p = NULL;
+	struct bus_consumer *c;
+	struct bus_view v[4];
+
+	mk_topic("f", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "f", &po, &p), -EINVAL, "an unknown flag is refused");
+	cr_assert_null(p);
+	po.flags = BUS_PRODUCER_EXCLUSIVE | BUS_PRODUCER_LOW_LATENCY;
+	cr_assert_eq(bus_producer_open(b, "f", &po, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "f", NULL, &c), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "small", NULL, NULL), 0);
+	char big[600];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	cr_assert_eq(produce_str(p, 0, NULL, big, NULL, NULL), 0, "large frames are not demoted");
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 2);
+	cr_assert_eq(v[0].value_len, 5u);
+	cr_assert(memcmp(v[0].value, "small", 5) == 0);
+	cr_assert_eq(v[1].value_len, strlen(big));
+	cr_assert_eq(bus_consumer_check(c, v, 2), 2);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
 Test(ring, headers_and_keys_round_trip)
 {
 	struct bus_producer *p;
