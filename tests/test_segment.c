@@ -282,7 +282,7 @@ Test(segment, crc32c_matches_known_vectors_in_hardware_and_software)
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (uint8_t)mix(i);
 	for (size_t start = 0; start < 9; start++)
-		for (size_t n = 0; start + n <= sizeof(buf); n += 7) {
+		for (size_t n = 0; start + n <= sizeof(buf); n += n < 1600 ? 1 : 7) {
 			uint32_t a = bus_crc32c(0, buf + start, n);
 			cr_assert_eq(a, bus_crc32c_sw(0, buf + start, n));
 			cr_assert_eq(a, bus_crc32c(bus_crc32c(0, buf + start, n / 3), buf + start + n / 3,

@@ -2,7 +2,8 @@
  * 0x82F63B78, initial value and final XOR ~0), the checksum of iSCSI, ext4
  * and Kafka, and of every frame in a segment log (see segment.h).
  *
- * bus_crc32c() uses the SSE4.2 `crc32` instruction when the CPU has it
+ * bus_crc32c() uses the SSE4.2 `crc32` instruction when the CPU has it (three
+ * streams at once, combined by PCLMULQDQ, when it has that too)
  * (checked once, on first use) and a slicing-by-8 table otherwise; both give
  * the same values.  Internal to libbus: nothing here is exported.
  */
