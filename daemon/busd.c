@@ -730,8 +730,10 @@ static void drain(struct busd *d)
 		int64_t now = bus_mono_ns();
 		uint64_t work = spill_pass(d, now);
 
-		if (spill_drain_done(d))
+		if (spill_drain_done(d)) {
+			spill_drain_report(d); /* partitions stopped by an error */
 			break;
+		}
 		if (now >= deadline || sig_stop > stops) {
 			busd_log(BUS_LOG_WARN, "%s: stopping with records left in the rings",
 				 now >= deadline ? "drain deadline passed" : "second signal");

@@ -742,6 +742,50 @@ Test(busd, busd_repairs_a_claim_left_by_a_killed_producer)
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
+Test(busd, a_frame_busd_cannot_take_stops_its_partition_and_producers_are_told)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = 10 * 1000000000ll };
+	struct bus_producer *p;
+	struct bus_claim cl;
+	struct bus_seg_reader *rd;
+	struct bus_seg_record rec;
+	char dir[512], v[100] = { 0 };
+	struct bus_record r = { .value = v, .value_len = sizeof v };
+	int err = 0, n;
+
+	busd_start();
+	mk_topic("bad", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("bad", 0, 0, 5, 100, 0, 0), 0);
+	wait_spilled("bad", 1);
+	/* A hostile (or broken) writer of the shared ring: sizes that do not
+	 * add up to the frame's length, published as if whole. */
+	cr_assert_eq(bus_producer_open(tb, "bad", &po, &p), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 100, &cl), 0);
+	((struct bus_frame *)cl.priv_frame)->value_len = 5000;
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), 0);
+	wait_log("spilling of this partition stops", 10000);
+	/* busd goes on running; producers fill the ring, then are told
+	 * instead of waiting forever (64 KiB ring, 152-byte frames). */
+	for (n = 0; n < 2000 && (err = bus_produce(p, 0, &r, NULL, NULL)) == 0; n++)
+		;
+	cr_assert_eq(err, -BUS_ECORRUPT, "after %d records: %s", n, bus_strerror(err));
+	cr_assert(n > 300 && n < 500, "the ring took %d records", n);
+	bus_producer_close(p);
+	/* What came before the bad frame is on disk, whole; nothing after. */
+	snprintf(dir, sizeof dir, "%s/bad/0", e.data_dir);
+	cr_assert_eq(bus_seg_reader_open(&rd, dir), 0);
+	for (uint64_t off = 0; off < 5; off++) {
+		cr_assert_eq(bus_seg_next(rd, &rec), 1);
+		cr_assert_eq(rec.offset, off);
+		cr_assert_eq(rec.type, BUS_FRAME_DATA);
+	}
+	cr_assert_eq(bus_seg_next(rd, &rec), 0);
+	bus_seg_reader_close(rd);
+	cr_assert(kill(busd, 0) == 0, "busd still runs");
+	busd_stop(SIGTERM);
+	cr_assert(log_has("stopped after an error"), "the stop names the partition left behind");
+}
+
 Test(busd, a_second_daemon_refuses_and_names_the_first)
 {
 	char pidstr[32];
