@@ -266,15 +266,17 @@ static int reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen,
  * Why: a consumer waiting for the frame takes the commit line from this
  * core, and only then asks for the lines after it.  With those already in
  * the shared cache, the second miss is an L3 hit instead of a second
- * core-to-core transfer: rtt of 64 B values on this VM, p50 575-619 ->
- * 465-501 ns.  But each demote costs some 20 ns here, which a stream pays
- * on every record while its consumer, behind anyway, gains nothing: hence
+ * core-to-core transfer: rtt of 64 B values on this VM, p50 559-607 ->
+ * 509-539 ns (alternating runs).  But each demote costs some 20 ns here,
+ * which a stream pays on every record while its consumer, behind anyway,
+ * gains nothing: hence
  * a flag (telling a stream from a ping-pong by the time between publishes
  * needs an rdtsc per record, which alone cost a stream of 64 B records a
  * third of its rate).  Only frames of up to DEMOTE_MAX bytes: a large
  * frame's latency is its copy.  Only lines wholly inside the frame: the
  * one holding its tail also holds the next frame's head, which is written
- * next, and fetching it back would cost more than the demote saves. */
+ * next; demoting it too gained the round trip nothing and cost a stream
+ * of 64 B records three quarters of its rate. */
 #define DEMOTE_MAX 256u
 
 #if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 9)
