@@ -250,7 +250,7 @@ struct bus_record {
  *  (frame included), push its cache lines out of this core's private
  *  caches into the shared cache (x86 CLDEMOTE; nothing elsewhere), so that
  *  a consumer waiting for it misses once instead of twice on this core.
- *  Some 60-100 ns less round trip on the VM this was measured on; costs
+ *  Some 40-90 ns less round trip on the VM this was measured on; costs
  *  ~20 ns per line demoted, so for producers that send one record at a
  *  time and wait (requests, ticks), not for streams. */
 #define BUS_PRODUCER_LOW_LATENCY 0x4u
