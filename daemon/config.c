@@ -72,58 +72,20 @@ int busd_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
-/* Groups NUNIT (ms, s, m, h, d) into *out ms.  With @need_unit a bare
- * number is refused; without, a bare number is milliseconds. */
-static int parse_duration(const char *s, uint64_t *out, bool need_unit)
+/* DURATION in ms: a bare number, or groups NUNIT as the command line's
+ * parse_duration_ms() reads them. */
+int busd_parse_ms(const char *s, uint64_t *out)
 {
-	static const struct {
-		const char *unit;
-		uint64_t ms;
-	} units[] = {
-		/* "ms" before "m" */
-		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 }, { "d", 86400000 },
-	};
-	uint64_t total = 0, v;
-	const char *p = s;
-	int n = parse_digits(p, &v);
+	uint64_t v;
+	int n = parse_digits(s, &v);
 
 	if (n < 0)
 		return n;
-	if (n == 0)
-		return -EINVAL;
-	if (p[n] == '\0' && !need_unit) {
+	if (n > 0 && s[n] == '\0') {
 		*out = v;
 		return 0;
 	}
-	while (*p) {
-		size_t i, ul = 0;
-
-		n = parse_digits(p, &v);
-		if (n < 0)
-			return n;
-		if (n == 0)
-			return -EINVAL;
-		p += n;
-		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-			ul = strlen(units[i].unit);
-			if (strncmp(p, units[i].unit, ul) == 0 && !isalpha((unsigned char)p[ul]))
-				break;
-		}
-		if (i == sizeof(units) / sizeof(units[0]))
-			return -EINVAL;
-		p += ul;
-		if (v > UINT64_MAX / units[i].ms || total > UINT64_MAX - v * units[i].ms)
-			return -ERANGE;
-		total += v * units[i].ms;
-	}
-	*out = total;
-	return 0;
-}
-
-/* DURATION in ms: a bare number, or groups NUNIT. */
-int busd_parse_ms(const char *s, uint64_t *out)
-{
-	return parse_duration(s, out, false);
+	return parse_duration_ms(s, out);
 }
 
 /* The fsync policy: never, always, a DURATION with a unit, or a SIZE with
@@ -159,7 +121,7 @@ int busd_parse_fsync(const char *s, enum bus_seg_fsync *mode, uint64_t *arg)
 		*arg = v * mul;
 		return 0;
 	}
-	err = parse_duration(s, &v, true);
+	err = parse_duration_ms(s, &v); /* a bare number was refused above */
 	if (err)
 		return err;
 	*mode = BUS_SEG_FSYNC_MS;
