@@ -399,6 +399,51 @@ Test(ring, stalled_consumer_on_overwrite_topic_gets_exact_gap)
 	bus_producer_close(p);
 }
 
+/* The producer raised the horizon past the consumer's next frame (it may
+ * write over it) and then fell idle before it did.  The frame still looks
+ * whole by its commit word; the consumer must count it lapped and move on,
+ * not re-read it for ever. */
+Test(ring, consumer_behind_the_horizon_moves_on_when_producers_fall_idle)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_view v[64];
+	uint64_t next = 0, produced = 0, lost = 0;
+	uint32_t payload[16] = { 0 };
+	struct bus_record r = { .value = payload, .value_len = sizeof(payload) };
+	int n = 0;
+
+	mk_topic("idle", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_topic_get(b, "idle", &t), 0);
+	cr_assert_eq(bus_producer_open(b, "idle", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "idle", NULL, &c), 0);
+	while (ld_acquire(&t->rings[0].hdr->horizon) <= BUS_RING_MIN) {
+		payload[0] = (uint32_t)produced++;
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	/* Nothing is overwritten yet: the first lap is not full. */
+	cr_assert_leq(ld_acquire(&t->rings[0].hdr->tail.pos), (uint64_t)BUS_RING_MIN);
+	for (int polls = 0; polls < 1000 && next < produced; polls++) {
+		n = bus_consumer_poll(c, v, 64, 0);
+		cr_assert_geq(n, 0, "poll: %s", bus_strerror(n));
+		for (int i = 0; i < n; i++) {
+			lost += v[i].lost_before;
+			next += v[i].lost_before;
+			cr_assert_eq(v[i].offset, next);
+			cr_assert_eq(*(const uint32_t *)v[i].value, (uint32_t)next);
+			next++;
+		}
+	}
+	cr_assert_eq(next, produced, "the consumer stopped at offset %lu of %lu",
+		     (unsigned long)next, (unsigned long)produced);
+	cr_assert_gt(lost, 0, "the records behind the horizon are counted lost");
+	cr_assert_eq(bus_consumer_poll(c, v, 64, 0), 0);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
 Test(ring, numa_node_binds_rings_or_is_refused_when_absent)
 {
 	struct bus_topic_config cfg;

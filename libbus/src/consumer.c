@@ -379,7 +379,9 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 	struct bus_ring *r = cp->r;
 	unsigned n = 0;
 	uint64_t hz;
+	bool resynced = false;
 
+again:
 	if (BUS_UNLIKELY(cp->out_of_range))
 		return -ERANGE;
 	if (BUS_UNLIKELY(cp->on_disk)) {
@@ -500,6 +502,16 @@ moved:
 				n = i;
 				break;
 			}
+		}
+		/* The first frame itself is behind the horizon: producers may
+		 * write over it, though its commit word still matches (they
+		 * have not yet, and may stay idle for good).  Re-reading would
+		 * find it the same again, for ever: it is lapped, so resync
+		 * now (once per call: the next poll goes on from there). */
+		if (n == 0 && !resynced) {
+			resynced = true;
+			if (resync(c, cp))
+				goto again;
 		}
 	}
 	return (int)n;
