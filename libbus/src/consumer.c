@@ -41,6 +41,7 @@ struct bus_cpart {
 	bool on_disk;                /* reading the log on disk (see the top) */
 	bool out_of_range;           /* the log no longer holds off (retention) */
 	bool disk_wait;              /* at the log's end, the ring not ready yet */
+	bool behind;                 /* the last poll filled its batch: prefetch */
 	struct bus_seg_reader *disk; /* opened on first use */
 };
 
@@ -62,6 +63,21 @@ static inline struct bus_frame *frame_at(const struct bus_ring *r, uint64_t pos)
 {
 	return (struct bus_frame *)(r->data + (pos & r->mask));
 }
+
+/* A consumer that is behind reads frames back to back, and each frame's
+ * commit word is a load whose address depends on the frame before: a chain
+ * of misses to lines the producer's core wrote, one at a time, which the
+ * hardware prefetchers do not run ahead of (frames do not keep a stride).
+ * So when the last poll filled its batch, poll_part() prefetches the ring's
+ * lines up to PREFETCH_AHEAD bytes past the frame it reads.  Measured with
+ * bus_bench tput SIZE, 4 MiB ring, alternating runs (GB/s, mean of 3):
+ * 256 B 3.9 -> 7.6, 1 KiB 5.5 -> 11.3, 64 B and 64 KiB unchanged (1.1-1.2,
+ * 12.4-12.7).  Only when behind: a consumer that keeps up would pull lines
+ * the producer is about to write, and a large frame (ahead counted from its
+ * start, not its end) is left to the hardware's streaming prefetch, which
+ * handles it better than a burst of a thousand hints (12.7 -> 8.6 GB/s for
+ * 64 KiB values when counted from the end). */
+#define PREFETCH_AHEAD 4096u
 
 /* I1 of layout.h: a frame at @pos is whole while the horizon @hz is not
  * past its next lap. */
@@ -378,7 +394,7 @@ static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 {
 	struct bus_ring *r = cp->r;
 	unsigned n = 0;
-	uint64_t hz;
+	uint64_t hz, pf;
 	bool resynced = false;
 
 again:
@@ -391,6 +407,7 @@ again:
 		/* Back on the ring: read on from there. */
 	}
 	gating_publish(cp);
+	pf = (cp->pos | (BUS_CACHELINE - 1)) + 1;
 	while (n < max) {
 		struct bus_frame *f = frame_at(r, cp->pos);
 		uint64_t w = ld_acquire(&f->commit); /* A3: pairs with R3 */
@@ -421,6 +438,16 @@ again:
 		cp->stall_since = 0;
 		len = BUS_COMMIT_LEN(w);
 		type = BUS_COMMIT_TYPE(w);
+		if (cp->behind) {
+			/* Lines up to PREFETCH_AHEAD past this frame's start
+			 * (see PREFETCH_AHEAD; a hint: never faults, masked into
+			 * the ring, read again and checked like any other). */
+			uint64_t want = cp->pos + PREFETCH_AHEAD;
+			if (BUS_UNLIKELY(pf < cp->pos)) /* a resync moved us on */
+				pf = cp->pos & ~(uint64_t)(BUS_CACHELINE - 1);
+			for (; pf < want; pf += BUS_CACHELINE)
+				__builtin_prefetch(r->data + (pf & r->mask));
+		}
 		if (BUS_UNLIKELY(len < BUS_FRAME_ALIGN || len % BUS_FRAME_ALIGN ||
 				 len > r->size - (cp->pos & r->mask) ||
 				 (type != BUS_FRAME_PAD && len < BUS_FRAME_HDR)))
@@ -514,6 +541,7 @@ moved:
 				goto again;
 		}
 	}
+	cp->behind = max > 1 && n == max;
 	return (int)n;
 }
 
