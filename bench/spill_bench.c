@@ -51,13 +51,20 @@
 static char shm_dir[PATH_MAX], data_dir[PATH_MAX], bus_nm[64];
 static pid_t busd = -1;
 
+/* bench_die(), taking the busd we started down with us: left running, it
+ * would hold the caller's pipes open (a script reading our output would
+ * wait for ever) and spill into a folder nobody removes. */
+#define die(...)                              \
+	do {                                  \
+		if (busd > 0)                 \
+			kill(busd, SIGKILL);  \
+		bench_die(__VA_ARGS__);       \
+	} while (0)
+
 static void check(int rc, const char *what)
 {
-	if (rc < 0) {
-		if (busd > 0)
-			kill(busd, SIGKILL);
-		bench_die("spill_bench: %s: %s (%d)", what, bus_strerror(rc), rc);
-	}
+	if (rc < 0)
+		die("spill_bench: %s: %s (%d)", what, bus_strerror(rc), rc);
 }
 
 static double busd_cpu_s(void)
@@ -69,11 +76,11 @@ static double busd_cpu_s(void)
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)busd);
 	f = fopen(path, "r");
 	if (!f || !fgets(buf, sizeof buf, f))
-		bench_die("spill_bench: %s: %s", path, strerror(errno));
+		die("spill_bench: %s: %s", path, strerror(errno));
 	fclose(f);
 	p = strrchr(buf, ')'); /* the command may hold spaces */
 	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-		bench_die("spill_bench: cannot parse %s", path);
+		die("spill_bench: cannot parse %s", path);
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
@@ -86,7 +93,7 @@ static uint64_t log_bytes(const char *dir)
 	snprintf(cmd, sizeof cmd, "cat %s/*.log 2>/dev/null | wc -c", dir);
 	f = popen(cmd, "r");
 	if (!f || fscanf(f, "%llu", &n) != 1)
-		bench_die("spill_bench: sizing %s", dir);
+		die("spill_bench: sizing %s", dir);
 	pclose(f);
 	return n;
 }
@@ -107,10 +114,10 @@ static void start_busd(struct bus *b)
 	snprintf(conf, sizeof conf, "%s/busd.conf", shm_dir);
 	f = fopen(conf, "w");
 	if (!f || fprintf(f, "segment_bytes = %uM\n", SEGMENT_MB) < 0 || fclose(f))
-		bench_die("spill_bench: %s: %s", conf, strerror(errno));
+		die("spill_bench: %s: %s", conf, strerror(errno));
 	busd = fork();
 	if (busd < 0)
-		bench_die("spill_bench: fork: %s", strerror(errno));
+		die("spill_bench: fork: %s", strerror(errno));
 	if (busd == 0) {
 		execl(bin, "busd", "--foreground", "--config", conf, (char *)NULL);
 		fprintf(stderr, "spill_bench: %s: %s\n", bin, strerror(errno));
@@ -119,10 +126,12 @@ static void start_busd(struct bus *b)
 	deadline = bench_now_ns() + 20000000000ull;
 	while (bus_daemon_pid(b) != busd) {
 		int st;
-		if (waitpid(busd, &st, WNOHANG) == busd)
-			bench_die("spill_bench: busd exited at start");
+		if (waitpid(busd, &st, WNOHANG) == busd) {
+			busd = -1; /* reaped: its pid may be anyone's now */
+			die("spill_bench: busd exited at start");
+		}
 		if (bench_now_ns() > deadline)
-			bench_die("spill_bench: busd did not start in 20 s");
+			die("spill_bench: busd did not start in 20 s");
 		usleep(1000);
 	}
 }
@@ -134,7 +143,7 @@ static struct bus *bus_up(void)
 
 	snprintf(shm_dir, sizeof shm_dir, "/dev/shm/bus-spill-XXXXXX");
 	if (!mkdtemp(shm_dir))
-		bench_die("spill_bench: mkdtemp: %s", strerror(errno));
+		die("spill_bench: mkdtemp: %s", strerror(errno));
 	snprintf(bus_nm, sizeof bus_nm, "spill%d", (int)getpid());
 	setenv("BUS_SHM_DIR", shm_dir, 1);
 	setenv("BUS_DATA_DIR", data_dir, 1);
@@ -155,7 +164,8 @@ static void bus_down(struct bus *b)
 
 	kill(busd, SIGTERM);
 	if (waitpid(busd, &st, 0) != busd || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		bench_die("spill_bench: busd did not stop cleanly");
+		die("spill_bench: busd did not stop cleanly");
+	busd = -1;
 	bus_close(b);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", shm_dir);
 	if (system(cmd) != 0)
@@ -175,9 +185,9 @@ static int spill(uint64_t bytes, uint64_t size, uint64_t ring)
 	uint8_t *val;
 
 	if (size < 24 || size > ring / 4)
-		bench_die("spill_bench: SIZE must be 24 .. RING/4");
+		die("spill_bench: SIZE must be 24 .. RING/4");
 	if (mkdir(data_dir, 0700))
-		bench_die("spill_bench: mkdir %s: %s (it must not exist)", data_dir, strerror(errno));
+		die("spill_bench: mkdir %s: %s (it must not exist)", data_dir, strerror(errno));
 	b = bus_up();
 	bus_topic_config_init(&cfg);
 	cfg.ring_size = ring;
@@ -185,7 +195,7 @@ static int spill(uint64_t bytes, uint64_t size, uint64_t ring)
 	check(bus_producer_open(b, "spill", &po, &p), "producer");
 	val = malloc(size);
 	if (!val)
-		bench_die("spill_bench: out of memory");
+		die("spill_bench: out of memory");
 	bench_fill(val, size);
 
 	cpu0 = busd_cpu_s();
@@ -233,13 +243,13 @@ static int replay(void)
 	/* busd re-creates the topic from its log (the shared memory is new). */
 	while (bus_topic_describe(b, "spill", &ti) != 0) {
 		if (bench_now_ns() > deadline)
-			bench_die("spill_bench: busd did not recover the topic from %s", data_dir);
+			die("spill_bench: busd did not recover the topic from %s", data_dir);
 		usleep(1000);
 	}
 	check(bus_partition_describe(b, "spill", 0, &pi), "describe");
 	n = pi.next_offset;
 	if (!n || pi.disk_first_offset != 0)
-		bench_die("spill_bench: %s holds no log from offset 0", data_dir);
+		die("spill_bench: %s holds no log from offset 0", data_dir);
 	snprintf(part_dir, sizeof part_dir, "%s/spill/0", data_dir);
 	lb = log_bytes(part_dir);
 	check(bus_consumer_open(b, "spill", &co, &c), "consumer");
@@ -248,10 +258,10 @@ static int replay(void)
 		int k = bus_consumer_poll(c, v, 64, 1000000000ll);
 		check(k, "poll");
 		if (k == 0)
-			bench_die("spill_bench: replay stalled at %" PRIu64 " of %" PRIu64, got, n);
+			die("spill_bench: replay stalled at %" PRIu64 " of %" PRIu64, got, n);
 		for (int i = 0; i < k; i++) {
 			if (v[i].offset != got || bench_load_seq(v[i].value) != got)
-				bench_die("spill_bench: replay: record %" PRIu64 " is wrong", got);
+				die("spill_bench: replay: record %" PRIu64 " is wrong", got);
 			vbytes += v[i].value_len;
 			got++;
 		}
@@ -288,7 +298,7 @@ static int warm(uint64_t mib)
 	uint8_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (p == MAP_FAILED)
-		bench_die("spill_bench: warm: %s", strerror(errno));
+		die("spill_bench: warm: %s", strerror(errno));
 	for (size_t i = 0; i < n; i += 4096)
 		p[i] = 1;
 	munmap(p, n);
