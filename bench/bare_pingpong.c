@@ -2,6 +2,7 @@
  * cores: two processes ping-pong a counter through shared memory.
  *
  * usage: bare_pingpong [ROUND_TRIPS [WARMUP]]     (default 1000000 100000)
+ *        bare_pingpong msg SIZE [ROUND_TRIPS [WARMUP]]
  *
  * The pinger (CPU $BENCH_CPU_A, default 0) stores i into its line and
  * busy-spins until the ponger (CPU $BENCH_CPU_B, default 1) has copied i
@@ -12,7 +13,19 @@
  * (vDSO); the clock's own cost is inside every figure, as it is inside
  * bus_bench's.
  *
+ * msg: the floor for a message of SIZE bytes instead of a counter.  Each
+ * direction has a 1 MiB ring of messages laid end to end, 8-byte aligned
+ * as bus frames are: an 8-byte sequence word, then SIZE bytes.  The sender
+ * copies its SIZE bytes in and then stores the sequence (release); the
+ * receiver spins on the sequence (acquire) and reads the bytes (the ponger
+ * copies them into its reply, the pinger checks the number in them).  A
+ * 64 B value then spans two or three lines, which cross between the cores
+ * one after the other (the receiver learns that the value is there from
+ * the sequence word): no header, no offsets, no clock, so the gap between
+ * this and bus_bench rtt is what bus itself adds.
+ *
  * Prints: bare_pingpong rtt_p50_ns=.. p90=.. p99=.. p999=.. p9999=.. max=..
+ *     or  bare_msg size=.. rtt_p50_ns=.. ...
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -20,6 +33,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "bench_util.h"
 #include "hist.h"
@@ -34,6 +48,12 @@ struct pingpong {
 static struct pingpong *shm;
 static uint64_t rounds, warmup;
 static struct hist lat;
+
+/* msg mode */
+#define MSG_RING (1u << 20)
+static size_t msg_size;   /* 0: the counter ping-pong */
+static size_t msg_stride; /* 8 + msg_size, 8-byte aligned */
+static uint8_t *ring_ping, *ring_pong;
 
 static void start_barrier(void)
 {
@@ -78,19 +98,97 @@ static int pinger(void *arg)
 	return 0;
 }
 
+/* Message i: its sequence word at ring + msg_at(i), its bytes after it. */
+static size_t msg_at(uint64_t i)
+{
+	return (size_t)(i % (MSG_RING / msg_stride)) * msg_stride;
+}
+
+static void msg_send(uint8_t *ring, uint64_t i, const void *value)
+{
+	uint8_t *m = ring + msg_at(i);
+	memcpy(m + 8, value, msg_size);
+	/* R: the value before the sequence; pairs with A in msg_wait(). */
+	atomic_store_explicit((_Atomic uint64_t *)(void *)m, i, memory_order_release);
+}
+
+static const uint8_t *msg_wait(uint8_t *ring, uint64_t i)
+{
+	uint8_t *m = ring + msg_at(i);
+	/* A: pairs with R.  A stale sequence is i - laps * slots, never i. */
+	while (atomic_load_explicit((_Atomic uint64_t *)(void *)m, memory_order_acquire) != i)
+		;
+	return m + 8;
+}
+
+static int msg_ponger(void *arg)
+{
+	(void)arg;
+	uint64_t total = rounds + warmup;
+	start_barrier();
+	for (uint64_t i = 1; i <= total; i++)
+		msg_send(ring_pong, i, msg_wait(ring_ping, i));
+	return 0;
+}
+
+static int msg_pinger(void *arg)
+{
+	(void)arg;
+	uint64_t total = rounds + warmup;
+	uint8_t *buf = calloc(1, msg_size);
+	if (!buf)
+		bench_die("bare_pingpong: out of memory");
+	bench_fill(buf, msg_size);
+	hist_init(&lat);
+	start_barrier();
+	for (uint64_t i = 1; i <= total; i++) {
+		bench_store_seq(buf, i);
+		uint64_t t0 = bench_now_ns();
+		msg_send(ring_ping, i, buf);
+		const uint8_t *echo = msg_wait(ring_pong, i);
+		uint64_t t1 = bench_now_ns();
+		if (bench_load_seq(echo) != i)
+			bench_die("bare_pingpong: bad echo at round trip %llu",
+				  (unsigned long long)i);
+		if (i > warmup)
+			hist_record(&lat, t1 - t0);
+	}
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "bare_msg size=%zu", msg_size);
+	hist_print(stdout, prefix, &lat);
+	free(buf);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	rounds = argc > 1 ? bench_parse_u64(argv[1], "round trips") : 1000000;
-	warmup = argc > 2 ? bench_parse_u64(argv[2], "warmup") : 100000;
-	if (argc > 3 || rounds == 0) {
-		fprintf(stderr, "usage: bare_pingpong [ROUND_TRIPS [WARMUP]]\n");
-		return 2;
+	int a = 1;
+	if (argc > 1 && strcmp(argv[1], "msg") == 0) {
+		if (argc < 3)
+			goto usage;
+		msg_size = bench_parse_u64(argv[2], "size");
+		if (msg_size < 8 || msg_size > 65536)
+			bench_die("bare_pingpong: msg SIZE must be 8 .. 65536");
+		msg_stride = (8 + msg_size + 7) & ~(size_t)7;
+		a = 3;
 	}
+	rounds = argc > a ? bench_parse_u64(argv[a], "round trips") : 1000000;
+	warmup = argc > a + 1 ? bench_parse_u64(argv[a + 1], "warmup") : 100000;
+	if (argc > a + 2 || rounds == 0)
+		goto usage;
 	shm = bench_shared(sizeof(*shm));
+	if (msg_size) {
+		ring_ping = bench_shared(2 * (size_t)MSG_RING);
+		ring_pong = ring_ping + MSG_RING;
+	}
 	bench_arm_watchdog();
-	bench_spawn(ponger, NULL, bench_cpu(1));
-	bench_spawn(pinger, NULL, bench_cpu(0));
+	bench_spawn(msg_size ? msg_ponger : ponger, NULL, bench_cpu(1));
+	bench_spawn(msg_size ? msg_pinger : pinger, NULL, bench_cpu(0));
 	if (bench_wait_ready(&shm->ready, 2, &shm->go, "bare_pingpong") != 0)
 		return 1;
 	return bench_wait_all("bare_pingpong") == 0 ? 0 : 1;
+usage:
+	fprintf(stderr, "usage: bare_pingpong [ROUND_TRIPS [WARMUP]]\n"
+			"       bare_pingpong msg SIZE [ROUND_TRIPS [WARMUP]]\n");
+	return 2;
 }
