@@ -269,14 +269,15 @@ static int reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen,
  * core-to-core transfer: rtt of 64 B values on this VM, p50 559-607 ->
  * 509-539 ns (alternating runs).  But each demote costs some 20 ns here,
  * which a stream pays on every record while its consumer, behind anyway,
- * gains nothing: hence
- * a flag (telling a stream from a ping-pong by the time between publishes
- * needs an rdtsc per record, which alone cost a stream of 64 B records a
- * third of its rate).  Only frames of up to DEMOTE_MAX bytes: a large
- * frame's latency is its copy.  Only lines wholly inside the frame: the
- * one holding its tail also holds the next frame's head, which is written
- * next; demoting it too gained the round trip nothing and cost a stream
- * of 64 B records three quarters of its rate. */
+ * gains nothing: hence a flag (telling a stream from a ping-pong by the
+ * time between publishes needs an rdtsc per record, which alone cost a
+ * stream of 64 B records a third of its rate).  Only frames of up to
+ * DEMOTE_MAX bytes: a large frame's latency is its copy.  Every line from
+ * the frame's head up to, not including, the one holding its tail: that
+ * one also holds the next frame's head, which is written next; demoting it
+ * too gained the round trip nothing and cost a stream of 64 B records
+ * three quarters of its rate.  (The head's line may hold the previous
+ * frame's tail: published already, nobody writes it again this lap.) */
 #define DEMOTE_MAX 256u
 
 #if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 9)
