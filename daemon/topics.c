@@ -68,11 +68,12 @@ static const char *cfg_str(const struct bus_topic_cfg_disk *c, char *buf, size_t
 {
 	snprintf(buf, len,
 		 "partitions %u, ring_size %llu, retention_ms %llu, retention_bytes %llu, "
-		 "overflow %s, numa_node %d%s",
+		 "overflow %s, numa_node %d%s%s",
 		 c->partitions, (unsigned long long)c->ring_size,
 		 (unsigned long long)c->retention_ms, (unsigned long long)c->retention_bytes,
 		 c->overflow == BUS_OVERFLOW_OVERWRITE ? "overwrite" : "block", c->numa_node,
-		 (c->flags & BUS_TOPIC_EPHEMERAL) ? ", ephemeral" : "");
+		 (c->flags & BUS_TOPIC_EPHEMERAL) ? ", ephemeral" : "",
+		 (c->flags & BUS_TOPIC_PRIVATE) ? ", private" : "");
 	return buf;
 }
 
@@ -161,6 +162,11 @@ static int conf_read(const char *path, struct bus_topic_cfg_disk *c, char *err, 
 		} else if (strcmp(key, "numa_node") == 0) {
 			rc = parse_int(val, -1, 1023, &v);
 			c->numa_node = (int32_t)v;
+		} else if (strcmp(key, "private") == 0) {
+			if (strcmp(val, "true") == 0)
+				c->flags |= BUS_TOPIC_PRIVATE;
+			else if (strcmp(val, "false") != 0)
+				rc = -EINVAL;
 		} else {
 			snprintf(err, errlen, "%s:%u: unknown key '%s'", path, lineno, key);
 			goto bad;
@@ -197,16 +203,19 @@ static int conf_write(const char *dir, const char *topic, const struct bus_topic
 		     "retention_ms = %llu\n"
 		     "retention_bytes = %llu\n"
 		     "overflow = %s\n"
-		     "numa_node = %d\n",
+		     "numa_node = %d\n"
+		     "private = %s\n",
 		     topic, c->partitions, (unsigned long long)c->ring_size,
 		     (unsigned long long)c->retention_ms, (unsigned long long)c->retention_bytes,
-		     c->overflow == BUS_OVERFLOW_OVERWRITE ? "overwrite" : "block", c->numa_node);
+		     c->overflow == BUS_OVERFLOW_OVERWRITE ? "overwrite" : "block", c->numa_node,
+		     (c->flags & BUS_TOPIC_PRIVATE) ? "true" : "false");
 	if (n < 0 || (size_t)n >= sizeof(text) ||
 	    snprintf(tmp, sizeof(tmp), "%s/." TOPIC_CONF ".%d", dir, (int)getpid()) >=
 		    (int)sizeof(tmp) ||
 	    snprintf(path, sizeof(path), "%s/" TOPIC_CONF, dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		  (c->flags & BUS_TOPIC_PRIVATE) ? 0600 : 0640);
 	if (fd < 0)
 		return -errno;
 	if (write(fd, text, (size_t)n) != n)
@@ -242,6 +251,8 @@ static void conf_sync(struct busd *d, struct dtopic *dt)
 	if (bus_topic_dir(d->b, dt->name, dir, sizeof(dir)))
 		return;
 	err = busd_mkdir_p(dir, 0750);
+	if (!err && (dt->cfg.flags & BUS_TOPIC_PRIVATE) && chmod(dir, 0700))
+		err = -errno; /* the parents stay 0750: other topics live there */
 	if (!err && !dt->dir_known && stat(dir, &st) == 0) {
 		dt->dir_dev = st.st_dev;
 		dt->dir_ino = st.st_ino;

@@ -461,6 +461,64 @@ Test(busd, sigkill_and_reboot_lose_nothing_and_offsets_continue)
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
+/* The mode bits of @path. */
+static unsigned fmode(const char *path)
+{
+	struct stat st;
+
+	cr_assert_eq(stat(path, &st), 0, "stat %s: %s", path, strerror(errno));
+	return st.st_mode & 07777;
+}
+
+/* A private topic (made through a BUS_F_PRIVATE handle) stays private when
+ * busd re-creates it from its logs after a reboot: rings, topic folder,
+ * topic.conf and logs are the owner's only; a shared topic beside it keeps
+ * its group bits. */
+Test(busd, a_private_topic_stays_private_after_a_reboot)
+{
+	struct bus_opts po = e.opts;
+	struct bus *pb;
+	struct bus_topic_config cfg;
+	struct bus_topic_info ti;
+	char path[700];
+
+	busd_start();
+	po.flags |= BUS_F_PRIVATE;
+	cr_assert_eq(bus_open(&pb, &po), 0);
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = 64 * 1024;
+	cr_assert_eq(bus_topic_create(pb, "priv", &cfg), 0);
+	bus_close(pb);
+	mk_topic("shared", 1, 64 * 1024, 0, 0);
+	/* Asking for the same topic as a shared one is another config. */
+	cr_assert_eq(bus_topic_create(tb, "priv", &cfg), -BUS_ECONFIG);
+	cr_assert_eq(produce_n("priv", 0, 0, 100, 100, 0, 0), 0);
+	cr_assert_eq(produce_n("shared", 0, 0, 100, 100, 0, 0), 0);
+	wait_spilled("priv", 1);
+	wait_spilled("shared", 1);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	reboot();
+	busd_start();
+	cr_assert_eq(bus_topic_describe(tb, "priv", &ti), 0);
+	cr_assert(ti.config.flags & BUS_TOPIC_PRIVATE, "the re-created topic lost its flag");
+	snprintf(path, sizeof path, "%s/bus.%s.priv.%u.0", e.shm_dir, e.name, ti.generation);
+	cr_assert_eq(fmode(path), 0600, "%s", path);
+	snprintf(path, sizeof path, "%s/priv", e.data_dir);
+	cr_assert_eq(fmode(path), 0700, "%s", path);
+	snprintf(path, sizeof path, "%s/priv/topic.conf", e.data_dir);
+	cr_assert_eq(fmode(path), 0600, "%s", path);
+	seg_path("priv", 0, path, sizeof path);
+	cr_assert_eq(fmode(path), 0600, "%s", path);
+	cr_assert_eq(bus_topic_describe(tb, "shared", &ti), 0);
+	cr_assert_not(ti.config.flags & BUS_TOPIC_PRIVATE);
+	snprintf(path, sizeof path, "%s/bus.%s.shared.%u.0", e.shm_dir, e.name, ti.generation);
+	cr_assert_eq(fmode(path), 0660, "%s", path);
+	seg_path("shared", 0, path, sizeof path);
+	cr_assert_eq(fmode(path), 0640, "%s", path);
+	consume_all("priv", 1, 1, 100, 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
 static void torn_case(bool garbage)
 {
 	char path[600];

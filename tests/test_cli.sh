@@ -189,6 +189,18 @@ grep -q '^kind  *ephemeral$' "$TMP/out" || fail "describe does not say ephemeral
 grep -q 'FIRST-ON-DISK *FIRST-IN-RING *NEXT *SPILLED *REPLICATED *BYTES-ON-DISK' "$TMP/out" ||
 	fail "describe has no partition table"
 [ "$(grep -c '^ *[0-9][0-9]* *- ' "$TMP/out")" -eq 3 ] || fail "describe does not list 3 partitions"
+grep -q '^access  *shared' "$TMP/out" || fail "describe does not say shared"
+ok
+
+CHECK="private"
+expect 0 "$BUS" topic create secret --partitions 1 --ring-size 64K --ephemeral --private
+expect 0 "$BUS" topic describe secret
+grep -q '^access  *private' "$TMP/out" || fail "describe does not say private"
+[ "$(stat -c %a "$BUS_SHM_DIR"/bus.*.secret.*.0)" = 600 ] || fail "the private ring is not 0600"
+expect 0 "$BUS" topic create secret --partitions 1 --ring-size 64K --ephemeral --private
+expect 1 "$BUS" topic create secret --partitions 1 --ring-size 64K --ephemeral
+grep -q 'private (asked shared)' "$TMP/err" || fail "the config error does not name the difference"
+expect 0 "$BUS" topic delete secret
 ok
 
 CHECK="describe-json"

@@ -494,7 +494,7 @@ Test(topic, invalid_configs_return_einval)
 	cr_assert_eq(bus_topic_create(b, "t", &cfg), -EINVAL, "ring of 0 bytes");
 	cfg = base, cfg.ring_size = BUS_RING_MAX * 2;
 	cr_assert_eq(bus_topic_create(b, "t", &cfg), -EINVAL, "ring above BUS_RING_MAX");
-	cfg = base, cfg.flags = 0x2;
+	cfg = base, cfg.flags = 0x4;
 	cr_assert_eq(bus_topic_create(b, "t", &cfg), -EINVAL, "unknown flag");
 	cfg = base, cfg.flags = BUS_TOPIC_EPHEMERAL | 0x80000000u;
 	cr_assert_eq(bus_topic_create(b, "t", &cfg), -EINVAL, "unknown flag");

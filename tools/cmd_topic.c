@@ -118,6 +118,9 @@ static void config_diff(const struct bus_topic_config *have, const struct bus_to
 	if ((have->flags ^ want->flags) & BUS_TOPIC_EPHEMERAL)
 		DIFF("%s (asked %s)", have->flags & BUS_TOPIC_EPHEMERAL ? "ephemeral" : "persistent",
 		     want->flags & BUS_TOPIC_EPHEMERAL ? "ephemeral" : "persistent");
+	if ((have->flags ^ want->flags) & BUS_TOPIC_PRIVATE)
+		DIFF("%s (asked %s)", have->flags & BUS_TOPIC_PRIVATE ? "private" : "shared",
+		     want->flags & BUS_TOPIC_PRIVATE ? "private" : "shared");
 	if (have->retention_ms != want->retention_ms)
 		DIFF("retention %s (asked %s)", fmt_duration(have->retention_ms, a, sizeof a),
 		     fmt_duration(want->retention_ms, b, sizeof b));
@@ -233,6 +236,7 @@ static int topic_create(int argc, char **argv)
 			break;
 		case OPT_PRIVATE:
 			cli.bus_flags |= BUS_F_PRIVATE;
+			cfg.flags |= BUS_TOPIC_PRIVATE; /* what bus_topic_create() sets */
 			break;
 		default:
 			return CLI_USAGE;
@@ -281,9 +285,10 @@ static void json_config(FILE *f, const struct bus_topic_config *c)
 {
 	fprintf(f,
 		"{\"partitions\":%" PRIu32 ",\"ring_size\":%" PRIu64 ",\"ephemeral\":%s,"
-		"\"retention_ms\":%" PRIu64 ",\"retention_bytes\":%" PRIu64 ",\"overflow\":\"%s\",",
+		"\"private\":%s,\"retention_ms\":%" PRIu64 ",\"retention_bytes\":%" PRIu64
+		",\"overflow\":\"%s\",",
 		c->partitions, c->ring_size, c->flags & BUS_TOPIC_EPHEMERAL ? "true" : "false",
-		c->retention_ms, c->retention_bytes, overflow_name(c->overflow));
+		c->flags & BUS_TOPIC_PRIVATE ? "true" : "false", c->retention_ms, c->retention_bytes, overflow_name(c->overflow));
 	if (c->numa_node >= 0)
 		fprintf(f, "\"numa_node\":%" PRId32 "}", c->numa_node);
 	else
@@ -460,6 +465,8 @@ static int topic_describe(int argc, char **argv)
 		printf("partitions       %" PRIu32 "\n", cfg->partitions);
 		printf("ring-size        %s\n", fmt_size(cfg->ring_size, a, sizeof a));
 		printf("kind             %s\n", cfg->flags & BUS_TOPIC_EPHEMERAL ? "ephemeral" : "persistent");
+		printf("access           %s\n",
+		       cfg->flags & BUS_TOPIC_PRIVATE ? "private (owner only)" : "shared (owner and group)");
 		printf("retention        %s\n",
 		       cfg->retention_ms ? fmt_duration(cfg->retention_ms, a, sizeof a) : "forever");
 		printf("retention-bytes  %s\n",

@@ -199,10 +199,11 @@ struct bus_map {
 };
 
 /* Create @path exclusively with @size bytes reserved (fallocate), bound to
- * @numa_node (-1: none), pre-faulted, mapped shared.  Removes the file on
+ * @numa_node (-1: none), pre-faulted, mapped shared; mode 0600 when
+ * @owner_only or the bus is BUS_F_PRIVATE, else 0660.  Removes the file on
  * failure.  Returns 0 or -errno (-EEXIST, -ENOSPC, -ENODEV, -EACCES...). */
 int bus_shm_create(const struct bus *b, const char *path, uint64_t size, int numa_node,
-		   struct bus_map *m);
+		   bool owner_only, struct bus_map *m);
 /* Map an existing file, checking that it holds at least @min bytes.
  * Returns 0, -ENOENT, -EACCES, -BUS_ECORRUPT (too short). */
 int bus_shm_attach(const char *path, uint64_t min, struct bus_map *m, uint64_t *size_out);

@@ -62,7 +62,8 @@ int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32
 
 	bus_ring_path(b, topic, gen, part, path, sizeof(path));
 	memset(r, 0, sizeof(*r));
-	err = bus_shm_create(b, path, ring_file_size(b, cfg->ring_size), cfg->numa_node, &r->map);
+	err = bus_shm_create(b, path, ring_file_size(b, cfg->ring_size), cfg->numa_node,
+			     (cfg->flags & BUS_TOPIC_PRIVATE) != 0, &r->map);
 	if (err)
 		return err;
 	ring_bind(r, cfg->ring_size);

@@ -52,9 +52,9 @@ static bool shmem_thp_enabled(void)
 }
 
 int bus_shm_create(const struct bus *b, const char *path, uint64_t size, int numa_node,
-		   struct bus_map *m)
+		   bool owner_only, struct bus_map *m)
 {
-	mode_t mode = (b->flags & BUS_F_PRIVATE) ? 0600 : 0660;
+	mode_t mode = (owner_only || (b->flags & BUS_F_PRIVATE)) ? 0600 : 0660;
 	bool huge;
 	int fd, err;
 	void *addr;

@@ -96,7 +96,7 @@ static bool cfg_valid(const struct bus_topic_cfg_disk *c)
 {
 	return c->partitions >= 1 && c->partitions <= BUS_PARTITIONS_MAX &&
 	       c->ring_size >= BUS_RING_MIN && c->ring_size <= BUS_RING_MAX &&
-	       (c->ring_size & (c->ring_size - 1)) == 0 && (c->flags & ~BUS_TOPIC_EPHEMERAL) == 0 &&
+	       (c->ring_size & (c->ring_size - 1)) == 0 && (c->flags & ~(BUS_TOPIC_EPHEMERAL | BUS_TOPIC_PRIVATE)) == 0 &&
 	       c->overflow <= BUS_OVERFLOW_OVERWRITE && c->numa_node >= -1 && c->numa_node < 1024;
 }
 
@@ -386,6 +386,8 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 	if (!b || !cfg || !bus_name_valid(name))
 		return -EINVAL;
 	bus_cfg_to_disk(cfg, &d);
+	if (b->flags & BUS_F_PRIVATE)
+		d.flags |= BUS_TOPIC_PRIVATE;
 	if (!cfg_valid(&d))
 		return -EINVAL;
 	home = name_hash(name) % BUS_TOPICS_MAX;

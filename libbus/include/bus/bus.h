@@ -129,6 +129,13 @@ enum bus_overflow {
 
 /** The topic is ephemeral: never spilled to disk. */
 #define BUS_TOPIC_EPHEMERAL 0x1u
+/** The topic's files are its owner's only: rings 0600 (instead of 0660),
+ *  and busd's topic folder, topic.conf and logs 0700/0600 (instead of
+ *  0750/0640).  bus_topic_create() sets it when the bus was opened with
+ *  BUS_F_PRIVATE.  busd keeps it in topic.conf, so a topic re-created from
+ *  its logs after a reboot is private again.  Part of the config: creating
+ *  an existing topic with another value fails with -BUS_ECONFIG. */
+#define BUS_TOPIC_PRIVATE 0x2u
 
 struct bus_topic_config {
 	uint32_t partitions;      /**< 1..BUS_PARTITIONS_MAX */
