@@ -89,7 +89,14 @@ all: $(STATIC_LIB) $(SHARED_LINK) $(BUS_BIN) $(BUSD_BIN)
 asan tsan:
 	@:
 
-$(BUILD)/obj/%.o: %.c
+# The goals that install what is missing (test, demo, bench) do so before
+# the first compile: with -j, a compile racing apt-get fails on a fresh
+# machine for want of a header.
+ifneq ($(filter test demo bench bench-quick,$(MAKECMDGOALS)),)
+DEPS_FIRST := deps
+endif
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_FIRST)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
