@@ -459,11 +459,11 @@ Test(segment, roll_by_size_names_segments_by_base_offset_and_reads_cross_them)
 	cr_assert(bd.disk_bytes > total);
 }
 
-/* Sealed segments are mapped, window by window (4 MiB); the records of a
- * batch (bus_seg_next, then bus_seg_next_buffered) stay intact until the
- * next bus_seg_next, across windows and segments; the active segment is
- * read. */
-Test(segment, sealed_segments_are_mapped_and_batches_stay_valid_across_windows)
+/* Reads a log of three segments (two sealed, of 9 MiB) in batches of 64:
+ * the records of a batch (bus_seg_next, then bus_seg_next_buffered) stay
+ * intact until the next bus_seg_next, across read chunks, map windows and
+ * segments.  Returns the reader's stats. */
+static struct bus_seg_reader_stats read_in_batches(void)
 {
 	struct bus_seg_opts o = { .segment_bytes = 9u << 20 };
 	enum { N = 60000, BATCH = 64 };
@@ -490,9 +490,72 @@ Test(segment, sealed_segments_are_mapped_and_batches_stay_valid_across_windows)
 	}
 	cr_assert_eq(bus_seg_next(r, &batch[0]), 0);
 	bus_seg_reader_stats(r, &st);
+	bus_seg_reader_close(r);
+	return st;
+}
+
+/* By default every segment is read, none mapped. */
+Test(segment, segments_are_read_and_batches_stay_valid_across_chunks)
+{
+	struct bus_seg_reader_stats st;
+
+	unsetenv("BUS_REPLAY");
+	st = read_in_batches();
+	cr_assert_eq(st.maps, 0, "%llu windows mapped", (unsigned long long)st.maps);
+	/* 9 MiB sealed segments in 256 KiB reads. */
+	cr_assert(st.reads >= 2 * 36, "%llu reads", (unsigned long long)st.reads);
+}
+
+/* With BUS_REPLAY=map, sealed segments are mapped, window by window
+ * (4 MiB); the active segment is read. */
+Test(segment, sealed_segments_are_mapped_with_bus_replay_map)
+{
+	struct bus_seg_reader_stats st;
+
+	setenv("BUS_REPLAY", "map", 1);
+	st = read_in_batches();
 	/* Two sealed segments of 9 MiB: at least three windows each. */
 	cr_assert(st.maps >= 6, "%llu windows mapped", (unsigned long long)st.maps);
 	cr_assert(st.reads > 0, "the active segment is read");
+}
+
+/* A sealed segment truncated by hand (no state busd makes) while a reader
+ * is in it: the reader hands out the whole records before the cut, then
+ * reports the damage; it does not fault, as a mapping would (SIGBUS). */
+Test(segment, a_sealed_segment_truncated_under_a_reader_is_reported_not_a_fault)
+{
+	struct bus_seg_opts o = { .segment_bytes = 9u << 20 };
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	uint64_t bases[16], off = 0;
+	char path[600];
+	int rc;
+
+	unsetenv("BUS_REPLAY");
+	write_log(&o, 60000);
+	cr_assert(list_logs(bases, 16) >= 3);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	for (; off < 100; off++) {
+		cr_assert_eq(bus_seg_next(r, &rec), 1);
+		cr_assert(rec_ok(&rec, off));
+	}
+	seg_path(path, sizeof(path), 0, "log");
+	/* Inside the first 4 MiB, the window a mapping reader would hold
+	 * (with BUS_REPLAY=map this test dies of SIGBUS here), and, frames
+	 * being 8-aligned, mid-frame. */
+	cr_assert_eq(truncate(path, (off_t)(fsize(path) / 4 + 3)), 0);
+	while ((rc = bus_seg_next(r, &rec)) == 1) {
+		cr_assert(rec_ok(&rec, off), "record %llu intact", (unsigned long long)off);
+		cr_assert_lt(rec.pos + rec.frame_len, fsize(path) + (256u << 10),
+			     "nothing from past the cut but one read (256 KiB) before it");
+		off++;
+	}
+	cr_assert_eq(rc, -BUS_ECORRUPT, "got %d at offset %llu", rc, (unsigned long long)off);
+	cr_assert(off < bases[1], "stopped inside the damaged segment");
+	cr_assert_eq(bus_seg_next(r, &rec), -BUS_ECORRUPT, "stays there");
+	/* The next segment still reads. */
+	cr_assert_eq(bus_seg_seek_offset(r, bases[1]), 0);
+	read_expect(r, bases[1], 60000);
 	bus_seg_reader_close(r);
 }
 

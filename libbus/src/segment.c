@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -229,20 +230,28 @@ static uint32_t fhdr_len(const struct bus_seg_fhdr *h)
 /* ------------------------------------------------- buffered file reads */
 
 /* A window over a file: read with pread(2) into buf, or, for a sealed
- * segment read in sequence (map_ok), mapped (MAP_WINDOW bytes at a time).
- * Pointers it hands out are valid until the next io_get() on it.
+ * segment read in sequence (map_ok: only with BUS_REPLAY=map), mapped
+ * (MAP_WINDOW bytes at a time).  Pointers it hands out are valid until the
+ * next io_get() on it.
  *
- * Why map: a replay is bound by memory bandwidth.  pread copies every byte
- * out of the page cache and the CRC then reads the copy; mapped, the CRC
- * reads the page cache itself, once, and bus_seg_next_buffered() prefetches
- * ahead of it (replay of 2 GiB of 1 KiB records from the page cache:
- * 4.4-5.1 -> 6.8-8.2 GB/s, where cat reads 7.3-8.5).  Only
- * sealed segments are mapped: they are never truncated (the writer cuts
- * only the active segment, retention removes whole files, and an unlinked
- * file stays mapped), so the mapping never reaches past the end of the
- * file, which would raise SIGBUS.  An operator truncating a sealed segment
- * by hand while a consumer reads it can still do that (as with any mapped
- * log: LMDB, Chronicle Queue); that is not a state busd ever makes. */
+ * Why read by default.  Which of the two is faster depends on what a page
+ * fault costs, and that differs between machines by more than either
+ * method's own cost.  Replay of 512 MiB of 1 KiB records from the page
+ * cache (spill_bench replay):
+ *   - Intel VM (2025-11): mapped 6.8-8.2 GB/s, read 4.4-5.1 (cat 7.3-8.5):
+ *     pread copies every byte out of the page cache and the CRC reads the
+ *     copy; mapped, the CRC reads the page cache itself, once.
+ *   - AMD EPYC under PVM (2026-12, kernel 6.18, shadow page tables):
+ *     mapped 1.7-2.2 GB/s, read 5.4-7.7 (cat 7.9-10): every page of a
+ *     mapping costs ~2 us on first touch whatever the window (4 MiB or a
+ *     whole 128 MiB segment, MAP_POPULATE or not), while read(2) copies
+ *     through the kernel's own mapping.
+ * Reading also cannot fault: a mapping over a sealed segment truncated by
+ * hand would raise SIGBUS in the reader, a read returns short and the
+ * reader reports it.  So reading is the default and mapping an opt-in for
+ * machines where faults are cheap.  Only sealed segments are mapped: they
+ * are never truncated by busd (the writer cuts only the active segment,
+ * retention removes whole files, and an unlinked file stays mapped). */
 struct seg_io {
 	int fd;
 	uint8_t *buf;
@@ -1588,11 +1597,20 @@ struct bus_seg_reader {
 	uint64_t pos;      /* of the next frame */
 	uint64_t next_off; /* its offset */
 	uint64_t pf;       /* prefetched up to here (bus_seg_next_buffered) */
+	bool map;          /* BUS_REPLAY=map: map sealed segments (seg_io) */
 	struct bus_seg_reader_stats st;
 };
 
 static int relist(struct bus_seg_reader *r);
 static int open_switch(struct bus_seg_reader *r, uint64_t base);
+
+/* BUS_REPLAY=map in the environment: map sealed segments (see seg_io). */
+static bool replay_map(void)
+{
+	const char *e = getenv("BUS_REPLAY");
+
+	return e && strcmp(e, "map") == 0;
+}
 
 int bus_seg_reader_open(struct bus_seg_reader **out, const char *dir)
 {
@@ -1611,6 +1629,7 @@ int bus_seg_reader_open(struct bus_seg_reader **out, const char *dir)
 		return err;
 	}
 	r->dfd = err;
+	r->map = replay_map();
 	/* At the earliest record, if there is one yet. */
 	if (relist(r) == 0 && r->nsegs)
 		open_switch(r, r->segs[0]);
@@ -1663,7 +1682,7 @@ static void switch_to(struct bus_seg_reader *r, uint64_t base, int fd)
 		close(r->io.fd);
 	io_unmap(&r->io);
 	io_init(&r->io, fd, &r->st.reads, &r->st.read_bytes);
-	r->io.map_ok = seg_sealed(r, base);
+	r->io.map_ok = r->map && seg_sealed(r, base);
 	r->io.maps = &r->st.maps;
 	r->cur = true;
 	r->hdr_ok = false;
@@ -1945,7 +1964,7 @@ static void view_install(struct bus_seg_reader *r, struct seg_view *v, uint64_t 
 	free(r->io.buf);
 	r->io = v->io;
 	r->io.chunk = IO_CHUNK;
-	r->io.map_ok = seg_sealed(r, v->base);
+	r->io.map_ok = r->map && seg_sealed(r, v->base);
 	r->io.maps = &r->st.maps;
 	r->cur = true;
 	r->hdr_ok = v->hdr_ok;

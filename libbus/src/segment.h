@@ -79,11 +79,14 @@
  * concurrently with the writer and with each other; each reader handle is
  * used by one thread at a time.  Readers see what the writer has written
  * out (bus_seg_flush(), or a full buffer), never a partial frame.
- * Readers map sealed segments (read-only) and read the active one with
- * pread(2); sealed segments are never truncated (only the active one is
- * cut, by a recovering writer; retention unlinks whole files), so a
- * mapping never outlives the bytes under it.  Truncating a sealed segment
- * by hand while a reader maps it would raise SIGBUS in the reader.
+ * Readers read with pread(2).  With BUS_REPLAY=map in the environment
+ * (read at bus_seg_reader_open()) they map sealed segments (read-only)
+ * instead, which is faster where page faults are cheap (see seg_io in
+ * segment.c for the figures); sealed segments are never truncated (only
+ * the active one is cut, by a recovering writer; retention unlinks whole
+ * files), so a mapping never outlives the bytes under it, but truncating a
+ * sealed segment by hand while a reader maps it would raise SIGBUS in the
+ * reader.
  *
  * ERRORS.  Every call returns 0 (or a count) on success, else -errno or
  * -BUS_ECORRUPT (a file is not a segment, or a sealed segment holds a bad
@@ -324,8 +327,10 @@ struct bus_seg_reader;
  * bus_seg_reader_open() - a reader of the log in @dir, positioned at its
  * earliest record (or, while @dir holds no segment, at the first one to
  * appear).  Reads with pread(2) into a buffer of its own (256 KiB, grown for
- * larger frames); it never maps the files, so a truncation by the writer
- * cannot fault it.  Returns 0, -ENOENT (no such dir), -ENOMEM, -errno.
+ * larger frames), so a truncation cannot fault it; with BUS_REPLAY=map in
+ * the environment it maps sealed segments instead (4 MiB windows).  The
+ * active segment is always read.  Returns 0, -ENOENT (no such dir),
+ * -ENOMEM, -errno.
  */
 int bus_seg_reader_open(struct bus_seg_reader **r, const char *dir);
 void bus_seg_reader_close(struct bus_seg_reader *r);
