@@ -126,6 +126,9 @@ extern __thread struct bus_tclock bus_tclock __attribute__((tls_model("initial-e
 
 /* The slow path of bus_now_ns(): clock_gettime(), and a new anchor. */
 int64_t bus_now_slow(void);
+/* Whether this process extrapolates from the TSC (clock.c says when);
+ * decided once per process, thread-safe. */
+bool bus_clock_tsc(void);
 
 static inline int64_t bus_now_ns(void)
 {

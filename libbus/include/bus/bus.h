@@ -235,7 +235,8 @@ struct bus_record {
 	uint32_t value_len;
 	/** ns since the epoch; 0: now, CLOCK_REALTIME as the library reads
 	 *  it: extrapolated from the TSC where the kernel keeps time with it
-	 *  (anchored every 50 ms; within µs of clock_gettime()), or
+	 *  (clocksource tsc, or kvm-clock read in user space by the vDSO;
+	 *  anchored every 50 ms; within µs of clock_gettime()), or
 	 *  clock_gettime() itself (also with BUS_CLOCK=syscall). */
 	int64_t timestamp;
 	const struct bus_header *headers;
