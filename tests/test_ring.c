@@ -503,8 +503,6 @@ Test(ring, wall_clock_tracks_clock_realtime)
 	f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
 	if (f && fgets(cs, sizeof cs, f) && strcmp(cs, "tsc\n") == 0 && !getenv("BUS_CLOCK"))
 		cr_assert(bus_clock_tsc(), "the kernel keeps time with the TSC: so do we");
-	if (getenv("BUS_CLOCK"))
-		cr_assert(!bus_clock_tsc(), "BUS_CLOCK=syscall is obeyed");
 	/* kvm-clock: the TSC when the vDSO reads it (clock.c). */
 	if (bus_clock_tsc())
 		cr_assert(bus_tclock.span > 0, "the TSC path is in use once calibrated");
@@ -517,3 +515,59 @@ Test(ring, wall_clock_tracks_clock_realtime)
 	(void)cs;
 #endif
 }
+
+#ifdef BUS_TSC_CLOCK
+/* BUS_CLOCK=syscall: every timestamp from clock_gettime(), no anchor. */
+Test(ring, bus_clock_syscall_turns_the_tsc_off)
+{
+	int64_t lo, t, hi;
+
+	setenv("BUS_CLOCK", "syscall", 1);
+	for (int i = 0; i < 1000; i++) {
+		lo = realtime_ns();
+		t = bus_now_ns();
+		hi = realtime_ns();
+		cr_assert(t >= lo && t <= hi, "%lld outside [%lld, %lld]", (long long)t, (long long)lo,
+			  (long long)hi);
+	}
+	cr_assert_not(bus_clock_tsc());
+	cr_assert_eq(bus_tclock.span, 0, "no anchor");
+}
+
+/* An anchor that no longer predicts CLOCK_MONOTONIC_RAW (here: its TSC
+ * moved by a second, as after a VM migration) is a strike; three in a row
+ * turn the TSC off for the process, and timestamps stay right throughout. */
+Test(ring, a_tsc_that_stops_agreeing_with_the_clock_is_dropped)
+{
+	const int64_t slack = 100000;
+	int64_t start = realtime_ns();
+	int strikes = 0;
+
+	if (!bus_clock_tsc()) {
+		cr_log_info("skipped: this process does not use the TSC (clock.c)");
+		return;
+	}
+	while (bus_clock_tsc()) {
+		int64_t lo = realtime_ns(), t = bus_now_ns(), hi = realtime_ns();
+
+		cr_assert(t >= lo - slack && t <= hi + slack, "%lld outside [%lld, %lld]", (long long)t,
+			  (long long)lo, (long long)hi);
+		cr_assert(realtime_ns() - start < 10000000000ll, "still on the TSC after %d strikes",
+			  strikes);
+		if (bus_tclock.span > 1) {
+			/* A calibrated anchor: shift it by 1e9 ticks and make
+			 * the next call take a new one. */
+			bus_tclock.tsc -= 1000000000ull;
+			bus_tclock.ns -= (int64_t)(((unsigned __int128)1000000000ull * bus_tclock.mult) >> 32);
+			bus_tclock.span = 1;
+			strikes++;
+		}
+	}
+	cr_assert_eq(strikes, 3, "dropped after %d strikes", strikes);
+	cr_assert_eq(bus_tclock.span, 0);
+	for (int i = 0; i < 1000; i++) {
+		int64_t lo = realtime_ns(), t = bus_now_ns(), hi = realtime_ns();
+		cr_assert(t >= lo && t <= hi, "from clock_gettime() now");
+	}
+}
+#endif

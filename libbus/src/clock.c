@@ -38,6 +38,15 @@
  * records one-way 14.6-15.0 -> 25.6-27.1 M/s (bus_bench tput 64 2000000
  * 4194304), round trip p50 250-261 -> 201-210 ns (bus_bench rtt 64).
  *
+ * CHECKS.  A promise can be withdrawn (a migration or a snapshot restore
+ * of the VM), so every new anchor is also a test: the TSC's prediction of
+ * CLOCK_MONOTONIC_RAW (which NTP neither slews nor steps) since the last
+ * anchor must be within 50 us + 500 ppm of it.  A miss starts the
+ * calibration again; MAX_STRIKES misses in a row turn the TSC off for the
+ * whole process (clock_gettime() from then on).  A sample whose two TSC
+ * reads are more than SAMPLE_MAX_TICKS apart (a preemption between them)
+ * is not used as an anchor or a calibration point.
+ *
  * Elsewhere (another clocksource, not x86-64, BUS_CLOCK=syscall in the
  * environment), bus_now_ns() is clock_gettime(CLOCK_REALTIME).
  *
@@ -45,6 +54,7 @@
  * A forked child inherits its thread's anchor, which stays valid (same
  * TSC). */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -54,12 +64,17 @@
 
 #define CAL_MIN_NS 10000000ll /* first baseline: 10 ms */
 #define RESYNC_NS 50000000ull /* anchor again every 50 ms */
+#define SAMPLE_MAX_TICKS 100000u /* 50 us at 2 GHz: two vDSO reads take ~150 */
+#define MAX_STRIKES 3u
 
 #ifdef BUS_TSC_CLOCK
 __thread struct bus_tclock bus_tclock __attribute__((tls_model("initial-exec")));
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static bool tsc_ok;
+/* Set (relaxed: a late reader only extrapolates one anchor longer) when a
+ * thread found the TSC off MAX_STRIKES anchors in a row. */
+static _Atomic bool tsc_off;
 
 /* True when clock_gettime() is served by the vDSO, not by a system call
  * (see above): the fastest vDSO call takes less than a quarter of the
@@ -121,7 +136,20 @@ static int64_t ts_ns(const struct timespec *t)
 bool bus_clock_tsc(void)
 {
 	pthread_once(&once, tsc_check);
-	return tsc_ok;
+	return tsc_ok && !atomic_load_explicit(&tsc_off, memory_order_relaxed);
+}
+
+/* The anchor this thread had predicts CLOCK_MONOTONIC_RAW at TSC @t to
+ * within 50 us + 500 ppm of @raw (see CHECKS). */
+static bool anchor_held(const struct bus_tclock *k, uint64_t t, int64_t raw)
+{
+	int64_t act = raw - k->raw, pred, diff;
+
+	if (t <= k->tsc || act <= 0)
+		return false;
+	pred = (int64_t)(((unsigned __int128)(t - k->tsc) * k->mult) >> 32);
+	diff = pred > act ? pred - act : act - pred;
+	return diff <= 50000 + act / 2000;
 }
 
 int64_t bus_now_slow(void)
@@ -133,7 +161,8 @@ int64_t bus_now_slow(void)
 	unsigned __int128 m;
 
 	pthread_once(&once, tsc_check);
-	if (!tsc_ok) {
+	if (!tsc_ok || atomic_load_explicit(&tsc_off, memory_order_relaxed)) {
+		k->span = 0;
 		clock_gettime(CLOCK_REALTIME, &rt);
 		return ts_ns(&rt);
 	}
@@ -142,6 +171,23 @@ int64_t bus_now_slow(void)
 	clock_gettime(CLOCK_MONOTONIC_RAW, &raw);
 	t1 = __rdtsc();
 	t = t0 + (t1 - t0) / 2;
+	if (t1 >= t0 && t1 - t0 > SAMPLE_MAX_TICKS) {
+		/* Preempted between the reads: no anchor from this sample
+		 * (the current one, if any, stays). */
+		return ts_ns(&rt);
+	}
+	if (k->span) {
+		/* A new anchor tests the old one (see CHECKS). */
+		if (anchor_held(k, t, ts_ns(&raw))) {
+			k->strikes = 0;
+		} else if (++k->strikes >= MAX_STRIKES) {
+			atomic_store_explicit(&tsc_off, true, memory_order_relaxed);
+			k->span = 0;
+			return ts_ns(&rt);
+		} else {
+			k->cal_tsc = 0; /* calibrate again, from here */
+		}
+	}
 	k->span = 0; /* until a valid anchor is set below */
 	if (!k->cal_tsc || t1 < t0 || t <= k->cal_tsc || ts_ns(&raw) <= k->cal_raw) {
 		/* The first sample, or the TSC went back (a bad core): start
@@ -164,6 +210,7 @@ int64_t bus_now_slow(void)
 	k->mult = (uint64_t)m;
 	k->tsc = t;
 	k->ns = ts_ns(&rt);
+	k->raw = ts_ns(&raw);
 	k->span = (uint64_t)(((unsigned __int128)RESYNC_NS << 32) / m);
 	return k->ns;
 }

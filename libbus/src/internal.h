@@ -121,13 +121,16 @@ struct bus_tclock {
 	uint64_t span; /* ticks the anchor is good for; 0: none */
 	uint64_t cal_tsc; /* calibration baseline: TSC ... */
 	int64_t cal_raw;  /* ... and CLOCK_MONOTONIC_RAW then */
+	int64_t raw;      /* CLOCK_MONOTONIC_RAW at the anchor */
+	uint32_t strikes; /* anchors in a row that the TSC missed */
 };
 extern __thread struct bus_tclock bus_tclock __attribute__((tls_model("initial-exec")));
 
 /* The slow path of bus_now_ns(): clock_gettime(), and a new anchor. */
 int64_t bus_now_slow(void);
-/* Whether this process extrapolates from the TSC (clock.c says when);
- * decided once per process, thread-safe. */
+/* Whether this process extrapolates from the TSC (clock.c says when):
+ * decided once per process, and turned off for good when the TSC stops
+ * agreeing with the system clock; thread-safe. */
 bool bus_clock_tsc(void);
 
 static inline int64_t bus_now_ns(void)
