@@ -27,7 +27,9 @@ BUILD := build-tsan
 SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 endif
 
-IS_CLANG := $(shell $(CC) --version 2>/dev/null | grep -q clang && echo 1)
+# By its name too: on a fresh machine clang may not be installed yet when
+# this is read (make test installs it before the first compile).
+IS_CLANG := $(or $(shell $(CC) --version 2>/dev/null | grep -q clang && echo 1),$(if $(findstring clang,$(notdir $(CC))),1))
 WARN := -Wall -Wextra -Werror -Wmissing-prototypes -Wstrict-prototypes -Wshadow -Wundef \
 	-Wformat=2 -Wwrite-strings -Wpointer-arith -Wcast-qual -Wvla
 ifneq ($(IS_CLANG),1)
