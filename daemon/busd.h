@@ -154,6 +154,10 @@ struct dpart {
 	int64_t last_flush;         /* monotonic ns */
 	int retain_err;             /* last retention error, logged once */
 	uint64_t drain_to;          /* at a stop: the next offset when it began */
+	/* The offset floor's step and the time of its last raise (spill.c,
+	 * part_floor()). */
+	uint64_t floor_step;
+	int64_t floor_at;
 };
 
 /* A persistent topic busd holds. */

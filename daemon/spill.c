@@ -47,6 +47,13 @@
  *           each frame is copied and checked (I1) before the writer gets it,
  *           and a lap is met by a resync, as a lapped consumer does.
  *
+ * FLOOR.  Before each publication (and when busd takes a partition) the
+ * log's durable offset floor is raised above every offset producers may
+ * hand out under the new cursor (part_floor(); segment.h, "offset floor"),
+ * so that a host reboot, which loses the ring and with fsync "never" the
+ * end of the log, never gives an offset out twice: recovery starts the
+ * ring at the floor, and part_open() then skips the log to it.
+ *
  * DEAD PRODUCERS.  A frame claimed but not published at the read position
  * is repaired with bus_ring_repair() as consumer.c's stalled() does: after
  * about 1 ms when its owner is dead, after stuck_claim_ms (forced) when
@@ -176,14 +183,53 @@ static void part_stop(struct dpart *dp, const char *why)
 	st_release(&dp->r->hdr->spiller_pid, -(int32_t)getpid());
 }
 
-/* Publish the cursor: everything below dp->pos is written out. */
-static void part_publish(struct dpart *dp)
+/* Make the durable offset floor cover every offset producers may hand
+ * out while the cursor is at offset @off (see "offset floor" in
+ * segment.h): they write below spill_pos + ring_size, in frames of at
+ * least BUS_FRAME_HDR bytes per offset.  Raised by a step of at least two
+ * such bounds (a 16 MiB ring: ~700,000 records), doubled while raises come
+ * less than FLOOR_MIN_NS apart, so that a fast partition syncs its floor
+ * file at most about ten times a second (a 1 MiB ring at 20 M records/s
+ * would otherwise sync 450 times), and halved back after idle seconds.
+ * The skip after a reboot is at most one bound plus one step. */
+#define FLOOR_MIN_NS (100 * BUSD_MS)
+#define FLOOR_STEP_MAX (1ull << 40)
+static int part_floor(struct dpart *dp, uint64_t off)
+{
+	uint64_t bound = dp->r->size / BUS_FRAME_HDR + 1;
+	int64_t now;
+	int err;
+
+	if (off + bound <= bus_seg_writer_floor(dp->w))
+		return 0; /* the usual case: no clock, no system call */
+	now = bus_mono_ns();
+	if (dp->floor_step < 2 * bound)
+		dp->floor_step = 2 * bound;
+	if (dp->floor_at && now - dp->floor_at < FLOOR_MIN_NS && dp->floor_step < FLOOR_STEP_MAX)
+		dp->floor_step *= 2;
+	else if (dp->floor_at && now - dp->floor_at > 10 * FLOOR_MIN_NS && dp->floor_step / 2 >= 2 * bound)
+		dp->floor_step /= 2;
+	err = bus_seg_writer_floor_raise(dp->w, off + bound, dp->floor_step);
+	if (!err)
+		dp->floor_at = now;
+	return err;
+}
+
+/* Publish the cursor: everything below dp->pos is written out.  Returns 0,
+ * or the error of the floor's write (the cursor then stays: producers are
+ * held back, as by a failed write-out). */
+static int part_publish(struct dpart *dp)
 {
 	struct bus_ring_hdr *h = dp->r->hdr;
+	int err;
 
 	/* Below the cursor a previous run published: it stays where it is. */
 	if (dp->off < dp->prot_off || (dp->off == dp->pub_off && dp->pos == dp->pub_pos))
-		return;
+		return 0;
+	/* FLOOR: durable before the cursor lets producers go further. */
+	err = part_floor(dp, dp->off);
+	if (err)
+		return err;
 	/* RS1+RS2 as one 16-byte CAS (a full barrier): the pair is what
 	 * consumers leaving the log for the ring start from, and the position
 	 * is the producers' licence to overwrite what lies below it +
@@ -191,6 +237,7 @@ static void part_publish(struct dpart *dp)
 	bus_spill_publish(h, dp->pos, dp->off);
 	dp->pub_off = dp->off;
 	dp->pub_pos = dp->pos;
+	return 0;
 }
 
 /* After a failed flush: a failed fdatasync poisons the writer (see
@@ -227,8 +274,7 @@ static int part_flush(struct dpart *dp, int64_t now)
 		return err;
 	dp->appended = false;
 	dp->last_flush = now;
-	part_publish(dp);
-	return 0;
+	return part_publish(dp);
 }
 
 /* An append, flush or open failed with @err: log the episode's start,
@@ -294,7 +340,9 @@ static int resume_ahead(struct dpart *dp, uint64_t n)
 	dp->off = off;
 	dp->prot_off = off;
 	dp->prot_pos = pos;
-	part_publish(dp);
+	/* A floor that cannot be written now is written by the next pass's
+	 * publication (the cursor stays until then). */
+	(void)part_publish(dp);
 	return 0;
 }
 
@@ -362,6 +410,32 @@ static int part_open(struct busd *d, struct dpart *dp)
 	dp->appended = false;
 	dp->stall_since = 0;
 	dp->last_flush = bus_mono_ns();
+	/* FLOOR: producers may already hold offsets up to the cursor's bound
+	 * (they ran before we took the partition). */
+	err = part_floor(dp, s);
+	if (!err && n < s && sp == 0) {
+		/* A ring that never spilled, made at offset s over a log that
+		 * ends at n: recovery after a reboot started it at the floor
+		 * (offsets n..s-1 may have been handed out before, and are
+		 * skipped), or the log lost its end by hand.  No record below
+		 * s was ever in this ring: the log goes on at s. */
+		err = bus_seg_writer_skip(dp->w, s);
+		if (!err)
+			busd_log(BUS_LOG_WARN,
+				 "topic '%s' partition %u: the log in %s ends at offset %llu and "
+				 "the ring starts at %llu: offsets %llu..%llu are skipped (after a "
+				 "restart of the host they may have been handed out before it); "
+				 "readers see them as lost",
+				 dp->dt->name, dp->idx, dp->dir, (unsigned long long)n,
+				 (unsigned long long)s, (unsigned long long)n,
+				 (unsigned long long)s - 1);
+		n = s;
+	}
+	if (err) {
+		bus_seg_writer_close(dp->w);
+		dp->w = NULL;
+		return err;
+	}
 	if (n == s) {
 		busd_log(BUS_LOG_DEBUG, "topic '%s' partition %u: spilling from offset %llu to %s",
 			 dp->dt->name, dp->idx, (unsigned long long)s, dp->dir);
@@ -683,8 +757,9 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 		if (!err)
 			err = ferr;
 	} else if (!err) {
-		part_publish(dp); /* padding passed over */
-		part_idle_sync(d, dp, now);
+		err = part_publish(dp); /* padding passed over */
+		if (!err)
+			part_idle_sync(d, dp, now);
 	}
 	if (err) {
 		part_fail(dp, err, now, "write to its log");

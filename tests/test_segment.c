@@ -527,7 +527,7 @@ Test(segment, a_sealed_segment_truncated_under_a_reader_is_reported_not_a_fault)
 	struct bus_seg_opts o = { .segment_bytes = 9u << 20 };
 	struct bus_seg_reader *r;
 	struct bus_seg_record rec;
-	uint64_t bases[16], off = 0;
+	uint64_t bases[16], off = 0, cut, end = 0;
 	char path[600];
 	int rc;
 
@@ -543,14 +543,19 @@ Test(segment, a_sealed_segment_truncated_under_a_reader_is_reported_not_a_fault)
 	/* Inside the first 4 MiB, the window a mapping reader would hold
 	 * (with BUS_REPLAY=map this test dies of SIGBUS here), and, frames
 	 * being 8-aligned, mid-frame. */
-	cr_assert_eq(truncate(path, (off_t)(fsize(path) / 4 + 3)), 0);
+	cut = fsize(path) / 4 + 3;
+	cr_assert_eq(truncate(path, (off_t)cut), 0);
 	while ((rc = bus_seg_next(r, &rec)) == 1) {
 		cr_assert(rec_ok(&rec, off), "record %llu intact", (unsigned long long)off);
-		cr_assert_lt(rec.pos + rec.frame_len, fsize(path) + (256u << 10),
-			     "nothing from past the cut but one read (256 KiB) before it");
+		end = rec.pos + rec.frame_len;
 		off++;
 	}
 	cr_assert_eq(rc, -BUS_ECORRUPT, "got %d at offset %llu", rc, (unsigned long long)off);
+	/* Every whole record before the cut was handed out: the next frame
+	 * would have crossed it. */
+	cr_assert_leq(end, cut);
+	cr_assert_gt(end + 4096, cut, "stopped at %llu, the cut is at %llu", (unsigned long long)end,
+		     (unsigned long long)cut);
 	cr_assert(off < bases[1], "stopped inside the damaged segment");
 	cr_assert_eq(bus_seg_next(r, &rec), -BUS_ECORRUPT, "stays there");
 	/* The next segment still reads. */
@@ -915,6 +920,112 @@ Test(segment, reader_reports_a_bad_frame_inside_a_sealed_segment)
 	/* The next segment still reads. */
 	cr_assert_eq(bus_seg_seek_offset(r, bases[1]), 0);
 	read_expect(r, bases[1], 500);
+	bus_seg_reader_close(r);
+}
+
+/* ------------------------------------------------------- offset floor */
+
+static void floor_poke(uint64_t at, uint8_t x)
+{
+	char path[600];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, BUS_SEG_FLOOR_FILE);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(pwrite(fd, &x, 1, (off_t)at), 1);
+	close(fd);
+}
+
+/* The floor is raised only when needed (one sync per raise), in steps;
+ * it is read back from the newest valid slot, so a torn write leaves the
+ * floor before it; a file with no valid slot is an error for readers and
+ * is written again by a writer. */
+Test(segment, the_offset_floor_is_raised_in_steps_and_survives_a_torn_write)
+{
+	struct bus_seg_opts o = { .log = cap_log };
+	struct bus_seg_writer *w;
+	struct bus_seg_writer_stats st;
+	uint64_t f = 1;
+
+	cr_assert_eq(bus_seg_floor_read(dir, &f), 0, "no dir yet: no floor");
+	cr_assert_eq(f, 0);
+	w = wopen(&o);
+	cr_assert_eq(bus_seg_writer_floor(w), 0);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, 100, 50), 0);
+	cr_assert_eq(bus_seg_writer_floor(w), 150);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, 150, 50), 0, "already covered");
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.floor_syncs, 1, "%llu syncs", (unsigned long long)st.floor_syncs);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, 151, 50), 0);
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.floor_syncs, 2);
+	cr_assert_eq(st.floor, 201);
+	cr_assert_eq(bus_seg_floor_read(dir, &f), 0);
+	cr_assert_eq(f, 201);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+
+	/* A torn write of the newest slot (seq 2: slot 0): the one before. */
+	floor_poke(24, 0x5a);
+	cr_assert_eq(bus_seg_floor_read(dir, &f), 0);
+	cr_assert_eq(f, 150, "got %llu", (unsigned long long)f);
+	/* Both slots bad: an error, and a writer starts over from none. */
+	floor_poke(BUS_SEG_FLOOR_SLOT + 24, 0x5a);
+	cr_assert_eq(bus_seg_floor_read(dir, &f), -BUS_ECORRUPT);
+	cr_assert_eq(f, 0);
+	logbuf[0] = 0;
+	w = wopen(&o);
+	cr_assert(strstr(logbuf, "no valid offset floor"), "log: %s", logbuf);
+	cr_assert_eq(bus_seg_writer_floor(w), 0);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, 10, 5), 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert_eq(bus_seg_floor_read(dir, &f), 0);
+	cr_assert_eq(f, 15);
+}
+
+/* Skipping to an offset: the active segment is sealed (or, empty,
+ * replaced), a segment starts at the new offset, readers see a gap between
+ * segments, and a reopened writer and the bounds go on from there. */
+Test(segment, a_skip_starts_a_segment_at_the_new_offset)
+{
+	struct bus_seg_writer *w = wopen(NULL);
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	struct bus_seg_bounds bd;
+	uint64_t bases[8];
+	char path[600];
+
+	cr_assert_eq(bus_seg_writer_skip(w, 0), -EINVAL, "not above the next offset");
+	/* An empty active segment is replaced. */
+	cr_assert_eq(bus_seg_writer_skip(w, 5), 0);
+	seg_path(path, sizeof(path), 0, "log");
+	cr_assert_not(exists(path), "the empty segment 0 is gone");
+	append_range(w, 5, 20, 0);
+	cr_assert_eq(bus_seg_writer_skip(w, 20), -EINVAL);
+	cr_assert_eq(bus_seg_writer_skip(w, 1000), 0);
+	append_range(w, 1000, 1010, 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert_eq(list_logs(bases, 8), 2u);
+	cr_assert_eq(bases[0], 5);
+	cr_assert_eq(bases[1], 1000);
+
+	w = wopen(NULL);
+	cr_assert_eq(bus_seg_writer_next_offset(w), 1010);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert_eq(bus_seg_bounds(dir, &bd), 0);
+	cr_assert_eq(bd.first, 5);
+	cr_assert_eq(bd.next, 1010);
+
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	for (uint64_t off = 5; off < 20; off++) {
+		cr_assert_eq(bus_seg_next(r, &rec), 1);
+		cr_assert(rec_ok(&rec, off));
+	}
+	/* The gap: the next record is 1000. */
+	read_expect(r, 1000, 1010);
+	cr_assert_eq(bus_seg_seek_offset(r, 500), 0, "an offset in the gap");
+	cr_assert_eq(bus_seg_next(r, &rec), 1);
+	cr_assert_eq(rec.offset, 1000, "from inside the gap, the next record after it");
 	bus_seg_reader_close(r);
 }
 

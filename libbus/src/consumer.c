@@ -319,9 +319,19 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 		 * holds, so this poll's views stay valid together. */
 		rc = n == 0 ? bus_seg_next(cp->disk, &rec) : bus_seg_next_buffered(cp->disk, &rec);
 		if (rc == 0) {
-			uint64_t sp, so;
+			uint64_t sp, so, rp;
 			if (n)
 				break;
+			/* A gap up to a segment that has no record yet (offsets
+			 * skipped after a reboot: "offset floor" in segment.h):
+			 * the reader stands at its base.  Those offsets are
+			 * lost, as for a gap before a record (below). */
+			rp = bus_seg_reader_position(cp->disk);
+			if (rp > cp->off) {
+				cp->lost_pending += rp - cp->off;
+				c->stats.lost += rp - cp->off;
+				cp->off = rp;
+			}
 			/* The end of what busd has written, or a bad frame at the
 			 * end of the active segment (being written, or torn).
 			 * Once busd has published a spill offset past the
@@ -329,6 +339,15 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 			 * after the write-out; the CAS of the read orders it
 			 * before the re-read): still no record is corruption. */
 			bus_spill_read(cp->r->hdr, &sp, &so);
+			if (so > cp->off && sp == 0) {
+				/* A ring that never spilled starts at so, above
+				 * the end of the log: made at the floor after a
+				 * reboot, before busd skipped the log to it.  The
+				 * offsets in between are in neither: lost. */
+				cp->lost_pending += so - cp->off;
+				c->stats.lost += so - cp->off;
+				cp->off = so;
+			}
 			if (so > cp->off) {
 				rc = bus_seg_next(cp->disk, &rec);
 				if (rc == 0)

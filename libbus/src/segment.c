@@ -236,13 +236,13 @@ static uint32_t fhdr_len(const struct bus_seg_fhdr *h)
  *
  * Why read by default.  Which of the two is faster depends on what a page
  * fault costs, and that differs between machines by more than either
- * method's own cost.  Replay of 512 MiB of 1 KiB records from the page
- * cache (spill_bench replay):
- *   - Intel VM (2025-11): mapped 6.8-8.2 GB/s, read 4.4-5.1 (cat 7.3-8.5):
- *     pread copies every byte out of the page cache and the CRC reads the
- *     copy; mapped, the CRC reads the page cache itself, once.
- *   - AMD EPYC under PVM (2026-12, kernel 6.18, shadow page tables):
- *     mapped 1.7-2.2 GB/s, read 5.4-7.7 (cat 7.9-10): every page of a
+ * method's own cost.  Replay of 1 KiB records from the page cache
+ * (spill_bench replay):
+ *   - Intel VM (2026-11, 2 GiB): mapped 6.8-8.2 GB/s, read 4.4-5.1 (cat
+ *     7.3-8.5): pread copies every byte out of the page cache and the CRC
+ *     reads the copy; mapped, the CRC reads the page cache itself, once.
+ *   - AMD EPYC under PVM (2026-12, kernel 6.18, shadow page tables; 512
+ *     MiB): mapped 1.7-2.2 GB/s, read 4.6-7.7 (cat 6.6-8.5): every page of a
  *     mapping costs ~2 us on first touch whatever the window (4 MiB or a
  *     whole 128 MiB segment, MAP_POPULATE or not), while read(2) copies
  *     through the kernel's own mapping.
@@ -733,6 +733,10 @@ struct bus_seg_writer {
 	bool failing;         /* the last write-out failed */
 	struct bus_seg_writer_stats st;
 	int sync_err; /* a failed fdatasync: every flush returns it */
+	/* The offset floor (see segment.h): durable value, the seq of its
+	 * slot, the file (opened at the first raise; -1 before). */
+	uint64_t floor, floor_seq;
+	int floor_fd;
 };
 
 static void wlog(const struct bus_seg_writer *w, enum bus_log_level lvl, const char *fmt, ...)
@@ -1224,6 +1228,171 @@ void bus_seg_writer_stats(const struct bus_seg_writer *w, struct bus_seg_writer_
 	st->written_offset = w->written_off;
 	st->synced_offset = w->synced_off;
 	st->active_base = w->base;
+	st->floor = w->floor;
+}
+
+/* ------------------------------------------------------- offset floor */
+
+static uint32_t floor_crc(const struct bus_seg_floor_slot *sl)
+{
+	struct bus_seg_floor_slot c = *sl;
+
+	c.crc = 0;
+	return bus_crc32c(0, &c, sizeof(c));
+}
+
+/* The floor in the dir @dfd: *floor and the *seq of its slot (0, 0 when
+ * there is no file).  Returns 0, -BUS_ECORRUPT, -BUS_EVERSION, -errno. */
+static int floor_load(int dfd, uint64_t *floor, uint64_t *seq)
+{
+	struct bus_seg_floor_slot sl;
+	bool any = false, other_version = false;
+	int fd = openat(dfd, BUS_SEG_FLOOR_FILE, O_RDONLY | O_CLOEXEC);
+
+	*floor = *seq = 0;
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	for (uint32_t i = 0; i < 2; i++) {
+		ssize_t got = pread_full(fd, &sl, sizeof(sl), (uint64_t)i * BUS_SEG_FLOOR_SLOT);
+
+		if (got < 0) {
+			close(fd);
+			return (int)got;
+		}
+		if ((size_t)got < sizeof(sl) || sl.magic != BUS_SEG_FLOOR_MAGIC ||
+		    sl.crc != floor_crc(&sl))
+			continue;
+		if (sl.version != BUS_SEG_FLOOR_VERSION) {
+			other_version = true;
+			continue;
+		}
+		if (!any || sl.seq > *seq) {
+			*floor = sl.floor;
+			*seq = sl.seq;
+		}
+		any = true;
+	}
+	close(fd);
+	if (any)
+		return 0;
+	return other_version ? -BUS_EVERSION : -BUS_ECORRUPT;
+}
+
+int bus_seg_floor_read(const char *dir, uint64_t *floor)
+{
+	uint64_t seq;
+	int dfd, err;
+
+	if (!dir || !floor)
+		return -EINVAL;
+	*floor = 0;
+	dfd = open_dir(dir);
+	if (dfd < 0)
+		return dfd == -ENOENT ? 0 : dfd;
+	err = floor_load(dfd, floor, &seq);
+	close(dfd);
+	return err;
+}
+
+int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t step)
+{
+	struct bus_seg_floor_slot sl;
+	size_t done;
+	int err;
+
+	if (!w)
+		return -EINVAL;
+	if (need <= w->floor)
+		return 0;
+	if (w->floor_fd < 0) {
+		w->floor_fd = openat(w->dfd, BUS_SEG_FLOOR_FILE, O_RDWR | O_CREAT | O_CLOEXEC,
+				     (mode_t)w->o.file_mode);
+		if (w->floor_fd < 0)
+			return -errno;
+	}
+	memset(&sl, 0, sizeof(sl));
+	sl.magic = BUS_SEG_FLOOR_MAGIC;
+	sl.version = BUS_SEG_FLOOR_VERSION;
+	sl.seq = w->floor_seq + 1;
+	sl.floor = need > UINT64_MAX - step ? UINT64_MAX : need + step;
+	sl.crc = floor_crc(&sl);
+	/* The slot the current floor is not in: a torn write leaves it. */
+	err = pwrite_full(w->floor_fd, &sl, sizeof(sl), (sl.seq & 1) * BUS_SEG_FLOOR_SLOT, &done);
+	if (!err && fdatasync(w->floor_fd))
+		err = -errno;
+	if (err) {
+		wlog(w, BUS_LOG_ERROR, "cannot raise the offset floor to %" PRIu64 ": %s",
+		     sl.floor, strerror(-err));
+		return err;
+	}
+	/* A new file's name must be durable too (once). */
+	if (w->floor_seq == 0 && fsync(w->dfd))
+		return -errno;
+	w->floor = sl.floor;
+	w->floor_seq = sl.seq;
+	w->st.floor_syncs++;
+	return 0;
+}
+
+uint64_t bus_seg_writer_floor(const struct bus_seg_writer *w)
+{
+	return w ? w->floor : 0;
+}
+
+int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to)
+{
+	static const char *const ext[3] = { "log", "index", "timeindex" };
+	uint64_t old = w ? w->next_off : 0;
+	int fds[3], err;
+
+	if (!w || to <= w->next_off)
+		return -EINVAL;
+	err = write_out(w);
+	if (err)
+		return err;
+	if (!w->sealed && w->next_off == w->base) {
+		/* No record in the active segment: it goes, and the new one
+		 * takes its place (a crash in between leaves the log ending
+		 * where it did). */
+		char name[BUS_SEG_NAME_MAX];
+
+		seg_close_fds(w);
+		for (int i = 2; i >= 0; i--) {
+			seg_name(name, w->base, ext[i]);
+			if (unlinkat(w->dfd, name, 0) && errno != ENOENT)
+				return -errno;
+		}
+		w->sealed = true; /* nothing left to seal; the next one to make */
+	}
+	if (!w->sealed) {
+		err = pend_reserve(w);
+		if (err)
+			return err;
+		w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){
+			w->max_ts, (uint32_t)(w->next_off - w->base), (uint32_t)w->end
+		};
+		w->sealed = true;
+		err = write_out(w);
+		if (err)
+			return err;
+	}
+	/* From here a failed creation is retried by the next append's roll,
+	 * at the new offset. */
+	w->next_off = to;
+	if (w->written_off == old)
+		w->written_off = to;
+	if (w->synced_off == old)
+		w->synced_off = to;
+	err = seg_create(w, to, fds);
+	if (err)
+		return err;
+	seg_close_fds(w);
+	seg_activate(w, to, fds);
+	wlog(w, BUS_LOG_INFO, "offsets %" PRIu64 "..%" PRIu64 " skipped: the log goes on at %" PRIu64,
+	     old, to - 1, to);
+	if (fsync(w->dfd))
+		return -errno; /* the segment is in place; only its name may not be durable */
+	return 0;
 }
 
 /* Load an index file whole (recovery only).  *n receives the number of
@@ -1504,7 +1673,7 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
-	w->dfd = w->log_fd = w->idx_fd = w->tidx_fd = -1;
+	w->dfd = w->log_fd = w->idx_fd = w->tidx_fd = w->floor_fd = -1;
 	err = opts_resolve(&w->o, o);
 	if (err)
 		goto fail;
@@ -1531,6 +1700,16 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 	if (err)
 		goto fail;
 	remove_orphans(w, segs, n);
+	err = floor_load(w->dfd, &w->floor, &w->floor_seq);
+	if (err == -BUS_ECORRUPT || err == -BUS_EVERSION) {
+		wlog(w, BUS_LOG_ERROR,
+		     "%s holds no valid offset floor (%s): it is written again at the next "
+		     "raise; until then offsets are only known from the log",
+		     BUS_SEG_FLOOR_FILE, bus_strerror(err));
+		w->floor = w->floor_seq = 0;
+	} else if (err) {
+		goto fail;
+	}
 	if (n == 0) {
 		int fds[3];
 		err = seg_create(w, w->o.first_offset, fds);
@@ -1554,6 +1733,8 @@ fail:
 	seg_close_fds(w);
 	if (w->dfd >= 0)
 		close(w->dfd);
+	if (w->floor_fd >= 0)
+		close(w->floor_fd);
 	free(w->pidx);
 	free(w->ptidx);
 	free(w->buf);
@@ -1576,6 +1757,8 @@ int bus_seg_writer_close(struct bus_seg_writer *w)
 		     w->next_off - w->written_off, strerror(-err));
 	seg_close_fds(w);
 	close(w->dfd);
+	if (w->floor_fd >= 0)
+		close(w->floor_fd);
 	free(w->buf);
 	free(w->pidx);
 	free(w->ptidx);
@@ -2024,8 +2207,13 @@ int bus_seg_seek_offset(struct bus_seg_reader *r, uint64_t off)
 	view_drop(r, &v);
 	if (rc < 0 && rc != -BUS_ECORRUPT)
 		return rc;
+	/* In a gap between segments (offsets skipped after a reboot, or lost
+	 * with the end of a segment): the next record is the next segment's
+	 * first; the reader reports the offsets in between as lost. */
+	if (rc == 0 && lo < r->nsegs)
+		return bus_seg_seek_offset(r, r->segs[lo]);
 	/* The segment ends (or breaks) before @off: past the end of the log,
-	 * in a gap, or at a bad frame of a sealed segment. */
+	 * or at a bad frame of a sealed segment. */
 	return rc == -BUS_ECORRUPT && lo < r->nsegs ? -BUS_ECORRUPT : -ERANGE;
 }
 

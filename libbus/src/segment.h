@@ -207,6 +207,8 @@ struct bus_seg_writer_stats {
 	uint32_t recovered_index_rebuilt; /* 1: indexes rebuilt from the start */
 	uint32_t sync_failed;    /* 1: an fdatasync failed; the writer is
 	                            poisoned (see bus_seg_flush()) */
+	uint64_t floor;          /* the durable offset floor (0: none) */
+	uint64_t floor_syncs;    /* floor writes (each with an fdatasync) */
 };
 
 struct bus_seg_writer;
@@ -291,6 +293,86 @@ int bus_seg_flush(struct bus_seg_writer *w);
  */
 int bus_seg_writer_close(struct bus_seg_writer *w);
 
+/* ------------------------------------------------------- offset floor
+ *
+ * WHY.  Offsets are handed out by producers in shared memory, before busd
+ * writes them out; with fsync "never" the last of what busd wrote may also
+ * be lost with the page cache.  After a host reboot (the shared memory is
+ * gone) the log alone would say to continue at its end, and offsets that
+ * producers had handed out, and consumers had seen, would be given to new
+ * records: DESIGN.md forbids that ("never reused, not across ... host
+ * reboots").  So each partition's dir holds a durable floor: an offset
+ * above every offset that may have been handed out.  Recovery continues at
+ * max(end of the log, floor) (bus_topic_create() over existing logs); the
+ * offsets in between are skipped, and readers see them as a gap (lost).
+ *
+ * HOW.  Producers of a persistent topic write only below spill_pos +
+ * ring_size, and every frame that takes an offset is at least
+ * BUS_FRAME_HDR bytes long, so offsets handed out stay below spill_off +
+ * ring_size / BUS_FRAME_HDR + 1.  busd raises the floor above that bound
+ * (with bus_seg_writer_floor_raise(), in steps, so that it syncs rarely)
+ * before it publishes a spill cursor, and when it takes a partition.
+ *
+ * FILE.  "offset.floor" in the log's dir: two 32-byte slots, at 0 and 512
+ * (separate sectors), written in turn with pwrite + fdatasync; a slot is
+ * {magic, version, crc, seq, floor}, little-endian, its CRC32C over the
+ * slot with crc = 0.  The valid slot with the larger seq holds the floor,
+ * so a write torn by a power loss leaves the previous floor readable.
+ */
+
+/* "BUSFLOOR" read as a little-endian u64. */
+#define BUS_SEG_FLOOR_MAGIC 0x524f4f4c46535542ull
+#define BUS_SEG_FLOOR_VERSION 1u
+#define BUS_SEG_FLOOR_FILE "offset.floor"
+#define BUS_SEG_FLOOR_SLOT 512u
+
+struct bus_seg_floor_slot {
+	uint64_t magic;   /* BUS_SEG_FLOOR_MAGIC */
+	uint32_t version; /* BUS_SEG_FLOOR_VERSION */
+	uint32_t crc;     /* CRC32C of the slot with crc = 0 */
+	uint64_t seq;     /* larger: newer */
+	uint64_t floor;
+};
+_Static_assert(sizeof(struct bus_seg_floor_slot) == 32, "floor slot size");
+
+/*
+ * bus_seg_floor_read() - the durable offset floor of the log in @dir.
+ * Sets *floor to 0 when the dir or its floor file does not exist.  Safe in
+ * any thread or process, concurrently with the writer (a slot being
+ * written fails its CRC; the other one is read).  Returns 0, -BUS_ECORRUPT
+ * (the file exists but holds no valid slot; *floor = 0), -BUS_EVERSION
+ * (another version), -EINVAL, or -errno.
+ */
+int bus_seg_floor_read(const char *dir, uint64_t *floor);
+
+/*
+ * bus_seg_writer_floor_raise() - make the durable floor at least @need:
+ * when it is below, write need + @step and fdatasync the floor file
+ * (creating it with the writer's file mode).  No system call when the
+ * floor is already high enough.  Returns 0 or -errno (-ENOSPC, -EIO...):
+ * then the floor is unchanged and the caller must not hand out the
+ * offsets it wanted to cover (busd does not publish its cursor).  The
+ * writer starts from the floor its dir holds (a corrupt file counts as
+ * none, with an ERROR from the log callback, and is overwritten).
+ */
+int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t step);
+
+/* The durable floor as the writer knows it (0: none). */
+uint64_t bus_seg_writer_floor(const struct bus_seg_writer *w);
+
+/*
+ * bus_seg_writer_skip() - the next record gets offset @to (> the next
+ * offset): offsets in between are never written (they were skipped by a
+ * recovery at the floor).  Writes out what is buffered, seals the active
+ * segment (or, when it holds no record, removes it) and starts a segment
+ * with base @to; readers see the skipped offsets as a gap between
+ * segments.  Returns 0, -EINVAL (@to not above the next offset), or the
+ * error of the write-out or of the new segment's creation (then the writer
+ * is as before, or sealed with the new segment still to be made: a retry
+ * completes it).
+ */
+int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to);
+
 /* ------------------------------------------------------------- reader */
 
 /* A record read from a segment: a view into the reader's buffer, valid
@@ -370,6 +452,9 @@ int bus_seg_next_buffered(struct bus_seg_reader *r, struct bus_seg_record *out);
  * by binary search over the bases, then the last checkpoint at or before
  * @off by binary search in its .index, then a scan of at most
  * index_interval bytes.  @off may be the log's next offset (the end).
+ * An @off in a gap between segments (offsets skipped, see "offset floor",
+ * or lost with a segment's end) positions the reader at the next segment's
+ * first record.
  * Returns 0, -ERANGE (before the earliest record, after the end, or no
  * segment at all), -BUS_ECORRUPT, -errno; on failure the position is
  * unchanged.  Indexes that disagree with the log are ignored (the segment

@@ -330,13 +330,15 @@ static int slot_rival(struct bus *b, const char *name, uint32_t home, uint32_t o
 	return -1;
 }
 
-/* The offset after the last record of @topic's partition @part on disk (0
- * when it has no log), so that a topic re-created over its logs (after a
- * reboot) continues their offsets instead of reusing them. */
+/* The offset @topic's partition @part continues at (0 when it has no log):
+ * the end of its log on disk, or its durable offset floor when that is
+ * higher (see "offset floor" in segment.h), so that a topic re-created over
+ * its logs (after a reboot) gives out no offset twice. */
 static int disk_next_offset(struct bus *b, const char *topic, uint32_t part, uint64_t *next)
 {
 	char dir[4200];
 	struct bus_seg_bounds sb;
+	uint64_t floor = 0;
 	int err = bus_part_dir(b, topic, part, dir, sizeof(dir));
 
 	*next = 0;
@@ -350,8 +352,27 @@ static int disk_next_offset(struct bus *b, const char *topic, uint32_t part, uin
 			topic, part, dir, bus_strerror(err));
 		return err;
 	}
-	if (sb.segments) {
+	err = bus_seg_floor_read(dir, &floor);
+	if (err) {
+		/* Without the floor the log's end is all we know: go on from
+		 * there, and say what that risks. */
+		bus_log(b, BUS_LOG_ERROR,
+			"topic '%s' partition %u: cannot read its offset floor in %s: %s; "
+			"continuing at the end of the log (offsets handed out before the restart "
+			"and not in the log may be given out again)",
+			topic, part, dir, bus_strerror(err));
+		floor = 0;
+	}
+	if (sb.segments)
 		*next = sb.next;
+	if (floor > *next) {
+		bus_log(b, BUS_LOG_INFO,
+			"topic '%s' partition %u: continues at its offset floor %llu (the log ends "
+			"at %llu; the offsets in between may have been handed out before the "
+			"restart, and are skipped)",
+			topic, part, (unsigned long long)floor, (unsigned long long)*next);
+		*next = floor;
+	} else if (sb.segments) {
 		bus_log(b, BUS_LOG_INFO, "topic '%s' partition %u: continues its log at offset %llu",
 			topic, part, (unsigned long long)sb.next);
 	}
