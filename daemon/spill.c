@@ -411,8 +411,12 @@ static int part_open(struct busd *d, struct dpart *dp)
 	dp->stall_since = 0;
 	dp->last_flush = bus_mono_ns();
 	/* FLOOR: producers may already hold offsets up to the cursor's bound
-	 * (they ran before we took the partition). */
+	 * (a previous busd let them); then they may go on (floor_ok, release:
+	 * after the floor's fdatasync; pairs with the acquire in
+	 * wait_space()). */
 	err = part_floor(dp, s);
+	if (!err)
+		st_release(&h->floor_ok, 1);
 	if (!err && n < s && sp == 0) {
 		/* A ring that never spilled, made at offset s over a log that
 		 * ends at n: recovery after a reboot started it at the floor
@@ -539,11 +543,17 @@ static int append_copy(struct busd *d, struct dpart *dp, uint32_t len)
 }
 
 /* A claimed frame stays unpublished at dp->pos: repair it when its owner
- * is dead (tried every ~1 ms) or it is stuck past stuck_claim_ms.  Returns
+ * is dead (tried every ~1 ms) or it is stuck past stuck_claim_ms, both
+ * counted from when busd first saw it so.  Returns
  * 1 when repaired (the frame is now LOST), 0, or -BUS_ECORRUPT. */
-static int part_stall(struct busd *d, struct dpart *dp, const struct bus_frame *f, int64_t now)
+static int part_stall(struct busd *d, struct dpart *dp, const struct bus_frame *f)
 {
 	int64_t stuck_ns = (int64_t)d->cfg.stuck_claim_ms * BUSD_MS;
+	/* The clock now, not the pass's: a pass can take long (an fsync
+	 * under load, or the floor's when a partition is taken), and a stale
+	 * start would count that time against a producer that claimed a
+	 * microsecond ago, and repair its live claim. */
+	int64_t now = bus_mono_ns();
 	uint64_t cl;
 	int32_t pid;
 	bool force;
@@ -604,8 +614,7 @@ static bool claim_pending(const struct dpart *dp, const struct bus_frame *f)
  * published.  Returns 0 or the writer's error (the frame at dp->pos is
  * then not taken); sets dp->stopped on a frame that does not parse.
  */
-static int part_read(struct busd *d, struct dpart *dp, int64_t now, uint64_t budget,
-		     uint64_t *done)
+static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t *done)
 {
 	struct bus_ring *r = dp->r;
 	int err;
@@ -640,7 +649,7 @@ static int part_read(struct busd *d, struct dpart *dp, int64_t now, uint64_t bud
 				dp->stall_since = 0;
 				return 0;
 			}
-			err = part_stall(d, dp, f, now);
+			err = part_stall(d, dp, f);
 			if (err > 0)
 				continue;
 			if (err < 0)
@@ -733,6 +742,7 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 		if (dp->stopped)
 			return 0;
 		done = 1; /* read at once, do not nap first */
+		now = bus_mono_ns(); /* the open may have synced for long */
 	} else if (dp->reopen && !dp->appended) {
 		/* A safe point: nothing is buffered.  The next pass opens
 		 * the log with the options now in force. */
@@ -747,11 +757,11 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 		/* A write-out failed: the same frames first. */
 		err = part_flush(dp, now);
 		if (err) {
-			part_fail(dp, err, now, "write to its log");
+			part_fail(dp, err, now, "write to its log or offset floor");
 			return 0;
 		}
 	}
-	err = part_read(d, dp, now, budget, &done);
+	err = part_read(d, dp, budget, &done);
 	if (dp->appended) {
 		int ferr = part_flush(dp, now);
 		if (!err)
@@ -762,7 +772,7 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 			part_idle_sync(d, dp, now);
 	}
 	if (err) {
-		part_fail(dp, err, now, "write to its log");
+		part_fail(dp, err, now, "write to its log or offset floor");
 		return done;
 	}
 	part_ok(dp, now);

@@ -119,6 +119,34 @@ static int disk_open(struct bus_consumer *c, struct bus_cpart *cp)
 	return bus_seg_reader_open(&cp->disk, dir);
 }
 
+/* The reader of @cp found no record: if it stands past the consumer's
+ * position, at the base of a segment that has no record yet, the offsets
+ * in between are a gap (skipped after a reboot: "offset floor" in
+ * segment.h), lost as for a gap before a record (poll_disk()). */
+static void disk_gap(struct bus_consumer *c, struct bus_cpart *cp)
+{
+	uint64_t rp = bus_seg_reader_position(cp->disk);
+
+	if (rp > cp->off) {
+		cp->lost_pending += rp - cp->off;
+		c->stats.lost += rp - cp->off;
+		cp->off = rp;
+	}
+}
+
+/* The log of @cp's partition holds no record at or after @off (it ends
+ * there or before).  Lists the segments: for rare checks only. */
+static bool log_ends_by(struct bus_consumer *c, struct bus_cpart *cp, uint64_t off)
+{
+	char dir[4200];
+	struct bus_seg_bounds sb;
+
+	if (bus_part_dir(c->b, c->t->name, cp->idx, dir, sizeof(dir)) ||
+	    bus_seg_bounds(dir, &sb))
+		return false;
+	return sb.next <= off;
+}
+
 /* @cp reads from disk, where its reader stands: at offset @off. */
 static void disk_at(struct bus_cpart *cp, uint64_t off)
 {
@@ -319,19 +347,10 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 		 * holds, so this poll's views stay valid together. */
 		rc = n == 0 ? bus_seg_next(cp->disk, &rec) : bus_seg_next_buffered(cp->disk, &rec);
 		if (rc == 0) {
-			uint64_t sp, so, rp;
+			uint64_t sp, so;
 			if (n)
 				break;
-			/* A gap up to a segment that has no record yet (offsets
-			 * skipped after a reboot: "offset floor" in segment.h):
-			 * the reader stands at its base.  Those offsets are
-			 * lost, as for a gap before a record (below). */
-			rp = bus_seg_reader_position(cp->disk);
-			if (rp > cp->off) {
-				cp->lost_pending += rp - cp->off;
-				c->stats.lost += rp - cp->off;
-				cp->off = rp;
-			}
+			disk_gap(c, cp);
 			/* The end of what busd has written, or a bad frame at the
 			 * end of the active segment (being written, or torn).
 			 * Once busd has published a spill offset past the
@@ -339,22 +358,31 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 			 * after the write-out; the CAS of the read orders it
 			 * before the re-read): still no record is corruption. */
 			bus_spill_read(cp->r->hdr, &sp, &so);
-			if (so > cp->off && sp == 0) {
+			if (so > cp->off && sp == 0 && log_ends_by(c, cp, cp->off)) {
 				/* A ring that never spilled starts at so, above
 				 * the end of the log: made at the floor after a
 				 * reboot, before busd skipped the log to it.  The
-				 * offsets in between are in neither: lost. */
+				 * offsets in between are in neither: lost.  (The
+				 * log's end is checked: a reader may also return
+				 * nothing for a moment while retention moves it.) */
 				cp->lost_pending += so - cp->off;
 				c->stats.lost += so - cp->off;
 				cp->off = so;
 			}
 			if (so > cp->off) {
+				/* Listed again: the record may be in a segment
+				 * after a gap, which a reader finds only so. */
+				bus_seg_reader_relist(cp->disk);
 				rc = bus_seg_next(cp->disk, &rec);
-				if (rc == 0)
-					return -BUS_ECORRUPT;
 				if (rc > 0)
 					goto got;
-				continue; /* the error, handled below at the next turn */
+				if (rc < 0)
+					continue; /* the error, handled below at the next turn */
+				/* The re-read may have crossed into the segment
+				 * busd's skip has just made. */
+				disk_gap(c, cp);
+				if (so > cp->off)
+					return -BUS_ECORRUPT;
 			}
 			/* The ring has it. */
 			rc = disk_leave(c, cp);

@@ -216,6 +216,11 @@ struct bus_ring_hdr {
 	alignas(BUS_CACHELINE) _Atomic uint64_t spill_pos;
 	_Atomic uint64_t spill_off;
 	_Atomic int32_t spiller_pid;
+	/* 1 once a spiller has made the log's offset floor durable for this
+	 * ring (segment.h, "offset floor"); until then producers of a
+	 * persistent topic hand out no offset (producer.c, wait_space()).
+	 * Stored with release by busd, never cleared. */
+	_Atomic uint32_t floor_ok;
 	/* Line 4: counters. */
 	alignas(BUS_CACHELINE) _Atomic uint64_t repaired;
 	_Atomic uint64_t replicated_off;

@@ -150,6 +150,16 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 			lw = sp;
 		}
 		ps->limit = lw > UINT64_MAX - ps->r->size ? UINT64_MAX : lw + ps->r->size;
+		/* No durable offset floor covers this ring yet (busd has not
+		 * taken it since it was made): no offset may be handed out,
+		 * or a reboot could give it out again ("offset floor" in
+		 * segment.h).  The acquire pairs with busd's release store
+		 * after the floor's fdatasync; the flag is never cleared, so
+		 * a limit computed after seeing it stays good. */
+		if (p->persistent && !ld_acquire(&ps->r->hdr->floor_ok)) {
+			ps->limit = 0;
+			nodaemon = !bus_pid_alive(ld_acquire(&ps->r->hdr->spiller_pid));
+		}
 		if (end + BUS_FRAME_ALIGN <= ps->limit)
 			return 0;
 		/* A busd that runs but has not taken this partition yet (a

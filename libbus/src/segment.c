@@ -1320,11 +1320,8 @@ int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t
 	err = pwrite_full(w->floor_fd, &sl, sizeof(sl), (sl.seq & 1) * BUS_SEG_FLOOR_SLOT, &done);
 	if (!err && fdatasync(w->floor_fd))
 		err = -errno;
-	if (err) {
-		wlog(w, BUS_LOG_ERROR, "cannot raise the offset floor to %" PRIu64 ": %s",
-		     sl.floor, strerror(-err));
-		return err;
-	}
+	if (err)
+		return err; /* the caller reports it (busd: once per episode) */
 	/* A new file's name must be durable too (once). */
 	if (w->floor_seq == 0 && fsync(w->dfd))
 		return -errno;
@@ -1341,30 +1338,20 @@ uint64_t bus_seg_writer_floor(const struct bus_seg_writer *w)
 
 int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to)
 {
-	static const char *const ext[3] = { "log", "index", "timeindex" };
-	uint64_t old = w ? w->next_off : 0;
-	int fds[3], err;
+	uint64_t old;
+	int err;
 
-	if (!w || to <= w->next_off)
+	/* to == next offset: the retry of a skip whose new segment could not
+	 * be made (sealed, next_off already moved). */
+	if (!w || to < w->next_off || (to == w->next_off && !w->sealed))
 		return -EINVAL;
+	old = w->next_off;
 	err = write_out(w);
 	if (err)
 		return err;
-	if (!w->sealed && w->next_off == w->base) {
-		/* No record in the active segment: it goes, and the new one
-		 * takes its place (a crash in between leaves the log ending
-		 * where it did). */
-		char name[BUS_SEG_NAME_MAX];
-
-		seg_close_fds(w);
-		for (int i = 2; i >= 0; i--) {
-			seg_name(name, w->base, ext[i]);
-			if (unlinkat(w->dfd, name, 0) && errno != ENOENT)
-				return -errno;
-		}
-		w->sealed = true; /* nothing left to seal; the next one to make */
-	}
 	if (!w->sealed) {
+		/* The seal entry at the segment's real end (an empty segment
+		 * stays, sealed empty: readers pass over it to the next). */
 		err = pend_reserve(w);
 		if (err)
 			return err;
@@ -1376,22 +1363,21 @@ int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to)
 		if (err)
 			return err;
 	}
-	/* From here a failed creation is retried by the next append's roll,
-	 * at the new offset. */
+	/* Every frame is written out: the skipped offsets count as written
+	 * (there is nothing of them to write); roll() syncs the sealed
+	 * segment per the policy and makes the new one at next_off (a
+	 * failure is retried by the next append's roll, or by this call). */
 	w->next_off = to;
-	if (w->written_off == old)
-		w->written_off = to;
+	w->written_off = to;
 	if (w->synced_off == old)
 		w->synced_off = to;
-	err = seg_create(w, to, fds);
+	err = roll(w);
 	if (err)
 		return err;
-	seg_close_fds(w);
-	seg_activate(w, to, fds);
-	wlog(w, BUS_LOG_INFO, "offsets %" PRIu64 "..%" PRIu64 " skipped: the log goes on at %" PRIu64,
-	     old, to - 1, to);
-	if (fsync(w->dfd))
-		return -errno; /* the segment is in place; only its name may not be durable */
+	if (old < to)
+		wlog(w, BUS_LOG_INFO,
+		     "offsets %" PRIu64 "..%" PRIu64 " skipped: the log goes on at %" PRIu64, old,
+		     to - 1, to);
 	return 0;
 }
 
@@ -1701,6 +1687,18 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 		goto fail;
 	remove_orphans(w, segs, n);
 	err = floor_load(w->dfd, &w->floor, &w->floor_seq);
+	if (!err && w->floor_seq) {
+		/* The floor we found may be a write a killed writer did not
+		 * sync yet (the page cache has it, the disk may not): make it
+		 * durable, name included, before anything relies on it. */
+		int ffd = openat(w->dfd, BUS_SEG_FLOOR_FILE, O_RDWR | O_CLOEXEC);
+		if (ffd < 0 || fdatasync(ffd) || fsync(w->dfd))
+			err = -errno;
+		if (ffd >= 0)
+			close(ffd);
+		if (err)
+			goto fail;
+	}
 	if (err == -BUS_ECORRUPT || err == -BUS_EVERSION) {
 		wlog(w, BUS_LOG_ERROR,
 		     "%s holds no valid offset floor (%s): it is written again at the next "
@@ -1856,6 +1854,11 @@ static int relist(struct bus_seg_reader *r)
 	r->segs = NULL;
 	r->nsegs = 0;
 	return seg_list(r->dfd, &r->segs, &r->nsegs);
+}
+
+int bus_seg_reader_relist(struct bus_seg_reader *r)
+{
+	return r ? relist(r) : -EINVAL;
 }
 
 /* Make segment @base (open as @fd) the current one, at its start. */

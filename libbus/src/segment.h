@@ -16,7 +16,10 @@
  * is the active one (the only one written to); the others are sealed.
  * Offsets are dense within a segment (base, base + 1, ...), and the next
  * segment's base is the offset that follows the last record of the previous
- * one.  All integers are in the byte order of the host that wrote them; the
+ * one, or higher: a gap between segments holds offsets skipped by a
+ * recovery at the offset floor (see "offset floor" below), which readers
+ * report as lost; a segment that was active and empty at such a skip stays,
+ * sealed and empty.  All integers are in the byte order of the host that wrote them; the
  * magic reveals it.
  *
  * .log.  A 64-byte header (struct bus_seg_hdr: magic "BUSSEG" 0x00 0x01 read
@@ -364,12 +367,13 @@ uint64_t bus_seg_writer_floor(const struct bus_seg_writer *w);
  * bus_seg_writer_skip() - the next record gets offset @to (> the next
  * offset): offsets in between are never written (they were skipped by a
  * recovery at the floor).  Writes out what is buffered, seals the active
- * segment (or, when it holds no record, removes it) and starts a segment
- * with base @to; readers see the skipped offsets as a gap between
- * segments.  Returns 0, -EINVAL (@to not above the next offset), or the
- * error of the write-out or of the new segment's creation (then the writer
- * is as before, or sealed with the new segment still to be made: a retry
- * completes it).
+ * segment (an empty one stays, sealed empty) and starts a segment with
+ * base @to, as a roll does (fsync policy included); readers see the
+ * skipped offsets as a gap between segments.  Returns 0, -EINVAL (@to
+ * below the next offset, or equal to it with no skip pending), or the
+ * error of the write-out or of the new segment's creation: then the next
+ * offset is already @to and the segment is made by the next append's roll,
+ * or by calling this again with the same @to.
  */
 int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to);
 
@@ -419,6 +423,15 @@ void bus_seg_reader_close(struct bus_seg_reader *r);
 void bus_seg_reader_stats(const struct bus_seg_reader *r, struct bus_seg_reader_stats *st);
 /* The offset of the record the next bus_seg_next() returns. */
 uint64_t bus_seg_reader_position(const struct bus_seg_reader *r);
+
+/*
+ * bus_seg_reader_relist() - list the dir's segments again.  A reader finds
+ * the segment that follows its own by name (the next offset) and learns
+ * of later ones only when it lists the dir; a segment after a gap (offsets
+ * skipped, see "offset floor") is found by the next bus_seg_next() after
+ * this call.  Returns 0 or -errno.
+ */
+int bus_seg_reader_relist(struct bus_seg_reader *r);
 
 /*
  * bus_seg_next() - the next record, its CRC checked.

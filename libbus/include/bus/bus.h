@@ -291,7 +291,7 @@ void bus_producer_close(struct bus_producer *p);
  * The record is visible to consumers when this returns 0.  Returns 0,
  * -EAGAIN (full and BUS_PRODUCER_NONBLOCK), -ETIMEDOUT (full past
  * block_timeout_ns), -BUS_ENODAEMON (persistent partition's spiller a ring
- * behind and no busd), -BUS_ECORRUPT (busd stopped spilling this partition:
+ * behind, or busd never took this ring, and no busd runs), -BUS_ECORRUPT (busd stopped spilling this partition:
  * a corrupt frame or log, see its log), -EMSGSIZE, -EINVAL, -BUS_EBUSY,
  * -BUS_ESTALE, -BUS_EREPAIRED (a stalled claim was repaired by another
  * process).
