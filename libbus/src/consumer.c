@@ -119,6 +119,15 @@ static int disk_open(struct bus_consumer *c, struct bus_cpart *cp)
 	return bus_seg_reader_open(&cp->disk, dir);
 }
 
+/* Offsets from @cp's position up to @to are lost (never to be read):
+ * count them for the next view and the stats, and move on to @to. */
+static void lost_to(struct bus_consumer *c, struct bus_cpart *cp, uint64_t to)
+{
+	cp->lost_pending += to - cp->off;
+	c->stats.lost += to - cp->off;
+	cp->off = to;
+}
+
 /* The reader of @cp found no record: if it stands past the consumer's
  * position, at the base of a segment that has no record yet, the offsets
  * in between are a gap (skipped after a reboot: "offset floor" in
@@ -127,11 +136,8 @@ static void disk_gap(struct bus_consumer *c, struct bus_cpart *cp)
 {
 	uint64_t rp = bus_seg_reader_position(cp->disk);
 
-	if (rp > cp->off) {
-		cp->lost_pending += rp - cp->off;
-		c->stats.lost += rp - cp->off;
-		cp->off = rp;
-	}
+	if (rp > cp->off)
+		lost_to(c, cp, rp);
 }
 
 /* The log of @cp's partition holds no record at or after @off (it ends
@@ -365,9 +371,7 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 				 * offsets in between are in neither: lost.  (The
 				 * log's end is checked: a reader may also return
 				 * nothing for a moment while retention moves it.) */
-				cp->lost_pending += so - cp->off;
-				c->stats.lost += so - cp->off;
-				cp->off = so;
+				lost_to(c, cp, so);
 			}
 			if (so > cp->off) {
 				/* Listed again: the record may be in a segment
@@ -407,9 +411,7 @@ got:
 			 * "never"): the offsets tell how many were lost. */
 			if (rec.offset < cp->off)
 				return n ? (int)n : -BUS_ECORRUPT;
-			cp->lost_pending += rec.offset - cp->off;
-			c->stats.lost += rec.offset - cp->off;
-			cp->off = rec.offset;
+			lost_to(c, cp, rec.offset);
 		}
 		cp->off++;
 		if (rec.type == BUS_FRAME_LOST) {

@@ -1066,25 +1066,31 @@ static void seg_close_fds(struct bus_seg_writer *w)
 	w->log_fd = w->idx_fd = w->tidx_fd = -1;
 }
 
+/* Write out what is buffered, then the seal entry of the active segment
+ * (its largest timestamp and end), once. */
+static int seal(struct bus_seg_writer *w)
+{
+	int err = write_out(w);
+
+	if (err || w->sealed)
+		return err;
+	err = pend_reserve(w);
+	if (err)
+		return err;
+	w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){
+		w->max_ts, (uint32_t)(w->next_off - w->base), (uint32_t)w->end
+	};
+	w->sealed = true;
+	return write_out(w);
+}
+
 static int roll(struct bus_seg_writer *w)
 {
 	int fds[3], err;
 
-	err = write_out(w);
+	err = seal(w);
 	if (err)
 		return err;
-	if (!w->sealed) {
-		err = pend_reserve(w);
-		if (err)
-			return err;
-		w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){
-			w->max_ts, (uint32_t)(w->next_off - w->base), (uint32_t)w->end
-		};
-		w->sealed = true;
-		err = write_out(w);
-		if (err)
-			return err;
-	}
 	if (w->o.fsync != BUS_SEG_FSYNC_NEVER) {
 		err = sync_log(w, true);
 		if (!err && (fdatasync(w->idx_fd) || fdatasync(w->tidx_fd)))
@@ -1346,23 +1352,11 @@ int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to)
 	if (!w || to < w->next_off || (to == w->next_off && !w->sealed))
 		return -EINVAL;
 	old = w->next_off;
-	err = write_out(w);
+	/* The seal entry at the segment's real end (an empty segment stays,
+	 * sealed empty: readers pass over it to the next). */
+	err = seal(w);
 	if (err)
 		return err;
-	if (!w->sealed) {
-		/* The seal entry at the segment's real end (an empty segment
-		 * stays, sealed empty: readers pass over it to the next). */
-		err = pend_reserve(w);
-		if (err)
-			return err;
-		w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){
-			w->max_ts, (uint32_t)(w->next_off - w->base), (uint32_t)w->end
-		};
-		w->sealed = true;
-		err = write_out(w);
-		if (err)
-			return err;
-	}
 	/* Every frame is written out: the skipped offsets count as written
 	 * (there is nothing of them to write); roll() syncs the sealed
 	 * segment per the policy and makes the new one at next_off (a
