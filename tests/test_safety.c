@@ -983,7 +983,11 @@ Test(safety, poll_returns_on_padding_that_chains_into_padding)
 	/* Once the lap is read, a padding frame that ends it (as producers
 	 * write them), and at the start of the next lap another one leading
 	 * back to the first. */
-	drain(c, frames_setup(&r, &c, n, 1000));
+	/* Two statements: the order in which a call's arguments are
+	 * evaluated is unspecified, and c is set by frames_setup(). */
+	unsigned made = frames_setup(&r, &c, n, 1000);
+
+	drain(c, made);
 	pos = tail_pos(&r);
 	forge(&r, pos, BUS_FRAME_PAD, (uint32_t)(BUS_RING_MIN - pos), tail_off(&r), 0, 0, 0, 0);
 	forge(&r, 0, BUS_FRAME_PAD, (uint32_t)pos, tail_off(&r), 0, 0, 0, 0);
