@@ -262,10 +262,29 @@ static void *slurp(const char *path, size_t *n)
 
 /* ---------------------------------------------------------------- CRC */
 
+/* Every CRC path this CPU has, and the one bus_crc32c() takes, gives the
+ * table's value for @n bytes at @p, from @crc. */
+static void crc_paths_agree(const uint8_t *p, size_t n, uint32_t crc)
+{
+	uint32_t want = bus_crc32c_sw(crc, p, n), got;
+
+	cr_assert_eq(bus_crc32c(crc, p, n), want, "%zu bytes at +%zu from %08x", n,
+		     (size_t)((uintptr_t)p & 63), crc);
+	for (int w = BUS_CRC32C_HW1; w < BUS_CRC32C_NIMPL; w++)
+		if (bus_crc32c_with(w, crc, p, n, &got))
+			cr_assert_eq(got, want, "%s: %zu bytes at +%zu from %08x: %08x, table %08x",
+				     bus_crc32c_name(w), n, (size_t)((uintptr_t)p & 63), crc, got,
+				     want);
+}
+
 Test(segment, crc32c_matches_known_vectors_in_hardware_and_software)
 {
-	uint8_t zeros[32] = { 0 }, ones[32], inc[32], buf[3000]; /* past the 3-way blocks */
+	uint8_t zeros[32] = { 0 }, ones[32], inc[32];
+	size_t cap = (1u << 20) + 13 + 64;
+	uint8_t *buf = malloc(cap);
+	char avail[128] = "";
 
+	cr_assert(buf);
 	memset(ones, 0xff, sizeof(ones));
 	for (int i = 0; i < 32; i++)
 		inc[i] = (uint8_t)i;
@@ -277,18 +296,73 @@ Test(segment, crc32c_matches_known_vectors_in_hardware_and_software)
 	cr_assert_eq(bus_crc32c(0, inc, 32), 0x46DD794Eu);
 	cr_assert_eq(bus_crc32c_sw(0, inc, 32), 0x46DD794Eu);
 	cr_assert_eq(bus_crc32c(0, "", 0), 0u);
-	/* Every length and alignment agrees between the two, and chaining
-	 * equals one pass. */
-	for (size_t i = 0; i < sizeof(buf); i++)
+	/* Long enough for the AVX-512 path (by a bitwise reference). */
+	for (size_t i = 0; i < 4096; i++)
+		buf[i] = (uint8_t)i;
+	cr_assert_eq(bus_crc32c_sw(0, buf, 1024), 0x2CDF6E8Fu);
+	cr_assert_eq(bus_crc32c(0, buf, 1024), 0x2CDF6E8Fu);
+	memset(buf, 0, 4096);
+	cr_assert_eq(bus_crc32c(0, buf, 4096), 0x98F94189u);
+	memset(buf, 0xff, 300);
+	cr_assert_eq(bus_crc32c(0, buf, 300), 0x2B1369C2u);
+
+	/* Every path against the table: every start in a cache line, every
+	 * length to 800 (past the AVX-512 minimum and crc_hw3's blocks), then
+	 * every 13th (all residues mod 64) to 5000, from varied states. */
+	for (size_t i = 0; i < cap; i++)
 		buf[i] = (uint8_t)mix(i);
-	for (size_t start = 0; start < 9; start++)
-		for (size_t n = 0; start + n <= sizeof(buf); n += n < 1600 ? 1 : 7) {
-			uint32_t a = bus_crc32c(0, buf + start, n);
-			cr_assert_eq(a, bus_crc32c_sw(0, buf + start, n));
-			cr_assert_eq(a, bus_crc32c(bus_crc32c(0, buf + start, n / 3), buf + start + n / 3,
-						   n - n / 3));
+	for (size_t start = 0; start < 64; start++)
+		for (size_t n = 0; n <= 5000; n += n < 800 ? 1 : 13) {
+			const uint8_t *p = buf + start;
+
+			crc_paths_agree(p, n, (uint32_t)mix(n * 64 + start));
+			if (start % 8 == 0) {
+				size_t k = n / 3;
+
+				crc_paths_agree(p, n, 0);
+				cr_assert_eq(bus_crc32c(bus_crc32c(0, p, k), p + k, n - k),
+					     bus_crc32c(0, p, n));
+			}
 		}
-	cr_log_info("crc32c: %s", bus_crc32c_hw() ? "SSE4.2" : "table");
+	/* Large buffers. */
+	for (size_t start = 0; start < 64; start += 21) {
+		crc_paths_agree(buf + start, 64 << 10, 0);
+		crc_paths_agree(buf + start, (1u << 20) + 13, 0x5EED);
+	}
+	/* Chaining equals one pass, within each path and through the default
+	 * one, for splits on either side of every path's thresholds. */
+	static const size_t lens[] = { 193, 256, 300, 1024, 1040, 4097, 20011 };
+	for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+		size_t n = lens[li];
+		size_t cuts[] = { 0,   1,   4,   63,   64,    65,      192,  193,
+				  255, 256, 257, 1000, n / 3, n - 193, n - 1 };
+		const uint8_t *p = buf + li * 9;
+		uint32_t want = bus_crc32c_sw(0, p, n);
+
+		for (size_t ci = 0; ci < sizeof(cuts) / sizeof(cuts[0]); ci++) {
+			size_t k = cuts[ci];
+			uint32_t c1, c2;
+
+			if (k > n)
+				continue;
+			cr_assert_eq(bus_crc32c(bus_crc32c(0, p, k), p + k, n - k), want);
+			for (int w = BUS_CRC32C_SW; w < BUS_CRC32C_NIMPL; w++)
+				if (bus_crc32c_with(w, 0, p, k, &c1)) {
+					cr_assert(bus_crc32c_with(w, c1, p + k, n - k, &c2));
+					cr_assert_eq(c2, want, "%s: %zu split at %zu",
+						     bus_crc32c_name(w), n, k);
+				}
+		}
+	}
+	for (int w = BUS_CRC32C_SW; w < BUS_CRC32C_NIMPL; w++) {
+		uint32_t r;
+
+		if (bus_crc32c_with(w, 0, "", 0, &r))
+			snprintf(avail + strlen(avail), sizeof(avail) - strlen(avail), "%s%s",
+				 *avail ? ", " : "", bus_crc32c_name(w));
+	}
+	cr_log_info("crc32c: %s (this CPU has: %s)", bus_crc32c_path(), avail);
+	free(buf);
 }
 
 /* ----------------------------------------------------- append, replay */
