@@ -24,7 +24,7 @@
  *           checking each value.
  * Prints:
  *   bus_spill bytes=.. log_bytes=.. secs=.. bytes_per_s=.. log_bytes_per_s=..
- *             busd_cpu_s=.. busd_cpu_s_per_gb=..
+ *             busd_cpu_s=.. busd_cpu_s_per_gb=.. busd_sys_s=.. (its system part)
  *   bus_replay records=.. bytes=.. log_bytes=.. secs=.. bytes_per_s=.. log_bytes_per_s=..
  * (bytes: values; log_bytes: the .log files, frames and headers, which is
  * what dd and cat are compared with.)  busd stops with SIGTERM at the end.
@@ -67,7 +67,8 @@ static void check(int rc, const char *what)
 		die("spill_bench: %s: %s (%d)", what, bus_strerror(rc), rc);
 }
 
-static double busd_cpu_s(void)
+/* busd's CPU time in seconds, user + system; *sys gets the system part. */
+static double busd_cpu_s(double *sys)
 {
 	char path[64], buf[1024], *p;
 	unsigned long ut = 0, st = 0;
@@ -81,6 +82,7 @@ static double busd_cpu_s(void)
 	p = strrchr(buf, ')'); /* the command may hold spaces */
 	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
 		die("spill_bench: cannot parse %s", path);
+	*sys = (double)st / (double)sysconf(_SC_CLK_TCK);
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
@@ -181,7 +183,7 @@ static int spill(uint64_t bytes, uint64_t size, uint64_t ring)
 	struct bus *b;
 	char part_dir[PATH_MAX + 32];
 	uint64_t n = bytes / size, t0, t1, lb;
-	double cpu0, cpu1, secs;
+	double cpu0, cpu1, sys0, sys1, secs;
 	uint8_t *val;
 
 	if (size < 24 || size > ring / 4)
@@ -198,7 +200,7 @@ static int spill(uint64_t bytes, uint64_t size, uint64_t ring)
 		die("spill_bench: out of memory");
 	bench_fill(val, size);
 
-	cpu0 = busd_cpu_s();
+	cpu0 = busd_cpu_s(&sys0);
 	t0 = bench_now_ns();
 	for (uint64_t i = 0; i < n; i++) {
 		struct bus_record r = { .value = val, .value_len = (uint32_t)size, .timestamp = (int64_t)i + 1 };
@@ -212,14 +214,14 @@ static int spill(uint64_t bytes, uint64_t size, uint64_t ring)
 		usleep(100);
 	}
 	t1 = bench_now_ns();
-	cpu1 = busd_cpu_s();
+	cpu1 = busd_cpu_s(&sys1);
 	secs = (double)(t1 - t0) / 1e9;
 	snprintf(part_dir, sizeof part_dir, "%s/spill/0", data_dir);
 	lb = log_bytes(part_dir);
 	printf("bus_spill bytes=%" PRIu64 " log_bytes=%" PRIu64 " secs=%.4f bytes_per_s=%.0f "
-	       "log_bytes_per_s=%.0f busd_cpu_s=%.3f busd_cpu_s_per_gb=%.3f\n",
+	       "log_bytes_per_s=%.0f busd_cpu_s=%.3f busd_cpu_s_per_gb=%.3f busd_sys_s=%.3f\n",
 	       n * size, lb, secs, (double)(n * size) / secs, (double)lb / secs, cpu1 - cpu0,
-	       (cpu1 - cpu0) / ((double)lb / 1e9));
+	       (cpu1 - cpu0) / ((double)lb / 1e9), sys1 - sys0);
 	bus_producer_close(p);
 	free(val);
 	bus_down(b);
