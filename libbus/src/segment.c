@@ -205,11 +205,13 @@ static int hdr_check(const uint8_t *p, uint64_t base, int64_t *created)
 /* CRC of a frame as stored: the claim word (bytes 8..15) counts as zero. */
 static uint32_t frame_crc(const uint8_t *p, uint32_t len)
 {
-	static const uint8_t zero[8];
-	uint32_t c = bus_crc32c(0, p, 8);
+	uint8_t head[16];
 
-	c = bus_crc32c(c, zero, 8);
-	return bus_crc32c(c, p + 16, len - 16);
+	/* Two calls, not three: each costs a few ns before any byte, which
+	 * is a tenth of a 1 KiB frame's CRC on the AVX-512 path. */
+	memcpy(head, p, 8);
+	memset(head + 8, 0, 8);
+	return bus_crc32c(bus_crc32c(0, head, 16), p + 16, len - 16);
 }
 
 /* Length of the stored frame whose header is @h, or 0 if the header does
