@@ -33,9 +33,6 @@ uint32_t bus_crc32c(uint32_t crc, const void *buf, size_t len);
 /* bus_crc32c_sw() - the same with the table, whatever the CPU (for tests). */
 uint32_t bus_crc32c_sw(uint32_t crc, const void *buf, size_t len);
 
-/* bus_crc32c_hw() - whether bus_crc32c() uses the SSE4.2 instruction. */
-bool bus_crc32c_hw(void);
-
 /* The paths, slowest first (for tests and benchmarks). */
 enum {
 	BUS_CRC32C_SW,     /* slicing-by-8 table */
