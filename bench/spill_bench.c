@@ -29,6 +29,7 @@
  * (bytes: values; log_bytes: the .log files, frames and headers, which is
  * what dd and cat are compared with.)  busd stops with SIGTERM at the end.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -86,17 +87,27 @@ static double busd_cpu_s(double *sys)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* The bytes of the .log files in @dir (by their sizes: reading them through
+ * `cat | wc -c`, as before, took seconds per run for 2 GiB). */
 static uint64_t log_bytes(const char *dir)
 {
-	char cmd[PATH_MAX + 64];
-	unsigned long long n = 0;
-	FILE *f;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	uint64_t n = 0;
 
-	snprintf(cmd, sizeof cmd, "cat %s/*.log 2>/dev/null | wc -c", dir);
-	f = popen(cmd, "r");
-	if (!f || fscanf(f, "%llu", &n) != 1)
-		die("spill_bench: sizing %s", dir);
-	pclose(f);
+	if (!d)
+		die("spill_bench: sizing %s: %s", dir, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		struct stat st;
+
+		if (len < 5 || strcmp(e->d_name + len - 4, ".log") != 0)
+			continue;
+		if (fstatat(dirfd(d), e->d_name, &st, 0) != 0)
+			die("spill_bench: sizing %s/%s: %s", dir, e->d_name, strerror(errno));
+		n += (uint64_t)st.st_size;
+	}
+	closedir(d);
 	return n;
 }
 
