@@ -26,8 +26,9 @@
  *   RS2  spill_pos, release: the producers' licence to overwrite what lies
  *        below it + ring_size.  Pairs with the acquire loads of spill_pos in
  *        bus_ring_low_water() and wait_space(); the release orders busd's
- *        reads of those frames (the copies into the writer's buffer) before
- *        any producer's overwrite of them.
+ *        reads of those frames (the writer's copies and CRCs, and the
+ *        kernel's copies into the page cache in the pwritev() of a flush,
+ *        done when it returns) before any producer's overwrite of them.
  *   RS3  spiller_pid back to 0 (CAS, so that only our own pid is cleared)
  *        when busd lets go of a partition.
  *
@@ -76,6 +77,16 @@
 /* Largest batch of one partition between two flushes (and publications),
  * on top of the ring_size / 2 bound. */
 #define BATCH_MAX (16ull << 20)
+
+/* The spiller reads the ring in order, lines that the producers' cores
+ * wrote: each is a miss, and the writer's CRC (the first to read a frame)
+ * waits for them one after the other; the hardware prefetchers do not run
+ * far enough ahead across the ring's pages.  So part_read() asks for the
+ * lines up to PREFETCH_AHEAD bytes past the frame it reads (a hint: never
+ * faults; masked into the ring).  Measured spilling 1 KiB records
+ * (spill_bench spill, 1 GiB, alternating runs): see the commit. */
+#define PREFETCH_AHEAD 8192u
+#define SPILL_LINE 64u
 
 /* The frame at free-running position @pos. */
 static inline struct bus_frame *frame_at(const struct bus_ring *r, uint64_t pos)
@@ -617,6 +628,7 @@ static bool claim_pending(const struct dpart *dp, const struct bus_frame *f)
 static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t *done)
 {
 	struct bus_ring *r = dp->r;
+	uint64_t pf = dp->pos & ~(uint64_t)(SPILL_LINE - 1);
 	int err;
 
 	while (*done < budget) {
@@ -624,6 +636,12 @@ static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t
 		uint64_t w;
 		uint32_t len;
 		bool copy;
+
+		/* See PREFETCH_AHEAD. */
+		if (BUS_UNLIKELY(pf < dp->pos))
+			pf = dp->pos & ~(uint64_t)(SPILL_LINE - 1);
+		for (; pf < dp->pos + PREFETCH_AHEAD; pf += SPILL_LINE)
+			__builtin_prefetch(r->data + (pf & r->mask));
 
 		if (dp->off < dp->gap_to) {
 			err = append_lost(dp);
@@ -685,8 +703,12 @@ static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t
 				return 0;
 			}
 		} else {
-			/* In place: the frame is protected (above the cursor). */
-			err = bus_seg_append(dp->w, f, dp->off);
+			/* In place: the frame is protected (above the cursor,
+			 * which moves only after the flush that writes it out),
+			 * so the writer writes it straight from the ring, with
+			 * its CRC in the claim word, dead since the commit
+			 * (bus_seg_append_inplace()). */
+			err = bus_seg_append_inplace(dp->w, f, dp->off);
 		}
 		if (err == -EINVAL) {
 			part_stop(dp, "a frame the log refuses");

@@ -147,7 +147,10 @@ enum bus_frame_type {
 
 /* Claim word: tag | pid << 32.  Stored (release) right after the claim and
  * the sizes, so that whoever finds the frame unpublished knows its owner
- * and its length. */
+ * and its length.  Dead once the frame is published: nobody reads it while
+ * the commit word carries the frame's offset, and busd then stores the
+ * frame's CRC there (pid half 0: never a claim; segment.h,
+ * bus_seg_append_inplace()). */
 #define BUS_CLAIM(pid, tag) ((uint64_t)(uint32_t)(tag) | ((uint64_t)(uint32_t)(pid) << 32))
 #define BUS_CLAIM_TAG(w) ((uint32_t)(w))
 #define BUS_CLAIM_PID(w) ((int32_t)(uint32_t)((w) >> 32))

@@ -280,7 +280,11 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 		return 0; /* published meanwhile */
 	if (tail_pos <= pos)
 		return 0; /* nothing claimed here */
-	if (BUS_CLAIM_TAG(claim) == (uint32_t)off) {
+	/* A claim word always holds its owner's pid: one without (a new
+	 * ring, or the CRC that busd stores in a published frame's dead
+	 * claim word: bus_seg_append_inplace()) is no claim, whatever its
+	 * tag. */
+	if (BUS_CLAIM_PID(claim) > 0 && BUS_CLAIM_TAG(claim) == (uint32_t)off) {
 		pid = BUS_CLAIM_PID(claim);
 		if (bus_pid_alive(pid)) {
 			/* A live exclusive producer is the only writer: its

@@ -18,6 +18,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "crc32c.h"
@@ -718,9 +719,16 @@ struct bus_seg_writer {
 	bool sealed;          /* a roll wrote the seal entry; the next segment
 	                         is still to be created */
 
+	/* The pending write-out (see PIECES above bus_seg_append()): the
+	 * arena buf holds the frames' headers and copied payloads, and the
+	 * pieces say in which order, with referenced payloads in between. */
 	uint8_t *buf;
-	size_t buf_len, buf_cap;
-	uint64_t buf_frames;
+	size_t buf_len, buf_cap; /* arena bytes used, allocated */
+	uint64_t buf_frames;     /* frames pending */
+	size_t pend;             /* bytes pending: what the pieces add up to */
+	struct iovec *pc;        /* PIECES_MAX */
+	size_t pc_n;
+	size_t pc_last_buf;      /* index of the last piece in buf, or SIZE_MAX */
 
 	struct bus_seg_idx *pidx;
 	size_t pidx_n, pidx_cap;
@@ -898,36 +906,104 @@ static int write_index(struct bus_seg_writer *w)
 	return flush_entries(w->idx_fd, w->pidx, sizeof(*w->pidx), k, &w->idx_n, &w->pidx_n);
 }
 
-/* Bytes of whole frames at the start of buf[0, n), and their count. */
-static size_t whole_frames(const uint8_t *buf, size_t n, uint64_t *frames)
+/* Write the pieces out at the end of the .log, in calls of at most
+ * PIECES_MAX vectors.  Returns 0 or -errno; *done receives the bytes
+ * written either way. */
+static int write_pieces(struct bus_seg_writer *w, size_t *done)
 {
-	size_t p = 0;
+	struct iovec *v = w->pc;
+	size_t n = w->pc_n, skip = 0;
+	int err = 0;
 
-	*frames = 0;
-	while (p + BUS_FRAME_HDR <= n) {
-		uint64_t commit;
-		memcpy(&commit, buf + p, 8);
-		if (p + BUS_COMMIT_LEN(commit) > n)
+	*done = 0;
+	while (n) {
+		struct iovec first = v[0];
+		ssize_t k;
+
+		/* A short write left part of the first piece: write the rest
+		 * (the array is restored below). */
+		v[0].iov_base = (uint8_t *)v[0].iov_base + skip;
+		v[0].iov_len -= skip;
+		k = pwritev(w->log_fd, v, (int)n, (off_t)(w->log_size + *done));
+		v[0] = first;
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			err = -errno;
 			break;
-		p += BUS_COMMIT_LEN(commit);
-		(*frames)++;
+		}
+		if (k == 0) {
+			err = -EIO;
+			break;
+		}
+		*done += (size_t)k;
+		k += (ssize_t)skip;
+		while (n && (size_t)k >= v[0].iov_len) {
+			k -= (ssize_t)v[0].iov_len;
+			v++;
+			n--;
+		}
+		skip = (size_t)k;
 	}
-	return p;
+	return err;
 }
 
-/* Write the buffer, then the index entries.  On a failed or short write,
- * the frames written whole stay (the file is cut back to the end of the
- * last one) and the rest stays buffered. */
+/* Bytes of whole frames in the first @n bytes of the pieces, and their
+ * count.  A frame's header is always in one piece of the arena. */
+static size_t whole_frames(const struct bus_seg_writer *w, size_t n, uint64_t *frames)
+{
+	size_t start = 0, fp = 0;
+
+	*frames = 0;
+	for (size_t i = 0; i < w->pc_n; start += w->pc[i].iov_len, i++) {
+		while (fp >= start && fp + BUS_FRAME_HDR <= start + w->pc[i].iov_len) {
+			uint64_t commit;
+			memcpy(&commit, (const uint8_t *)w->pc[i].iov_base + (fp - start), 8);
+			if (fp + BUS_COMMIT_LEN(commit) > n || BUS_COMMIT_LEN(commit) == 0)
+				return fp;
+			fp += BUS_COMMIT_LEN(commit);
+			(*frames)++;
+		}
+	}
+	return fp;
+}
+
+/* Drop the first @n pending bytes (whole frames) from the pieces. */
+static void pieces_drop(struct bus_seg_writer *w, size_t n)
+{
+	size_t i = 0;
+
+	w->pend -= n;
+	if (!w->pend) {
+		/* The usual case: everything went out. */
+		w->pc_n = 0;
+		w->buf_len = 0;
+		w->pc_last_buf = SIZE_MAX;
+		return;
+	}
+	while (n && n >= w->pc[i].iov_len)
+		n -= w->pc[i++].iov_len;
+	w->pc[i].iov_base = (uint8_t *)w->pc[i].iov_base + n;
+	w->pc[i].iov_len -= n;
+	memmove(w->pc, w->pc + i, (w->pc_n - i) * sizeof(*w->pc));
+	w->pc_n -= i;
+	if (w->pc_last_buf != SIZE_MAX)
+		w->pc_last_buf = w->pc_last_buf >= i ? w->pc_last_buf - i : SIZE_MAX;
+}
+
+/* Write the pending frames, then the index entries.  On a failed or short
+ * write, the frames written whole stay (the file is cut back to the end of
+ * the last one) and the rest stays pending. */
 static int write_out(struct bus_seg_writer *w)
 {
 	size_t done = 0;
 	uint64_t frames = w->buf_frames;
 	int err = 0;
 
-	if (w->buf_len) {
-		err = pwrite_full(w->log_fd, w->buf, w->buf_len, w->log_size, &done);
+	if (w->pend) {
+		err = write_pieces(w, &done);
 		if (err) {
-			size_t whole = whole_frames(w->buf, done, &frames);
+			size_t whole = whole_frames(w, done, &frames);
 			if (whole < done && ftruncate(w->log_fd, (off_t)(w->log_size + whole))) {
 				/* The retry overwrites the partial frame; if none
 				 * comes, recovery cuts it by its CRC. */
@@ -938,9 +1014,7 @@ static int write_out(struct bus_seg_writer *w)
 		w->written_off += frames;
 		w->unsynced += done;
 		w->buf_frames -= frames;
-		w->buf_len -= done;
-		if (w->buf_len)
-			memmove(w->buf, w->buf + done, w->buf_len);
+		pieces_drop(w, done);
 		if (err)
 			return err;
 	}
@@ -1122,24 +1196,66 @@ static int maybe_roll(struct bus_seg_writer *w, uint32_t len)
 		 * empty after every flush): a clock read per frame was 5% of
 		 * busd's time spilling 1 KiB records. */
 		if (w->end + len <= w->o.segment_bytes &&
-		    (!w->o.segment_ms || w->buf_len ||
+		    (!w->o.segment_ms || w->pend ||
 		     bus_now_ns() - w->first_ns < (int64_t)(w->o.segment_ms * 1000000ull)))
 			return 0;
 	}
 	return roll(w);
 }
 
-int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t expected_offset)
+/*
+ * PIECES.  What waits to be written is a list of pieces (an iovec each),
+ * written with pwritev(2): runs of the arena buf, where bus_seg_append()
+ * copies frames, and runs of frames that bus_seg_append_inplace() leaves
+ * where they lie (busd: in the ring, which producers do not overwrite
+ * before the spill cursor passes them, after the write-out).  A frame's
+ * header is always whole in one piece.
+ *
+ * Why in place: a copy of every frame into the arena, which the kernel
+ * then copies again into the page cache, cost the spill a fifth of its
+ * rate.  Measured on the Intel VM of 2026-12-02 with a stand-in (a
+ * producer process filling a 16 MiB ring with 1 KiB records, a writer
+ * process pwrite()ing 256 KiB at a time to ext4, no CRC): straight from
+ * the ring 3.28-3.51 GB/s, through a copy 2.57-2.64 GB/s (dd 3.85-4.36).
+ * In place, contiguous frames make one piece: the kernel copies a run of
+ * the ring as it would a buffer.  (Writing only the payloads from the
+ * ring, with the headers from the arena, gained nothing for 1 KiB
+ * records: two small pieces per frame cost the kernel's copy as much.)
+ *
+ * The arena never moves while pieces point into it (it is grown or shrunk
+ * only when nothing is pending).
+ */
+#define PIECES_MAX 1024u /* IOV_MAX on Linux */
+
+/* Add @n bytes at @p to the pieces (capacity was checked); bytes that
+ * continue the last piece of the same kind extend it. */
+static void piece_add(struct bus_seg_writer *w, const uint8_t *p, size_t n, bool arena)
+{
+	if (w->pc_n && (w->pc_last_buf == w->pc_n - 1) == arena &&
+	    (const uint8_t *)w->pc[w->pc_n - 1].iov_base + w->pc[w->pc_n - 1].iov_len == p) {
+		w->pc[w->pc_n - 1].iov_len += n;
+		return;
+	}
+	w->pc[w->pc_n].iov_base = (void *)(uintptr_t)p;
+	w->pc[w->pc_n].iov_len = n;
+	if (arena)
+		w->pc_last_buf = w->pc_n;
+	w->pc_n++;
+}
+
+static int append(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expected_offset,
+		  bool inplace)
 {
 	struct bus_seg_fhdr h;
-	uint64_t plen = 0, len64, pos;
-	uint32_t type, len, crc;
+	uint64_t plen = 0, len64, pos, commit;
+	uint32_t type, len, crc, arena;
 	uint8_t *dst;
 	int err;
 
 	if (!w || !f)
 		return -EINVAL;
 	memcpy(&h, (const void *)f, sizeof(h)); /* one read of the header */
+	commit = h.commit;
 	type = BUS_COMMIT_TYPE(h.commit);
 	if (expected_offset != w->next_off || BUS_COMMIT_TAG(h.commit) != (uint32_t)expected_offset)
 		return -EINVAL;
@@ -1159,23 +1275,29 @@ int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t
 	h.offset = expected_offset;
 	h.commit = BUS_COMMIT(type, len, expected_offset);
 	h.crc = 0;
+	/* In place only when the frame is, but for its CRC, what the log
+	 * stores: a DATA frame whose commit word is the log's. */
+	inplace = inplace && type == BUS_FRAME_DATA && commit == h.commit;
+	arena = inplace ? 0 : len;
 
 	err = maybe_roll(w, len);
 	if (err) {
 		note_result(w, err);
 		return err;
 	}
-	if (w->buf_len + len > w->buf_cap) {
+	if (w->buf_len + arena > w->buf_cap || (w->pend && w->pend + len > w->buf_cap) ||
+	    w->pc_n + 1 > PIECES_MAX) {
 		err = flush(w);
 		if (err)
 			return err;
-		if (len > w->buf_cap) {
-			/* A frame larger than the buffer: grow it for this one. */
-			uint8_t *nb = realloc(w->buf, len);
+		if (arena > w->buf_cap) {
+			/* A frame larger than the arena: grow it for this one
+			 * (nothing is pending: no piece points into it). */
+			uint8_t *nb = realloc(w->buf, arena);
 			if (!nb)
 				return -ENOMEM;
 			w->buf = nb;
-			w->buf_cap = len;
+			w->buf_cap = arena;
 		}
 	}
 	err = pend_reserve(w);
@@ -1183,26 +1305,40 @@ int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t
 		return err;
 
 	pos = w->end;
-	dst = w->buf + w->buf_len;
-	memcpy(dst, &h, sizeof(h));
-	if (plen)
-		memcpy(dst + BUS_FRAME_HDR, (const uint8_t *)(const void *)f + BUS_FRAME_HDR, plen);
-	memset(dst + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
-	crc = frame_crc(dst, len);
-	h.crc = crc;
-	memcpy(dst + offsetof(struct bus_seg_fhdr, crc), &h.crc, sizeof(h.crc));
+	if (inplace) {
+		dst = (uint8_t *)(void *)f;
+		/* The padding as the log stores it (zeros), then the CRC in
+		 * the claim word, which is dead once the frame is published
+		 * (see bus_seg_append_inplace()). */
+		memset(dst + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
+		crc = frame_crc(dst, len);
+		atomic_store_explicit(&f->claim, crc, memory_order_relaxed);
+		piece_add(w, dst, len, false);
+	} else {
+		const uint8_t *payload = (const uint8_t *)(const void *)f + BUS_FRAME_HDR;
+		dst = w->buf + w->buf_len;
+		memcpy(dst, &h, sizeof(h));
+		if (plen)
+			memcpy(dst + BUS_FRAME_HDR, payload, plen);
+		memset(dst + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
+		crc = frame_crc(dst, len);
+		h.crc = crc;
+		memcpy(dst + offsetof(struct bus_seg_fhdr, crc), &h.crc, sizeof(h.crc));
+		piece_add(w, dst, len, true);
+	}
 
 	checkpoint(w, pos, expected_offset, len);
 	if (type == BUS_FRAME_DATA && h.timestamp > w->max_ts)
 		w->max_ts = h.timestamp;
 	if (!w->first_ns)
 		w->first_ns = bus_now_ns();
-	w->buf_len += len;
+	w->buf_len += arena;
+	w->pend += len;
 	w->buf_frames++;
 	w->end += len;
 	w->next_off++;
-	if (w->buf_cap > w->o.buf_bytes && w->buf_len == len) {
-		/* The large frame goes out now, and the buffer shrinks back. */
+	if (w->buf_cap > w->o.buf_bytes && w->pend == len) {
+		/* The large frame goes out now, and the arena shrinks back. */
 		err = flush(w);
 		if (!err) {
 			uint8_t *nb = malloc(w->o.buf_bytes);
@@ -1215,6 +1351,17 @@ int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t
 		/* The frame is taken either way; a failed write is retried. */
 	}
 	return 0;
+}
+
+int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t expected_offset)
+{
+	/* Only read: the copy path never writes to @f. */
+	return append(w, (struct bus_frame *)(uintptr_t)f, expected_offset, false);
+}
+
+int bus_seg_append_inplace(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expected_offset)
+{
+	return append(w, f, expected_offset, true);
 }
 
 int bus_seg_flush(struct bus_seg_writer *w)
@@ -1662,7 +1809,9 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 	w->dir = strdup(dir);
 	w->buf_cap = w->o.buf_bytes;
 	w->buf = malloc(w->buf_cap);
-	if (!w->dir || !w->buf) {
+	w->pc = malloc(PIECES_MAX * sizeof(*w->pc));
+	w->pc_last_buf = SIZE_MAX;
+	if (!w->dir || !w->buf || !w->pc) {
 		err = -ENOMEM;
 		goto fail;
 	}
@@ -1732,6 +1881,7 @@ fail:
 	free(w->pidx);
 	free(w->ptidx);
 	free(w->buf);
+	free(w->pc);
 	free(w->dir);
 	free(w);
 	return err;
@@ -1754,6 +1904,7 @@ int bus_seg_writer_close(struct bus_seg_writer *w)
 	if (w->floor_fd >= 0)
 		close(w->floor_fd);
 	free(w->buf);
+	free(w->pc);
 	free(w->pidx);
 	free(w->ptidx);
 	free(w->dir);

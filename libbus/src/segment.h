@@ -267,6 +267,29 @@ void bus_seg_writer_stats(const struct bus_seg_writer *w, struct bus_seg_writer_
 int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t expected_offset);
 
 /*
+ * bus_seg_append_inplace() - bus_seg_append() without the copy: a DATA
+ * frame is written out from where it lies.  The writer first makes it what
+ * the log stores: it zeroes the padding after the payload and stores the
+ * frame's CRC in the claim word (relaxed; the upper half 0, so that it
+ * never reads as a claim, whose pid is > 0).  So @f must be a published
+ * frame, whose claim word nobody needs any more (the ring's protocol:
+ * ring.c, consumer.c, bus_ring_repair() read a claim word only while the
+ * commit word does not yet carry the frame's offset).  A LOST frame, or one
+ * whose commit word differs from the log's, is copied as by
+ * bus_seg_append().
+ *
+ * The caller keeps every byte of the frame unchanged and mapped until the
+ * writer has written it out: until a later bus_seg_flush() returns 0, or
+ * bus_seg_writer_close() returns.  (busd: frames above the spill cursor,
+ * which it publishes only after a flush that returned 0.)  A frame changed
+ * in between is written out as it is then, and fails its CRC when read.
+ * Returns as bus_seg_append().  Not thread-safe (one writer per log, as
+ * for every writer call).
+ */
+int bus_seg_append_inplace(struct bus_seg_writer *w, struct bus_frame *f,
+			   uint64_t expected_offset);
+
+/*
  * bus_seg_flush() - write out the buffered frames, then their time and
  * offset index entries, then fdatasync the .log if the fsync policy says
  * it is time (the policy is evaluated here only: call it at least every
