@@ -82,11 +82,10 @@
  * wrote: each is a miss, and the writer's CRC (the first to read a frame)
  * waits for them one after the other; the hardware prefetchers do not run
  * far enough ahead across the ring's pages.  So part_read() asks for the
- * lines up to PREFETCH_AHEAD bytes past the frame it reads (a hint: never
- * faults; masked into the ring).  Measured spilling 1 KiB records
+ * lines up to PREFETCH_AHEAD bytes past the frame it reads
+ * (bus_ring_prefetch()).  Measured spilling 1 KiB records
  * (spill_bench spill, 1 GiB, alternating runs): see the commit. */
 #define PREFETCH_AHEAD 8192u
-#define SPILL_LINE 64u
 
 /* The frame at free-running position @pos. */
 static inline struct bus_frame *frame_at(const struct bus_ring *r, uint64_t pos)
@@ -628,7 +627,7 @@ static bool claim_pending(const struct dpart *dp, const struct bus_frame *f)
 static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t *done)
 {
 	struct bus_ring *r = dp->r;
-	uint64_t pf = dp->pos & ~(uint64_t)(SPILL_LINE - 1);
+	uint64_t pf = dp->pos;
 	int err;
 
 	while (*done < budget) {
@@ -637,11 +636,7 @@ static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t
 		uint32_t len;
 		bool copy;
 
-		/* See PREFETCH_AHEAD. */
-		if (BUS_UNLIKELY(pf < dp->pos))
-			pf = dp->pos & ~(uint64_t)(SPILL_LINE - 1);
-		for (; pf < dp->pos + PREFETCH_AHEAD; pf += SPILL_LINE)
-			__builtin_prefetch(r->data + (pf & r->mask));
+		bus_ring_prefetch(r, &pf, dp->pos, PREFETCH_AHEAD); /* see PREFETCH_AHEAD */
 
 		if (dp->off < dp->gap_to) {
 			err = append_lost(dp);

@@ -491,11 +491,7 @@ again:
 			/* Lines up to PREFETCH_AHEAD past this frame's start
 			 * (see PREFETCH_AHEAD; a hint: never faults, masked into
 			 * the ring, read again and checked like any other). */
-			uint64_t want = cp->pos + PREFETCH_AHEAD;
-			if (BUS_UNLIKELY(pf < cp->pos)) /* a resync moved us on */
-				pf = cp->pos & ~(uint64_t)(BUS_CACHELINE - 1);
-			for (; pf < want; pf += BUS_CACHELINE)
-				__builtin_prefetch(r->data + (pf & r->mask));
+			bus_ring_prefetch(r, &pf, cp->pos, PREFETCH_AHEAD);
 		}
 		if (BUS_UNLIKELY(len < BUS_FRAME_ALIGN || len % BUS_FRAME_ALIGN ||
 				 len > r->size - (cp->pos & r->mask) ||

@@ -259,6 +259,23 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force);
 void bus_ring_zero_ahead(struct bus_ring *r, uint64_t pos, uint64_t next_off);
 void bus_ring_checkpoint(struct bus_ring *r, uint64_t start, uint64_t end, uint64_t next_off);
 
+/* A reader going through the ring in order (a consumer that is behind,
+ * busd's spiller): prefetch the lines from *@pf up to @ahead bytes past
+ * @pos, and move *@pf on; a *@pf behind @pos (a resync moved the reader)
+ * restarts at @pos's line.  Hints only: they never fault, and are masked
+ * into the ring. */
+static inline void bus_ring_prefetch(const struct bus_ring *r, uint64_t *pf, uint64_t pos,
+				     uint64_t ahead)
+{
+	uint64_t p = *pf;
+
+	if (BUS_UNLIKELY(p < pos))
+		p = pos & ~(uint64_t)(BUS_CACHELINE - 1);
+	for (; p < pos + ahead; p += BUS_CACHELINE)
+		__builtin_prefetch(r->data + (p & r->mask));
+	*pf = p;
+}
+
 /* ------------------------------------------------------------- topics */
 
 struct bus_topic {

@@ -720,15 +720,14 @@ struct bus_seg_writer {
 	                         is still to be created */
 
 	/* The pending write-out (see PIECES above bus_seg_append()): the
-	 * arena buf holds the frames' headers and copied payloads, and the
-	 * pieces say in which order, with referenced payloads in between. */
+	 * pieces, in file order, point into the arena buf (copied frames)
+	 * or at frames left in place. */
 	uint8_t *buf;
 	size_t buf_len, buf_cap; /* arena bytes used, allocated */
 	uint64_t buf_frames;     /* frames pending */
 	size_t pend;             /* bytes pending: what the pieces add up to */
 	struct iovec *pc;        /* PIECES_MAX */
 	size_t pc_n;
-	size_t pc_last_buf;      /* index of the last piece in buf, or SIZE_MAX */
 
 	struct bus_seg_idx *pidx;
 	size_t pidx_n, pidx_cap;
@@ -978,7 +977,6 @@ static void pieces_drop(struct bus_seg_writer *w, size_t n)
 		/* The usual case: everything went out. */
 		w->pc_n = 0;
 		w->buf_len = 0;
-		w->pc_last_buf = SIZE_MAX;
 		return;
 	}
 	while (n && n >= w->pc[i].iov_len)
@@ -987,8 +985,6 @@ static void pieces_drop(struct bus_seg_writer *w, size_t n)
 	w->pc[i].iov_len -= n;
 	memmove(w->pc, w->pc + i, (w->pc_n - i) * sizeof(*w->pc));
 	w->pc_n -= i;
-	if (w->pc_last_buf != SIZE_MAX)
-		w->pc_last_buf = w->pc_last_buf >= i ? w->pc_last_buf - i : SIZE_MAX;
 }
 
 /* Write the pending frames, then the index entries.  On a failed or short
@@ -1228,18 +1224,18 @@ static int maybe_roll(struct bus_seg_writer *w, uint32_t len)
 #define PIECES_MAX 1024u /* IOV_MAX on Linux */
 
 /* Add @n bytes at @p to the pieces (capacity was checked); bytes that
- * continue the last piece of the same kind extend it. */
-static void piece_add(struct bus_seg_writer *w, const uint8_t *p, size_t n, bool arena)
+ * continue the last piece in memory extend it (whatever holds them: the
+ * iovec writes the same bytes). */
+static void piece_add(struct bus_seg_writer *w, const uint8_t *p, size_t n)
 {
-	if (w->pc_n && (w->pc_last_buf == w->pc_n - 1) == arena &&
-	    (const uint8_t *)w->pc[w->pc_n - 1].iov_base + w->pc[w->pc_n - 1].iov_len == p) {
-		w->pc[w->pc_n - 1].iov_len += n;
+	struct iovec *last = w->pc_n ? &w->pc[w->pc_n - 1] : NULL;
+
+	if (last && (const uint8_t *)last->iov_base + last->iov_len == p) {
+		last->iov_len += n;
 		return;
 	}
 	w->pc[w->pc_n].iov_base = (void *)(uintptr_t)p;
 	w->pc[w->pc_n].iov_len = n;
-	if (arena)
-		w->pc_last_buf = w->pc_n;
 	w->pc_n++;
 }
 
@@ -1313,7 +1309,7 @@ static int append(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expect
 		memset(dst + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
 		crc = frame_crc(dst, len);
 		atomic_store_explicit(&f->claim, crc, memory_order_relaxed);
-		piece_add(w, dst, len, false);
+		piece_add(w, dst, len);
 	} else {
 		const uint8_t *payload = (const uint8_t *)(const void *)f + BUS_FRAME_HDR;
 		dst = w->buf + w->buf_len;
@@ -1324,7 +1320,7 @@ static int append(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expect
 		crc = frame_crc(dst, len);
 		h.crc = crc;
 		memcpy(dst + offsetof(struct bus_seg_fhdr, crc), &h.crc, sizeof(h.crc));
-		piece_add(w, dst, len, true);
+		piece_add(w, dst, len);
 	}
 
 	checkpoint(w, pos, expected_offset, len);
@@ -1810,7 +1806,6 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 	w->buf_cap = w->o.buf_bytes;
 	w->buf = malloc(w->buf_cap);
 	w->pc = malloc(PIECES_MAX * sizeof(*w->pc));
-	w->pc_last_buf = SIZE_MAX;
 	if (!w->dir || !w->buf || !w->pc) {
 		err = -ENOMEM;
 		goto fail;
