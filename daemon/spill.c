@@ -594,6 +594,13 @@ static int part_stall(struct busd *d, struct dpart *dp, const struct bus_frame *
 			 "topic '%s' partition %u: offset %llu was claimed by pid %d, which died "
 			 "before publishing it: repaired, its record is lost",
 			 dp->dt->name, dp->idx, (unsigned long long)dp->off, (int)pid);
+	else if (BUS_CLAIM_IS_SUM(cl, dp->off))
+		busd_log(BUS_LOG_WARN,
+			 "topic '%s' partition %u: offset %llu was written whole but not published "
+			 "for %lld ms (stuck_claim_ms; its producer stopped or died right before "
+			 "publishing): repaired, its record is lost",
+			 dp->dt->name, dp->idx, (unsigned long long)dp->off,
+			 (long long)((now - dp->stall_since) / BUSD_MS));
 	else
 		busd_log(BUS_LOG_WARN,
 			 "topic '%s' partition %u: offset %llu was claimed by a producer that died "
@@ -610,8 +617,10 @@ static bool claim_pending(const struct dpart *dp, const struct bus_frame *f)
 {
 	uint64_t cl = ld_acquire(&f->claim); /* A2: pairs with R2 */
 
-	/* A claim word always holds its owner's pid: a zeroed one is no claim. */
-	if (BUS_CLAIM_PID(cl) > 0 && BUS_CLAIM_TAG(cl) == (uint32_t)dp->off)
+	/* A claim word always holds its owner's pid: a zeroed one is no claim.
+	 * A sum is a frame about to be published (layout.h). */
+	if ((BUS_CLAIM_PID(cl) > 0 && BUS_CLAIM_TAG(cl) == (uint32_t)dp->off) ||
+	    BUS_CLAIM_IS_SUM(cl, dp->off))
 		return true;
 	/* A claim exists (pairs with the claim's CAS); only a hint:
 	 * bus_ring_repair() re-reads everything it decides on. */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "segment.h"
 #include "util.h"
 
 TestSuite(ring, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 120);
@@ -344,6 +345,169 @@ Test(ring, persistent_topic_without_daemon_says_start_busd)
 	cr_assert_eq(err, -BUS_ENODAEMON, "got %s", bus_strerror(err));
 	cr_assert(strstr(bus_strerror(err), "busd"));
 	bus_producer_close(p);
+}
+
+/* A persistent topic's ring of one partition, without a daemon: the
+ * offset floor is marked durable by hand, as busd does when it takes the
+ * partition, and the records below fit in the first lap (nobody waits for
+ * the spiller).  busd's own path is test_busd.c's. */
+static struct bus_topic *mk_persistent(const char *name)
+{
+	struct bus_topic_config cfg;
+	struct bus_topic *t;
+
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = BUS_RING_MIN;
+	cr_assert_eq(bus_topic_create(b, name, &cfg), 0);
+	cr_assert_eq(bus_topic_get(b, name, &t), 0);
+	st_release(&t->rings[0].hdr->floor_ok, 1);
+	return t;
+}
+
+static const struct bus_frame *frame_at_off(struct bus_topic *t, uint64_t pos)
+{
+	struct bus_ring *r = &t->rings[0];
+	return (const struct bus_frame *)(r->data + (pos & r->mask));
+}
+
+/* Walks the published frames from position 0; checks each DATA frame's
+ * claim word: the producer's sum when @summed (its CRC that of the frame as
+ * a log stores it, padding zeroed), else the claim.  Returns the count. */
+static uint64_t check_sums(struct bus_topic *t, bool summed, int32_t pid)
+{
+	uint64_t pos = 0, off = 0, tail = ld_acquire(&t->rings[0].hdr->tail.pos);
+
+	while (pos < tail) {
+		const struct bus_frame *f = frame_at_off(t, pos);
+		uint64_t w = ld_acquire(&f->commit);
+		uint64_t cl = ld_relaxed(&f->claim);
+		uint32_t len = BUS_COMMIT_LEN(w);
+		uint32_t plen = BUS_FRAME_HDR + f->key_len + f->headers_len + f->value_len;
+
+		cr_assert_eq(BUS_COMMIT_TAG(w), (uint32_t)off, "frame at %llu",
+			     (unsigned long long)pos);
+		if (BUS_COMMIT_TYPE(w) == BUS_FRAME_DATA && summed) {
+			cr_assert(BUS_CLAIM_IS_SUM(cl, off), "offset %llu: claim word %llx",
+				  (unsigned long long)off, (unsigned long long)cl);
+			cr_assert_lt(BUS_CLAIM_PID(cl), 0, "a sum never reads as a claim");
+			for (uint32_t i = plen; i < len; i++)
+				cr_assert_eq(((const uint8_t *)f)[i], 0, "padding zeroed");
+			cr_assert_eq(BUS_CLAIM_CRC(cl), bus_seg_frame_crc(w, f, len),
+				     "offset %llu: the sum is the frame's CRC",
+				     (unsigned long long)off);
+		} else if (BUS_COMMIT_TYPE(w) == BUS_FRAME_DATA) {
+			cr_assert_eq(cl, BUS_CLAIM(pid, off), "no sum on an ephemeral topic");
+		}
+		pos += len;
+		off++;
+	}
+	return off;
+}
+
+Test(ring, producers_of_persistent_topics_store_each_frames_crc)
+{
+	struct bus_topic *t = mk_persistent("summed");
+	struct bus_producer *p;
+	struct bus_claim cl;
+	char key[16], val[300];
+	struct bus_header hs[2] = { { "h", 1, "v", 1 }, { "trace", 5, "abcdefg", 7 } };
+	uint64_t n = 0;
+
+	cr_assert_eq(bus_producer_open(b, "summed", NULL, &p), 0);
+	/* Every padding length (values of 0..299 bytes), keys, headers, and
+	 * padding full of old bytes, as a lapped ring has it. */
+	memset(t->rings[0].data, 0xA5, 64 << 10);
+	memset(val, 'x', sizeof(val));
+	for (uint32_t i = 0; i < 300; i += 7, n++) {
+		struct bus_record r = { .value = val, .value_len = i };
+		snprintf(key, sizeof(key), "k%u", i);
+		if (i % 3 == 1) {
+			r.key = key;
+			r.key_len = (uint32_t)strlen(key);
+		}
+		if (i % 5 == 2) {
+			r.headers = hs;
+			r.header_count = 2;
+		}
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	/* The zero-copy path, with a value written after the claim. */
+	cr_assert_eq(bus_producer_claim(p, 0, "zk", 2, 13, &cl), 0);
+	memcpy(cl.value, "thirteen byte", 13);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 8, &cl), 0);
+	cr_assert_eq(bus_producer_abort(p, &cl), 0);
+	n += 2;
+	cr_assert_eq(check_sums(t, true, 0), n);
+	bus_producer_close(p);
+
+	/* The same with an exclusive producer. */
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_EXCLUSIVE };
+	cr_assert_eq(bus_producer_open(b, "summed", &po, &p), 0);
+	for (uint32_t i = 0; i < 40; i++, n++) {
+		struct bus_record r = { .value = val, .value_len = i * 3 };
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	cr_assert_eq(check_sums(t, true, 0), n);
+	bus_producer_close(p);
+	bus_topic_put(t);
+
+	/* An ephemeral topic never spills: its producers pay for no CRC. */
+	mk_topic("unsummed", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "unsummed", &t), 0);
+	cr_assert_eq(bus_producer_open(b, "unsummed", NULL, &p), 0);
+	for (uint32_t i = 0; i < 10; i++)
+		cr_assert_eq(produce_str(p, 0, NULL, "plain", NULL, NULL), 0);
+	cr_assert_eq(check_sums(t, false, (int32_t)getpid()), 10u);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
+Test(ring, a_frame_summed_but_never_published_is_repaired_only_after_the_timeout)
+{
+	struct bus_topic *t = mk_persistent("halfway");
+	struct bus_ring *r = &t->rings[0];
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_claim cl;
+	struct bus_view v[4];
+	struct bus_frame *f;
+
+	cr_assert_eq(bus_producer_open(b, "halfway", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "halfway", NULL, &c), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 24, &cl), 0);
+	cr_assert_eq(bus_ring_repair(r, cl.priv_pos, cl.offset, false), 0,
+		     "a live claimant is repaired only when forced");
+	/* Its producer stops where publish() has stored the sum and not yet
+	 * the commit word: the pid is gone from the claim word. */
+	f = (struct bus_frame *)(r->data + (cl.priv_pos & r->mask));
+	memset(cl.value, 's', 24);
+	st_release(&f->claim, BUS_CLAIM_SUM(cl.offset, 0x1234));
+	cr_assert_eq(bus_ring_repair(r, cl.priv_pos, cl.offset, false), 0,
+		     "without force a sum is left alone: its producer publishes next");
+	cr_assert_eq(bus_ring_repair(r, cl.priv_pos, cl.offset, true), 1,
+		     "forced (stalled past the timeout): repaired");
+	cr_assert_eq(BUS_COMMIT_TYPE(ld_acquire(&f->commit)), BUS_FRAME_LOST);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), -BUS_EREPAIRED,
+		     "its producer learns that its record was lost");
+	cr_assert_eq(produce_str(p, 0, NULL, "next", NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 1);
+	cr_assert_eq(v[0].offset, 1u);
+	cr_assert_eq(v[0].lost_before, 1u, "exactly the one record is missing");
+	bus_consumer_close(c);
+	bus_producer_close(p);
+
+	/* Under a live exclusive producer even a forced repair waits: its
+	 * plain commit store cannot be fenced. */
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_EXCLUSIVE };
+	cr_assert_eq(bus_producer_open(b, "halfway", &po, &p), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 24, &cl), 0);
+	f = (struct bus_frame *)(r->data + (cl.priv_pos & r->mask));
+	st_release(&f->claim, BUS_CLAIM_SUM(cl.offset, 0x1234));
+	cr_assert_eq(bus_ring_repair(r, cl.priv_pos, cl.offset, true), 0);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), 0);
+	bus_producer_close(p);
+	bus_topic_put(t);
 }
 
 Test(ring, oversized_record_is_emsgsize)

@@ -201,7 +201,7 @@ static void write_log(const struct bus_seg_opts *o, uint64_t n)
 }
 
 /* Read from the reader's position to the end: records @from..@to - 1. */
-static void read_expect(struct bus_seg_reader *r, uint64_t from, uint64_t to)
+static void read_expect_some(struct bus_seg_reader *r, uint64_t from, uint64_t to)
 {
 	struct bus_seg_record rec;
 
@@ -212,6 +212,14 @@ static void read_expect(struct bus_seg_reader *r, uint64_t from, uint64_t to)
 		cr_assert(rec_ok(&rec, off), "record %llu intact (got offset %llu)",
 			  (unsigned long long)off, (unsigned long long)rec.offset);
 	}
+}
+
+/* The same, then the end of the log. */
+static void read_expect(struct bus_seg_reader *r, uint64_t from, uint64_t to)
+{
+	struct bus_seg_record rec;
+
+	read_expect_some(r, from, to);
 	cr_assert_eq(bus_seg_next(r, &rec), 0, "end of log after %llu", (unsigned long long)to);
 }
 
@@ -448,6 +456,15 @@ Test(segment, frames_appended_in_place_are_stored_as_copied_ones)
 		uint32_t plen = f->key_len + f->headers_len + f->value_len;
 		int err;
 
+		/* Half the in-place frames carry their producer's sum
+		 * (persistent topics' producers: layout.h), padding zeroed. */
+		uint32_t sum = 0;
+		if (off % 50 < 45 && off % 2 && !is_lost(off)) {
+			memset(ring + at + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
+			sum = bus_seg_frame_crc(BUS_COMMIT(BUS_FRAME_DATA, len, off), f, len);
+			atomic_store_explicit(&f->claim, BUS_CLAIM_SUM(off, sum),
+					      memory_order_relaxed);
+		}
 		/* Runs of in-place frames with copied ones among them. */
 		if (off % 50 < 45)
 			err = bus_seg_append_inplace(w, f, off);
@@ -460,6 +477,8 @@ Test(segment, frames_appended_in_place_are_stored_as_copied_ones)
 			 * the padding zeroed. */
 			cr_assert_eq(h.crc >> 32, 0u);
 			cr_assert_neq(h.crc, BUS_CLAIM(4321, off));
+			if (off % 2)
+				cr_assert_eq(h.crc, sum, "the producer's sum, as it is");
 			for (uint32_t i = BUS_FRAME_HDR + plen; i < len; i++)
 				cr_assert_eq(ring[at + i], 0);
 			inplace++;
@@ -477,6 +496,63 @@ Test(segment, frames_appended_in_place_are_stored_as_copied_ones)
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 	/* The reader checks every frame's CRC. */
 	read_all(0, 20000);
+}
+
+Test(segment, a_producers_sum_is_trusted_and_a_wrong_one_fails_the_read)
+{
+	/* Small segments: the bad frame ends up in a sealed one, where the
+	 * reader calls it corrupt (at the end of the active one it would wait
+	 * for the rest of a frame being written). */
+	struct bus_seg_opts o = { .segment_bytes = 8192 };
+	struct bus_seg_writer *w = wopen(&o);
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	int rc;
+
+	ring_pos = 0;
+	for (uint64_t off = 0; off < 200; off++) {
+		size_t at = ring_pos;
+		struct bus_frame *f = ring_put(off);
+		uint32_t len = BUS_COMMIT_LEN(atomic_load_explicit(&f->commit, memory_order_relaxed));
+		uint32_t plen = f->key_len + f->headers_len + f->value_len;
+		uint32_t crc;
+
+		if (is_lost(off)) {
+			cr_assert_eq(bus_seg_append_inplace(w, f, off), 0);
+			continue;
+		}
+		memset(ring + at + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
+		crc = bus_seg_frame_crc(BUS_COMMIT(BUS_FRAME_DATA, len, off), f, len);
+		if (off == 60)
+			crc ^= 1; /* a producer's bug */
+		if (off == 150) /* the sum of another lap's frame: not this one's */
+			atomic_store_explicit(&f->claim, BUS_CLAIM_SUM(off + 1, crc ^ 1),
+					      memory_order_relaxed);
+		else
+			atomic_store_explicit(&f->claim, BUS_CLAIM_SUM(off, crc),
+					      memory_order_relaxed);
+		cr_assert_eq(bus_seg_append_inplace(w, f, off), 0);
+		cr_assert_eq(atomic_load_explicit(&f->claim, memory_order_relaxed), crc,
+			     "offset %llu: the stored CRC", (unsigned long long)off);
+	}
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	/* The writer took the sum without reading the frame: the wrong one is
+	 * in the log, and the reader stops there. */
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	read_expect_some(r, 0, 60);
+	rc = bus_seg_next(r, &rec);
+	cr_assert_eq(rc, -BUS_ECORRUPT, "got %d at offset 60", rc);
+	bus_seg_reader_close(r);
+	/* From the next segment on, every frame is whole: 150's foreign sum
+	 * was not taken. */
+	uint64_t bases[64], next = 0;
+	size_t n = list_logs(bases, 64);
+	for (size_t i = 0; i < n && !next; i++)
+		if (bases[i] > 60)
+			next = bases[i];
+	cr_assert(next > 60 && next < 150, "segments: %zu, next after 60: %llu", n,
+		  (unsigned long long)next);
+	read_all(next, 200);
 }
 
 Test(segment, append_refuses_offsets_out_of_sequence_and_bad_frames)

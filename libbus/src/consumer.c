@@ -477,8 +477,10 @@ again:
 			 * rarely, for a claimant that died before its claim word. */
 			uint64_t cl = ld_acquire(&f->claim);
 			/* A claim word always holds its owner's pid: a zeroed
-			 * one (a new ring) is no claim, whatever its tag. */
+			 * one (a new ring) is no claim, whatever its tag.  A
+			 * sum is a frame about to be published (layout.h). */
 			if ((BUS_CLAIM_PID(cl) > 0 && BUS_CLAIM_TAG(cl) == (uint32_t)cp->off) ||
+			    BUS_CLAIM_IS_SUM(cl, cp->off) ||
 			    ((++cp->empty_polls & 0xffff) == 0 &&
 			     ld_acquire(&r->hdr->tail.pos) > cp->pos))
 				stalled(c, cp);

@@ -147,13 +147,32 @@ enum bus_frame_type {
 
 /* Claim word: tag | pid << 32.  Stored (release) right after the claim and
  * the sizes, so that whoever finds the frame unpublished knows its owner
- * and its length.  Dead once the frame is published: nobody reads it while
- * the commit word carries the frame's offset, and busd then stores the
- * frame's CRC there (pid half 0: never a claim; segment.h,
- * bus_seg_append_inplace()). */
+ * and its length.  A pid is positive and below 2^31: a word whose pid half
+ * is not is no claim.
+ *
+ * Summed form (persistent topics): once the frame is whole, right before
+ * its commit, the producer replaces its claim by the frame's CRC as a
+ * segment log stores it (bus_seg_frame_crc()), with bit 63 set and the
+ * offset's low 31 bits as tag (release, R2 again: a reader that sees the
+ * sum with its tag sees the whole frame, sizes and zeroed padding
+ * included).  busd's writer then takes the CRC from there instead of
+ * reading the payload (bus_seg_append_inplace()).  The pid is gone: a
+ * producer that stops between the sum and the commit (a window of a few
+ * instructions) is repaired only after the stuck-claim timeout, as a live
+ * stalled one (bus_ring_repair()).
+ *
+ * Dead once the frame is published: nobody reads it as a claim while the
+ * commit word carries the frame's offset, and busd then stores the frame's
+ * plain CRC there (pid half 0: neither a claim nor a sum; segment.h). */
 #define BUS_CLAIM(pid, tag) ((uint64_t)(uint32_t)(tag) | ((uint64_t)(uint32_t)(pid) << 32))
 #define BUS_CLAIM_TAG(w) ((uint32_t)(w))
 #define BUS_CLAIM_PID(w) ((int32_t)(uint32_t)((w) >> 32))
+#define BUS_CLAIM_SUM(tag, crc) \
+	((1ull << 63) | ((uint64_t)((uint32_t)(tag)&0x7fffffffu) << 32) | (uint64_t)(uint32_t)(crc))
+/* @w is the sum of the frame of offset @tag (its low 31 bits). */
+#define BUS_CLAIM_IS_SUM(w, tag) \
+	((uint32_t)((w) >> 32) == (0x80000000u | ((uint32_t)(tag)&0x7fffffffu)))
+#define BUS_CLAIM_CRC(w) ((uint32_t)(w))
 
 struct bus_frame {
 	_Atomic uint64_t commit; /* BUS_COMMIT, release-stored last */

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "segment.h"
 
 struct bus_pstate {
 	struct bus_ring *r;
@@ -316,6 +317,17 @@ static int publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos,
 	uint64_t end = fpos + flen;
 	uint64_t cw = BUS_COMMIT(type, flen, off);
 
+	if (p->persistent && type == BUS_FRAME_DATA) {
+		/* The sum (layout.h): the frame as the log stores it, padding
+		 * zeroed, CRC computed here while its lines are in this core's
+		 * cache, so that busd's writer reads only the header and hands
+		 * the rest to write(2) (bus_seg_append_inplace()).  R2 again:
+		 * release, after every byte of the frame. */
+		uint64_t plen = (uint64_t)BUS_FRAME_HDR + f->key_len + f->headers_len + f->value_len;
+		if (BUS_LIKELY(plen <= flen)) /* sizes this producer wrote */
+			memset((uint8_t *)f + plen, 0, flen - plen);
+		st_release(&f->claim, BUS_CLAIM_SUM(off, bus_seg_frame_crc(cw, f, flen)));
+	}
 	if (p->flags & BUS_PRODUCER_EXCLUSIVE) {
 		/* The next commit word was zeroed in reserve(). */
 		st_release(&f->commit, cw); /* R3: pairs with A3 in readers */

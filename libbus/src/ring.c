@@ -281,9 +281,9 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 	if (tail_pos <= pos)
 		return 0; /* nothing claimed here */
 	/* A claim word always holds its owner's pid: one without (a new
-	 * ring, or the CRC that busd stores in a published frame's dead
-	 * claim word: bus_seg_append_inplace()) is no claim, whatever its
-	 * tag. */
+	 * ring, a producer's sum, or the CRC that busd stores in a published
+	 * frame's dead claim word: bus_seg_append_inplace()) is no claim,
+	 * whatever its tag. */
 	if (BUS_CLAIM_PID(claim) > 0 && BUS_CLAIM_TAG(claim) == (uint32_t)off) {
 		pid = BUS_CLAIM_PID(claim);
 		if (bus_pid_alive(pid)) {
@@ -292,6 +292,17 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 			if (!force || ((tail_off & BUS_TAIL_EXCL) && ld_relaxed(&h->excl_pid) == pid))
 				return 0;
 		}
+		len = frame_len_checked(r, f, pos);
+		if (!len)
+			return -BUS_ECORRUPT;
+	} else if (BUS_CLAIM_IS_SUM(claim, off)) {
+		/* The owner wrote the whole frame and its sum, and was about
+		 * to publish it; who it was is no longer said.  Only when
+		 * forced (stalled past the timeout, as a live claimant), and
+		 * never under a live exclusive producer (see above). */
+		if (!force ||
+		    ((tail_off & BUS_TAIL_EXCL) && bus_pid_alive(ld_relaxed(&h->excl_pid))))
+			return 0;
 		len = frame_len_checked(r, f, pos);
 		if (!len)
 			return -BUS_ECORRUPT;

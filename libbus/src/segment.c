@@ -203,16 +203,24 @@ static int hdr_check(const uint8_t *p, uint64_t base, int64_t *created)
 	return 0;
 }
 
-/* CRC of a frame as stored: the claim word (bytes 8..15) counts as zero. */
-static uint32_t frame_crc(const uint8_t *p, uint32_t len)
+uint32_t bus_seg_frame_crc(uint64_t commit, const void *frame, uint32_t len)
 {
 	uint8_t head[16];
 
 	/* Two calls, not three: each costs a few ns before any byte, which
 	 * is a tenth of a 1 KiB frame's CRC on the AVX-512 path. */
-	memcpy(head, p, 8);
+	memcpy(head, &commit, 8);
 	memset(head + 8, 0, 8);
-	return bus_crc32c(bus_crc32c(0, head, 16), p + 16, len - 16);
+	return bus_crc32c(bus_crc32c(0, head, 16), (const uint8_t *)frame + 16, len - 16);
+}
+
+/* CRC of a frame as stored: the claim word (bytes 8..15) counts as zero. */
+static uint32_t frame_crc(const uint8_t *p, uint32_t len)
+{
+	uint64_t commit;
+
+	memcpy(&commit, p, 8);
+	return bus_seg_frame_crc(commit, p, len);
 }
 
 /* Length of the stored frame whose header is @h, or 0 if the header does
@@ -1305,9 +1313,17 @@ static int append(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expect
 		dst = (uint8_t *)(void *)f;
 		/* The padding as the log stores it (zeros), then the CRC in
 		 * the claim word, which is dead once the frame is published
-		 * (see bus_seg_append_inplace()). */
-		memset(dst + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
-		crc = frame_crc(dst, len);
+		 * (see bus_seg_append_inplace()).  A producer's sum has both
+		 * done: the payload's lines are then read by the kernel's
+		 * copy alone.  Its release store came before the commit
+		 * word, which the caller read with acquire (A3). */
+		uint64_t cl = atomic_load_explicit(&f->claim, memory_order_relaxed);
+		if (BUS_CLAIM_IS_SUM(cl, expected_offset)) {
+			crc = BUS_CLAIM_CRC(cl);
+		} else {
+			memset(dst + BUS_FRAME_HDR + plen, 0, len - BUS_FRAME_HDR - plen);
+			crc = frame_crc(dst, len);
+		}
 		atomic_store_explicit(&f->claim, crc, memory_order_relaxed);
 		piece_add(w, dst, len);
 	} else {

@@ -269,13 +269,18 @@ int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t
 /*
  * bus_seg_append_inplace() - bus_seg_append() without the copy: a DATA
  * frame is written out from where it lies.  The writer first makes it what
- * the log stores: it zeroes the padding after the payload and stores the
- * frame's CRC in the claim word (relaxed; the upper half 0, so that it
- * never reads as a claim, whose pid is > 0).  So @f must be a published
- * frame, whose claim word nobody needs any more (the ring's protocol:
- * ring.c, consumer.c, bus_ring_repair() read a claim word only while the
- * commit word does not yet carry the frame's offset).  A LOST frame, or one
- * whose commit word differs from the log's, is copied as by
+ * the log stores: when its claim word holds the producer's sum for
+ * @expected_offset (BUS_CLAIM_IS_SUM(): a producer of a persistent topic
+ * computed the CRC and zeroed the padding), it takes the CRC from there and
+ * reads nothing past the header; otherwise it zeroes the padding after the
+ * payload and computes the CRC.  Either way it then stores the plain CRC
+ * in the claim word (relaxed; the upper half 0, so that it never reads as
+ * a claim or a sum).  The sum is trusted: a producer's wrong sum is stored
+ * as it is, and the frame fails its CRC when read.  So @f must be a
+ * published frame, whose claim word nobody needs any more (the ring's
+ * protocol: ring.c, consumer.c, bus_ring_repair() read a claim word only
+ * while the commit word does not yet carry the frame's offset).  A LOST
+ * frame, or one whose commit word differs from the log's, is copied as by
  * bus_seg_append().
  *
  * The caller keeps every byte of the frame unchanged and mapped until the
@@ -288,6 +293,17 @@ int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t
  */
 int bus_seg_append_inplace(struct bus_seg_writer *w, struct bus_frame *f,
 			   uint64_t expected_offset);
+
+/*
+ * bus_seg_frame_crc() - the CRC of a frame as a log stores it: the commit
+ * word @commit, the claim word as zero, then bytes 16 to @len of @frame
+ * (the header's other fields, the payload and the padding, all read as
+ * they are).  @len is the frame's length (>= BUS_FRAME_HDR).  Producers
+ * of persistent topics store it in the summed claim word (layout.h);
+ * writers and readers of logs compare it with the stored one.
+ * Thread-safe; reads only; never fails.
+ */
+uint32_t bus_seg_frame_crc(uint64_t commit, const void *frame, uint32_t len);
 
 /*
  * bus_seg_flush() - write out the buffered frames, then their time and
