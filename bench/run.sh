@@ -3,7 +3,7 @@
 # against the bare limits (the targets table), against what a user would
 # pick instead (Unix sockets, pipes, ZeroMQ, iceoryx), fan-out and cost.
 # Prints the markdown report and writes it, with gnuplot PNGs, to
-# bench/results/<date>-<host>[-quick].md (the runs' raw lines beside it, in
+# bench/results/<date>-<host>-<cpu>[-quick].md (the runs' raw lines beside it, in
 # .raw); a full run also puts its headline
 # tables into README.md between the bench-table markers (BENCH_README=0:
 # not).
@@ -608,6 +608,12 @@ CORES=$(lscpu 2>/dev/null | awk -F: '/^Core\(s\) per socket/ { c = $2 } /^Socket
 VIRT=$(lscpu 2>/dev/null | sed -n 's/^Hypervisor vendor:[[:space:]]*//p')
 THP=$(sed -n 's/.*\[\(.*\)\].*/\1/p' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo '?')
 HOST=$(hostname -s 2>/dev/null || hostname)
+# The CPU in the file name as well: machines here are all called "vm", and
+# runs on two kinds of machine on one day would overwrite each other.
+CPUTAG=$(awk -F': *' '/^vendor_id/ && !v { v = tolower($2); sub(/^genuine/, "", v); sub(/^authentic/, "", v) }
+	/^cpu family/ && !f { f = $2 } /^model[ \t]*:/ && !m { m = $2 }
+	END { if (v != "") printf "%s-%s-%s", v, f, m }' /proc/cpuinfo 2>/dev/null)
+[ -z "$CPUTAG" ] || HOST=$HOST-$CPUTAG
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo none)
 if [ -n "$(git status --porcelain 2>/dev/null | head -1)" ]; then REV="$REV+dirty"; fi
 SHMBASE=${BUS_BENCH_SHM_BASE:-default}
