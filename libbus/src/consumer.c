@@ -631,17 +631,26 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
 	for (;;) {
 		unsigned n = 0;
 
-		/* Partitions in turn, starting one further each call. */
-		for (uint32_t i = 0, j = c->rr; i < c->nparts && n < max; i++) {
-			int got = poll_part(c, &c->parts[j], views + n, max - n);
+		if (BUS_LIKELY(c->nparts == 1)) {
+			/* One partition (a latency-critical reader's usual case):
+			 * no turns to take. */
+			int got = poll_part(c, &c->parts[0], views, max);
 			if (BUS_UNLIKELY(got < 0))
-				return n ? (int)n : got;
-			n += (unsigned)got;
-			if (++j == c->nparts)
-				j = 0;
+				return got;
+			n = (unsigned)got;
+		} else {
+			/* Partitions in turn, starting one further each call. */
+			for (uint32_t i = 0, j = c->rr; i < c->nparts && n < max; i++) {
+				int got = poll_part(c, &c->parts[j], views + n, max - n);
+				if (BUS_UNLIKELY(got < 0))
+					return n ? (int)n : got;
+				n += (unsigned)got;
+				if (++j == c->nparts)
+					j = 0;
+			}
+			if (++c->rr >= c->nparts)
+				c->rr = 0;
 		}
-		if (++c->rr >= c->nparts)
-			c->rr = 0;
 		if (n || timeout_ns == 0) {
 			c->stats.records += n;
 			return (int)n;
