@@ -194,8 +194,8 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
  * Inlined, as publish() is, into both append paths: the calls' prologues,
  * epilogues and arguments were 50 of the 573 instructions of a produce,
  * poll and check of a 64 B record (callgrind). */
-static inline __attribute__((always_inline)) int reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *fpos,
-		   uint64_t *off)
+static inline __attribute__((always_inline)) int
+reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *fpos, uint64_t *off)
 {
 	struct bus_ring *r = ps->r;
 	struct bus_ring_hdr *h = r->hdr;
@@ -312,8 +312,9 @@ static void demote(const void *f, uint32_t flen)
 #endif
 
 /* Publish the frame at @fpos: zero ahead, then the commit word. */
-static inline __attribute__((always_inline)) int publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t flen,
-		   uint64_t off, uint32_t type)
+static inline __attribute__((always_inline)) int
+publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t flen, uint64_t off,
+	uint32_t type)
 {
 	struct bus_ring *r = ps->r;
 	struct bus_frame *f = (struct bus_frame *)(r->data + (fpos & r->mask));
