@@ -438,6 +438,15 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 	if (BUS_UNLIKELY(err))
 		return err;
 	f = (struct bus_frame *)(ps->r->data + (fpos & ps->r->mask));
+	/* The timestamp with the rest of the header, before the payload: the
+	 * header's line is the one a waiting reader polls (the commit word's),
+	 * and a store to it after the payload's lines found it pulled back by
+	 * that reader, one more transfer before the commit (rtt of 64 B
+	 * records on the Intel VM, alternating runs: 555-599 -> 449-515 ns).
+	 * Writing the payload's other lines first did worse (the header line's
+	 * transfer then starts last), and so did prefetching them for writing
+	 * (no gain). */
+	f->timestamp = ts;
 	frame_fill(p, f, off, rec->key_len, (uint32_t)hlen, rec->value_len, rec->header_count);
 	payload = (uint8_t *)(f + 1);
 	if (rec->key_len)
@@ -446,7 +455,6 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 		headers_encode(payload + rec->key_len, rec->headers, rec->header_count);
 	if (rec->value_len)
 		memcpy(payload + rec->key_len + hlen, rec->value, rec->value_len);
-	f->timestamp = ts;
 	err = publish(p, ps, fpos, bus_align8(flen64), off, BUS_FRAME_DATA);
 	if (BUS_UNLIKELY(err))
 		return err;
