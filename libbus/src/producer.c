@@ -286,13 +286,15 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *
  * gains nothing: hence a flag (telling a stream from a ping-pong by the
  * time between publishes needs an rdtsc per record, which alone cost a
  * stream of 64 B records a third of its rate).  Only frames of up to
- * DEMOTE_MAX bytes: a large frame's latency is its copy.  Every line from
+ * DEMOTE_MAX bytes (it was 256: raised after rtt on the Intel VM, far,
+ * alternating runs: 256 B values 719-751 -> 647-691 ns, 1 KiB 1095-1143 ->
+ * 1039-1087, 4 KiB 1543-1567 -> 1455-1479; 2 KiB unchanged).  Every line from
  * the frame's head up to, not including, the one holding its tail: that
  * one also holds the next frame's head, which is written next; demoting it
  * too gained the round trip nothing and cost a stream of 64 B records
  * three quarters of its rate.  (The head's line may hold the previous
  * frame's tail: published already, nobody writes it again this lap.) */
-#define DEMOTE_MAX 256u
+#define DEMOTE_MAX 8192u
 
 #if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 9)
 __attribute__((target("cldemote"))) static void demote(const void *f, uint32_t flen)

@@ -254,13 +254,14 @@ struct bus_record {
 #define BUS_PRODUCER_EXCLUSIVE 0x1u
 /** Never wait: return -EAGAIN when the ring is full (block topics). */
 #define BUS_PRODUCER_NONBLOCK 0x2u
-/** Latency over throughput: after publishing a record of up to 256 bytes
+/** Latency over throughput: after publishing a record of up to 8 KiB
  *  (frame included), push its cache lines out of this core's private
  *  caches into the shared cache (x86 CLDEMOTE; nothing elsewhere), so that
  *  a consumer waiting for it misses once instead of twice on this core.
- *  Some 40-90 ns less round trip on the VM this was measured on; costs
- *  ~20 ns per line demoted, so for producers that send one record at a
- *  time and wait (requests, ticks), not for streams. */
+ *  Some 40-90 ns less round trip on the VMs this was measured on (64 B to
+ *  4 KiB values); a streaming producer would pay some 20 ns per small
+ *  record for nothing, so for producers that send one record at a time
+ *  and wait (requests, ticks), not for streams. */
 #define BUS_PRODUCER_LOW_LATENCY 0x4u
 
 struct bus_producer_opts {
