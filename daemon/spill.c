@@ -79,12 +79,15 @@
 #define BATCH_MAX (16ull << 20)
 
 /* The spiller reads the ring in order, lines that the producers' cores
- * wrote: each is a miss, and the writer's CRC (the first to read a frame)
- * waits for them one after the other; the hardware prefetchers do not run
- * far enough ahead across the ring's pages.  So part_read() asks for the
- * lines up to PREFETCH_AHEAD bytes past the frame it reads
- * (bus_ring_prefetch()).  Measured spilling 1 KiB records
- * (spill_bench spill, 1 GiB, alternating runs): see the commit. */
+ * wrote: each is a miss, and the first reader of a frame (the writer's CRC,
+ * or, when the producer left its sum, the kernel's copy in the flush's
+ * pwritev()) waits for them one after the other; the hardware prefetchers
+ * do not run far enough ahead across the ring's pages.  So part_read()
+ * asks for the lines up to PREFETCH_AHEAD bytes past the frame it reads
+ * (bus_ring_prefetch()).  Measured spilling 1 KiB records (spill_bench
+ * spill, 1 GiB, alternating runs): see commit 84c0cae; with producers'
+ * sums (68e6e70) it still gave 2.87 GB/s on average against 2.76 without
+ * it (four rounds each). */
 #define PREFETCH_AHEAD 8192u
 
 /* The frame at free-running position @pos. */

@@ -364,7 +364,7 @@ static struct bus_topic *mk_persistent(const char *name)
 	return t;
 }
 
-static const struct bus_frame *frame_at_off(struct bus_topic *t, uint64_t pos)
+static const struct bus_frame *frame_at_pos(struct bus_topic *t, uint64_t pos)
 {
 	struct bus_ring *r = &t->rings[0];
 	return (const struct bus_frame *)(r->data + (pos & r->mask));
@@ -378,7 +378,7 @@ static uint64_t check_sums(struct bus_topic *t, bool summed, int32_t pid)
 	uint64_t pos = 0, off = 0, tail = ld_acquire(&t->rings[0].hdr->tail.pos);
 
 	while (pos < tail) {
-		const struct bus_frame *f = frame_at_off(t, pos);
+		const struct bus_frame *f = frame_at_pos(t, pos);
 		uint64_t w = ld_acquire(&f->commit);
 		uint64_t cl = ld_relaxed(&f->claim);
 		uint32_t len = BUS_COMMIT_LEN(w);
