@@ -108,10 +108,12 @@ $(STATIC_LIB): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+# -z nodelete: dlclose() does not unload the library, whose SIGBUS handler
+# (libbus/src/mapguard.h) may be installed.
 $(SHARED_LIB): $(LIB_OBJ) libbus/libbus.map
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared -Wl,-soname,libbus.so.0 -Wl,--version-script=libbus/libbus.map \
+	$(Q)$(CC) -shared -Wl,-soname,libbus.so.0 -Wl,--version-script=libbus/libbus.map -Wl,-z,nodelete \
 		$(LDFLAGS) -o $@ $(LIB_OBJ) $(LIBS)
 
 $(SHARED_LINK): $(SHARED_LIB)

@@ -46,6 +46,7 @@
 #include <bus/bus.h>
 
 #include "bench_util.h"
+#include "segment.h" /* bus_seg_replay_method(): which way history was read */
 
 #define SEGMENT_MB 128u
 
@@ -294,9 +295,14 @@ static int replay(void)
 	}
 	t1 = bench_now_ns();
 	secs = (double)(t1 - t0) / 1e9;
-	printf("bus_replay records=%" PRIu64 " bytes=%" PRIu64 " log_bytes=%" PRIu64
-	       " secs=%.4f bytes_per_s=%.0f log_bytes_per_s=%.0f\n",
-	       got, vbytes, lb, secs, (double)vbytes / secs, (double)lb / secs);
+	{
+		const char *m = bus_seg_replay_method(NULL), *e = getenv("BUS_REPLAY");
+
+		printf("bus_replay records=%" PRIu64 " bytes=%" PRIu64 " log_bytes=%" PRIu64
+		       " secs=%.4f bytes_per_s=%.0f log_bytes_per_s=%.0f method=%s\n",
+		       got, vbytes, lb, secs, (double)vbytes / secs, (double)lb / secs,
+		       m ? m : e && *e ? e : "read");
+	}
 	bus_consumer_close(c);
 	bus_down(b);
 	return 0;

@@ -7,11 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "mapguard.h"
 #include "segment.h"
 #include "util.h"
 
@@ -711,16 +715,17 @@ static struct bus_seg_reader_stats read_in_batches(void)
 	return st;
 }
 
-/* By default every segment is read, none mapped. */
-Test(segment, segments_are_read_and_batches_stay_valid_across_chunks)
+/* With BUS_REPLAY=read every segment is read, none mapped. */
+Test(segment, segments_are_read_with_bus_replay_read_and_batches_stay_valid_across_chunks)
 {
 	struct bus_seg_reader_stats st;
 
-	unsetenv("BUS_REPLAY");
+	setenv("BUS_REPLAY", "read", 1);
 	st = read_in_batches();
 	cr_assert_eq(st.maps, 0, "%llu windows mapped", (unsigned long long)st.maps);
 	/* 9 MiB sealed segments in 256 KiB reads. */
 	cr_assert(st.reads >= 2 * 36, "%llu reads", (unsigned long long)st.reads);
+	cr_assert_null(bus_seg_replay_method(NULL), "nothing measured");
 }
 
 /* With BUS_REPLAY=map, sealed segments are mapped, window by window
@@ -734,21 +739,53 @@ Test(segment, sealed_segments_are_mapped_with_bus_replay_map)
 	/* Two sealed segments of 9 MiB: at least three windows each. */
 	cr_assert(st.maps >= 6, "%llu windows mapped", (unsigned long long)st.maps);
 	cr_assert(st.reads > 0, "the active segment is read");
+	cr_assert_null(bus_seg_replay_method(NULL), "nothing measured");
+}
+
+/* By default the process measures both on its first sealed window and
+ * then does what it chose, for every reader. */
+Test(segment, by_default_the_first_sealed_window_decides_between_read_and_map)
+{
+	struct bus_seg_reader_stats st;
+	uint64_t cost[2];
+	const char *m;
+
+	unsetenv("BUS_REPLAY");
+	cr_assert_null(bus_seg_replay_method(NULL));
+	st = read_in_batches();
+	m = bus_seg_replay_method(cost);
+	cr_assert_not_null(m, "9 MiB sealed segments are long enough to measure");
+	cr_assert(cost[0] > 0 && cost[1] > 0);
+	cr_log_info("replay method: %s (read %llu ns, map %llu ns per 256 KiB)", m,
+		    (unsigned long long)cost[0], (unsigned long long)cost[1]);
+	if (strcmp(m, "map") == 0) {
+		cr_assert(st.maps >= 6, "%llu windows mapped", (unsigned long long)st.maps);
+	} else {
+		cr_assert_str_eq(m, "read");
+		cr_assert_eq(st.maps, 0, "%llu windows mapped", (unsigned long long)st.maps);
+	}
+	/* A second pass follows the same choice without measuring again. */
+	st = read_in_batches();
+	cr_assert_str_eq(bus_seg_replay_method(NULL), m);
+	cr_assert(strcmp(m, "map") == 0 ? st.maps >= 6 : st.maps == 0);
 }
 
 /* A sealed segment truncated by hand (no state busd makes) while a reader
  * is in it: the reader hands out the whole records before the cut, then
- * reports the damage; it does not fault, as a mapping would (SIGBUS). */
-Test(segment, a_sealed_segment_truncated_under_a_reader_is_reported_not_a_fault)
+ * reports the damage; it does not fault.  Read: the read comes back
+ * short.  Mapped: the pages past the cut are gone from the mapping, and
+ * mapguard.h's handler turns the SIGBUS into zeros, which fail the CRC. */
+static void truncated_under_a_reader(const char *replay)
 {
 	struct bus_seg_opts o = { .segment_bytes = 9u << 20 };
 	struct bus_seg_reader *r;
+	struct bus_seg_reader_stats st;
 	struct bus_seg_record rec;
 	uint64_t bases[16], off = 0, cut, end = 0;
 	char path[600];
 	int rc;
 
-	unsetenv("BUS_REPLAY");
+	setenv("BUS_REPLAY", replay, 1);
 	write_log(&o, 60000);
 	cr_assert(list_logs(bases, 16) >= 3);
 	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
@@ -756,10 +793,12 @@ Test(segment, a_sealed_segment_truncated_under_a_reader_is_reported_not_a_fault)
 		cr_assert_eq(bus_seg_next(r, &rec), 1);
 		cr_assert(rec_ok(&rec, off));
 	}
+	bus_seg_reader_stats(r, &st);
+	cr_assert_eq(st.maps, strcmp(replay, "map") == 0 ? 1u : 0u, "%llu windows mapped",
+		     (unsigned long long)st.maps);
 	seg_path(path, sizeof(path), 0, "log");
-	/* Inside the first 4 MiB, the window a mapping reader would hold
-	 * (with BUS_REPLAY=map this test dies of SIGBUS here), and, frames
-	 * being 8-aligned, mid-frame. */
+	/* Inside the first 4 MiB, the window a mapping reader holds, and,
+	 * frames being 8-aligned, mid-frame. */
 	cut = fsize(path) / 4 + 3;
 	cr_assert_eq(truncate(path, (off_t)cut), 0);
 	while ((rc = bus_seg_next(r, &rec)) == 1) {
@@ -779,6 +818,127 @@ Test(segment, a_sealed_segment_truncated_under_a_reader_is_reported_not_a_fault)
 	cr_assert_eq(bus_seg_seek_offset(r, bases[1]), 0);
 	read_expect(r, bases[1], 60000);
 	bus_seg_reader_close(r);
+}
+
+Test(segment, a_sealed_segment_truncated_under_a_reader_is_reported_not_a_fault)
+{
+	truncated_under_a_reader("read");
+}
+
+Test(segment, a_sealed_segment_truncated_under_a_mapping_reader_is_reported_not_a_fault)
+{
+	truncated_under_a_reader("map");
+}
+
+/* ----------------------------------------------------------- mapguard */
+
+/* A file of @pages pages of 0x5a in the data dir, mapped; *fd open. */
+static uint8_t *map_file(const char *name, size_t pages, int *fd)
+{
+	char path[600];
+	size_t len = pages * (size_t)sysconf(_SC_PAGESIZE);
+	uint8_t *m;
+
+	cr_assert_eq(mkdir(env.data_dir, 0700) == 0 || errno == EEXIST, true);
+	snprintf(path, sizeof(path), "%s/%s", env.data_dir, name);
+	*fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	cr_assert(*fd >= 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(ftruncate(*fd, (off_t)len), 0);
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+	cr_assert_neq(m, MAP_FAILED);
+	memset(m, 0x5a, len);
+	return m;
+}
+
+/* A guarded window whose file is cut reads zeros past the cut and is
+ * marked hit; another guarded window is not. */
+Test(segment, a_fault_in_a_guarded_window_reads_zeros_and_is_reported)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	int fa, fb, ga, gb;
+	uint8_t *ma = map_file("a", 4, &fa), *mb = map_file("b", 4, &fb);
+	volatile uint8_t *va = ma;
+
+	ga = bus_mapguard_add(ma, 4 * pg);
+	gb = bus_mapguard_add(mb, 4 * pg);
+	cr_assert(ga >= 0 && gb >= 0 && ga != gb);
+	cr_assert_eq(ftruncate(fa, (off_t)pg), 0); /* pages 1-3 of a are gone */
+	cr_assert_eq(va[pg - 1], 0x5a, "before the cut: intact");
+	cr_assert(!bus_mapguard_hit(ga), "no fault yet");
+	cr_assert_eq(va[2 * pg + 7], 0, "past the cut: zeros, not SIGBUS");
+	cr_assert_eq(va[3 * pg + 1], 0, "to the window's end");
+	cr_assert(bus_mapguard_hit(ga));
+	cr_assert(!bus_mapguard_hit(gb));
+	cr_assert_eq(mb[4 * pg - 1], 0x5a);
+	bus_mapguard_del(ga);
+	bus_mapguard_del(gb);
+	cr_assert(!bus_mapguard_hit(-1));
+	munmap(ma, 4 * pg);
+	munmap(mb, 4 * pg);
+	close(fa);
+	close(fb);
+}
+
+static void on_bus_exit(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	_exit(sig == SIGBUS && si->si_code == BUS_ADRERR ? 42 : 43);
+}
+
+/* In a child: the action @before on SIGBUS, then a guarded window (the
+ * guard's handler goes in after @before), then a fault (or, @sent, a
+ * SIGBUS sent by kill()) outside every guarded window.  Returns the
+ * child's wait status. */
+static int fault_outside(const struct sigaction *before, bool sent)
+{
+	pid_t pid = fork();
+	int st;
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+		int fa, fb;
+		uint8_t *ma = map_file("a", 2, &fa), *mb = map_file("b", 2, &fb);
+		volatile uint8_t *vb = mb;
+
+		alarm(20); /* a handler that returns to the fault would loop */
+		if (sigaction(SIGBUS, before, NULL) || bus_mapguard_add(ma, 2 * pg) < 0)
+			_exit(44);
+		if (sent) {
+			kill(getpid(), SIGBUS);
+		} else {
+			if (ftruncate(fb, 0))
+				_exit(45);
+			(void)vb[pg];
+		}
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+/* The guard does not swallow what is not its own: a SIGBUS outside its
+ * windows reaches the action installed before it. */
+Test(segment, a_sigbus_outside_the_guarded_windows_reaches_the_handler_before)
+{
+	struct sigaction sa = { .sa_sigaction = on_bus_exit, .sa_flags = SA_SIGINFO };
+	int st = fault_outside(&sa, false);
+
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 42, "status %#x", st);
+}
+
+Test(segment, a_sigbus_outside_the_guarded_windows_still_kills_by_default)
+{
+	struct sigaction sa = { .sa_handler = SIG_DFL };
+	int st = fault_outside(&sa, false);
+
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "a fault: status %#x", st);
+	st = fault_outside(&sa, true);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "kill(): status %#x", st);
+	/* Ignored, a sent SIGBUS stays ignored. */
+	sa.sa_handler = SIG_IGN;
+	st = fault_outside(&sa, true);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ignored: status %#x", st);
 }
 
 Test(segment, roll_by_age_starts_a_new_segment)

@@ -1,6 +1,8 @@
 /* thr_stress.c - threads of one process on one bus: the topic cache (RCU
  * hash table) under concurrent create/open/delete, and concurrent and
- * exclusive producers with gating consumers on one partition.
+ * exclusive producers with gating consumers on one partition; readers of
+ * one segment log in several threads, which race to measure read against
+ * map and share the SIGBUS guard's slots (segment.c, mapguard.c).
  *
  * A plain program (no Criterion) so that it runs under ThreadSanitizer too:
  * Criterion's runner cannot start under TSan (Snaipe/Criterion#274), and
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "segment.h"
 #include "util.h"
 
 #define CHECK(cond, ...)                                                      \
@@ -205,6 +208,92 @@ static void test_one_log(int nprod, int per, unsigned pflags, const char *what)
 	       per);
 }
 
+/* ------------------------------------------------------ replay threads */
+
+#define REPLAY_VALUE 1000u
+
+static char replay_dir[300];
+static uint64_t replay_n;
+static pthread_barrier_t replay_start;
+
+static void *replay_reader(void *arg)
+{
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	uint64_t off = 0;
+	int err;
+
+	(void)arg;
+	err = bus_seg_reader_open(&r, replay_dir);
+	CHECK(err == 0, "reader: %s", bus_strerror(err));
+	pthread_barrier_wait(&replay_start);
+	while ((err = bus_seg_next(r, &rec)) == 1) {
+		uint64_t v;
+
+		CHECK(rec.offset == off && rec.value_len == REPLAY_VALUE, "record %llu",
+		      (unsigned long long)off);
+		memcpy(&v, rec.value, 8);
+		CHECK(v == off, "record %llu holds %llu", (unsigned long long)off,
+		      (unsigned long long)v);
+		off++;
+	}
+	CHECK(err == 0 && off == replay_n, "read %llu of %llu: %s", (unsigned long long)off,
+	      (unsigned long long)replay_n, bus_strerror(err));
+	bus_seg_reader_close(r);
+	return NULL;
+}
+
+static void test_replay_threads(const char *data, uint64_t n)
+{
+	struct bus_seg_opts so = { .segment_bytes = 4u << 20 };
+	static _Alignas(64) uint8_t fb[BUS_FRAME_HDR + REPLAY_VALUE + 8];
+	struct bus_seg_writer *w;
+	pthread_t th[4];
+	uint64_t cost[2];
+	const char *m;
+	int err;
+
+	unsetenv("BUS_REPLAY");
+	snprintf(replay_dir, sizeof(replay_dir), "%s/replay/0", data);
+	err = bus_seg_writer_open(&w, replay_dir, &so);
+	CHECK(err == 0, "writer: %s", bus_strerror(err));
+	for (uint64_t off = 0; off < n; off++) {
+		struct bus_frame *f = (struct bus_frame *)(void *)fb;
+		uint32_t len = (BUS_FRAME_HDR + REPLAY_VALUE + 7) & ~7u;
+
+		memset(fb, 0, sizeof(fb));
+		atomic_store_explicit(&f->commit, BUS_COMMIT(BUS_FRAME_DATA, len, off),
+				      memory_order_relaxed);
+		atomic_store_explicit(&f->claim, BUS_CLAIM(1, off), memory_order_relaxed);
+		f->offset = off;
+		f->timestamp = 1;
+		f->value_len = REPLAY_VALUE;
+		memcpy(fb + BUS_FRAME_HDR, &off, 8);
+		err = bus_seg_append(w, f, off);
+		CHECK(err == 0, "append %llu: %s", (unsigned long long)off, bus_strerror(err));
+	}
+	CHECK(bus_seg_writer_close(w) == 0, "writer close");
+	replay_n = n;
+	/* By default (they race to measure), then mapped (the guard's slots
+	 * taken and freed by four threads at once). */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass)
+			setenv("BUS_REPLAY", "map", 1);
+		pthread_barrier_init(&replay_start, NULL, 4);
+		for (int i = 0; i < 4; i++)
+			pthread_create(&th[i], NULL, replay_reader, NULL);
+		for (int i = 0; i < 4; i++)
+			pthread_join(th[i], NULL);
+		pthread_barrier_destroy(&replay_start);
+	}
+	unsetenv("BUS_REPLAY");
+	m = bus_seg_replay_method(cost);
+	CHECK(m, "4 MiB sealed segments are long enough to measure");
+	printf("ok replay threads: 4 readers x %llu records, by default (method %s (read %llu ns, map %llu ns "
+	       "per 256 KiB), then mapped\n",
+	       (unsigned long long)n, m, (unsigned long long)cost[0], (unsigned long long)cost[1]);
+}
+
 int main(void)
 {
 	char shm[] = "/dev/shm/bus-thr-XXXXXX", data[] = "/tmp/bus-thr-XXXXXX", cmd[128];
@@ -219,6 +308,7 @@ int main(void)
 	test_topic_cache();
 	test_one_log(NPROD, 20000 * scale, 0, "concurrent producers");
 	test_one_log(1, 50000 * scale, BUS_PRODUCER_EXCLUSIVE, "exclusive producer");
+	test_replay_threads(data, 20000u * (uint64_t)scale);
 	bus_close(tb);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", shm, data);
 	return system(cmd) == 0 ? 0 : 1;

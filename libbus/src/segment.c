@@ -13,16 +13,19 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crc32c.h"
 #include "internal.h"
+#include "mapguard.h"
 #include "segment.h"
 
 #define HDR ((uint64_t)BUS_SEG_HDR_SIZE)
@@ -241,28 +244,40 @@ static uint32_t fhdr_len(const struct bus_seg_fhdr *h)
 /* ------------------------------------------------- buffered file reads */
 
 /* A window over a file: read with pread(2) into buf, or, for a sealed
- * segment read in sequence (map_ok: only with BUS_REPLAY=map), mapped
- * (MAP_WINDOW bytes at a time).  Pointers it hands out are valid until the
- * next io_get() on it.
+ * segment read in sequence (map_ok), mapped (MAP_WINDOW bytes at a time).
+ * Pointers it hands out are valid until the next io_get() on it.
  *
- * Why read by default.  Which of the two is faster depends on what a page
- * fault costs, and that differs between machines by more than either
- * method's own cost.  Replay of 1 KiB records from the page cache
- * (spill_bench replay):
- *   - Intel VM (2026-11, 2 GiB): mapped 6.8-8.2 GB/s, read 4.4-5.1 (cat
- *     7.3-8.5): pread copies every byte out of the page cache and the CRC
- *     reads the copy; mapped, the CRC reads the page cache itself, once.
- *   - AMD EPYC under PVM (2026-12, kernel 6.18, shadow page tables; 512
- *     MiB): mapped 1.7-2.2 GB/s, read 4.6-7.7 (cat 6.6-8.5): every page of a
- *     mapping costs ~2 us on first touch whatever the window (4 MiB or a
- *     whole 128 MiB segment, MAP_POPULATE or not), while read(2) copies
- *     through the kernel's own mapping.
- * Reading also cannot fault: a mapping over a sealed segment truncated by
- * hand would raise SIGBUS in the reader, a read returns short and the
- * reader reports it.  So reading is the default and mapping an opt-in for
- * machines where faults are cheap.  Only sealed segments are mapped: they
- * are never truncated by busd (the writer cuts only the active segment,
- * retention removes whole files, and an unlinked file stays mapped). */
+ * Read or map.  Which of the two is faster depends on what a page fault
+ * costs, and that differs between machines by more than either method's
+ * own cost.  Replay of 1 KiB records from the page cache (spill_bench
+ * replay):
+ *   - Intel VM (Sapphire Rapids, KVM, ext4): mapped 6.7-7.3 GB/s, read
+ *     4.2-5.4 (cat 6.2-6.8; 2026-12, 1 GiB): pread copies every byte out of
+ *     the page cache and the CRC reads the copy; mapped, the CRC reads the
+ *     page cache itself, once, and a 4 MiB window costs ~40 us per MiB to
+ *     map (MAP_POPULATE) and unmap, where pread copies a MiB in ~150 us.
+ *   - AMD EPYC under PVM (2026-12, shadow page tables; 512 MiB): mapped
+ *     1.7-2.2 GB/s, read 4.6-7.7 (cat 6.6-8.5): every page of a mapping
+ *     costs ~2 us whatever the window (4 MiB or a whole 128 MiB segment,
+ *     MAP_POPULATE or not), while read(2) copies through the kernel's own
+ *     mapping.
+ * So by default (BUS_REPLAY unset or "auto") the process measures both,
+ * once, on the first sealed window it reads (replay_calibrate()), and
+ * maps unless mapping measured more than 1.5 times the cost of reading.
+ * On the Intel VM the two measure alike (read 35-50 us per 256 KiB, map
+ * 32-46), yet mapped replay runs 35% faster: reading costs a replay more
+ * than the measurement sees (not pinned down; the copy's 256 KiB of
+ * stores through the reader's caches is the likely part); under PVM, ~2 us
+ * per page (128 us per 256 KiB before the CRC) puts mapping far past the
+ * bar.  BUS_REPLAY=read or map forces one.
+ *
+ * A mapping must not fault.  Only sealed segments are mapped: busd never
+ * truncates them (the writer cuts only the active segment, retention
+ * removes whole files, and an unlinked file stays mapped).  A sealed
+ * segment truncated by hand under a mapping would raise SIGBUS in the
+ * reader; each window is registered with mapguard.h, whose handler maps
+ * zeros over the lost pages instead, and zeros are no valid frame, so the
+ * reader reports -BUS_ECORRUPT as it does when a read comes back short. */
 struct seg_io {
 	int fd;
 	uint8_t *buf;
@@ -274,18 +289,29 @@ struct seg_io {
 	size_t chunk;       /* bytes to read at once, at least */
 	uint64_t *reads, *read_bytes; /* counters, or NULL */
 	bool map_ok;        /* a sealed segment: map instead of read */
+	bool map_auto;      /* ... if replay_calibrate() says so */
 	uint64_t *maps;     /* counter of windows mapped, or NULL */
 	uint8_t *map;       /* the mapped window, or NULL */
 	size_t map_len;
+	int guard;          /* its mapguard slot */
 };
 
 static void io_unmap(struct seg_io *io)
 {
 	if (io->map) {
+		bus_mapguard_del(io->guard);
+		io->guard = -1;
 		munmap(io->map, io->map_len);
 		io->map = NULL;
 		io->wlen = 0;
 	}
+}
+
+/* Whether the window holds bytes that were lost under it (a sealed
+ * segment truncated by hand) and now read as zeros. */
+static bool io_lost(const struct seg_io *io)
+{
+	return io->map && bus_mapguard_hit(io->guard);
 }
 
 /* (buf and cap are kept: the buffer is reused across files; a mapping
@@ -294,7 +320,9 @@ static void io_init(struct seg_io *io, int fd, uint64_t *reads, uint64_t *read_b
 {
 	io->map = NULL;
 	io->map_ok = false;
+	io->map_auto = false;
 	io->maps = NULL;
+	io->guard = -1;
 	io->fd = fd;
 	io->win = NULL;
 	io->wpos = 0;
@@ -317,6 +345,112 @@ static int io_stat(struct seg_io *io, uint64_t *nlink)
 	return 0;
 }
 
+/* The process's choice for BUS_REPLAY unset (seg_io); REPLAY_BUSY while a
+ * reader stores what it measured. */
+enum { REPLAY_AUTO, REPLAY_READ, REPLAY_MAP, REPLAY_BUSY };
+static atomic_int replay_choice; /* REPLAY_AUTO: not measured yet */
+static uint64_t replay_cost[2]; /* ns: [0] pread, [1] map; see replay_calibrate() */
+
+#define CAL_BYTES (256u * 1024)
+
+static uint64_t mono_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Measure read against map on @io's file from @pos (see seg_io) and
+ * settle the process's choice, unless another reader settled it first.
+ * Each method does what the reader does with a window, pread or map, then
+ * the CRC of every byte, on a stretch of CAL_BYTES of its own that nothing
+ * read before (so from memory, as a replay finds it, not from the CPU's
+ * caches: on a stretch just read, pread took 11 us where it takes 33 from
+ * memory), three times each, alternating; the fastest of each counts.
+ * Returns the choice, or REPLAY_AUTO (read this window) when the file is
+ * too short past @pos to tell or a call failed. */
+static int replay_calibrate(struct seg_io *io, uint64_t pos)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), start = pos / pg * pg;
+	uint64_t best[2] = { UINT64_MAX, UINT64_MAX };
+	int want, got;
+	volatile uint32_t sink; /* the CRCs are the work measured */
+
+	if (start + 6 * (uint64_t)CAL_BYTES > io->size)
+		return REPLAY_AUTO;
+	if (io->cap < CAL_BYTES) {
+		uint8_t *nb = realloc(io->buf, CAL_BYTES);
+		if (!nb)
+			return REPLAY_AUTO;
+		io->buf = nb;
+		io->cap = CAL_BYTES;
+	}
+	for (int i = 0; i < 6; i++) {
+		uint64_t at = start + (uint64_t)i * CAL_BYTES, t0 = mono_ns(), t1;
+		const uint8_t *p = io->buf;
+		void *m = NULL;
+		int guard = -1;
+		bool lost;
+
+		if (i % 2 == 0) {
+			if (pread_full(io->fd, io->buf, CAL_BYTES, at) != (ssize_t)CAL_BYTES)
+				return REPLAY_AUTO;
+		} else {
+			m = mmap(NULL, CAL_BYTES, PROT_READ, MAP_SHARED | MAP_POPULATE, io->fd,
+				 (off_t)at);
+			if (m == MAP_FAILED)
+				return REPLAY_AUTO;
+			guard = bus_mapguard_add(m, CAL_BYTES);
+			if (guard < 0) {
+				munmap(m, CAL_BYTES);
+				return REPLAY_AUTO;
+			}
+			p = m;
+		}
+		sink = bus_crc32c(0, p, CAL_BYTES);
+		if (m) {
+			lost = bus_mapguard_hit(guard);
+			bus_mapguard_del(guard);
+			munmap(m, CAL_BYTES);
+			if (lost)
+				return REPLAY_AUTO; /* truncated meanwhile */
+		}
+		t1 = mono_ns();
+		if (t1 - t0 < best[i % 2])
+			best[i % 2] = t1 - t0;
+	}
+	/* Map unless it is clearly slower: the measurement misses part of
+	 * what reading costs a replay (see seg_io), so a tie means map. */
+	got = best[1] * 2 <= best[0] * 3 ? REPLAY_MAP : REPLAY_READ;
+	(void)sink;
+	/* The winner of the CAS to REPLAY_BUSY stores the costs, then
+	 * publishes the choice with release; bus_seg_replay_method() loads it
+	 * with acquire, so it reads this measurement's costs.  A reader that
+	 * loses reads its window and asks again at the next (REPLAY_BUSY is
+	 * taken as "not yet"). */
+	want = REPLAY_AUTO;
+	if (!atomic_compare_exchange_strong(&replay_choice, &want, REPLAY_BUSY))
+		return want == REPLAY_BUSY ? REPLAY_AUTO : want;
+	replay_cost[0] = best[0];
+	replay_cost[1] = best[1];
+	atomic_store_explicit(&replay_choice, got, memory_order_release);
+	return got;
+}
+
+const char *bus_seg_replay_method(uint64_t cost[2])
+{
+	int c = atomic_load_explicit(&replay_choice, memory_order_acquire);
+
+	if (c != REPLAY_READ && c != REPLAY_MAP)
+		return NULL;
+	if (cost) {
+		cost[0] = replay_cost[0];
+		cost[1] = replay_cost[1];
+	}
+	return c == REPLAY_MAP ? "map" : "read";
+}
+
 /* Make [pos, pos + n) available in *out.  Returns 1, 0 when the file (its
  * size re-checked) does not hold it, -ENOMEM or -errno. */
 static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out)
@@ -337,7 +471,19 @@ static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out
 		if (pos + n > io->size)
 			return 0;
 	}
-	if (io->map_ok && n <= MAP_WINDOW) {
+	if (io->map_ok && io->map_auto) {
+		int c = atomic_load_explicit(&replay_choice, memory_order_relaxed);
+
+		if (c == REPLAY_AUTO)
+			c = replay_calibrate(io, pos);
+		else if (c == REPLAY_BUSY) /* another reader is measuring */
+			c = REPLAY_AUTO;
+		if (c != REPLAY_AUTO) /* else read this window, ask again */
+			io->map_auto = false;
+		if (c == REPLAY_READ)
+			io->map_ok = false;
+	}
+	if (io->map_ok && !io->map_auto && n <= MAP_WINDOW) {
 		uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
 		uint64_t start = pos / pg * pg, end = start + MAP_WINDOW;
 		void *m;
@@ -347,17 +493,23 @@ static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out
 		m = mmap(NULL, (size_t)(end - start), PROT_READ, MAP_SHARED | MAP_POPULATE, io->fd,
 			 (off_t)start);
 		if (m != MAP_FAILED) {
-			if (io->maps)
-				(*io->maps)++;
-			io->map = m;
-			io->map_len = (size_t)(end - start);
-			io->win = io->map + (pos - start);
-			io->wpos = pos;
-			io->wlen = (size_t)(end - pos);
-			*out = io->win;
-			return 1;
+			io->guard = bus_mapguard_add(m, (size_t)(end - start));
+			if (io->guard >= 0) {
+				if (io->maps)
+					(*io->maps)++;
+				io->map = m;
+				io->map_len = (size_t)(end - start);
+				io->win = io->map + (pos - start);
+				io->wpos = pos;
+				io->wlen = (size_t)(end - pos);
+				*out = io->win;
+				return 1;
+			}
+			/* No slot (or no handler): an unguarded mapping could
+			 * fault, so this segment is read. */
+			munmap(m, (size_t)(end - start));
 		}
-		io->map_ok = false; /* out of address space: read instead */
+		io->map_ok = false; /* out of address space, or unguarded: read */
 	}
 	want = n > io->chunk ? n : io->chunk;
 	if (want > io->size - pos)
@@ -404,7 +556,7 @@ static int frame_at(struct seg_io *io, uint64_t pos, uint64_t off, const uint8_t
 	rc = io_get(io, pos, *len, p);
 	if (rc <= 0)
 		return rc;
-	if (frame_crc(*p, *len) != (uint32_t)h.crc || h.offset != off)
+	if (frame_crc(*p, *len) != (uint32_t)h.crc || h.offset != off || io_lost(io))
 		return -BUS_ECORRUPT;
 	return 1;
 }
@@ -1936,19 +2088,33 @@ struct bus_seg_reader {
 	uint64_t pos;      /* of the next frame */
 	uint64_t next_off; /* its offset */
 	uint64_t pf;       /* prefetched up to here (bus_seg_next_buffered) */
-	bool map;          /* BUS_REPLAY=map: map sealed segments (seg_io) */
+	int replay;        /* BUS_REPLAY: REPLAY_AUTO, _READ or _MAP (seg_io) */
 	struct bus_seg_reader_stats st;
 };
 
 static int relist(struct bus_seg_reader *r);
 static int open_switch(struct bus_seg_reader *r, uint64_t base);
+static bool seg_sealed(const struct bus_seg_reader *r, uint64_t base);
 
-/* BUS_REPLAY=map in the environment: map sealed segments (see seg_io). */
-static bool replay_map(void)
+/* BUS_REPLAY in the environment: "read", "map", else (unset, "auto" or
+ * anything else) REPLAY_AUTO (see seg_io). */
+static int replay_env(void)
 {
 	const char *e = getenv("BUS_REPLAY");
 
-	return e && strcmp(e, "map") == 0;
+	if (e && strcmp(e, "map") == 0)
+		return REPLAY_MAP;
+	if (e && strcmp(e, "read") == 0)
+		return REPLAY_READ;
+	return REPLAY_AUTO;
+}
+
+/* Whether sealed segment @base may be mapped, and whether only if the
+ * process's measurement says so. */
+static void io_replay(struct seg_io *io, const struct bus_seg_reader *r, uint64_t base)
+{
+	io->map_ok = r->replay != REPLAY_READ && seg_sealed(r, base);
+	io->map_auto = r->replay == REPLAY_AUTO;
 }
 
 int bus_seg_reader_open(struct bus_seg_reader **out, const char *dir)
@@ -1968,7 +2134,7 @@ int bus_seg_reader_open(struct bus_seg_reader **out, const char *dir)
 		return err;
 	}
 	r->dfd = err;
-	r->map = replay_map();
+	r->replay = replay_env();
 	/* At the earliest record, if there is one yet. */
 	if (relist(r) == 0 && r->nsegs)
 		open_switch(r, r->segs[0]);
@@ -2026,7 +2192,7 @@ static void switch_to(struct bus_seg_reader *r, uint64_t base, int fd)
 		close(r->io.fd);
 	io_unmap(&r->io);
 	io_init(&r->io, fd, &r->st.reads, &r->st.read_bytes);
-	r->io.map_ok = r->map && seg_sealed(r, base);
+	io_replay(&r->io, r, base);
 	r->io.maps = &r->st.maps;
 	r->cur = true;
 	r->hdr_ok = false;
@@ -2248,7 +2414,7 @@ int bus_seg_next_buffered(struct bus_seg_reader *r, struct bus_seg_record *out)
 		return 0;
 	/* A bad frame is left to bus_seg_next(), which tells a torn end from
 	 * corruption. */
-	if (frame_crc(p, len) != (uint32_t)h.crc || h.offset != r->next_off)
+	if (frame_crc(p, len) != (uint32_t)h.crc || h.offset != r->next_off || io_lost(io))
 		return 0;
 	fill_record(r, p, len, out);
 	r->pos += len;
@@ -2310,7 +2476,7 @@ static void view_install(struct bus_seg_reader *r, struct seg_view *v, uint64_t 
 	free(r->io.buf);
 	r->io = v->io;
 	r->io.chunk = IO_CHUNK;
-	r->io.map_ok = r->map && seg_sealed(r, v->base);
+	io_replay(&r->io, r, v->base);
 	r->io.maps = &r->st.maps;
 	r->cur = true;
 	r->hdr_ok = v->hdr_ok;

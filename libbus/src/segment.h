@@ -82,14 +82,18 @@
  * concurrently with the writer and with each other; each reader handle is
  * used by one thread at a time.  Readers see what the writer has written
  * out (bus_seg_flush(), or a full buffer), never a partial frame.
- * Readers read with pread(2).  With BUS_REPLAY=map in the environment
- * (read at bus_seg_reader_open()) they map sealed segments (read-only)
- * instead, which is faster where page faults are cheap (see seg_io in
- * segment.c for the figures); sealed segments are never truncated (only
- * the active one is cut, by a recovering writer; retention unlinks whole
- * files), so a mapping never outlives the bytes under it, but truncating a
- * sealed segment by hand while a reader maps it would raise SIGBUS in the
- * reader.
+ * Readers read the active segment with pread(2).  Sealed segments they
+ * read or map (read-only, 4 MiB windows), whichever the process measured
+ * to be faster on its first sealed window (seg_io in segment.c has the
+ * method and the figures); BUS_REPLAY=read or BUS_REPLAY=map in the
+ * environment (read at bus_seg_reader_open()) forces one.  Sealed segments
+ * are never truncated (only the active one is cut, by a recovering writer;
+ * retention unlinks whole files), so a mapping never outlives the bytes
+ * under it.  A sealed segment truncated by hand under a mapping reader
+ * would raise SIGBUS; the reader registers its windows with mapguard.h,
+ * which installs a SIGBUS handler (once per process, chained to the one
+ * before) that maps zeros over the lost pages, and the reader reports
+ * -BUS_ECORRUPT there, as it does after a short read.
  *
  * ERRORS.  Every call returns 0 (or a count) on success, else -errno or
  * -BUS_ECORRUPT (a file is not a segment, or a sealed segment holds a bad
@@ -452,13 +456,22 @@ struct bus_seg_reader;
  * bus_seg_reader_open() - a reader of the log in @dir, positioned at its
  * earliest record (or, while @dir holds no segment, at the first one to
  * appear).  Reads with pread(2) into a buffer of its own (256 KiB, grown for
- * larger frames), so a truncation cannot fault it; with BUS_REPLAY=map in
- * the environment it maps sealed segments instead (4 MiB windows).  The
- * active segment is always read.  Returns 0, -ENOENT (no such dir),
- * -ENOMEM, -errno.
+ * larger frames), or maps sealed segments in 4 MiB windows (see
+ * CONCURRENCY above for which, and what a truncation under a mapping
+ * does).  Returns 0, -ENOENT (no such dir), -ENOMEM, -errno.
  */
 int bus_seg_reader_open(struct bus_seg_reader **r, const char *dir);
 void bus_seg_reader_close(struct bus_seg_reader *r);
+
+/*
+ * bus_seg_replay_method() - what this process's readers do with sealed
+ * segments when BUS_REPLAY does not say: "read" or "map" once a reader has
+ * measured both (on its first sealed window with 1.5 MiB left after its
+ * position), NULL before.  With @cost non-NULL and a method chosen, fills
+ * it with the fastest of the three measurements of each, in ns per 256 KiB
+ * read and CRC'd: [0] pread, [1] map.  Thread-safe.
+ */
+const char *bus_seg_replay_method(uint64_t cost[2]);
 void bus_seg_reader_stats(const struct bus_seg_reader *r, struct bus_seg_reader_stats *st);
 /* The offset of the record the next bus_seg_next() returns. */
 uint64_t bus_seg_reader_position(const struct bus_seg_reader *r);
