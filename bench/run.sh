@@ -721,7 +721,10 @@ targets_md() {
 	echo "$REPS repetitions; rtt $ROUNDS round trips after $WARMUP warm-up; tput ring $RING bytes."
 	echo "Disk: $DISK_REPS repetitions of $((DISK_BYTES >> 20)) MiB of 1 KiB values through busd into"
 	echo "$DISK_DIR ($(df -h --output=source,fstype "$BUILD" 2>/dev/null | tail -1 | tr -s ' ')), against dd writing as many"
-	echo "bytes there and cat reading the segment files."
+	echo "bytes there and cat reading the segment files. How the replays read sealed"
+	echo "segments (BUS_REPLAY; by default each measures read against map once):"
+	echo "$(grep -o 'case=replay [^ ]* kind=bus .*method=[a-z]*' "$RAW" | sed 's/.*method=//' | sort | uniq -c |
+		awk '{ printf "%s%s %d/%d", (NR > 1 ? ", " : ""), $2, $1, t }' t="$DISK_REPS")."
 	echo "Ratio = bus / reference: rtt lower is better, tput higher is better."
 	echo "The rtt reference is the bare counter ping-pong; the rows \"vs bare message\""
 	echo "compare with the floor for a message of the same size instead (bare_pingpong msg:"
