@@ -376,7 +376,14 @@ struct bus_consumer;
  * gating slot), -BUS_ECORRUPT, -ENOMEM, -EAGAIN (producers moved the ring
  * on too fast: retry), or an -errno reading a log.  The consumer is
  * single-threaded and holds, per partition read from disk, an open
- * directory, an open segment and a read buffer (256 KiB).
+ * directory, an open segment and a read buffer (256 KiB), or a read-only
+ * mapping of 4 MiB of a sealed segment: by default the process measures
+ * once, on the first sealed segment it reads, whether reading or mapping
+ * is faster, and BUS_REPLAY=read|map in the environment forces one.  A
+ * process that maps history installs a SIGBUS handler (once, chained to the
+ * action installed before it), so that a segment truncated by hand under a
+ * mapping is reported as -BUS_ECORRUPT rather than killing the process;
+ * with BUS_REPLAY=read nothing is mapped or installed.
  */
 int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consumer_opts *opts,
 		      struct bus_consumer **out);
@@ -429,7 +436,8 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
 
 /**
  * bus_consumer_poll() - up to @max records as views into the ring (or, for
- * records read from disk, into the consumer's read buffer).
+ * records read from disk, into the consumer's read buffer or its mapping
+ * of a sealed segment).
  * @timeout_ns: 0 returns at once; < 0 waits forever; else waits up to it
  *              with the consumer's wait strategy.
  *
