@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -770,11 +771,103 @@ Test(segment, by_default_the_first_sealed_window_decides_between_read_and_map)
 	cr_assert(strcmp(m, "map") == 0 ? st.maps >= 6 : st.maps == 0);
 }
 
+/* Frames of nearly MAP_WINDOW (4 MiB), starting anywhere in a page: a
+ * window, which starts on the page of its first frame, must reach past
+ * the end of that frame (it once stopped 4 MiB after the page's start,
+ * and the CRC ran off the mapping). */
+static void big_frames(const char *replay)
+{
+	enum { N = 7, BIG = (4u << 20) - 104 };
+	struct bus_seg_opts o = { .segment_bytes = 9u << 20 };
+	struct bus_seg_writer *w = wopen(&o);
+	struct bus_seg_reader *r;
+	struct bus_seg_reader_stats st;
+	struct bus_seg_record rec;
+	uint8_t *big = malloc(BIG);
+	uint64_t bases[8];
+
+	cr_assert_not_null(big);
+	for (uint64_t off = 0; off < N; off++) {
+		/* Record 0 is small, so that the big ones start mid-page. */
+		uint32_t len = off ? BIG : 200, vlen = len - BUS_FRAME_HDR;
+		struct bus_seg_fhdr h = { 0 };
+
+		for (uint32_t i = 0; i < vlen; i += 4096)
+			big[BUS_FRAME_HDR + i] = (uint8_t)(off + i / 4096);
+		big[len - 1] = (uint8_t)(off * 7);
+		h.commit = BUS_COMMIT(BUS_FRAME_DATA, len, off);
+		h.crc = BUS_CLAIM(4321, off);
+		h.offset = off;
+		h.timestamp = ts_mono(off);
+		h.value_len = vlen;
+		memcpy(big, &h, sizeof(h));
+		cr_assert_eq(bus_seg_append(w, (const struct bus_frame *)(const void *)big, off), 0);
+	}
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert_geq(list_logs(bases, 8), 3u, "sealed segments to map");
+	setenv("BUS_REPLAY", replay, 1);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	for (uint64_t off = 0; off < N; off++) {
+		const uint8_t *v;
+
+		cr_assert_eq(bus_seg_next(r, &rec), 1, "record %llu", (unsigned long long)off);
+		v = rec.value;
+		cr_assert_eq(rec.offset, off);
+		cr_assert_eq(rec.value_len, (off ? BIG : 200) - BUS_FRAME_HDR);
+		cr_assert_eq(v[rec.value_len - 1], (uint8_t)(off * 7), "the frame's last byte");
+		for (uint32_t i = 0; i < rec.value_len; i += 4096)
+			cr_assert_eq(v[i], (uint8_t)(off + i / 4096));
+		if (off)
+			cr_assert_neq(rec.pos % 4096, 0, "mid-page");
+	}
+	cr_assert_eq(bus_seg_next(r, &rec), 0);
+	bus_seg_reader_stats(r, &st);
+	if (strcmp(replay, "map") == 0)
+		cr_assert_geq(st.maps, 2u, "%llu windows mapped", (unsigned long long)st.maps);
+	bus_seg_reader_close(r);
+	free(big);
+}
+
+Test(segment, frames_of_nearly_a_map_window_read_whole_when_mapped)
+{
+	big_frames("map");
+}
+
+Test(segment, frames_of_nearly_a_map_window_read_whole_when_read)
+{
+	big_frames("read");
+}
+
 /* A sealed segment truncated by hand (no state busd makes) while a reader
  * is in it: the reader hands out the whole records before the cut, then
  * reports the damage; it does not fault.  Read: the read comes back
  * short.  Mapped: the pages past the cut are gone from the mapping, and
  * mapguard.h's handler turns the SIGBUS into zeros, which fail the CRC. */
+/* The first page boundary at or after @from in log @path that lies
+ * strictly inside a frame (the frames read from the file itself). */
+static uint64_t page_inside_a_frame(const char *path, uint64_t from)
+{
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), pos = BUS_SEG_HDR_SIZE;
+	int fd = open(path, O_RDONLY);
+
+	cr_assert(fd >= 0);
+	for (;;) {
+		struct bus_seg_fhdr h;
+		uint64_t len, edge;
+
+		cr_assert_eq(pread(fd, &h, sizeof(h), (off_t)pos), (ssize_t)sizeof(h),
+			     "no such frame before the end");
+		len = BUS_COMMIT_LEN(h.commit);
+		cr_assert(len >= BUS_FRAME_HDR);
+		edge = (pos / pg + 1) * pg;
+		if (pos >= from && edge < pos + len) {
+			close(fd);
+			return edge;
+		}
+		pos += len;
+	}
+}
+
 static void truncated_under_a_reader(const char *replay)
 {
 	struct bus_seg_opts o = { .segment_bytes = 9u << 20 };
@@ -797,9 +890,11 @@ static void truncated_under_a_reader(const char *replay)
 	cr_assert_eq(st.maps, strcmp(replay, "map") == 0 ? 1u : 0u, "%llu windows mapped",
 		     (unsigned long long)st.maps);
 	seg_path(path, sizeof(path), 0, "log");
-	/* Inside the first 4 MiB, the window a mapping reader holds, and,
-	 * frames being 8-aligned, mid-frame. */
-	cut = fsize(path) / 4 + 3;
+	/* Inside the first 4 MiB, the window a mapping reader holds, on a
+	 * page boundary strictly inside a frame: the reader's CRC of that
+	 * frame then touches a page the file no longer has, which a mapping
+	 * reader takes as SIGBUS (turned into zeros by the guard). */
+	cut = page_inside_a_frame(path, fsize(path) / 4);
 	cr_assert_eq(truncate(path, (off_t)cut), 0);
 	while ((rc = bus_seg_next(r, &rec)) == 1) {
 		cr_assert(rec_ok(&rec, off), "record %llu intact", (unsigned long long)off);
@@ -817,6 +912,9 @@ static void truncated_under_a_reader(const char *replay)
 	/* The next segment still reads. */
 	cr_assert_eq(bus_seg_seek_offset(r, bases[1]), 0);
 	read_expect(r, bases[1], 60000);
+	bus_seg_reader_stats(r, &st);
+	cr_assert_eq(st.map_faults, strcmp(replay, "map") == 0 ? 1u : 0u,
+		     "%llu windows faulted", (unsigned long long)st.map_faults);
 	bus_seg_reader_close(r);
 }
 
@@ -882,14 +980,22 @@ Test(segment, a_fault_in_a_guarded_window_reads_zeros_and_is_reported)
 static void on_bus_exit(int sig, siginfo_t *si, void *uc)
 {
 	(void)uc;
-	_exit(sig == SIGBUS && si->si_code == BUS_ADRERR ? 42 : 43);
+	_exit(sig != SIGBUS ? 43 : si->si_code == BUS_ADRERR ? 42 : si->si_code == BUS_MCEERR_AO ? 40 : 43);
 }
 
+static void on_bus_plain(int sig)
+{
+	_exit(sig == SIGBUS ? 41 : 43);
+}
+
+enum how { FAULT, KILL, QUEUE_AO };
+
 /* In a child: the action @before on SIGBUS, then a guarded window (the
- * guard's handler goes in after @before), then a fault (or, @sent, a
- * SIGBUS sent by kill()) outside every guarded window.  Returns the
- * child's wait status. */
-static int fault_outside(const struct sigaction *before, bool sent)
+ * guard's handler goes in after @before), then a SIGBUS outside every
+ * guarded window: a fault (@how FAULT), kill() (KILL), or an asynchronous
+ * memory-error notice queued to itself (QUEUE_AO: si_code BUS_MCEERR_AO,
+ * no fault).  Returns the child's wait status. */
+static int sigbus_outside(const struct sigaction *before, enum how how)
 {
 	pid_t pid = fork();
 	int st;
@@ -900,16 +1006,27 @@ static int fault_outside(const struct sigaction *before, bool sent)
 		int fa, fb;
 		uint8_t *ma = map_file("a", 2, &fa), *mb = map_file("b", 2, &fb);
 		volatile uint8_t *vb = mb;
+		siginfo_t si;
 
 		alarm(20); /* a handler that returns to the fault would loop */
 		if (sigaction(SIGBUS, before, NULL) || bus_mapguard_add(ma, 2 * pg) < 0)
 			_exit(44);
-		if (sent) {
-			kill(getpid(), SIGBUS);
-		} else {
+		switch (how) {
+		case FAULT:
 			if (ftruncate(fb, 0))
 				_exit(45);
 			(void)vb[pg];
+			break;
+		case KILL:
+			kill(getpid(), SIGBUS);
+			break;
+		case QUEUE_AO:
+			memset(&si, 0, sizeof(si));
+			si.si_signo = SIGBUS;
+			si.si_code = BUS_MCEERR_AO;
+			if (syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid(), SIGBUS, &si))
+				_exit(46);
+			break;
 		}
 		_exit(0);
 	}
@@ -917,28 +1034,58 @@ static int fault_outside(const struct sigaction *before, bool sent)
 	return st;
 }
 
+static bool exited(int st, int code)
+{
+	return WIFEXITED(st) && WEXITSTATUS(st) == code;
+}
+
+static bool killed_by_sigbus(int st)
+{
+	return WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS;
+}
+
 /* The guard does not swallow what is not its own: a SIGBUS outside its
- * windows reaches the action installed before it. */
+ * windows reaches the action installed before it, of either kind. */
 Test(segment, a_sigbus_outside_the_guarded_windows_reaches_the_handler_before)
 {
 	struct sigaction sa = { .sa_sigaction = on_bus_exit, .sa_flags = SA_SIGINFO };
-	int st = fault_outside(&sa, false);
+	int st = sigbus_outside(&sa, FAULT);
 
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 42, "status %#x", st);
+	cr_assert(exited(st, 42), "a fault, SA_SIGINFO handler: status %#x", st);
+	st = sigbus_outside(&sa, QUEUE_AO);
+	cr_assert(exited(st, 40), "a notice, SA_SIGINFO handler: status %#x", st);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_bus_plain;
+	st = sigbus_outside(&sa, FAULT);
+	cr_assert(exited(st, 41), "a fault, plain handler: status %#x", st);
+	st = sigbus_outside(&sa, KILL);
+	cr_assert(exited(st, 41), "kill(), plain handler: status %#x", st);
 }
 
+/* ... and the default action kills, whatever sa_flags held (the kernel
+ * keeps SA_SIGINFO with SIG_DFL and SIG_IGN). */
 Test(segment, a_sigbus_outside_the_guarded_windows_still_kills_by_default)
 {
-	struct sigaction sa = { .sa_handler = SIG_DFL };
-	int st = fault_outside(&sa, false);
+	for (int flags = 0; flags <= SA_SIGINFO; flags += SA_SIGINFO) {
+		struct sigaction sa = { .sa_handler = SIG_DFL, .sa_flags = flags };
+		int st = sigbus_outside(&sa, FAULT);
 
-	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "a fault: status %#x", st);
-	st = fault_outside(&sa, true);
-	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "kill(): status %#x", st);
-	/* Ignored, a sent SIGBUS stays ignored. */
-	sa.sa_handler = SIG_IGN;
-	st = fault_outside(&sa, true);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "ignored: status %#x", st);
+		cr_assert(killed_by_sigbus(st), "a fault, flags %#x: status %#x", flags, st);
+		st = sigbus_outside(&sa, KILL);
+		cr_assert(killed_by_sigbus(st), "kill(), flags %#x: status %#x", flags, st);
+		st = sigbus_outside(&sa, QUEUE_AO);
+		cr_assert(killed_by_sigbus(st), "a notice, flags %#x: status %#x", flags, st);
+		/* Ignored: a sent SIGBUS or a notice stays ignored, and a
+		 * fault kills, as the kernel has it. */
+		sa.sa_handler = SIG_IGN;
+		st = sigbus_outside(&sa, KILL);
+		cr_assert(exited(st, 0), "kill(), ignored, flags %#x: status %#x", flags, st);
+		st = sigbus_outside(&sa, QUEUE_AO);
+		cr_assert(exited(st, 0), "a notice, ignored, flags %#x: status %#x", flags, st);
+		st = sigbus_outside(&sa, FAULT);
+		cr_assert(killed_by_sigbus(st), "a fault, ignored, flags %#x: status %#x", flags,
+			  st);
+	}
 }
 
 Test(segment, roll_by_age_starts_a_new_segment)

@@ -7,13 +7,20 @@
  *   - add: CAS lo 0 -> SLOT_BUSY (the slot is the caller's), store hit = 0
  *     and hi (relaxed), then store lo = start with release: a handler that
  *     reads lo == start with acquire sees this window's hi and hit = 0.
- *   - del: store lo = 0 (release), before the window is unmapped: from
- *     then on no handler claims a fault in it.
- *   - handler: load lo (acquire), hi (acquire), then lo again; the window
- *     counts only if lo was the same both times, so hi is never paired
- *     with another window's lo (a slot freed and taken again between the
- *     loads).  Should the same start come back with another hi, the hi
- *     read is the newer one's, and a fault below it is in that window.
+ *   - del: store lo = 0, then wait until the slot's `inside` count is 0,
+ *     before the window is unmapped.
+ *   - handler: increment `inside`, then load lo, hi, and lo again; the
+ *     window counts only if lo was the same both times, so hi is never
+ *     paired with another window's lo (a slot freed and taken again
+ *     between the loads).  It maps the zeros and sets hit before it
+ *     decrements `inside`.  The increment and del's store of lo are
+ *     sequentially consistent, and so are the handler's load of lo and
+ *     del's load of `inside` (a Dekker pair): either the handler sees lo
+ *     = 0 and leaves the slot alone, or del sees it inside and waits.  So
+ *     the handler never maps zeros over an address that del's caller has
+ *     unmapped (and something else may have mapped since), and a hit
+ *     never lands on the slot's next window.  The wait is short: the
+ *     handler blocks on nothing, it makes one mmap(2).
  * Faults in a window come from the thread that owns it, or from threads
  * the owner handed its records to (with synchronisation of their own), so
  * registration happens before them either way.
@@ -35,6 +42,7 @@ struct guard_slot {
 	_Atomic uintptr_t lo;
 	_Atomic uintptr_t hi;
 	atomic_int hit;
+	atomic_int inside; /* handlers looking at this slot */
 };
 
 static struct guard_slot slots[BUS_MAPGUARD_SLOTS];
@@ -43,35 +51,47 @@ static uintptr_t page_mask;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int install_err;
 
+/* Whether @si reports a fault of the instruction that raised it (which
+ * raises it again if the handler returns), as opposed to a SIGBUS sent by
+ * kill(2) or sigqueue(3), or an asynchronous notice (BUS_MCEERR_AO). */
+static bool is_fault(const siginfo_t *si)
+{
+	return si->si_code == BUS_ADRALN || si->si_code == BUS_ADRERR ||
+	       si->si_code == BUS_OBJERR
+#ifdef BUS_MCEERR_AR
+	       || si->si_code == BUS_MCEERR_AR
+#endif
+		;
+}
+
 /* Hand @sig to the action that was there before ours, as if ours had
- * never been installed. */
+ * never been installed.  SIG_DFL and SIG_IGN are told apart first: the
+ * kernel keeps SA_SIGINFO in sa_flags with either. */
 static void chain(int sig, siginfo_t *si, void *uc)
 {
-	bool sent = si->si_code <= 0; /* kill(2), sigqueue(3), tgkill(2) */
+	bool fault = is_fault(si);
 
-	if (prev.sa_flags & SA_SIGINFO) {
-		if (prev.sa_sigaction)
-			prev.sa_sigaction(sig, si, uc);
-		return;
-	}
-	if (prev.sa_handler == SIG_IGN && sent)
+	if (prev.sa_handler == SIG_IGN && !fault)
 		return;
 	if (prev.sa_handler == SIG_DFL || prev.sa_handler == SIG_IGN) {
 		/* The default action: a fault is raised again by the
 		 * instruction when we return (the kernel does not let a fault's
-		 * SIGBUS be ignored either); a sent signal is pending, as it is
-		 * blocked while we run, until we return. */
+		 * SIGBUS be ignored either); anything else is raised here, and
+		 * pending, as it is blocked while we run, until we return. */
 		struct sigaction dfl;
 
 		memset(&dfl, 0, sizeof(dfl));
 		dfl.sa_handler = SIG_DFL;
 		sigemptyset(&dfl.sa_mask);
 		sigaction(sig, &dfl, NULL);
-		if (sent)
+		if (!fault)
 			raise(sig);
 		return;
 	}
-	prev.sa_handler(sig);
+	if (prev.sa_flags & SA_SIGINFO)
+		prev.sa_sigaction(sig, si, uc);
+	else
+		prev.sa_handler(sig);
 }
 
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
@@ -83,20 +103,29 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 	if (si->si_code == BUS_ADRERR) {
 		for (size_t i = 0; i < BUS_MAPGUARD_SLOTS; i++) {
 			struct guard_slot *s = &slots[i];
-			uintptr_t lo = atomic_load_explicit(&s->lo, memory_order_acquire), hi, pg;
+			uintptr_t lo, hi, pg;
+			bool ours = false;
 
+			/* Cheap filter first; then the protocol (file head). */
+			lo = atomic_load_explicit(&s->lo, memory_order_relaxed);
 			if (lo <= SLOT_BUSY || a < lo)
 				continue;
+			atomic_fetch_add(&s->inside, 1);
+			lo = atomic_load(&s->lo);
 			hi = atomic_load_explicit(&s->hi, memory_order_acquire);
-			if (atomic_load_explicit(&s->lo, memory_order_relaxed) != lo || a >= hi)
-				continue;
-			pg = a & ~page_mask;
-			if (mmap((void *)pg, hi - pg, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-				 -1, 0) == MAP_FAILED)
-				break;
-			atomic_store_explicit(&s->hit, 1, memory_order_relaxed);
-			errno = saved;
-			return;
+			if (lo > SLOT_BUSY && a >= lo && a < hi &&
+			    atomic_load_explicit(&s->lo, memory_order_relaxed) == lo) {
+				pg = a & ~page_mask;
+				ours = mmap((void *)pg, hi - pg, PROT_READ,
+					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED;
+				if (ours)
+					atomic_store_explicit(&s->hit, 1, memory_order_relaxed);
+			}
+			atomic_fetch_sub(&s->inside, 1);
+			if (ours) {
+				errno = saved;
+				return;
+			}
 		}
 	}
 	chain(sig, si, uc);
@@ -108,16 +137,15 @@ static void install(void)
 	struct sigaction sa;
 
 	page_mask = (uintptr_t)sysconf(_SC_PAGESIZE) - 1;
-	/* The action before ours, saved before ours can run. */
-	if (sigaction(SIGBUS, NULL, &prev)) {
-		install_err = -errno;
-		return;
-	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = on_sigbus;
 	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	if (sigaction(SIGBUS, &sa, NULL))
+	/* One call, so that no action another thread installs in between is
+	 * lost.  (The kernel stores prev after ours is in place: a foreign
+	 * SIGBUS in that instant finds prev zeroed, which reads as SIG_DFL.
+	 * No window is registered yet, so none of ours can fault.) */
+	if (sigaction(SIGBUS, &sa, &prev))
 		install_err = -errno;
 }
 
@@ -145,8 +173,12 @@ int bus_mapguard_add(void *p, size_t len)
 
 void bus_mapguard_del(int slot)
 {
-	if (slot >= 0 && slot < BUS_MAPGUARD_SLOTS)
-		atomic_store_explicit(&slots[slot].lo, 0, memory_order_release);
+	if (slot < 0 || slot >= BUS_MAPGUARD_SLOTS)
+		return;
+	atomic_store(&slots[slot].lo, 0);
+	/* A handler that saw the window finishes with it (file head). */
+	while (atomic_load(&slots[slot].inside))
+		;
 }
 
 bool bus_mapguard_hit(int slot)

@@ -21,6 +21,10 @@
  * Limits: at most BUS_MAPGUARD_SLOTS windows at once per process;
  * bus_mapguard_add() fails past that and the caller reads instead.  Bytes
  * handed out of a window before the truncation read as zeros afterwards.
+ * A thread that blocks SIGBUS gets no help: the kernel kills the process
+ * on a fault whose signal is blocked, whatever the action.  The previous
+ * action's sa_mask, SA_RESETHAND and SA_NODEFER are not applied when it is
+ * called from ours.
  *
  * Thread-safety: every call may be made from any thread; a slot is used by
  * the thread that added it until it removes it.  The handler only reads
@@ -45,7 +49,8 @@ int bus_mapguard_add(void *p, size_t len);
 
 /*
  * bus_mapguard_del() - stop protecting slot @slot (from bus_mapguard_add()),
- * before the window is unmapped.  A negative @slot is ignored.
+ * before the window is unmapped; returns once no handler is using the
+ * slot, so the window may then be unmapped.  A negative @slot is ignored.
  */
 void bus_mapguard_del(int slot);
 

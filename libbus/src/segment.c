@@ -291,6 +291,7 @@ struct seg_io {
 	bool map_ok;        /* a sealed segment: map instead of read */
 	bool map_auto;      /* ... if replay_calibrate() says so */
 	uint64_t *maps;     /* counter of windows mapped, or NULL */
+	uint64_t *lost;     /* counter of windows hit (io_lost()), or NULL */
 	uint8_t *map;       /* the mapped window, or NULL */
 	size_t map_len;
 	int guard;          /* its mapguard slot */
@@ -299,6 +300,8 @@ struct seg_io {
 static void io_unmap(struct seg_io *io)
 {
 	if (io->map) {
+		if (io->lost && bus_mapguard_hit(io->guard))
+			(*io->lost)++;
 		bus_mapguard_del(io->guard);
 		io->guard = -1;
 		munmap(io->map, io->map_len);
@@ -322,6 +325,7 @@ static void io_init(struct seg_io *io, int fd, uint64_t *reads, uint64_t *read_b
 	io->map_ok = false;
 	io->map_auto = false;
 	io->maps = NULL;
+	io->lost = NULL;
 	io->guard = -1;
 	io->fd = fd;
 	io->win = NULL;
@@ -370,15 +374,38 @@ static uint64_t mono_ns(void)
  * memory), three times each, alternating; the fastest of each counts.
  * Returns the choice, or REPLAY_AUTO (read this window) when the file is
  * too short past @pos to tell or a call failed. */
+static int replay_measure(struct seg_io *io, uint64_t start);
+
 static int replay_calibrate(struct seg_io *io, uint64_t pos)
 {
 	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE), start = pos / pg * pg;
-	uint64_t best[2] = { UINT64_MAX, UINT64_MAX };
-	int want, got;
-	volatile uint32_t sink; /* the CRCs are the work measured */
+	int want = REPLAY_AUTO, got;
 
 	if (start + 6 * (uint64_t)CAL_BYTES > io->size)
 		return REPLAY_AUTO;
+	/* One reader measures at a time: the winner of the CAS to
+	 * REPLAY_BUSY, while the others read their windows (two measurements
+	 * at once would slow each other's mappings, mmap_lock and TLB
+	 * shootdowns, and bias the choice).  It stores the costs, then
+	 * publishes the choice with release; bus_seg_replay_method() loads it
+	 * with acquire.  A measurement that says nothing (a call failed, the
+	 * file was cut meanwhile) puts REPLAY_AUTO back for the next window. */
+	if (!atomic_compare_exchange_strong(&replay_choice, &want, REPLAY_BUSY))
+		return want == REPLAY_BUSY ? REPLAY_AUTO : want;
+	got = replay_measure(io, start);
+	atomic_store_explicit(&replay_choice, got, memory_order_release);
+	return got;
+}
+
+/* The measurement of replay_calibrate() from @start (6 * CAL_BYTES of the
+ * file there): stores the costs and returns the choice, or REPLAY_AUTO. */
+static int replay_measure(struct seg_io *io, uint64_t start)
+{
+	uint64_t best[2] = { UINT64_MAX, UINT64_MAX };
+	int got;
+	volatile uint32_t sink; /* the CRCs are the work measured */
+
+	io->wlen = 0; /* the buffer is reused below */
 	if (io->cap < CAL_BYTES) {
 		uint8_t *nb = realloc(io->buf, CAL_BYTES);
 		if (!nb)
@@ -404,7 +431,9 @@ static int replay_calibrate(struct seg_io *io, uint64_t pos)
 			guard = bus_mapguard_add(m, CAL_BYTES);
 			if (guard < 0) {
 				munmap(m, CAL_BYTES);
-				return REPLAY_AUTO;
+				/* No handler (sigaction failed): never map.  No
+				 * free slot: ask again later. */
+				return guard == -EAGAIN ? REPLAY_AUTO : REPLAY_READ;
 			}
 			p = m;
 		}
@@ -424,17 +453,8 @@ static int replay_calibrate(struct seg_io *io, uint64_t pos)
 	 * what reading costs a replay (see seg_io), so a tie means map. */
 	got = best[1] * 2 <= best[0] * 3 ? REPLAY_MAP : REPLAY_READ;
 	(void)sink;
-	/* The winner of the CAS to REPLAY_BUSY stores the costs, then
-	 * publishes the choice with release; bus_seg_replay_method() loads it
-	 * with acquire, so it reads this measurement's costs.  A reader that
-	 * loses reads its window and asks again at the next (REPLAY_BUSY is
-	 * taken as "not yet"). */
-	want = REPLAY_AUTO;
-	if (!atomic_compare_exchange_strong(&replay_choice, &want, REPLAY_BUSY))
-		return want == REPLAY_BUSY ? REPLAY_AUTO : want;
 	replay_cost[0] = best[0];
 	replay_cost[1] = best[1];
-	atomic_store_explicit(&replay_choice, got, memory_order_release);
 	return got;
 }
 
@@ -474,10 +494,15 @@ static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out
 	if (io->map_ok && io->map_auto) {
 		int c = atomic_load_explicit(&replay_choice, memory_order_relaxed);
 
-		if (c == REPLAY_AUTO)
+		if (c == REPLAY_AUTO) {
 			c = replay_calibrate(io, pos);
-		else if (c == REPLAY_BUSY) /* another reader is measuring */
+			/* Too little of this (sealed) segment left to measure
+			 * on: read the rest of it, measure on a later one. */
+			if (c == REPLAY_AUTO && pos + 6 * (uint64_t)CAL_BYTES > io->size)
+				io->map_ok = false;
+		} else if (c == REPLAY_BUSY) { /* another reader is measuring */
 			c = REPLAY_AUTO;
+		}
 		if (c != REPLAY_AUTO) /* else read this window, ask again */
 			io->map_auto = false;
 		if (c == REPLAY_READ)
@@ -488,6 +513,11 @@ static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out
 		uint64_t start = pos / pg * pg, end = start + MAP_WINDOW;
 		void *m;
 
+		/* The window starts on the page of @pos: it must reach past
+		 * the n bytes asked for, which may end in the page after
+		 * start + MAP_WINDOW (pos + n <= io->size, checked above). */
+		if (end < pos + n)
+			end = (pos + n + pg - 1) / pg * pg;
 		if (end > io->size)
 			end = io->size;
 		m = mmap(NULL, (size_t)(end - start), PROT_READ, MAP_SHARED | MAP_POPULATE, io->fd,
@@ -2194,6 +2224,7 @@ static void switch_to(struct bus_seg_reader *r, uint64_t base, int fd)
 	io_init(&r->io, fd, &r->st.reads, &r->st.read_bytes);
 	io_replay(&r->io, r, base);
 	r->io.maps = &r->st.maps;
+	r->io.lost = &r->st.map_faults;
 	r->cur = true;
 	r->hdr_ok = false;
 	r->base = base;
@@ -2478,6 +2509,7 @@ static void view_install(struct bus_seg_reader *r, struct seg_view *v, uint64_t 
 	r->io.chunk = IO_CHUNK;
 	io_replay(&r->io, r, v->base);
 	r->io.maps = &r->st.maps;
+	r->io.lost = &r->st.map_faults;
 	r->cur = true;
 	r->hdr_ok = v->hdr_ok;
 	r->base = v->base;

@@ -445,6 +445,8 @@ struct bus_seg_reader_stats {
 	uint64_t reads;      /* pread calls on .log files */
 	uint64_t read_bytes;
 	uint64_t maps;       /* windows of sealed .log files mapped instead */
+	uint64_t map_faults; /* mapped windows whose file was cut under them:
+				the lost pages read as zeros (mapguard.h) */
 	uint64_t index_reads; /* pread calls on index files */
 	uint64_t seek_scan_bytes; /* bytes of frames the last seek passed over */
 	uint64_t segments_opened;

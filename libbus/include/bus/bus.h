@@ -382,8 +382,10 @@ struct bus_consumer;
  * is faster, and BUS_REPLAY=read|map in the environment forces one.  A
  * process that maps history installs a SIGBUS handler (once, chained to the
  * action installed before it), so that a segment truncated by hand under a
- * mapping is reported as -BUS_ECORRUPT rather than killing the process;
- * with BUS_REPLAY=read nothing is mapped or installed.
+ * mapping is reported as -BUS_ECORRUPT rather than killing the process
+ * (views already returned from the lost pages then read as zeros; a thread
+ * that blocks SIGBUS is not covered); with BUS_REPLAY=read nothing is
+ * mapped or installed.
  */
 int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consumer_opts *opts,
 		      struct bus_consumer **out);
