@@ -4,6 +4,7 @@
 #   make test            install missing Debian packages, build, run all suites
 #   make asan test       the same under AddressSanitizer+UBSan, in build-asan/
 #   make tsan test       the same under ThreadSanitizer, in build-tsan/
+#   make fuzz            libFuzzer over tests/fuzz_*.c, FUZZ_SECS each (60), in build-fuzz/
 #   make bench-quick     the short benchmark (ratios against the bare limits)
 #   make demo            a real run of the bus
 #   make install PREFIX=/usr/local [DESTDIR=...]
@@ -25,6 +26,13 @@ endif
 ifneq ($(filter tsan,$(MAKECMDGOALS)),)
 BUILD := build-tsan
 SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+endif
+# make fuzz: clang's libFuzzer over the fuzz_* harnesses, with ASan+UBSan.
+ifneq ($(filter fuzz,$(MAKECMDGOALS)),)
+BUILD := build-fuzz
+CC := clang
+SAN_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
 endif
 
 # By its name too: on a fresh machine clang may not be installed yet when
@@ -66,13 +74,18 @@ TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_UTIL_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/util_*.c))
 THR_SRC := $(wildcard tests/thr_*.c)
 THR_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(THR_SRC))
+# fuzz_* harnesses: in make test, a runner over their corpus (tests/fuzz/);
+# in make fuzz, libFuzzer targets.
+FUZZ_SRC := $(wildcard tests/fuzz_*.c)
+FUZZ_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(FUZZ_SRC))
+FUZZ_SECS ?= 60
 # Criterion's runner cannot start under ThreadSanitizer (Snaipe/Criterion#274):
 # tsan runs the threaded thr_* programs (TSan sees races between threads of
 # one process only) and the CLI script; the other modes run everything.
 ifeq ($(BUILD),build-tsan)
 RUN_BIN := $(THR_BIN)
 else
-RUN_BIN := $(TEST_BIN) $(THR_BIN)
+RUN_BIN := $(TEST_BIN) $(THR_BIN) $(FUZZ_BIN)
 endif
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -84,17 +97,28 @@ BUS_BIN := $(BUILD)/bin/bus
 BUSD_BIN := $(if $(DAEMON_SRC),$(BUILD)/bin/busd)
 
 .SECONDARY:
-.PHONY: all test asan tsan deps bench bench-quick demo install clean stress
+.PHONY: all test asan tsan fuzz deps bench bench-quick demo install clean stress
 all: $(STATIC_LIB) $(SHARED_LINK) $(BUS_BIN) $(BUSD_BIN)
 
 # asan/tsan only select the build directory and flags above.
 asan tsan:
 	@:
 
+# Each harness (FUZZ_ONLY=segment: that one) for FUZZ_SECS seconds, from a
+# copy of its corpus (new inputs
+# stay in build-fuzz/corpus/; a crash is saved as build-fuzz/crash-*: copy
+# it into tests/fuzz/<name>/ with the fix, and make test replays it).
+fuzz: deps $(FUZZ_BIN)
+	$(Q)set -e; for t in $(if $(FUZZ_ONLY),$(BUILD)/tests/fuzz_$(FUZZ_ONLY),$(FUZZ_BIN)); do n=$${t##*/fuzz_}; \
+		mkdir -p $(BUILD)/corpus/$$n; cp -n tests/fuzz/$$n/* $(BUILD)/corpus/$$n/; \
+		echo "== fuzz_$$n, $(FUZZ_SECS) s"; \
+		$$t -max_total_time=$(FUZZ_SECS) -max_len=131072 -timeout=10 \
+			-artifact_prefix=$(BUILD)/ $(BUILD)/corpus/$$n; done
+
 # The goals that install what is missing (test, demo, bench) do so before
 # the first compile: with -j, a compile racing apt-get fails on a fresh
 # machine for want of a header.
-ifneq ($(filter test demo bench bench-quick,$(MAKECMDGOALS)),)
+ifneq ($(filter test demo bench bench-quick fuzz,$(MAKECMDGOALS)),)
 DEPS_FIRST := deps
 endif
 
@@ -142,6 +166,12 @@ $(BUILD)/tests/thr_%: tests/thr_%.c $(BUILD)/obj/tests/util_common.o $(STATIC_LI
 	@$(if $(Q),echo "  TEST    $@")
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/tests/util_common.o $(STATIC_LIB) $(LIBS)
 
+$(BUILD)/tests/fuzz_%: tests/fuzz_%.c $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) $(if $(filter build-fuzz,$(BUILD)),-fsanitize=fuzzer -DBUS_LIBFUZZER) \
+		-o $@ $< $(STATIC_LIB) $(LIBS)
+
 $(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  BENCH   $@")
@@ -181,6 +211,6 @@ install: all $(BUILD)/bus.pc
 	install -m 755 $(BUS_BIN) $(BUSD_BIN) $(DESTDIR)$(BINDIR)/
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
 
 -include $(shell find $(BUILD)/obj $(BUILD)/bench $(BUILD)/tests -name '*.d' 2>/dev/null)

@@ -413,6 +413,11 @@ static int part_open(struct busd *d, struct dpart *dp)
 	 * acquires pair with RS1/RS2 of a previous busd. */
 	bus_spill_read(h, &sp, &s);
 	writer_opts(d, dp, s, &o);
+	/* A ring that never spilled: a new topic (an empty log: free), or
+	 * one re-created from its log after a reboot, which a power loss may
+	 * have damaged anywhere in its unsynced part: check every frame of
+	 * the active segment (segment.h, verify_all). */
+	o.verify_all = sp == 0;
 	err = bus_seg_writer_open(&dp->w, dp->dir, &o);
 	if (err)
 		return err;

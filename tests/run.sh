@@ -10,6 +10,7 @@ for t in "$@"; do
 	opts="--jobs 2"
 	case "$(basename "$t")" in
 	thr_*) opts="" ;;          # plain programs, no Criterion options
+	fuzz_*) opts="$(dirname "$0")/fuzz/$(basename "$t" | sed 's/^fuzz_//')" ;; # its corpus
 	esac
 	# shellcheck disable=SC2086
 	if ! "$t" $opts; then

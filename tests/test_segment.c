@@ -1272,6 +1272,48 @@ Test(segment, torn_tail_of_garbage_is_truncated_on_reopen)
 	reopen_expect(549, sizeof(junk));
 }
 
+/* A bad frame before the active segment's last checkpoint (a power loss
+ * that kept later pages and lost earlier ones): the recovery that starts
+ * at the checkpoint does not look there; with verify_all it does, and
+ * cuts the log at that frame. */
+Test(segment, verify_all_cuts_the_log_at_a_bad_frame_before_the_last_checkpoint)
+{
+	struct bus_seg_opts o = { .log = cap_log, .verify_all = 1 };
+	struct bus_seg_writer_stats st;
+	struct bus_seg_writer *w;
+	char path[600];
+	uint64_t pos = BUS_SEG_HDR_SIZE, size;
+	uint32_t len;
+	int fd;
+
+	write_log(NULL, 500);
+	last_log(path, sizeof(path));
+	size = fsize(path);
+	for (uint64_t off = 0; off < 250; off++) {
+		mk_frame(off, &len);
+		pos += len;
+	}
+	fd = open(path, O_WRONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, "\xde\xad", 2, (off_t)pos + 24), 2); /* frame 250's timestamp */
+	close(fd);
+
+	logbuf[0] = 0;
+	warns = 0;
+	w = wopen(&o);
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.next_offset, 250);
+	cr_assert_eq(st.recovered_dropped_bytes, size - pos);
+	cr_assert_eq(st.recovered_index_rebuilt, 1);
+	cr_assert(strstr(logbuf, "bad frame at position") && strstr(logbuf, "torn tail"),
+		  "logged: %s", logbuf);
+	append_range(w, 250, 300, 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	read_all(0, 300);
+	/* Whole now: a second open finds nothing to cut. */
+	reopen_expect(300, 0);
+}
+
 Test(segment, a_reader_past_a_torn_tail_reads_what_the_recovered_writer_appends)
 {
 	struct bus_seg_reader *r;

@@ -1878,6 +1878,31 @@ static int recover(struct bus_seg_writer *w, uint64_t base)
 			s = (struct seg_pt){ HDR, base, INT64_MIN };
 		}
 	}
+	if (w->o.verify_all && s.pos > HDR) {
+		/* Every frame before the start point too (see verify_all in
+		 * segment.h): one that fails cuts the log there, as a torn
+		 * tail, and the indexes are rebuilt up to it. */
+		struct seg_pt v = { HDR, base, INT64_MIN };
+		while (v.pos < s.pos) {
+			rc = frame_at(&io, v.pos, v.off, &p, &len);
+			if (rc != 1)
+				break;
+			w->st.recovered_scanned_bytes += len;
+			v.pos += len;
+			v.off++;
+		}
+		if (rc < 0 && rc != -BUS_ECORRUPT)
+			goto out;
+		if (v.pos != s.pos || v.off != s.off) {
+			wlog(w, BUS_LOG_WARN, "segment %" PRIu64 ": bad frame at position %" PRIu64
+					      " (offset %" PRIu64 "), before the last checkpoint",
+			     base, v.pos, v.off);
+			corrupt = true;
+			j = 0;
+			s = (struct seg_pt){ HDR, base, INT64_MIN };
+		}
+		rc = 0;
+	}
 	if (corrupt) {
 		wlog(w, BUS_LOG_WARN, "segment %" PRIu64 ": indexes disagree with the log: "
 				      "rebuilding them", base);

@@ -194,6 +194,9 @@ struct bus_seg_opts {
 	uint64_t fsync_bytes;    /* BUS_SEG_FSYNC_BYTES */
 	uint64_t first_offset;   /* base of the first segment of an empty dir */
 	uint32_t file_mode;      /* 0: 0640 (directories get x where r) */
+	uint32_t verify_all;     /* 1: recovery checks every frame of the
+	                            active segment, not only those after its
+	                            last checkpoint (see bus_seg_writer_open()) */
 	bus_log_fn log;          /* recovery and write errors; NULL: none */
 	void *log_ctx;
 };
@@ -232,7 +235,15 @@ struct bus_seg_writer;
  * the last consistent index entry on is validated (from the start of the
  * segment, rebuilding both indexes, when they are missing or corrupt).  A
  * torn tail is truncated and reported (log callback, WARN; the stats count
- * the bytes dropped); nothing before it is touched.  An empty dir gets a
+ * the bytes dropped); nothing before it is touched.  With o->verify_all,
+ * every frame from the segment's start is checked: a bad one anywhere is
+ * where the log is cut (the valid frames after it go with it: offsets
+ * stay dense).  Only a power loss (the kernel wrote some unsynced pages
+ * of the log and not others) or damage to the disk leaves a bad frame
+ * before a checkpoint: busd asks for it when it takes a partition over a
+ * ring that never spilled (after a reboot), not when it adopts one after
+ * its own crash, where the page cache kept every byte it wrote and the
+ * scan of a 1 GiB segment would hold the producers up.  An empty dir gets a
  * first segment with base o->first_offset.  Index writes that fail (a full
  * disk) are retried by later write-outs.
  *
