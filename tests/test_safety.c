@@ -934,6 +934,70 @@ Test(safety, poll_refuses_sizes_that_only_fit_when_summed_in_32_bits)
 	munmap(r.base, r.len);
 }
 
+/* A lapped reader resyncs to the earliest checkpoint, which a producer
+ * always leaves ahead of it.  One behind it (a hostile or damaged header)
+ * is corrupt: moving "back" to it again and again would never end.  And
+ * the records read in the same poll before the reader found itself
+ * lapped are checked like any others: they were overwritten too (the
+ * horizon says so), and none is handed out. */
+Test(safety, a_checkpoint_behind_a_lapped_reader_is_ecorrupt_not_an_endless_resync)
+{
+	struct tring r;
+	struct bus_consumer *c;
+	struct bus_view v[16];
+	struct bus_msg m[16];
+	static uint8_t buf[1 << 16];
+	int n;
+
+	frames_setup(&r, &c, 10, 100);
+	n = bus_consumer_poll(c, v, 5, 0);
+	cr_assert_eq(n, 5);
+	for (unsigned i = 0; i < BUS_CKPT_N; i++)
+		atomic_store(&r.h->ckpt[i].pos, BUS_CKPT_EMPTY);
+	/* Two laps on: the reader (in lap 0) is lapped; the only checkpoint
+	 * is whole, but says offset 0, behind the reader's 5. */
+	atomic_store(&r.h->tail.pos, 2 * r.size);
+	atomic_store(&r.h->horizon, 2 * r.size + 64);
+	atomic_store(&r.h->ckpt[0].off, 0);
+	atomic_store(&r.h->ckpt[0].pos, 2 * r.size);
+	n = bus_consumer_poll(c, v, 16, 0);
+	cr_expect_eq(n, -BUS_ECORRUPT, "poll: %d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	n = bus_consumer_read(c, m, 16, buf, sizeof(buf), 0);
+	cr_expect_eq(n, -BUS_ECORRUPT, "read: %d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
+/* Producers leave the tail aligned; one that is not (a hostile header) is
+ * refused by both kinds of producer, and nothing is written. */
+Test(safety, produce_refuses_an_unaligned_tail)
+{
+	struct bus_producer_opts po[2] = { { 0 }, { .flags = BUS_PRODUCER_EXCLUSIVE } };
+	struct tring r;
+	struct bus_consumer *c;
+	struct bus_record rec = { .value = "x", .value_len = 1 };
+
+	frames_setup(&r, &c, 3, 10);
+	atomic_fetch_add(&r.h->tail.pos, 3);
+	for (int i = 0; i < 2; i++) {
+		struct bus_producer *p;
+		uint8_t before[BUS_RING_MIN];
+		int err;
+
+		memcpy(before, r.base, sizeof(before));
+		cr_assert_eq(bus_producer_open(b, "f", &po[i], &p), 0);
+		err = bus_produce(p, 0, &rec, NULL, NULL);
+		cr_expect_eq(err, -BUS_ECORRUPT, "%s producer: %d (%s)", i ? "exclusive" : "shared",
+			     err, bus_strerror(err));
+		cr_expect(memcmp(before, r.base, sizeof(before)) == 0, "the ring was written");
+		bus_producer_close(p);
+		cr_expect_eq(atomic_load(&r.h->excl_pid), 0, "exclusivity kept");
+		cr_expect_eq(atomic_load(&r.h->tail.off) & BUS_TAIL_EXCL, 0, "exclusive bit kept");
+	}
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
 Test(safety, poll_refuses_frame_of_unknown_type)
 {
 	struct tring r;

@@ -214,11 +214,12 @@ static int out_of_range(struct bus_consumer *c, struct bus_cpart *cp)
 	return 0;
 }
 
-static bool ring_resync(struct bus_consumer *c, struct bus_cpart *cp);
+static int ring_resync(struct bus_consumer *c, struct bus_cpart *cp);
 
 /* Move a lapped cursor to the earliest record still held (on disk for a
- * persistent topic, else in the ring), counting what it lost. */
-static bool resync(struct bus_consumer *c, struct bus_cpart *cp)
+ * persistent topic, else in the ring), counting what it lost.  Returns 1
+ * (moved), 0 (not now: try again later) or -BUS_ECORRUPT (ring_resync()). */
+static int resync(struct bus_consumer *c, struct bus_cpart *cp)
 {
 	if (c->persistent) {
 		/* What the ring lost is on disk: read it from there. */
@@ -226,7 +227,7 @@ static bool resync(struct bus_consumer *c, struct bus_cpart *cp)
 		int err = disk_seek(c, cp, from);
 		c->stats.laps++;
 		if (err == 0)
-			return true;
+			return 1;
 		if (err == -ERANGE) {
 			uint64_t first;
 			if (disk_earliest(c, cp, &first) == 0 && first > from) {
@@ -240,28 +241,35 @@ static bool resync(struct bus_consumer *c, struct bus_cpart *cp)
 	return ring_resync(c, cp);
 }
 
-/* Move a lapped cursor to the earliest whole frame of the ring. */
-static bool ring_resync(struct bus_consumer *c, struct bus_cpart *cp)
+/* Move a lapped cursor to the earliest whole frame of the ring.  Returns
+ * 1, 0 when no checkpoint could be read whole (producers moved on too
+ * fast: try again), or -BUS_ECORRUPT when the earliest checkpoint is not
+ * ahead of the cursor.  A lapped cursor is behind the horizon's lap
+ * (pos + size < horizon) and the earliest checkpoint is not (pos >=
+ * horizon - size), so it lies further on, with an offset at least the
+ * cursor's (equal only across padding): one that is not was written by
+ * no producer, and going "back" to it again and again would never end. */
+static int ring_resync(struct bus_consumer *c, struct bus_cpart *cp)
 {
 	uint64_t pos, off;
 
 	for (int tries = 0; tries < 100; tries++) {
 		if (bus_ring_earliest(cp->r, &pos, &off) == 0) {
 			uint64_t from = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+			if (off < cp->off || (off == cp->off && pos <= cp->pos))
+				return -BUS_ECORRUPT;
 			if (off > from) {
 				cp->lost_pending += off - from;
 				c->stats.lost += off - from;
 			}
-			if (off > cp->off) {
-				cp->pos = pos;
-				cp->off = off;
-			}
+			cp->pos = pos;
+			cp->off = off;
 			c->stats.laps++;
 			gating_publish(cp);
-			return true;
+			return 1;
 		}
 	}
-	return false;
+	return 0;
 }
 
 /* A claimed frame stays unpublished at cp->pos: repair it when its owner
@@ -330,7 +338,8 @@ static int disk_leave(struct bus_consumer *c, struct bus_cpart *cp)
 		uint64_t pos, off;
 		if (bus_ring_earliest(r, &pos, &off) == 0 && off > target) {
 			cp->on_disk = false;
-			return ring_resync(c, cp) ? 0 : -EAGAIN;
+			int rs = ring_resync(c, cp);
+			return rs > 0 ? 0 : rs < 0 ? rs : -EAGAIN;
 		}
 	}
 	/* The ring is behind the log: only a ring re-created without its
@@ -464,10 +473,15 @@ again:
 
 		if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)cp->off) {
 			if (!whole(r, cp->pos, horizon(r))) {
-				if (resync(c, cp))
+				/* The views read so far are checked below
+				 * (after the loop) like any others. */
+				int rs = resync(c, cp);
+				if (rs > 0)
 					goto moved;
-				if (cp->out_of_range)
-					return n ? (int)n : -ERANGE;
+				if (!n && cp->out_of_range)
+					return -ERANGE;
+				if (!n && rs < 0)
+					return rs;
 				break;
 			}
 			/* Nothing yet.  A claim sitting here unpublished shows in
@@ -551,12 +565,14 @@ bad:
 		/* A frame that does not parse is either being overwritten (we
 		 * are lapped) or corrupt. */
 		if (!whole(r, cp->pos, horizon(r))) {
-			if (resync(c, cp))
+			if (resync(c, cp) > 0)
 				goto moved;
-			if (cp->out_of_range)
-				return n ? (int)n : -ERANGE;
+			if (!n && cp->out_of_range)
+				return -ERANGE;
 		}
-		return n ? (int)n : -BUS_ECORRUPT;
+		if (!n)
+			return -BUS_ECORRUPT;
+		break; /* the views so far, checked below; the error next poll */
 moved:
 		if (BUS_UNLIKELY(cp->on_disk))
 			break; /* the views so far are checked below; the disk next poll */
@@ -583,9 +599,13 @@ moved:
 		 * find it the same again, for ever: it is lapped, so resync
 		 * now (once per call: the next poll goes on from there). */
 		if (n == 0 && !resynced) {
+			int rs;
 			resynced = true;
-			if (resync(c, cp))
+			rs = resync(c, cp);
+			if (rs > 0)
 				goto again;
+			if (rs < 0)
+				return rs;
 		}
 	}
 	cp->behind = max > 1 && n == max;

@@ -112,6 +112,13 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 		;
 	/* From here on no concurrent producer's CAS can succeed: they all see
 	 * the bit.  A claim made before it completes on its own. */
+	if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN)) {
+		/* No producer leaves the tail unaligned (reserve()): give the
+		 * partition back and say so, rather than write frames there. */
+		excl_clear(h);
+		st_release(&h->excl_pid, 0);
+		return -BUS_ECORRUPT;
+	}
 	ps->pos = pos;
 	ps->off = off & ~BUS_TAIL_EXCL;
 	ps->excl = true;
@@ -233,6 +240,11 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *
 		pos = ld_relaxed(&h->tail.pos);
 		o = ld_relaxed(&h->tail.off);
 		for (;;) {
+			/* Every frame length is aligned, so is every tail a
+			 * producer leaves: an unaligned one was written by none
+			 * (and the frame would straddle words others read). */
+			if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN))
+				return -BUS_ECORRUPT;
 			if (BUS_UNLIKELY(o & BUS_TAIL_EXCL)) {
 				if (!excl_reap(h))
 					return -BUS_EBUSY;

@@ -292,8 +292,10 @@ void bus_producer_close(struct bus_producer *p);
  * The record is visible to consumers when this returns 0.  Returns 0,
  * -EAGAIN (full and BUS_PRODUCER_NONBLOCK), -ETIMEDOUT (full past
  * block_timeout_ns), -BUS_ENODAEMON (persistent partition's spiller a ring
- * behind, or busd never took this ring, and no busd runs), -BUS_ECORRUPT (busd stopped spilling this partition:
- * a corrupt frame or log, see its log), -EMSGSIZE, -EINVAL, -BUS_EBUSY,
+ * behind, or busd never took this ring, and no busd runs), -BUS_ECORRUPT
+ * (busd stopped spilling this partition: a corrupt frame or log, see its
+ * log; or the ring's tail is one no producer leaves: a damaged or hostile
+ * ring header, nothing written), -EMSGSIZE, -EINVAL, -BUS_EBUSY,
  * -BUS_ESTALE, -BUS_EREPAIRED (a stalled claim was repaired by another
  * process).
  */
