@@ -527,11 +527,11 @@ static void log_config(const struct busd *d, const char *what)
 
 	busd_log(BUS_LOG_INFO,
 		 "%s: fsync %s, segment_bytes %llu, segment_ms %llu, index_interval %llu, "
-		 "retention_check_ms %llu, heartbeat_ms %llu, stuck_claim_ms %llu, "
+		 "preallocate %llu, retention_check_ms %llu, heartbeat_ms %llu, stuck_claim_ms %llu, "
 		 "idle_sleep_ms %llu, log_level %s",
 		 what, busd_fsync_str(d->cfg.fsync, d->cfg.fsync_arg, fs, sizeof(fs)),
 		 (unsigned long long)d->cfg.segment_bytes, (unsigned long long)d->cfg.segment_ms,
-		 (unsigned long long)d->cfg.index_interval,
+		 (unsigned long long)d->cfg.index_interval, (unsigned long long)d->cfg.preallocate,
 		 (unsigned long long)d->cfg.retention_check_ms,
 		 (unsigned long long)d->cfg.heartbeat_ms, (unsigned long long)d->cfg.stuck_claim_ms,
 		 (unsigned long long)d->cfg.idle_sleep_ms, busd_level_name(d->cfg.log_level));
@@ -564,7 +564,7 @@ static void reload(struct busd *d)
 	memcpy(nc.data_dir, d->cfg.data_dir, sizeof(nc.data_dir));
 	seg = nc.fsync != d->cfg.fsync || nc.fsync_arg != d->cfg.fsync_arg ||
 	      nc.segment_bytes != d->cfg.segment_bytes || nc.segment_ms != d->cfg.segment_ms ||
-	      nc.index_interval != d->cfg.index_interval;
+	      nc.index_interval != d->cfg.index_interval || nc.preallocate != d->cfg.preallocate;
 	d->cfg = nc;
 	busd_log_level((enum bus_log_level)nc.log_level);
 	d->b->stuck_claim_ns = nc.stuck_claim_ms * (uint64_t)BUSD_MS;

@@ -40,6 +40,7 @@ enum {
 	CFG_STUCK_CLAIM_MS = 1u << 7,
 	CFG_LOG_LEVEL = 1u << 8,
 	CFG_IDLE_SLEEP_MS = 1u << 9,
+	CFG_PREALLOCATE = 1u << 10,
 };
 
 /* The daemon's settings (busd.conf.example documents each key). */
@@ -50,6 +51,7 @@ struct busd_config {
 	uint64_t segment_bytes;
 	uint64_t segment_ms;         /* 0: segments never roll by age */
 	uint64_t index_interval;
+	uint64_t preallocate;        /* bytes reserved ahead of the writes; 0: none */
 	uint64_t retention_check_ms;
 	uint64_t heartbeat_ms;
 	uint64_t stuck_claim_ms;

@@ -182,6 +182,7 @@ void busd_config_defaults(struct busd_config *c)
 	c->segment_bytes = BUS_SEG_BYTES_DEFAULT;
 	c->segment_ms = 7ull * 24 * 3600 * 1000;
 	c->index_interval = BUS_SEG_INTERVAL_DEFAULT;
+	c->preallocate = BUS_SEG_PREALLOC_DEFAULT;
 	c->retention_check_ms = 1000;
 	c->heartbeat_ms = 100;
 	c->stuck_claim_ms = 1000;
@@ -208,6 +209,8 @@ static const struct key {
 	  1000000000000ull, "a duration such as 7d, or 0 for never" },
 	{ "index_interval", K_SIZE, CFG_INDEX_INTERVAL,
 	  offsetof(struct busd_config, index_interval), 64, 1ull << 30, "a size from 64 to 1G" },
+	{ "preallocate", K_SIZE, CFG_PREALLOCATE, offsetof(struct busd_config, preallocate), 0,
+	  1ull << 30, "a size up to 1G, or 0 for none" },
 	{ "retention_check_ms", K_MS, CFG_RETENTION_CHECK_MS,
 	  offsetof(struct busd_config, retention_check_ms), 10, 86400000ull,
 	  "a duration from 10ms to 1d" },

@@ -171,6 +171,7 @@ static void writer_opts(const struct busd *d, const struct dpart *dp, uint64_t f
 	else if (d->cfg.fsync == BUS_SEG_FSYNC_BYTES)
 		o->fsync_bytes = d->cfg.fsync_arg;
 	o->first_offset = first;
+	o->prealloc_bytes = d->cfg.preallocate ? (int64_t)d->cfg.preallocate : -1;
 	o->file_mode = (dp->dt->cfg.flags & BUS_TOPIC_PRIVATE) ? 0600 : 0; /* 0: 0640 */
 	o->log = busd_lib_log;
 }

@@ -1115,6 +1115,48 @@ Test(busd, sighup_reloads_the_config_and_keeps_it_when_bad)
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
+/* preallocate: the active segment's blocks reserved ahead of the writes
+ * (16M by default), none with 0; a value out of range is refused. */
+Test(busd, preallocate_reserves_blocks_ahead_or_none)
+{
+	const char *conf[2] = { "preallocate = 0\n", "preallocate = 4M\n" };
+	char path[600];
+	struct stat st;
+	int status;
+	pid_t pid;
+
+	for (int i = 0; i < 2; i++) {
+		write_conf(conf[i]);
+		busd_start();
+		wait_log(i ? "preallocate 4194304" : "preallocate 0", 10000);
+		mk_topic(i ? "pa1" : "pa0", 1, 64 * 1024, 0, 0);
+		cr_assert_eq(produce_n(i ? "pa1" : "pa0", 0, 0, 200, 100, 0, 0), 0);
+		wait_spilled(i ? "pa1" : "pa0", 1);
+		seg_path(i ? "pa1" : "pa0", 0, path, sizeof path);
+		cr_assert_eq(stat(path, &st), 0);
+		if (i)
+			cr_assert((uint64_t)st.st_blocks * 512 >= (uint64_t)st.st_size + (2 << 20) ||
+					  (uint64_t)st.st_blocks == 0,
+				  "4M: %lld bytes on disk for %lld", (long long)st.st_blocks * 512,
+				  (long long)st.st_size);
+		else
+			cr_assert((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size + 65536,
+				  "0: %lld bytes on disk for %lld", (long long)st.st_blocks * 512,
+				  (long long)st.st_size);
+		cr_assert_eq(busd_stop(SIGTERM), 0);
+		/* Closed: the reserve is given back. */
+		cr_assert_eq(stat(path, &st), 0);
+		cr_assert((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size + 65536,
+			  "closed: %lld bytes on disk for %lld", (long long)st.st_blocks * 512,
+			  (long long)st.st_size);
+	}
+	write_conf("preallocate = 2G\n");
+	pid = busd_spawn();
+	cr_assert_eq(twait_status(pid, 20000, &status), 0);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d", status);
+	cr_assert(log_has("preallocate"), "the error names the key");
+}
+
 Test(busd, a_bad_config_is_a_usage_error)
 {
 	int st;

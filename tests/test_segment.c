@@ -503,6 +503,67 @@ Test(segment, frames_appended_in_place_are_stored_as_copied_ones)
 	read_all(0, 20000);
 }
 
+static uint64_t last_log(char *path, size_t len);
+
+static uint64_t disk_bytes(const char *path)
+{
+	struct stat st;
+
+	cr_assert_eq(stat(path, &st), 0, "stat %s: %s", path, strerror(errno));
+	return (uint64_t)st.st_blocks * 512;
+}
+
+/* The active .log's blocks are reserved ahead of the writes (PREALLOCATION
+ * in segment.c), its size unchanged; the reserve is given back when the
+ * segment is sealed and when the writer closes; prealloc_bytes < 0: none. */
+Test(segment, the_active_log_reserves_blocks_ahead_and_gives_them_back)
+{
+	struct bus_seg_opts o = { .segment_bytes = 4 << 20, .prealloc_bytes = 1 << 20 };
+	struct bus_seg_writer *w = wopen(&o);
+	char first[600], path[600];
+	uint64_t base;
+
+	append_range(w, 0, 100, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	last_log(first, sizeof(first));
+	if (disk_bytes(first) < (1 << 20)) {
+		/* The file system reserves nothing (or cannot): say so. */
+		cr_log_warn("%s: no blocks reserved past the end (%llu bytes on disk): "
+			    "the file system does not take fallocate; not checked",
+			    first, (unsigned long long)disk_bytes(first));
+		cr_assert_eq(bus_seg_writer_close(w), 0);
+		return;
+	}
+	cr_assert(fsize(first) < 100000, "size %llu", (unsigned long long)fsize(first));
+	/* Until the roll: the first segment, sealed, keeps only its bytes. */
+	append_range(w, 100, 20000, 0);
+	base = last_log(path, sizeof(path));
+	cr_assert(base > 0, "no roll");
+	cr_assert(disk_bytes(first) < fsize(first) + 65536, "sealed: %llu on disk for %llu",
+		  (unsigned long long)disk_bytes(first), (unsigned long long)fsize(first));
+	cr_assert_eq(bus_seg_flush(w), 0);
+	/* Reserved ahead, up to the segment's size at most. */
+	cr_assert(disk_bytes(path) >= fsize(path) + (1 << 19) ||
+			  disk_bytes(path) >= o.segment_bytes,
+		  "active: %llu on disk for %llu",
+		  (unsigned long long)disk_bytes(path), (unsigned long long)fsize(path));
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert(disk_bytes(path) < fsize(path) + 65536, "closed: %llu on disk for %llu",
+		  (unsigned long long)disk_bytes(path), (unsigned long long)fsize(path));
+	read_all(0, 20000);
+
+	/* Off. */
+	o.prealloc_bytes = -1;
+	w = wopen(&o);
+	append_range(w, 20000, 20100, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	last_log(path, sizeof(path));
+	cr_assert(disk_bytes(path) < fsize(path) + 65536, "off: %llu on disk for %llu",
+		  (unsigned long long)disk_bytes(path), (unsigned long long)fsize(path));
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	read_all(0, 20100);
+}
+
 Test(segment, a_producers_sum_is_trusted_and_a_wrong_one_fails_the_read)
 {
 	/* Small segments: the bad frame ends up in a sealed one, where the

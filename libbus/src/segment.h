@@ -120,6 +120,7 @@
 #define BUS_SEG_BYTES_MAX (1ull << 31) /* file positions are u32 in indexes */
 #define BUS_SEG_INTERVAL_DEFAULT 4096u
 #define BUS_SEG_BUF_DEFAULT (256u * 1024)
+#define BUS_SEG_PREALLOC_DEFAULT (16ll << 20)
 
 struct bus_seg_hdr {
 	uint64_t magic;       /* BUS_SEG_MAGIC */
@@ -194,6 +195,10 @@ struct bus_seg_opts {
 	uint64_t fsync_bytes;    /* BUS_SEG_FSYNC_BYTES */
 	uint64_t first_offset;   /* base of the first segment of an empty dir */
 	uint32_t file_mode;      /* 0: 0640 (directories get x where r) */
+	int64_t prealloc_bytes;  /* reserve the .log's blocks this far ahead
+	                            of the writes (fallocate, the size
+	                            unchanged; see PREALLOCATION in
+	                            segment.c); 0: 16 MiB; < 0: never */
 	uint32_t verify_all;     /* 1: recovery checks every frame of the
 	                            active segment, not only those after its
 	                            last checkpoint (see bus_seg_writer_open()) */
