@@ -4,7 +4,8 @@
 #                              file in DIR (the file system busd spilled to),
 #                              as busd does: into the page cache, no fsync
 #                              (busd's default fsync policy is "never"), in
-#                              256 KiB writes (busd's write size); the
+#                              1 MiB writes (busd's write size,
+#                              BUS_SEG_WRITE_DEFAULT in segment.h); the
 #                              median of 3 runs (BENCH.md: medians, not
 #                              bests: a best of 3 against busd's single
 #                              run would favour dd), each after a sync
@@ -21,21 +22,21 @@ now() { date +%s%N; }
 case ${1:-} in
 dd)
 	f=$2/dd-ref.bin
-	blocks=$(($3 / 262144))
+	blocks=$(($3 / 1048576))
 	[ "$blocks" -gt 0 ] || blocks=1
 	times=
 	for _ in 1 2 3; do
 		sync
 		${WARM:-true} # run.sh: warm the page allocator, as for busd
 		t0=$(now)
-		dd if=/dev/zero of="$f" bs=256K count="$blocks" status=none
+		dd if=/dev/zero of="$f" bs=1M count="$blocks" status=none
 		t1=$(now)
 		rm -f "$f"
 		times="$times $((t1 - t0))"
 	done
 	t0=0
 	t1=$(printf '%s\n' $times | sort -n | sed -n 2p)
-	bytes=$((blocks * 262144))
+	bytes=$((blocks * 1048576))
 	name=base_dd
 	;;
 cat)

@@ -564,6 +564,48 @@ Test(segment, the_active_log_reserves_blocks_ahead_and_gives_them_back)
 	read_all(0, 20100);
 }
 
+/* Frames in place are written out once write_bytes are pending (1 MiB by
+ * default), not when the arena's size is: it holds only copied frames. */
+Test(segment, frames_in_place_are_written_out_by_write_bytes)
+{
+	uint32_t wb[2] = { 0, 65536 };
+
+	for (int i = 0; i < 2; i++) {
+		struct bus_seg_opts o = { .buf_bytes = 16384, .write_bytes = wb[i] };
+		struct bus_seg_writer *w;
+		struct bus_seg_writer_stats st;
+		uint64_t limit = wb[i] ? wb[i] : (1u << 20), pending = 0, off;
+		char path[600];
+
+		snprintf(dir, sizeof(dir), "%s/topic/%d", env.data_dir, i);
+		w = wopen(&o);
+		ring_pos = 0;
+		for (off = 0; pending < limit + 65536; off++) {
+			struct bus_frame *f = ring_put(off);
+			uint64_t before;
+
+			bus_seg_writer_stats(w, &st);
+			before = st.written_offset;
+			cr_assert_eq(bus_seg_append_inplace(w, f, off), 0);
+			bus_seg_writer_stats(w, &st);
+			/* As stored: a LOST frame is a bare header. */
+			pending += is_lost(off) ? BUS_FRAME_HDR
+						: BUS_COMMIT_LEN(atomic_load_explicit(
+							  &f->commit, memory_order_relaxed));
+			if (st.written_offset != before)
+				break;
+		}
+		last_log(path, sizeof(path));
+		cr_assert(st.written_offset > 0, "%u: nothing written after %llu bytes", wb[i],
+			  (unsigned long long)pending);
+		cr_assert(pending > limit - 2048 && pending <= limit + 2048,
+			  "%u: written out after %llu bytes pending", wb[i],
+			  (unsigned long long)pending);
+		cr_assert_eq(bus_seg_writer_close(w), 0);
+		read_all(0, off + 1);
+	}
+}
+
 Test(segment, a_producers_sum_is_trusted_and_a_wrong_one_fails_the_read)
 {
 	/* Small segments: the bad frame ends up in a sealed one, where the

@@ -977,6 +977,10 @@ static int opts_resolve(struct bus_seg_opts *d, const struct bus_seg_opts *o)
 		d->buf_bytes = BUS_SEG_BUF_DEFAULT;
 	if (d->buf_bytes < 4096)
 		return -EINVAL;
+	if (!d->write_bytes)
+		d->write_bytes = BUS_SEG_WRITE_DEFAULT;
+	if (d->write_bytes < d->buf_bytes)
+		d->write_bytes = d->buf_bytes;
 	if (d->fsync != BUS_SEG_FSYNC_NEVER && d->fsync != BUS_SEG_FSYNC_MS &&
 	    d->fsync != BUS_SEG_FSYNC_BYTES)
 		return -EINVAL;
@@ -1524,7 +1528,14 @@ static int append(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expect
 		note_result(w, err);
 		return err;
 	}
-	if (w->buf_len + arena > w->buf_cap || (w->pend && w->pend + len > w->buf_cap) ||
+	/* Write-outs of write_bytes, not of the arena's size: frames in place
+	 * take no arena, and fewer, larger writes cost busd less: spilling
+	 * 1 KiB records, alternating runs on the Intel VM of 2026-12-03,
+	 * 4.18-4.32 GB/s with 256 KiB, 4.52-4.69 with 1 MiB, 4.65 with 4 MiB
+	 * (dd: 5.5 GB/s with 256 KiB or 1 MiB writes, 4.7 with 4 MiB). */
+	if (w->buf_len + arena > w->buf_cap ||
+	    (w->pend && w->pend + len > (w->buf_cap > w->o.write_bytes ? w->buf_cap
+								     : w->o.write_bytes)) ||
 	    w->pc_n + 1 > PIECES_MAX) {
 		err = flush(w);
 		if (err)

@@ -120,6 +120,7 @@
 #define BUS_SEG_BYTES_MAX (1ull << 31) /* file positions are u32 in indexes */
 #define BUS_SEG_INTERVAL_DEFAULT 4096u
 #define BUS_SEG_BUF_DEFAULT (256u * 1024)
+#define BUS_SEG_WRITE_DEFAULT (1024u * 1024)
 #define BUS_SEG_PREALLOC_DEFAULT (16ll << 20)
 
 struct bus_seg_hdr {
@@ -189,7 +190,11 @@ struct bus_seg_opts {
 	                            creation) is this old (checked at the
 	                            first append after a flush); 0: never */
 	uint32_t index_interval; /* bytes between checkpoints; 0: 4096 */
-	uint32_t buf_bytes;      /* write buffer; 0: 256 KiB; min 4 KiB */
+	uint32_t buf_bytes;      /* write buffer (copied frames); 0: 256 KiB;
+	                            min 4 KiB */
+	uint32_t write_bytes;    /* a write-out once this much is pending
+	                            (frames in place included); 0: 1 MiB;
+	                            at least buf_bytes */
 	enum bus_seg_fsync fsync;
 	uint64_t fsync_ms;       /* BUS_SEG_FSYNC_MS: 0 syncs every write-out */
 	uint64_t fsync_bytes;    /* BUS_SEG_FSYNC_BYTES */
@@ -274,8 +279,9 @@ void bus_seg_writer_stats(const struct bus_seg_writer *w, struct bus_seg_writer_
  *     the commit word's tag, and (DATA) the frame's offset field.
  *
  * Rolls first when the active segment is full or old (see the options).
- * The frame is copied into the write buffer (256 KiB); a full buffer is
- * written out first, as bus_seg_flush() does (fsync policy included).
+ * The frame is copied into the write buffer (256 KiB); a full buffer, or
+ * write_bytes pending (1 MiB, frames in place included), is written out
+ * first, as bus_seg_flush() does (fsync policy included).
  * Nothing is visible to readers before it is written out.
  *
  * Returns 0 (the frame is taken: the next offset advanced), -EINVAL (wrong
