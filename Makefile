@@ -97,7 +97,7 @@ BUS_BIN := $(BUILD)/bin/bus
 BUSD_BIN := $(if $(DAEMON_SRC),$(BUILD)/bin/busd)
 
 .SECONDARY:
-.PHONY: all test asan tsan fuzz deps bench bench-quick demo install clean stress
+.PHONY: all test asan tsan fuzz deps fuzzdeps bench bench-quick demo install clean stress
 all: $(STATIC_LIB) $(SHARED_LINK) $(BUS_BIN) $(BUSD_BIN)
 
 # asan/tsan only select the build directory and flags above.
@@ -108,7 +108,7 @@ asan tsan:
 # copy of its corpus (new inputs
 # stay in build-fuzz/corpus/; a crash is saved as build-fuzz/crash-*: copy
 # it into tests/fuzz/<name>/ with the fix, and make test replays it).
-fuzz: deps $(FUZZ_BIN)
+fuzz: fuzzdeps $(FUZZ_BIN)
 	$(Q)set -e; for t in $(if $(FUZZ_ONLY),$(BUILD)/tests/fuzz_$(FUZZ_ONLY),$(FUZZ_BIN)); do n=$${t##*/fuzz_}; \
 		mkdir -p $(BUILD)/corpus/$$n; cp -n tests/fuzz/$$n/* $(BUILD)/corpus/$$n/; \
 		echo "== fuzz_$$n, $(FUZZ_SECS) s"; \
@@ -118,8 +118,11 @@ fuzz: deps $(FUZZ_BIN)
 # The goals that install what is missing (test, demo, bench) do so before
 # the first compile: with -j, a compile racing apt-get fails on a fresh
 # machine for want of a header.
-ifneq ($(filter test demo bench bench-quick fuzz,$(MAKECMDGOALS)),)
+ifneq ($(filter test demo bench bench-quick,$(MAKECMDGOALS)),)
 DEPS_FIRST := deps
+endif
+ifneq ($(filter fuzz,$(MAKECMDGOALS)),)
+DEPS_FIRST := fuzzdeps
 endif
 
 $(BUILD)/obj/%.o: %.c | $(DEPS_FIRST)
@@ -180,6 +183,9 @@ $(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
 # Debian packages the build, tests and benchmarks need.
 deps:
 	$(Q)./.ci/deps.sh
+
+fuzzdeps:
+	$(Q)DEPS_FUZZ=1 ./.ci/deps.sh
 
 test: deps all $(RUN_BIN)
 	$(Q)BUILD=$(BUILD) ./tests/run.sh $(RUN_BIN)

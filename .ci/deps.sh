@@ -3,6 +3,8 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -e
 PKGS="build-essential clang pkg-config liburcu-dev libnuma-dev numactl libcriterion-dev"
+# make fuzz: clang's libFuzzer runtime.
+[ -z "${DEPS_FUZZ:-}" ] || PKGS="$PKGS libclang-rt-dev"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
