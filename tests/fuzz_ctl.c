@@ -37,6 +37,7 @@
 
 #include <bus/bus.h>
 
+#include "fuzz_util.h"
 #include "layout.h"
 
 #define FL_CREATE 0x01u
@@ -44,8 +45,6 @@
 #define FUZZ_SLOTS 8u
 #define SLOTS_BYTES (FUZZ_SLOTS * sizeof(struct bus_topic_slot))
 #define DAEMON_OFF offsetof(struct bus_ctl_hdr, daemon_pid)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char shm_dir[PATH_MAX], data_dir[PATH_MAX];
 static struct bus *b;
@@ -58,27 +57,13 @@ static void die(const char *what, int err)
 	exit(2);
 }
 
-static void rm_dir(const char *d)
-{
-	DIR *dd = opendir(d);
-	struct dirent *e;
-
-	if (!dd)
-		return;
-	while ((e = readdir(dd)))
-		if (e->d_name[0] != '.')
-			unlinkat(dirfd(dd), e->d_name, 0);
-	closedir(dd);
-	rmdir(d);
-}
-
 static void cleanup(void)
 {
 	if (b)
 		bus_close(b);
 	b = NULL;
-	rm_dir(shm_dir);
-	rm_dir(data_dir);
+	fuzz_rm_dir(shm_dir);
+	fuzz_rm_dir(data_dir);
 }
 
 static void mk(const char *name, uint32_t parts)
@@ -238,47 +223,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifndef BUS_LIBFUZZER
 /* ------------------------------------------------- make test: a runner */
 
-static size_t slurp(const char *path, uint8_t **out)
-{
-	struct stat st;
-	uint8_t *p;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0 || fstat(fd, &st) != 0)
-		die(path, 0);
-	p = malloc((size_t)st.st_size + 1);
-	if (!p || read(fd, p, (size_t)st.st_size) != st.st_size)
-		die(path, 0);
-	close(fd);
-	*out = p;
-	return (size_t)st.st_size;
-}
-
-static int run_dir(const char *d)
-{
-	struct dirent **ents;
-	int n = scandir(d, &ents, NULL, alphasort), ran = 0;
-
-	if (n < 0)
-		die(d, 0);
-	for (int i = 0; i < n; i++) {
-		char path[PATH_MAX];
-		uint8_t *p;
-		size_t len;
-
-		if (ents[i]->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", d, ents[i]->d_name);
-			len = slurp(path, &p);
-			LLVMFuzzerTestOneInput(p, len);
-			free(p);
-			ran++;
-		}
-		free(ents[i]);
-	}
-	free(ents);
-	return ran;
-}
-
 static void put_seed(const char *out, const char *nm, uint8_t flags)
 {
 	char path[PATH_MAX + 64];
@@ -303,7 +247,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	for (int i = 1; i < argc; i++)
-		ran += run_dir(argv[i]);
+		ran += fuzz_run_dir(argv[i]);
 	printf("fuzz_ctl: %d inputs, no failure\n", ran);
 	return 0;
 }

@@ -35,6 +35,7 @@
 
 #include <bus/bus.h>
 
+#include "fuzz_util.h"
 #include "layout.h"
 
 #define FL_LATEST 0x01u
@@ -43,8 +44,6 @@
 
 #define HDR_IN (1 + 16 + 8 + BUS_CKPT_N * 16)
 #define MAX_POLLS 4096 /* a ring of 64 KiB holds at most 1366 frames */
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char shm_dir[PATH_MAX], data_dir[PATH_MAX];
 static struct bus *b;
@@ -69,27 +68,13 @@ static void die(const char *what, int err)
 	exit(2);
 }
 
-static void rm_dir(const char *d)
-{
-	DIR *dd = opendir(d);
-	struct dirent *e;
-
-	if (!dd)
-		return;
-	while ((e = readdir(dd)))
-		if (e->d_name[0] != '.')
-			unlinkat(dirfd(dd), e->d_name, 0);
-	closedir(dd);
-	rmdir(d);
-}
-
 static void cleanup(void)
 {
 	if (b)
 		bus_close(b);
 	b = NULL;
-	rm_dir(shm_dir);
-	rm_dir(data_dir);
+	fuzz_rm_dir(shm_dir);
+	fuzz_rm_dir(data_dir);
 }
 
 /* The bus, the topic "f" (ephemeral, overwrite, one ring of BUS_RING_MIN)
@@ -281,47 +266,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifndef BUS_LIBFUZZER
 /* ------------------------------------------------- make test: a runner */
 
-static size_t slurp(const char *path, uint8_t **out)
-{
-	struct stat st;
-	uint8_t *p;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0 || fstat(fd, &st) != 0)
-		die(path, 0);
-	p = malloc((size_t)st.st_size + 1);
-	if (!p || read(fd, p, (size_t)st.st_size) != st.st_size)
-		die(path, 0);
-	close(fd);
-	*out = p;
-	return (size_t)st.st_size;
-}
-
-static int run_dir(const char *d)
-{
-	struct dirent **ents;
-	int n = scandir(d, &ents, NULL, alphasort), ran = 0;
-
-	if (n < 0)
-		die(d, 0);
-	for (int i = 0; i < n; i++) {
-		char path[PATH_MAX];
-		uint8_t *p;
-		size_t len;
-
-		if (ents[i]->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", d, ents[i]->d_name);
-			len = slurp(path, &p);
-			LLVMFuzzerTestOneInput(p, len);
-			free(p);
-			ran++;
-		}
-		free(ents[i]);
-	}
-	free(ents);
-	return ran;
-}
-
 /* The ring as producers left it, as an input. */
 static void put_seed(const char *out, const char *nm, uint8_t flags)
 {
@@ -398,7 +342,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	for (int i = 1; i < argc; i++)
-		ran += run_dir(argv[i]);
+		ran += fuzz_run_dir(argv[i]);
 	printf("fuzz_ring: %d inputs, no failure\n", ran);
 	return 0;
 }

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "fuzz_util.h"
 #include "segment.h"
 
 #define FL_FIX 0x01u
@@ -46,8 +47,6 @@
 #define FL_RETAIN 0x40u /* then retention by bytes: all but the active segment go */
 
 #define MAX_RECORDS 20000 /* a log of 48-byte frames in a 1 MiB input */
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char dir[PATH_MAX];
 
@@ -69,12 +68,9 @@ static void die(const char *what)
 	exit(2);
 }
 
-static void empty_dir(void);
-
 static void rm_dir(void)
 {
-	empty_dir();
-	rmdir(dir);
+	fuzz_rm_dir(dir);
 }
 
 static void make_dir(void)
@@ -85,19 +81,6 @@ static void make_dir(void)
 	if (!mkdtemp(dir))
 		die("mkdtemp");
 	atexit(rm_dir);
-}
-
-static void empty_dir(void)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	if (!d)
-		die("opendir");
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			unlinkat(dirfd(d), e->d_name, 0);
-	closedir(d);
 }
 
 static void put_file(const char *name, const void *p, size_t n)
@@ -297,7 +280,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		base = h.base_offset;
 	}
 
-	empty_dir();
+	fuzz_empty_dir(dir);
 	seg_name(name, base, "log");
 	put_file(name, log, n_log);
 	seg_name(name, base, "index");
@@ -393,47 +376,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifndef BUS_LIBFUZZER
 /* ------------------------------------------------- make test: a runner */
 
-static size_t slurp(const char *path, uint8_t **out)
-{
-	struct stat st;
-	uint8_t *p;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0 || fstat(fd, &st) != 0)
-		die(path);
-	p = malloc((size_t)st.st_size + 1);
-	if (!p || read(fd, p, (size_t)st.st_size) != st.st_size)
-		die(path);
-	close(fd);
-	*out = p;
-	return (size_t)st.st_size;
-}
-
-static int run_dir(const char *d)
-{
-	struct dirent **ents;
-	int n = scandir(d, &ents, NULL, alphasort), ran = 0;
-
-	if (n < 0)
-		die(d);
-	for (int i = 0; i < n; i++) {
-		char path[PATH_MAX];
-		uint8_t *p;
-		size_t len;
-
-		if (ents[i]->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", d, ents[i]->d_name);
-			len = slurp(path, &p);
-			LLVMFuzzerTestOneInput(p, len);
-			free(p);
-			ran++;
-		}
-		free(ents[i]);
-	}
-	free(ents);
-	return ran;
-}
-
 /* --seeds DIR: inputs from logs the real writer wrote. */
 static void put_seed(const char *out, const char *nm, uint8_t flags, uint64_t base)
 {
@@ -447,7 +389,7 @@ static void put_seed(const char *out, const char *nm, uint8_t flags, uint64_t ba
 		seg_name(name, base, ext[i]);
 		snprintf(path, sizeof(path), "%s/%s", dir, name);
 		if (access(path, F_OK) == 0) {
-			lens[i] = slurp(path, &parts[i]);
+			lens[i] = fuzz_slurp(path, &parts[i]);
 		} else {
 			lens[i] = 0;
 			parts[i] = NULL;
@@ -485,7 +427,7 @@ static void make_seeds(const char *out)
 	struct bus_seg_writer *w;
 	int rc;
 
-	empty_dir();
+	fuzz_empty_dir(dir);
 	rc = bus_seg_writer_open(&w, dir, &o);
 	if (rc)
 		die("writer");
@@ -532,7 +474,7 @@ int main(int argc, char **argv)
 		make_seeds(argv[2]);
 	} else {
 		for (int i = 1; i < argc; i++)
-			ran += run_dir(argv[i]);
+			ran += fuzz_run_dir(argv[i]);
 		printf("fuzz_segment: %d inputs, no failure\n", ran);
 	}
 	return 0;

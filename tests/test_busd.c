@@ -562,6 +562,19 @@ Test(busd, a_power_loss_never_gives_an_offset_out_twice)
  * earliest record reads the log to its end without an error; producers
  * hand out nothing until busd has made the floor durable for the new ring;
  * then the first new record comes with the skipped offsets as lost. */
+/* Topic @topic (1 partition, 64 KiB ring) with @n records of 100 bytes,
+ * spilled by a busd then stopped, and the shared memory gone (a reboot):
+ * the log alone holds them. */
+static void spill_and_reboot(const char *topic, uint64_t n)
+{
+	busd_start();
+	mk_topic(topic, 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n(topic, 0, 0, n, 100, 0, 0), 0);
+	wait_spilled(topic, 1);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	reboot();
+}
+
 Test(busd, a_reader_crosses_the_skipped_offsets_and_producers_wait_for_the_floor)
 {
 	struct bus_consumer_opts co = { .partition = 0, .start = BUS_SEEK_EARLIEST };
@@ -573,12 +586,7 @@ Test(busd, a_reader_crosses_the_skipped_offsets_and_producers_wait_for_the_floor
 	char dir[600];
 	int n;
 
-	busd_start();
-	mk_topic("gap", 1, 64 * 1024, 0, 0);
-	cr_assert_eq(produce_n("gap", 0, 0, 100, 100, 0, 0), 0);
-	wait_spilled("gap", 1);
-	cr_assert_eq(busd_stop(SIGTERM), 0);
-	reboot();
+	spill_and_reboot("gap", 100);
 	snprintf(dir, sizeof dir, "%s/gap/0", e.data_dir);
 	cr_assert_eq(bus_seg_floor_read(dir, &floor), 0);
 	cr_assert_gt(floor, 100);
@@ -677,12 +685,7 @@ static void torn_case(bool garbage)
 	int fd;
 
 	write_conf("log_level = debug\n");
-	busd_start();
-	mk_topic("torn", 1, 64 * 1024, 0, 0);
-	cr_assert_eq(produce_n("torn", 0, 0, 1000, 100, 0, 0), 0);
-	wait_spilled("torn", 1);
-	cr_assert_eq(busd_stop(SIGTERM), 0);
-	reboot();
+	spill_and_reboot("torn", 1000);
 	seg_path("torn", 0, path, sizeof path);
 	cr_assert_eq(stat(path, &st), 0);
 	if (garbage) {
@@ -733,12 +736,7 @@ Test(busd, a_power_loss_that_damaged_the_middle_of_the_log_cuts_it_there)
 	int64_t deadline;
 	int fd;
 
-	busd_start();
-	mk_topic("mid", 1, 64 * 1024, 0, 0);
-	cr_assert_eq(produce_n("mid", 0, 0, 1000, 100, 0, 0), 0);
-	wait_spilled("mid", 1);
-	cr_assert_eq(busd_stop(SIGTERM), 0);
-	reboot();
+	spill_and_reboot("mid", 1000);
 	seg_path("mid", 0, path, sizeof path);
 	cr_assert_eq(stat(path, &st), 0);
 	fd = open(path, O_WRONLY);

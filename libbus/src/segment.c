@@ -1186,9 +1186,6 @@ static void pieces_drop(struct bus_seg_writer *w, size_t n)
 	w->pc_n -= i;
 }
 
-/* Write the pending frames, then the index entries.  On a failed or short
- * write, the frames written whole stay (the file is cut back to the end of
- * the last one) and the rest stays pending. */
 /*
  * PREALLOCATION.  Before a write-out would pass the blocks reserved so far,
  * the writer reserves the .log's blocks up to prealloc_bytes past it (but
@@ -1231,6 +1228,9 @@ static void prealloc_trim(struct bus_seg_writer *w)
 		w->prealloc_end = w->log_size;
 }
 
+/* Write the pending frames, then the index entries.  On a failed or short
+ * write, the frames written whole stay (the file is cut back to the end of
+ * the last one) and the rest stays pending. */
 static int write_out(struct bus_seg_writer *w)
 {
 	size_t done = 0;
