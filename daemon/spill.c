@@ -128,10 +128,9 @@ static uint32_t frame_len(const struct bus_ring *r, uint64_t pos, uint64_t w, ui
 		return len >= BUS_FRAME_HDR ? len : 0;
 	case BUS_FRAME_DATA: {
 		/* In 64 bits: hostile sizes must not wrap around to the length. */
-		uint64_t n = (uint64_t)BUS_FRAME_HDR + f->key_len + f->headers_len + f->value_len;
+		uint64_t n = bus_frame_len(f->key_len, f->headers_len, f->value_len, f->slack);
 
-		if (len < BUS_FRAME_HDR || f->offset != off ||
-		    ((n + BUS_FRAME_ALIGN - 1) & ~(uint64_t)(BUS_FRAME_ALIGN - 1)) != len)
+		if (len < BUS_FRAME_HDR || f->offset != off || n != len)
 			return 0;
 		return len;
 	}

@@ -14,7 +14,8 @@
  * Then a consumer opens at the earliest (FL_LATEST: the latest) record and
  * polls (FL_COPY: reads with copies) until it has nothing more, walking every
  * byte and header of what it gets; seeks by offset and by time; polls again.
- * FL_PRODUCE first appends a record, as a producer would over such a ring.
+ * FL_PRODUCE first appends a record, as a producer would over such a ring
+ * (FL_LOWLAT: a BUS_PRODUCER_LOW_LATENCY one, whose frame takes slack).
  *
  * Built like fuzz_segment.c: make fuzz runs it under libFuzzer, make test
  * replays tests/fuzz/ring/ (seeds from rings real producers filled, made
@@ -41,6 +42,7 @@
 #define FL_LATEST 0x01u
 #define FL_COPY 0x02u
 #define FL_PRODUCE 0x04u
+#define FL_LOWLAT 0x08u
 
 #define HDR_IN (1 + 16 + 8 + BUS_CKPT_N * 16)
 #define MAX_POLLS 4096 /* a ring of 64 KiB holds at most 1366 frames */
@@ -214,14 +216,15 @@ static int64_t drain(struct bus_consumer *c, bool copy)
 	return ts;
 }
 
-static void produce_one(void)
+static void produce_one(bool lowlat)
 {
 	struct bus_header h = { .name = "h", .name_len = 1, .value = "v", .value_len = 1 };
 	struct bus_record r = { .key = "k", .key_len = 1, .value = "fuzz", .value_len = 4,
 				.headers = &h, .header_count = 1 };
+	struct bus_producer_opts po = { .flags = lowlat ? BUS_PRODUCER_LOW_LATENCY : 0 };
 	struct bus_producer *p;
 
-	if (bus_producer_open(b, "f", NULL, &p) == 0) {
+	if (bus_producer_open(b, "f", &po, &p) == 0) {
 		(void)bus_produce(p, 0, &r, NULL, NULL);
 		bus_producer_close(p);
 	}
@@ -241,7 +244,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	flags = data[0];
 	load(data, size);
 	if (flags & FL_PRODUCE)
-		produce_one();
+		produce_one(flags & FL_LOWLAT);
 	co.start = flags & FL_LATEST ? BUS_SEEK_LATEST : BUS_SEEK_EARLIEST;
 	if (bus_consumer_open(b, "f", &co, &c) != 0)
 		return 0;
@@ -329,6 +332,16 @@ static void make_seeds(const char *out)
 	produce_mix(p, 400, 2); /* wraps the ring several times */
 	put_seed(out, "seed-wrapped", 0);
 	put_seed(out, "seed-wrapped-latest-copy", FL_LATEST | FL_COPY);
+	bus_producer_close(p);
+	/* Frames with slack, lapping dense ones. */
+	{
+		struct bus_producer_opts po = { .flags = BUS_PRODUCER_LOW_LATENCY };
+		if ((err = bus_producer_open(b, "f", &po, &p)) != 0)
+			die("producer", err);
+	}
+	produce_mix(p, 150, 3);
+	put_seed(out, "seed-lines", FL_PRODUCE | FL_LOWLAT);
+	put_seed(out, "seed-lines-copy", FL_COPY);
 	bus_producer_close(p);
 }
 

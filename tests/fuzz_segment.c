@@ -421,7 +421,7 @@ static void make_seeds(const char *out)
 {
 	struct {
 		struct bus_frame f;
-		uint8_t p[200];
+		uint8_t p[300];
 	} fr;
 	struct bus_seg_opts o = {.index_interval = 256, .first_offset = 42};
 	struct bus_seg_writer *w;
@@ -440,6 +440,11 @@ static void make_seeds(const char *out)
 
 		memset(&fr, 0, sizeof(fr));
 		fr.f.offset = off;
+		if (type == BUS_FRAME_DATA && i % 4 == 3) {
+			/* A low-latency producer's slack (layout.h). */
+			fr.f.slack = (uint16_t)(BUS_FRAME_ALIGN * (i % 8));
+			len += fr.f.slack;
+		}
 		if (type == BUS_FRAME_DATA) {
 			fr.f.timestamp = 1000000 + (int64_t)i * 1000;
 			fr.f.key_len = k;

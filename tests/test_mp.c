@@ -189,6 +189,7 @@ Test(mp, low_latency_producers_and_consumers_see_every_record_once_in_order)
 
 struct claimer {
 	int mode;    /* 0: die holding the claim; 1: stall, then commit */
+	unsigned pflags; /* the claimer's producer flags */
 	int note_fd; /* "claimed" */
 	int go_fd;   /* stall mode: commit when a byte arrives */
 };
@@ -198,11 +199,12 @@ static int claimer_main(void *arg)
 	struct claimer *cl = arg;
 	struct bus *cb = child_bus();
 	struct bus_producer *p;
+	struct bus_producer_opts po = { .flags = cl->pflags };
 	struct bus_claim c;
 	char x = 1;
 	int err;
 
-	if (bus_producer_open(cb, "mp", NULL, &p) || bus_producer_claim(p, 0, NULL, 0, 64, &c))
+	if (bus_producer_open(cb, "mp", &po, &p) || bus_producer_claim(p, 0, NULL, 0, 64, &c))
 		return 30;
 	memset(c.value, 0xee, 64);
 	if (write(cl->note_fd, &x, 1) != 1)
@@ -215,9 +217,9 @@ static int claimer_main(void *arg)
 	return err == -BUS_EREPAIRED ? 0 : 33;
 }
 
-static void claimant_case(int mode, uint64_t stuck_ns, int64_t *blocked_ms)
+static void claimant_case(int mode, unsigned pflags, uint64_t stuck_ns, int64_t *blocked_ms)
 {
-	struct claimer cl = { .mode = mode };
+	struct claimer cl = { .mode = mode, .pflags = pflags };
 	int note[2], go[2];
 	struct bus_producer *p;
 	struct bus_consumer *c;
@@ -285,14 +287,24 @@ Test(mp, claim_of_killed_producer_is_repaired_within_milliseconds)
 {
 	int64_t ms;
 	/* A huge stall timeout: only the dead-owner check can repair it. */
-	claimant_case(0, 3600ull * 1000000000ull, &ms);
+	claimant_case(0, 0, 3600ull * 1000000000ull, &ms);
+	cr_assert(ms < 1000, "repair took %ld ms", (long)ms);
+}
+
+Test(mp, claim_of_killed_low_latency_producer_is_repaired_whole_slack_included)
+{
+	int64_t ms;
+	/* Its frame (48 + 64 bytes, after frames of 56) was lengthened to
+	 * end on a cache line: the repair must take the slack from the
+	 * header, or the records after it would be read from a wrong place. */
+	claimant_case(0, BUS_PRODUCER_LOW_LATENCY, 3600ull * 1000000000ull, &ms);
 	cr_assert(ms < 1000, "repair took %ld ms", (long)ms);
 }
 
 Test(mp, claim_of_stalled_live_producer_is_repaired_after_timeout)
 {
 	int64_t ms;
-	claimant_case(1, 200000000ull, &ms);
+	claimant_case(1, 0, 200000000ull, &ms);
 	cr_assert(ms >= 150, "repaired before the timeout (%ld ms)", (long)ms);
 }
 

@@ -217,6 +217,105 @@ Test(ring, zero_copy_claim_commit_and_abort)
 	bus_producer_close(p);
 }
 
+/* Produces rounds of records of every padding length (with keys and
+ * headers now and then) through @p, and through @dense in between when
+ * given; polls each round and checks every record whole and in order, and
+ * that each of @p's frames ends on a cache line (and so starts on one when
+ * the frame before was @p's too).  The rounds wrap the ring some times. */
+static void check_line_aligned(const char *topic, struct bus_producer *p,
+			       struct bus_producer *dense)
+{
+	struct bus_consumer *c;
+	struct bus_consumer_opts co = { .flags = BUS_CONSUMER_GATING };
+	struct bus_header hs[1] = { { "h", 1, "vv", 2 } };
+	struct bus_view v[64];
+	char val[300];
+	uint64_t off = 0, aligned_starts = 0, slacked = 0;
+
+	cr_assert_eq(bus_consumer_open(b, topic, &co, &c), 0);
+	for (int round = 0; round < 60; round++) {
+		bool by_p[40];
+		int n = 0;
+		for (int i = 0; i < 40; i++, n++) {
+			uint32_t len = (uint32_t)((round * 40 + i) * 7 % 300);
+			struct bus_record r = { .value = val, .value_len = len };
+			memset(val, 'a' + (int)((off + (uint64_t)i) % 26), len);
+			if (i % 3 == 1) {
+				r.key = "key";
+				r.key_len = 3;
+			}
+			if (i % 5 == 2) {
+				r.headers = hs;
+				r.header_count = 1;
+			}
+			by_p[i] = !dense || i % 4 != 3;
+			cr_assert_eq(bus_produce(by_p[i] ? p : dense, 0, &r, NULL, NULL), 0);
+		}
+		cr_assert_eq(bus_consumer_poll(c, v, 64, 0), n);
+		for (int i = 0; i < n; i++, off++) {
+			const struct bus_frame *f =
+				(const struct bus_frame *)((const uint8_t *)v[i].key - BUS_FRAME_HDR);
+			uint32_t flen = BUS_COMMIT_LEN(ld_acquire(&f->commit));
+			uint32_t need = bus_align8((uint64_t)BUS_FRAME_HDR + v[i].key_len +
+						   v[i].headers_len + v[i].value_len);
+			cr_assert_eq(v[i].offset, off);
+			cr_assert_eq(v[i].value_len, (uint32_t)((round * 40 + i) * 7 % 300));
+			for (uint32_t k = 0; k < v[i].value_len; k++)
+				cr_assert_eq(((const uint8_t *)v[i].value)[k], 'a' + (int)(off % 26));
+			cr_assert_eq(v[i].header_count, i % 5 == 2 ? 1u : 0u);
+			cr_assert_eq(flen, need + f->slack, "the slack is the frame's");
+			if (!by_p[i]) {
+				cr_assert_eq(f->slack, 0, "a dense producer's frame");
+				continue;
+			}
+			cr_assert_eq(((uintptr_t)f + flen) % BUS_CACHELINE, 0,
+				     "offset %llu: ends on a line", (unsigned long long)off);
+			cr_assert_eq(f->slack % BUS_FRAME_ALIGN, 0);
+			cr_assert_leq(f->slack, BUS_SLACK_MAX);
+			aligned_starts += (uintptr_t)f % BUS_CACHELINE == 0;
+			slacked += f->slack != 0;
+		}
+		cr_assert_eq(bus_consumer_check(c, v, (unsigned)n), n);
+	}
+	cr_assert_gt(aligned_starts, off / 2);
+	cr_assert_gt(slacked, off / 2);
+	bus_consumer_close(c);
+}
+
+Test(ring, low_latency_frames_end_on_cache_lines_and_read_back_whole)
+{
+	struct bus_producer *p, *dense;
+	struct bus_producer_opts ll = { .flags = BUS_PRODUCER_LOW_LATENCY };
+	struct bus_producer_opts llx = { .flags = BUS_PRODUCER_LOW_LATENCY |
+						  BUS_PRODUCER_EXCLUSIVE };
+
+	/* Shared producers: a low-latency one and a dense one in turn. */
+	mk_topic("lines", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "lines", &ll, &p), 0);
+	cr_assert_eq(bus_producer_open(b, "lines", NULL, &dense), 0);
+	check_line_aligned("lines", p, dense);
+	bus_producer_close(dense);
+	bus_producer_close(p);
+	/* An exclusive one: every frame starts on a line. */
+	mk_topic("lines-x", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "lines-x", &llx, &p), 0);
+	check_line_aligned("lines-x", p, NULL);
+	bus_producer_close(p);
+}
+
+Test(ring, more_than_65535_headers_are_refused)
+{
+	struct bus_producer *p;
+	struct bus_header h = { "k", 1, "v", 1 };
+	struct bus_record r = { .value = "x", .value_len = 1, .headers = &h,
+				.header_count = BUS_HEADER_COUNT_MAX + 1 };
+
+	mk_topic("hdrs", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "hdrs", NULL, &p), 0);
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), -EINVAL);
+	bus_producer_close(p);
+}
+
 Test(ring, seek_by_offset_time_latest_and_out_of_range)
 {
 	struct bus_producer *p;
@@ -450,6 +549,23 @@ Test(ring, producers_of_persistent_topics_store_each_frames_crc)
 	}
 	cr_assert_eq(check_sums(t, true, 0), n);
 	bus_producer_close(p);
+
+	/* Low-latency producers, shared and exclusive: the slack that ends
+	 * their frames on a line is zeroed and summed with the frame. */
+	for (int x = 0; x < 2; x++) {
+		po.flags = BUS_PRODUCER_LOW_LATENCY | (x ? BUS_PRODUCER_EXCLUSIVE : 0);
+		cr_assert_eq(bus_producer_open(b, "summed", &po, &p), 0);
+		for (uint32_t i = 0; i < 40; i++, n++) {
+			struct bus_record r = { .value = val, .value_len = i * 5 };
+			cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+		}
+		cr_assert_eq(bus_producer_claim(p, 0, "zk", 2, 13, &cl), 0);
+		memcpy(cl.value, "thirteen byte", 13);
+		cr_assert_eq(bus_producer_commit(p, &cl, 0), 0);
+		n++;
+		cr_assert_eq(check_sums(t, true, 0), n);
+		bus_producer_close(p);
+	}
 	bus_topic_put(t);
 
 	/* An ephemeral topic never spills: its producers pay for no CRC. */

@@ -76,7 +76,7 @@ static _Alignas(8) uint8_t fbuf[1 << 16];
 
 /* Build record @off as a producer leaves it in the ring: a claim word with
  * a pid, stale padding bytes.  Sizes: key on 2 of 3, headers on 1 of 4,
- * value 0..699 bytes. */
+ * value 0..699 bytes, 0..56 bytes of slack on 1 of 5. */
 static const struct bus_frame *mk_frame(uint64_t off, uint32_t *len_out)
 {
 	struct bus_seg_fhdr h = { 0 };
@@ -107,6 +107,11 @@ static const struct bus_frame *mk_frame(uint64_t off, uint32_t *len_out)
 		p[klen + hlen + i] = (uint8_t)(seed >> 56);
 	}
 	len = (uint32_t)((BUS_FRAME_HDR + klen + hlen + vlen + 7) & ~7u);
+	/* A low-latency producer's slack (layout.h) on 1 of 5. */
+	if (off % 5 == 3 && !is_lost(off)) {
+		h.slack = (uint16_t)(BUS_FRAME_ALIGN * ((mix(off) >> 20) % 8));
+		len += h.slack;
+	}
 	memset(fbuf + BUS_FRAME_HDR + klen + hlen + vlen, 0xEE,
 	       len - (BUS_FRAME_HDR + klen + hlen + vlen));
 	h.commit = BUS_COMMIT(is_lost(off) ? BUS_FRAME_LOST : BUS_FRAME_DATA, len, off);
@@ -685,6 +690,14 @@ Test(segment, append_refuses_offsets_out_of_sequence_and_bad_frames)
 	memcpy(fbuf, &h, sizeof(h));
 	cr_assert_eq(bus_seg_append(w, (const struct bus_frame *)(const void *)fbuf, 0), -EINVAL,
 		     "tag of another offset");
+	/* Slack no producer writes, even when the length agrees with it. */
+	for (uint32_t slack = 4; slack <= 64; slack += 60) {
+		h.slack = (uint16_t)slack;
+		h.commit = BUS_COMMIT(BUS_FRAME_DATA, len + slack, 0);
+		memcpy(fbuf, &h, sizeof(h));
+		cr_assert_eq(bus_seg_append(w, (const struct bus_frame *)(const void *)fbuf, 0),
+			     -EINVAL, "slack %u", slack);
+	}
 	cr_assert_eq(bus_seg_writer_next_offset(w), 0u);
 	append_range(w, 0, 5, 0);
 	cr_assert_eq(bus_seg_writer_close(w), 0);

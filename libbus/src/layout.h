@@ -182,12 +182,32 @@ struct bus_frame {
 	uint32_t key_len;
 	uint32_t headers_len;
 	uint32_t value_len;
-	uint32_t header_count;
-	/* key, headers, value follow; the frame is padded to BUS_FRAME_ALIGN */
+	uint16_t header_count;
+	uint16_t slack; /* bytes after the padded record: see below */
+	/* key, headers, value follow; the frame is padded to BUS_FRAME_ALIGN,
+	 * then has slack more bytes (padding and slack are zeroed where the
+	 * frame is summed and stored: persistent topics, segment logs) */
 };
 #define BUS_FRAME_HDR ((uint32_t)sizeof(struct bus_frame))
 _Static_assert(sizeof(struct bus_frame) == 48, "frame header size");
 _Static_assert(BUS_FRAME_HDR % BUS_FRAME_ALIGN == 0, "frame header alignment");
+
+/* Slack: a BUS_PRODUCER_LOW_LATENCY producer lengthens its frame by up to
+ * BUS_SLACK_MAX bytes so that it ends, and the next frame starts, on a
+ * cache line.  A reader waiting for the next record then polls a line that
+ * holds nothing of this one, and a 64 B record (a 112-byte frame) takes two
+ * lines instead of three every other time: rtt of 64 B values on the Intel
+ * VM of 2026-12-03 (far vCPUs), p50 405-413 -> 345-347 ns; 32 B 433 ->
+ * 359, 1 KiB 935-939 -> 819.  Streams keep dense frames (slack 0): the
+ * space is theirs to spend on records.
+ *
+ * The slack is part of the frame (its commit length, its CRC on disk), so
+ * that whoever knows only the header (a repairer turning a dead claim into
+ * a LOST frame, busd, a segment reader) knows the frame's length:
+ * bus_frame_len().  The field took the upper half of what was a 32-bit
+ * header_count (little-endian: frames written before have slack 0). */
+#define BUS_SLACK_MAX (BUS_CACHELINE - BUS_FRAME_ALIGN)
+#define BUS_HEADER_COUNT_MAX 0xffffu
 
 /* The exclusive bit of tail.off: a single-writer producer owns the
  * partition; concurrent producers' CAS sees it and refuses. */
@@ -271,7 +291,8 @@ static inline uint64_t bus_layout_signature(void)
 		sizeof(struct bus_frame), offsetof(struct bus_ring_hdr, tail),
 		offsetof(struct bus_ring_hdr, gating), offsetof(struct bus_ring_hdr, ckpt),
 		offsetof(struct bus_ring_hdr, horizon),
-		offsetof(struct bus_topic_slot, name), BUS_CKPT_N, BUS_GATING_MAX,
+		offsetof(struct bus_topic_slot, name), offsetof(struct bus_frame, slack),
+		BUS_CKPT_N, BUS_GATING_MAX,
 		BUS_TOPICS_MAX, BUS_NAME_MAX,
 	};
 	uint64_t h = 14695981039346656037ull;
@@ -285,6 +306,19 @@ static inline uint64_t bus_layout_signature(void)
 static inline uint32_t bus_align8(uint64_t n)
 {
 	return (uint32_t)((n + BUS_FRAME_ALIGN - 1) & ~(uint64_t)(BUS_FRAME_ALIGN - 1));
+}
+
+/* The length of a DATA frame whose header holds these sizes and slack, in
+ * 64 bits (hostile sizes cannot wrap it), or 0 when the slack is not one a
+ * producer writes (a multiple of BUS_FRAME_ALIGN up to BUS_SLACK_MAX). */
+static inline uint64_t bus_frame_len(uint32_t key_len, uint32_t headers_len, uint32_t value_len,
+				     uint32_t slack)
+{
+	uint64_t n = (uint64_t)BUS_FRAME_HDR + key_len + headers_len + value_len;
+
+	if (slack % BUS_FRAME_ALIGN || slack > BUS_SLACK_MAX)
+		return 0;
+	return ((n + BUS_FRAME_ALIGN - 1) & ~(uint64_t)(BUS_FRAME_ALIGN - 1)) + slack;
 }
 
 #endif

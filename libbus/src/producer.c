@@ -196,20 +196,26 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 	}
 }
 
-/* Claim @flen bytes in partition @ps: returns the frame position in *fpos
+/* Claim *@flenp bytes in partition @ps: returns the frame position in *fpos
  * and its offset in *off.  Writes the padding frame when the claim wraps.
+ * A BUS_PRODUCER_LOW_LATENCY producer's frame is lengthened to end on a
+ * cache line (its slack, layout.h): *@flenp is then the length claimed.
  * Inlined, as publish() is, into both append paths: the calls' prologues,
  * epilogues and arguments were 50 of the 573 instructions of a produce,
  * poll and check of a 64 B record (callgrind). */
 static inline __attribute__((always_inline)) int
-reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *fpos, uint64_t *off)
+reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t *fpos,
+	uint64_t *off)
 {
 	struct bus_ring *r = ps->r;
 	struct bus_ring_hdr *h = r->hdr;
+	const uint32_t base = *flenp;
+	const bool line = p->flags & BUS_PRODUCER_LOW_LATENCY;
+	uint32_t flen = base;
 	uint64_t pos, o, end, pad;
 	int err;
 
-	if (BUS_UNLIKELY(flen > r->size / 2))
+	if (BUS_UNLIKELY(base > r->size / 2))
 		return -EMSGSIZE;
 	if (p->flags & BUS_PRODUCER_EXCLUSIVE) {
 		if (BUS_UNLIKELY(!ps->excl) && (err = excl_acquire(p, ps)) != 0)
@@ -218,6 +224,10 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *
 		o = ps->off;
 		pad = r->size - (pos & r->mask);
 		pad = flen > pad ? pad : 0;
+		/* The slack: up to the next line, which the lap's end (the
+		 * ring's size is a multiple of lines) never comes before. */
+		if (line)
+			flen += (uint32_t)(-(pos + pad + flen) & (BUS_CACHELINE - 1));
 		end = pos + pad + flen;
 		if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->limit) &&
 		    (err = wait_space(p, ps, end)) != 0)
@@ -253,7 +263,10 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *
 				continue;
 			}
 			pad = r->size - (pos & r->mask);
-			pad = flen > pad ? pad : 0;
+			pad = base > pad ? pad : 0;
+			flen = base;
+			if (line) /* the slack, as above */
+				flen += (uint32_t)(-(pos + pad + flen) & (BUS_CACHELINE - 1));
 			end = pos + pad + flen;
 			if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->limit)) {
 				if ((err = wait_space(p, ps, end)) != 0)
@@ -282,6 +295,7 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *
 	}
 	*fpos = pos + pad;
 	*off = o;
+	*flenp = flen;
 	return 0;
 }
 
@@ -301,11 +315,13 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t flen, uint64_t *
  * DEMOTE_MAX bytes (it was 256: raised after rtt on the Intel VM, far,
  * alternating runs: 256 B values 719-751 -> 647-691 ns, 1 KiB 1095-1143 ->
  * 1039-1087, 4 KiB 1543-1567 -> 1455-1479; 2 KiB unchanged).  Every line from
- * the frame's head up to, not including, the one holding its tail: that
- * one also holds the next frame's head, which is written next; demoting it
- * too gained the round trip nothing and cost a stream of 64 B records
- * three quarters of its rate.  (The head's line may hold the previous
- * frame's tail: published already, nobody writes it again this lap.) */
+ * the frame's head up to, not including, one holding its tail and the next
+ * frame's head, which is written next (demoting that one gained the round
+ * trip nothing and cost a stream of 64 B records three quarters of its
+ * rate).  Since the frames of such a producer end on a line (their slack,
+ * reserve()), that is every line of the frame.  (The head's line may hold
+ * the previous frame's tail, if another producer wrote it: published
+ * already, nobody writes it again this lap.) */
 #define DEMOTE_MAX 8192u
 
 #if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 9)
@@ -388,13 +404,15 @@ static int pick_partition(struct bus_producer *p, int32_t partition, const void 
 }
 
 static void frame_fill(struct bus_producer *p, struct bus_frame *f, uint64_t off, uint32_t key_len,
-		       uint32_t headers_len, uint32_t value_len, uint32_t header_count)
+		       uint32_t headers_len, uint32_t value_len, uint32_t header_count,
+		       uint32_t slack)
 {
 	f->offset = off;
 	f->key_len = key_len;
 	f->headers_len = headers_len;
 	f->value_len = value_len;
-	f->header_count = header_count;
+	f->header_count = (uint16_t)header_count;
+	f->slack = (uint16_t)slack;
 	/* R2: sizes before the claim word; pairs with A2 in the repairer. */
 	st_release(&f->claim, BUS_CLAIM(p->pid, off));
 }
@@ -426,13 +444,13 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 	struct bus_frame *f;
 	uint64_t hlen, flen64, fpos, off;
 	int64_t ts;
-	uint32_t part;
+	uint32_t part, flen;
 	uint8_t *payload;
 	int err;
 
 	if (BUS_UNLIKELY(!p || !rec || (rec->key_len && !rec->key) ||
 			 (rec->value_len && !rec->value) || (rec->header_count && !rec->headers) ||
-			 p->claim_open))
+			 rec->header_count > BUS_HEADER_COUNT_MAX || p->claim_open))
 		return -EINVAL;
 	if (BUS_UNLIKELY((err = bus_topic_check(p->t)) != 0))
 		return err;
@@ -448,7 +466,8 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 	flen64 = (uint64_t)BUS_FRAME_HDR + rec->key_len + hlen + rec->value_len;
 	if (BUS_UNLIKELY(flen64 > ps->r->size / 2))
 		return -EMSGSIZE;
-	err = reserve(p, ps, bus_align8(flen64), &fpos, &off);
+	flen = bus_align8(flen64);
+	err = reserve(p, ps, &flen, &fpos, &off);
 	if (BUS_UNLIKELY(err))
 		return err;
 	f = (struct bus_frame *)(ps->r->data + (fpos & ps->r->mask));
@@ -461,7 +480,8 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 	 * transfer then starts last), and so did prefetching them for writing
 	 * (no gain). */
 	f->timestamp = ts;
-	frame_fill(p, f, off, rec->key_len, (uint32_t)hlen, rec->value_len, rec->header_count);
+	frame_fill(p, f, off, rec->key_len, (uint32_t)hlen, rec->value_len, rec->header_count,
+		   flen - bus_align8(flen64));
 	payload = (uint8_t *)(f + 1);
 	if (rec->key_len)
 		memcpy(payload, rec->key, rec->key_len);
@@ -469,7 +489,7 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 		headers_encode(payload + rec->key_len, rec->headers, rec->header_count);
 	if (rec->value_len)
 		memcpy(payload + rec->key_len + hlen, rec->value, rec->value_len);
-	err = publish(p, ps, fpos, bus_align8(flen64), off, BUS_FRAME_DATA);
+	err = publish(p, ps, fpos, flen, off, BUS_FRAME_DATA);
 	if (BUS_UNLIKELY(err))
 		return err;
 	if (out_partition)
@@ -485,7 +505,7 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 	struct bus_pstate *ps;
 	struct bus_frame *f;
 	uint64_t flen64, fpos, off;
-	uint32_t part;
+	uint32_t part, flen;
 	int err;
 
 	if (BUS_UNLIKELY(!p || !c || (key_len && !key) || p->claim_open))
@@ -499,11 +519,12 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 	flen64 = (uint64_t)BUS_FRAME_HDR + key_len + value_len;
 	if (BUS_UNLIKELY(flen64 > ps->r->size / 2))
 		return -EMSGSIZE;
-	err = reserve(p, ps, bus_align8(flen64), &fpos, &off);
+	flen = bus_align8(flen64);
+	err = reserve(p, ps, &flen, &fpos, &off);
 	if (BUS_UNLIKELY(err))
 		return err;
 	f = (struct bus_frame *)(ps->r->data + (fpos & ps->r->mask));
-	frame_fill(p, f, off, key_len, 0, value_len, 0);
+	frame_fill(p, f, off, key_len, 0, value_len, 0, flen - bus_align8(flen64));
 	if (key_len)
 		memcpy(f + 1, key, key_len);
 	c->value = (uint8_t *)(f + 1) + key_len;
@@ -512,7 +533,7 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 	c->offset = off;
 	c->priv_frame = f;
 	c->priv_pos = fpos;
-	c->priv_commit = bus_align8(flen64);
+	c->priv_commit = flen;
 	p->claim_open = true;
 	return 0;
 }

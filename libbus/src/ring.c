@@ -258,11 +258,10 @@ void bus_ring_zero_ahead(struct bus_ring *r, uint64_t pos, uint64_t next_off)
  * frame that fits at @pos. */
 static uint32_t frame_len_checked(const struct bus_ring *r, const struct bus_frame *f, uint64_t pos)
 {
-	uint64_t n = (uint64_t)BUS_FRAME_HDR + f->key_len + f->headers_len + f->value_len;
+	uint64_t n = bus_frame_len(f->key_len, f->headers_len, f->value_len, f->slack);
 	uint64_t room = r->size - (pos & r->mask);
 
-	n = bus_align8(n);
-	return n <= room ? (uint32_t)n : 0;
+	return n && n <= room ? (uint32_t)n : 0;
 }
 
 int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)

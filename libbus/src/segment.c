@@ -79,11 +79,6 @@ static int pwrite_full(int fd, const void *buf, size_t n, uint64_t pos, size_t *
 	return 0;
 }
 
-static uint64_t align8_64(uint64_t n)
-{
-	return (n + BUS_FRAME_ALIGN - 1) & ~(uint64_t)(BUS_FRAME_ALIGN - 1);
-}
-
 /* Parse "<20 digits>.<ext>". */
 static bool parse_name(const char *name, const char *ext, uint64_t *base)
 {
@@ -231,12 +226,12 @@ static uint32_t frame_crc(const uint8_t *p, uint32_t len)
 static uint32_t fhdr_len(const struct bus_seg_fhdr *h)
 {
 	uint32_t type = BUS_COMMIT_TYPE(h->commit), len = BUS_COMMIT_LEN(h->commit);
-	uint64_t want = align8_64((uint64_t)BUS_FRAME_HDR + h->key_len + h->headers_len + h->value_len);
+	uint64_t want = bus_frame_len(h->key_len, h->headers_len, h->value_len, h->slack);
 
 	if ((type != BUS_FRAME_DATA && type != BUS_FRAME_LOST) || (h->crc >> 32) || want != len ||
 	    BUS_COMMIT_TAG(h->commit) != (uint32_t)h->offset)
 		return 0;
-	if (type == BUS_FRAME_LOST && len != BUS_FRAME_HDR)
+	if (type == BUS_FRAME_LOST && (len != BUS_FRAME_HDR || h->slack))
 		return 0;
 	return len;
 }
@@ -1504,13 +1499,13 @@ static int append(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expect
 		return -EINVAL;
 	if (type == BUS_FRAME_DATA) {
 		plen = (uint64_t)h.key_len + h.headers_len + h.value_len;
-		len64 = align8_64(BUS_FRAME_HDR + plen);
-		if (h.offset != expected_offset || len64 != BUS_COMMIT_LEN(h.commit))
+		len64 = bus_frame_len(h.key_len, h.headers_len, h.value_len, h.slack);
+		if (h.offset != expected_offset || !len64 || len64 != BUS_COMMIT_LEN(h.commit))
 			return -EINVAL;
 	} else if (type == BUS_FRAME_LOST) {
 		len64 = BUS_FRAME_HDR;
 		h.timestamp = 0;
-		h.key_len = h.headers_len = h.value_len = h.header_count = 0;
+		h.key_len = h.headers_len = h.value_len = h.header_count = h.slack = 0;
 	} else {
 		return -EINVAL;
 	}

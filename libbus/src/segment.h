@@ -28,16 +28,21 @@
  * followed by frames from file position 64 on.  A frame is laid out exactly
  * as in the ring (struct bus_frame, layout.h: commit word {tag, len, type},
  * claim word, offset, timestamp, key_len, headers_len, value_len,
- * header_count, then key, headers, value, zero-padded to 8 bytes), except
+ * header_count (16 bits), slack (16 bits), then key, headers, value,
+ * zero-padded to 8 bytes, then slack zero bytes), except
  * that the 8-byte claim word holds the frame's CRC32C (crc32c.h; upper 32
  * bits zero), computed over the whole frame (its `len` bytes, padding
  * included) with that word taken as zero.  On disk:
  *   - type is DATA or LOST; PAD frames are never stored;
- *   - len == align8(48 + key_len + headers_len + value_len); tag is the low
- *     32 bits of `offset`; `offset` is base + the frame's index in the file;
+ *   - len == align8(48 + key_len + headers_len + value_len) + slack, where
+ *     slack is a multiple of 8 up to 56 (a low-latency producer's line
+ *     alignment, kept as the ring had it: layout.h; 0 in files written
+ *     before the field, whose header_count was 32 bits and small); tag is
+ *     the low 32 bits of `offset`; `offset` is base + the frame's index in
+ *     the file;
  *   - a LOST frame (a record lost in the ring, kept so that offsets stay
  *     dense and a replay can report the loss) is a bare 48-byte header:
- *     sizes, header_count and timestamp are 0.
+ *     sizes, header_count, slack and timestamp are 0.
  * A frame is valid when all of this holds and its CRC matches.  A .log ends
  * with the last valid frame; anything after it (a frame cut by a crash, or
  * garbage) is a torn tail, which the writer truncates when it opens.
@@ -147,7 +152,8 @@ struct bus_seg_fhdr {
 	uint32_t key_len;
 	uint32_t headers_len;
 	uint32_t value_len;
-	uint32_t header_count;
+	uint16_t header_count;
+	uint16_t slack;
 };
 _Static_assert(sizeof(struct bus_seg_fhdr) == sizeof(struct bus_frame), "disk frame header");
 _Static_assert(offsetof(struct bus_seg_fhdr, crc) == offsetof(struct bus_frame, claim), "crc");
@@ -159,6 +165,7 @@ _Static_assert(offsetof(struct bus_seg_fhdr, key_len) == offsetof(struct bus_fra
 _Static_assert(offsetof(struct bus_seg_fhdr, header_count) ==
 		       offsetof(struct bus_frame, header_count),
 	       "header count");
+_Static_assert(offsetof(struct bus_seg_fhdr, slack) == offsetof(struct bus_frame, slack), "slack");
 
 struct bus_seg_idx {
 	uint32_t rel; /* offset - base */

@@ -240,7 +240,7 @@ struct bus_record {
 	 *  clock_gettime() itself (also with BUS_CLOCK=syscall). */
 	int64_t timestamp;
 	const struct bus_header *headers;
-	uint32_t header_count;
+	uint32_t header_count; /**< at most 65535 */
 };
 
 /** Any partition: keyed records by key hash, unkeyed round-robin. */
@@ -254,14 +254,19 @@ struct bus_record {
 #define BUS_PRODUCER_EXCLUSIVE 0x1u
 /** Never wait: return -EAGAIN when the ring is full (block topics). */
 #define BUS_PRODUCER_NONBLOCK 0x2u
-/** Latency over throughput: after publishing a record of up to 8 KiB
- *  (frame included), push its cache lines out of this core's private
- *  caches into the shared cache (x86 CLDEMOTE; nothing elsewhere), so that
- *  a consumer waiting for it misses once instead of twice on this core.
- *  Some 40-90 ns less round trip on the VMs this was measured on (64 B to
- *  4 KiB values); a streaming producer would pay some 20 ns per small
- *  record for nothing, so for producers that send one record at a time
- *  and wait (requests, ticks), not for streams. */
+/** Latency over throughput, for producers that send one record at a time
+ *  and wait (requests, ticks), not for streams.  Two things:
+ *  - each record's frame is lengthened (by up to 56 bytes, zeros on disk)
+ *    to end on a cache line, so that the next record starts on a fresh
+ *    line and a small record spans as few lines as it can: a consumer
+ *    waiting for it then misses on fewer lines (rtt of 64 B values on an
+ *    Intel VM: some 60 ns less; 1 KiB: 130 ns);
+ *  - after publishing a record of up to 8 KiB (frame included), its cache
+ *    lines are pushed out of this core's private caches into the shared
+ *    cache (x86 CLDEMOTE; nothing elsewhere), so that the consumer misses
+ *    once instead of twice on this core (some 40-90 ns less round trip).
+ *  A stream would pay for both (ring and log space, some 20 ns per small
+ *  record) for nothing. */
 #define BUS_PRODUCER_LOW_LATENCY 0x4u
 
 struct bus_producer_opts {
@@ -295,7 +300,8 @@ void bus_producer_close(struct bus_producer *p);
  * behind, or busd never took this ring, and no busd runs), -BUS_ECORRUPT
  * (busd stopped spilling this partition: a corrupt frame or log, see its
  * log; or the ring's tail is one no producer leaves: a damaged or hostile
- * ring header, nothing written), -EMSGSIZE, -EINVAL, -BUS_EBUSY,
+ * ring header, nothing written), -EMSGSIZE, -EINVAL (also: more than
+ * 65535 headers), -BUS_EBUSY,
  * -BUS_ESTALE, -BUS_EREPAIRED (a stalled claim was repaired by another
  * process).
  */
