@@ -9,8 +9,8 @@
  * rtt   Topics "ping" and "pong": ephemeral, overwrite, 1 partition, 1 MiB
  *       ring.  The pinger (CPU $BENCH_CPU_A, default 0) appends a SIZE-byte
  *       value carrying a sequence number to "ping" with an exclusive
- *       producer, then polls "pong" (BUS_WAIT_SPIN, timeout 0, in a loop)
- *       until the echo arrives; the ponger (CPU $BENCH_CPU_B, default 1)
+ *       producer, then waits on "pong" (BUS_WAIT_SPIN, no timeout: the
+ *       library's busy-spin, a pause between polls) until the echo arrives; the ponger (CPU $BENCH_CPU_B, default 1)
  *       polls "ping" the same way and appends the view's value to "pong".
  *       Both call bus_consumer_check() after using a view, as a reader of an
  *       overwrite topic must.  Each round trip is timed with
@@ -203,11 +203,12 @@ static struct bus_producer *open_producer(struct bus *b, const char *topic, unsi
 	return p;
 }
 
-/* Busy-polls (timeout 0) until one record arrives. */
+/* Waits for one record in the library's busy-spin (BUS_WAIT_SPIN, no
+ * timeout: it polls with a pause between tries). */
 static void poll_one(struct bus_consumer *c, struct bus_view *v)
 {
 	for (;;) {
-		int n = bus_consumer_poll(c, v, 1, 0);
+		int n = bus_consumer_poll(c, v, 1, -1);
 		if (n == 1)
 			return;
 		check(n, "bus_consumer_poll");
