@@ -333,13 +333,32 @@ __attribute__((target("cldemote"))) static void demote(const void *f, uint32_t f
 	for (; a + BUS_CACHELINE <= e; a += BUS_CACHELINE)
 		__builtin_ia32_cldemote((const void *)a);
 }
+#define BUS_TARGET_PREFETCHW __attribute__((target("prfchw")))
 #else
 static void demote(const void *f, uint32_t flen)
 {
 	(void)f;
 	(void)flen;
 }
+#define BUS_TARGET_PREFETCHW
 #endif
+
+/* BUS_PRODUCER_LOW_LATENCY, after demote(): take the lines the next frame
+ * will fill, guessed as long as this one, for writing now (PREFETCHW: a
+ * hint, never faults; a NOP on x86 CPUs without it), all but its head's
+ * line, which a waiting reader polls and would only take back.  They hold
+ * the frames of a lap ago, which a reader keeps in its cache: without
+ * this the next record's stores would each wait for that copy to be
+ * invalidated, and the commit (stored after them) with them; now that
+ * happens while the producer waits for its reply.  rtt on the Intel VM,
+ * alternating runs: 64 B p50 341-347 -> 337-341 ns, p90 425-437 ->
+ * 397-413; 256 B p50 431-443 -> 359-363; 1 KiB p50 743-759 -> 711-723,
+ * p99.9 1423-1479 -> 1271-1295. */
+BUS_TARGET_PREFETCHW static void own_ahead(const struct bus_ring *r, uint64_t end, uint32_t flen)
+{
+	for (uint64_t q = (end | (BUS_CACHELINE - 1)) + 1; q < end + flen; q += BUS_CACHELINE)
+		__builtin_prefetch(r->data + (q & r->mask), 1);
+}
 
 /* Publish the frame at @fpos: zero ahead, then the commit word. */
 static inline __attribute__((always_inline)) int
@@ -377,8 +396,10 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 								memory_order_release,
 								memory_order_relaxed));
 	}
-	if ((p->flags & BUS_PRODUCER_LOW_LATENCY) && flen <= DEMOTE_MAX)
+	if ((p->flags & BUS_PRODUCER_LOW_LATENCY) && flen <= DEMOTE_MAX) {
 		demote(f, flen);
+		own_ahead(r, end, flen);
+	}
 	bus_ring_checkpoint(r, fpos, end, off + 1);
 	bus_wake(p->t->ts, p->fenced);
 	return 0;
