@@ -53,17 +53,6 @@ static uint8_t *ring;  /* the data, then the header */
 static struct bus_ring_hdr *rh;
 static uint8_t copybuf[2 * BUS_RING_MIN];
 
-#define check(c, ...)                                                                   \
-	do {                                                                            \
-		if (!(c)) {                                                             \
-			fprintf(stderr, "fuzz_ring: %s:%d: check failed: %s: ", __FILE__, \
-				__LINE__, #c);                                          \
-			fprintf(stderr, __VA_ARGS__);                                   \
-			fputc('\n', stderr);                                            \
-			abort();                                                        \
-		}                                                                       \
-	} while (0)
-
 static void die(const char *what, int err)
 {
 	fprintf(stderr, "fuzz_ring: %s: %s\n", what, err ? bus_strerror(err) : strerror(errno));

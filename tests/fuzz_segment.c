@@ -50,18 +50,6 @@
 
 static char dir[PATH_MAX];
 
-/* A failed check: print and abort (libFuzzer saves the input). */
-#define check(c, ...)                                                                  \
-	do {                                                                           \
-		if (!(c)) {                                                            \
-			fprintf(stderr, "fuzz_segment: %s:%d: check failed: %s: ", __FILE__, \
-				__LINE__, #c);                                         \
-			fprintf(stderr, __VA_ARGS__);                                  \
-			fputc('\n', stderr);                                           \
-			abort();                                                       \
-		}                                                                      \
-	} while (0)
-
 static void die(const char *what)
 {
 	perror(what);

@@ -16,6 +16,18 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* A failed check: print where and why, and abort (libFuzzer saves the
+ * input; the replay runner dies with it). */
+#define check(c, ...)                                                                    \
+	do {                                                                             \
+		if (!(c)) {                                                              \
+			fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #c); \
+			fprintf(stderr, __VA_ARGS__);                                    \
+			fputc('\n', stderr);                                             \
+			abort();                                                         \
+		}                                                                        \
+	} while (0)
+
 /* Remove the files in folder @d (the harnesses make no subfolders). */
 static inline void fuzz_empty_dir(const char *d)
 {

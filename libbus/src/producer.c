@@ -196,6 +196,15 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 	}
 }
 
+/* The length of a frame of @flen bytes placed at @pos (after @pad bytes of
+ * padding), lengthened by its slack to end on a cache line when @line.  The
+ * lap's end (the ring's size is a multiple of lines) never comes before
+ * that line's end: a frame that fits before it still fits. */
+static inline uint32_t slacked(bool line, uint64_t pos, uint64_t pad, uint32_t flen)
+{
+	return line ? flen + (uint32_t)(-(pos + pad + flen) & (BUS_CACHELINE - 1)) : flen;
+}
+
 /* Claim *@flenp bytes in partition @ps: returns the frame position in *fpos
  * and its offset in *off.  Writes the padding frame when the claim wraps.
  * A BUS_PRODUCER_LOW_LATENCY producer's frame is lengthened to end on a
@@ -224,10 +233,7 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 		o = ps->off;
 		pad = r->size - (pos & r->mask);
 		pad = flen > pad ? pad : 0;
-		/* The slack: up to the next line, which the lap's end (the
-		 * ring's size is a multiple of lines) never comes before. */
-		if (line)
-			flen += (uint32_t)(-(pos + pad + flen) & (BUS_CACHELINE - 1));
+		flen = slacked(line, pos, pad, base);
 		end = pos + pad + flen;
 		if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->limit) &&
 		    (err = wait_space(p, ps, end)) != 0)
@@ -264,9 +270,7 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 			}
 			pad = r->size - (pos & r->mask);
 			pad = base > pad ? pad : 0;
-			flen = base;
-			if (line) /* the slack, as above */
-				flen += (uint32_t)(-(pos + pad + flen) & (BUS_CACHELINE - 1));
+			flen = slacked(line, pos, pad, base);
 			end = pos + pad + flen;
 			if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->limit)) {
 				if ((err = wait_space(p, ps, end)) != 0)
@@ -434,7 +438,8 @@ static void frame_fill(struct bus_producer *p, struct bus_frame *f, uint64_t off
 	f->value_len = value_len;
 	f->header_count = (uint16_t)header_count;
 	f->slack = (uint16_t)slack;
-	/* R2: sizes before the claim word; pairs with A2 in the repairer. */
+	/* R2: sizes and slack before the claim word; pairs with A2 in the
+	 * repairer, which takes the frame's length from them. */
 	st_release(&f->claim, BUS_CLAIM(p->pid, off));
 }
 
