@@ -425,6 +425,76 @@ Test(ring, block_policy_holds_producer_behind_gating_consumer)
 	bus_producer_close(p);
 }
 
+/* After each commit the horizon leads the tail by at least 1/32 ring (it
+ * was raised then, not before the next frame: producer.c, raise_ahead())
+ * and by at most 3/32; on a gated topic it never passes the gating
+ * consumer's lap, and a raise asked with a lower limit never lowers it. */
+Test(ring, horizon_is_raised_ahead_after_each_commit_and_never_past_the_limit)
+{
+	static const unsigned flags[] = { 0, BUS_PRODUCER_EXCLUSIVE,
+					  BUS_PRODUCER_EXCLUSIVE | BUS_PRODUCER_LOW_LATENCY };
+	const uint64_t size = BUS_RING_MIN;
+	char val[200], name[16];
+
+	memset(val, 'h', sizeof(val));
+	for (unsigned k = 0; k < sizeof(flags) / sizeof(flags[0]); k++) {
+		struct bus_producer_opts po = { .flags = flags[k] };
+		struct bus_producer *p;
+		struct bus_topic *t;
+		snprintf(name, sizeof(name), "hz%u", k);
+		mk_topic(name, 1, size, BUS_OVERFLOW_OVERWRITE);
+		cr_assert_eq(bus_topic_get(b, name, &t), 0);
+		cr_assert_eq(bus_producer_open(b, name, &po, &p), 0);
+		for (int i = 0; i < 3000; i++) {
+			struct bus_record r = { .value = val, .value_len = 1 + (uint32_t)(i * 37) % 200 };
+			cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+			uint64_t tail = ld_acquire(&t->rings[0].hdr->tail.pos);
+			uint64_t hz = ld_acquire(&t->rings[0].hdr->horizon);
+			cr_assert_geq(hz, tail + BUS_FRAME_ALIGN + size / 32,
+				      "flags %#x, record %d: horizon %lu, tail %lu", flags[k], i,
+				      (unsigned long)hz, (unsigned long)tail);
+			cr_assert_leq(hz, tail + BUS_FRAME_ALIGN + 3 * size / 32,
+				      "flags %#x, record %d: horizon %lu, tail %lu", flags[k], i,
+				      (unsigned long)hz, (unsigned long)tail);
+		}
+		bus_producer_close(p);
+		bus_topic_put(t);
+	}
+
+	/* Gated: the consumer stays at 0, so the horizon stays within a lap. */
+	{
+		struct bus_producer_opts po = { .flags = BUS_PRODUCER_NONBLOCK };
+		struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+		struct bus_producer *p;
+		struct bus_consumer *c;
+		struct bus_topic *t;
+		uint64_t hz, cached;
+		int err, written = 0;
+		mk_topic("hzg", 1, size, BUS_OVERFLOW_BLOCK);
+		cr_assert_eq(bus_topic_get(b, "hzg", &t), 0);
+		cr_assert_eq(bus_consumer_open(b, "hzg", &co, &c), 0);
+		cr_assert_eq(bus_producer_open(b, "hzg", &po, &p), 0);
+		for (;;) {
+			struct bus_record r = { .value = val, .value_len = sizeof(val) };
+			if ((err = bus_produce(p, 0, &r, NULL, NULL)) != 0)
+				break;
+			written++;
+			hz = ld_acquire(&t->rings[0].hdr->horizon);
+			cr_assert_leq(hz, size, "record %d: horizon %lu past the gating lap",
+				      written, (unsigned long)hz);
+		}
+		cr_assert_eq(err, -EAGAIN, "%s", bus_strerror(err));
+		cr_assert_gt(written, (int)(size / 2 / sizeof(val)));
+		hz = ld_acquire(&t->rings[0].hdr->horizon);
+		bus_ring_raise_horizon(&t->rings[0], hz + size / 8, hz / 2, &cached);
+		cr_assert_eq(ld_acquire(&t->rings[0].hdr->horizon), hz, "a lower limit lowered it");
+		cr_assert_eq(cached, hz);
+		bus_consumer_close(c);
+		bus_producer_close(p);
+		bus_topic_put(t);
+	}
+}
+
 Test(ring, persistent_topic_without_daemon_says_start_busd)
 {
 	struct bus_topic_config cfg;

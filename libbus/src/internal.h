@@ -243,9 +243,10 @@ void bus_ring_detach(struct bus_ring *r);
  * is not running. */
 uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool *nodaemon);
 /* Raise the horizon so that a claim ending at @end (and the word zeroed
- * after it) lies below it, by a step of ring/16 but never above @limit.
- * *cached receives the horizon now in force.  Must be followed by the
- * producer's release fence R1 before it writes. */
+ * after it) lies below it, by a step of ring/16 but never above @limit
+ * (nor ever lowered).  *cached receives the horizon now in force, which is
+ * below @end + BUS_FRAME_ALIGN only when @limit is.  Must be followed by
+ * the producer's release fence R1 before it writes. */
 void bus_ring_raise_horizon(struct bus_ring *r, uint64_t end, uint64_t limit, uint64_t *cached);
 /* Earliest whole frame of the ring: its position and offset.  Returns 0 or
  * -EAGAIN (the producers moved too fast; retry). */

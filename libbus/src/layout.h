@@ -116,15 +116,17 @@ _Static_assert(sizeof(struct bus_ctl_hdr) == 3 * BUS_CACHELINE, "ctl header size
  *
  * Producers write only below `horizon`, an upper bound that they advance
  * (in steps of ring_size / 16, capped by the low-water mark on gated
- * topics) before they write beyond it.  A frame starting at p is whole as
- * long as
+ * topics) before they write beyond it: after a commit that comes within
+ * ring_size / 32 of it, and otherwise, when a claim would pass it, before
+ * writing the frame (producer.c, raise_ahead()).  A frame starting at p is
+ * whole as long as
  *     horizon <= p + ring_size                                 (I1)
  * since every write to the data (a claimed frame, or the zeroing of the
  * commit word just past a frame, see ring.c) lands below the horizon.
- * Readers check I1 after reading (seqlock).  The horizon lives on a line of
- * its own that changes once per 1/16 ring, so this check costs readers a
- * cache hit, where checking tail.pos would pull the producer's hottest line
- * on every record.
+ * Readers check I1 after reading (seqlock).  The horizon lives on a line
+ * of its own that changes about once per 1/16 ring, so this check costs
+ * readers a cache hit, where checking tail.pos would pull the producer's
+ * hottest line on every record.
  */
 
 /* Frame alignment; also the size of a commit word. */

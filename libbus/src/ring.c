@@ -228,7 +228,10 @@ void bus_ring_raise_horizon(struct bus_ring *r, uint64_t end, uint64_t limit, ui
 
 	if (want > limit)
 		want = limit; /* never past the slowest gating cursor's lap */
-	while (cur < end + BUS_FRAME_ALIGN) {
+	/* cur < want: a horizon raised by a producer that saw a later limit
+	 * is never pulled back to ours (an early raise, producer.c, may ask
+	 * for more than its own limit allows). */
+	while (cur < end + BUS_FRAME_ALIGN && cur < want) {
 		/* Only ever raised: a CAS-max among concurrent producers. */
 		if (atomic_compare_exchange_weak_explicit(&h->horizon, &cur, want,
 							  memory_order_relaxed,
