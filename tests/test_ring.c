@@ -434,6 +434,7 @@ Test(ring, horizon_is_raised_ahead_after_each_commit_and_never_past_the_limit)
 	static const unsigned flags[] = { 0, BUS_PRODUCER_EXCLUSIVE,
 					  BUS_PRODUCER_EXCLUSIVE | BUS_PRODUCER_LOW_LATENCY };
 	const uint64_t size = BUS_RING_MIN;
+	const uint64_t ahead = size >> BUS_HZ_AHEAD_SHIFT, step = size >> BUS_HZ_STEP_SHIFT;
 	char val[200], name[16];
 
 	memset(val, 'h', sizeof(val));
@@ -450,10 +451,10 @@ Test(ring, horizon_is_raised_ahead_after_each_commit_and_never_past_the_limit)
 			cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
 			uint64_t tail = ld_acquire(&t->rings[0].hdr->tail.pos);
 			uint64_t hz = ld_acquire(&t->rings[0].hdr->horizon);
-			cr_assert_geq(hz, tail + BUS_FRAME_ALIGN + size / 32,
+			cr_assert_geq(hz, tail + BUS_FRAME_ALIGN + ahead,
 				      "flags %#x, record %d: horizon %lu, tail %lu", flags[k], i,
 				      (unsigned long)hz, (unsigned long)tail);
-			cr_assert_leq(hz, tail + BUS_FRAME_ALIGN + 3 * size / 32,
+			cr_assert_leq(hz, tail + BUS_FRAME_ALIGN + ahead + step,
 				      "flags %#x, record %d: horizon %lu, tail %lu", flags[k], i,
 				      (unsigned long)hz, (unsigned long)tail);
 		}

@@ -115,11 +115,11 @@ _Static_assert(sizeof(struct bus_ctl_hdr) == 3 * BUS_CACHELINE, "ctl header size
  * tail.off the offset the next record gets; both only grow.
  *
  * Producers write only below `horizon`, an upper bound that they advance
- * (in steps of ring_size / 16, capped by the low-water mark on gated
- * topics) before they write beyond it: after a commit that comes within
- * ring_size / 32 of it, and otherwise, when a claim would pass it, before
- * writing the frame (producer.c, raise_ahead()).  A frame starting at p is
- * whole as long as
+ * (in steps of ring_size >> BUS_HZ_STEP_SHIFT, capped by the low-water mark
+ * on gated topics) before they write beyond it: after a commit that comes
+ * within ring_size >> BUS_HZ_AHEAD_SHIFT of it, and otherwise, when a claim
+ * would pass it, before writing the frame (producer.c, raise_ahead()).  A
+ * frame starting at p is whole as long as
  *     horizon <= p + ring_size                                 (I1)
  * since every write to the data (a claimed frame, or the zeroing of the
  * commit word just past a frame, see ring.c) lands below the horizon.
@@ -128,6 +128,8 @@ _Static_assert(sizeof(struct bus_ctl_hdr) == 3 * BUS_CACHELINE, "ctl header size
  * readers a cache hit, where checking tail.pos would pull the producer's
  * hottest line on every record.
  */
+#define BUS_HZ_STEP_SHIFT 4  /* a raise: 1/16 ring past the claim */
+#define BUS_HZ_AHEAD_SHIFT 5 /* raised after a commit within 1/32 ring of it */
 
 /* Frame alignment; also the size of a commit word. */
 #define BUS_FRAME_ALIGN 8u

@@ -196,6 +196,12 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 	}
 }
 
+/* The highest horizon this producer may raise to: a gated one's limit. */
+static inline uint64_t raise_limit(const struct bus_producer *p, const struct bus_pstate *ps)
+{
+	return p->gated ? ps->limit : UINT64_MAX;
+}
+
 /* The length of a frame of @flen bytes placed at @pos (after @pad bytes of
  * padding), lengthened by its slack to end on a cache line when @line.  The
  * lap's end (the ring's size is a multiple of lines) never comes before
@@ -241,7 +247,7 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 		st_relaxed(&h->tail.pos, end);
 		st_relaxed(&h->tail.off, (o + 1) | BUS_TAIL_EXCL);
 		if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz))
-			bus_ring_raise_horizon(r, end, p->gated ? ps->limit : UINT64_MAX, &ps->hz);
+			bus_ring_raise_horizon(r, end, raise_limit(p, ps), &ps->hz);
 		/* R1: the horizon before any byte of the frame (seqlock, I1). */
 		atomic_thread_fence(memory_order_release);
 		ps->pos = end;
@@ -282,7 +288,7 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 		if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz)) {
 			ps->hz = ld_relaxed(&h->horizon);
 			if (end + BUS_FRAME_ALIGN > ps->hz)
-				bus_ring_raise_horizon(r, end, p->gated ? ps->limit : UINT64_MAX,
+				bus_ring_raise_horizon(r, end, raise_limit(p, ps),
 						       &ps->hz);
 		}
 		/* R1: the horizon before any byte of the frame (seqlock, I1). */
@@ -365,7 +371,7 @@ BUS_TARGET_PREFETCHW static void own_ahead(const struct bus_ring *r, uint64_t en
 }
 
 /* How far past a published frame the horizon is raised ahead of need:
- * ring_size >> HZ_AHEAD_SHIFT bytes (1/32 ring).
+ * ring_size >> BUS_HZ_AHEAD_SHIFT bytes (1/32 ring, layout.h).
  *
  * Why: a raise is a CAS on the horizon's line, which every reader of the
  * ring holds (each poll and check reads it, I1).  Made in reserve(), just
@@ -382,17 +388,16 @@ BUS_TARGET_PREFETCHW static void own_ahead(const struct bus_ring *r, uint64_t en
  * rtt, old and new binaries in turn: 64 B p50 357-361 -> 357-359 ns, p99
  * 603-619 -> 563-583, p99.9 843-847 -> 723-751; p99.9 of 256 B 903-931 ->
  * 799-819, of 1 KiB 1303-1327 -> 1239-1247.  tput 64 B: unchanged. */
-#define HZ_AHEAD_SHIFT 5
-
 static inline void raise_ahead(struct bus_producer *p, struct bus_pstate *ps, uint64_t end)
 {
-	uint64_t to = end + (ps->r->size >> HZ_AHEAD_SHIFT);
+	uint64_t to = end + (ps->r->size >> BUS_HZ_AHEAD_SHIFT);
+	uint64_t limit = raise_limit(p, ps);
 
 	/* A gated producer near its limit: reserve() raises, as far as the
 	 * limit lets it, when it must. */
-	if (p->gated && to + BUS_FRAME_ALIGN > ps->limit)
+	if (to + BUS_FRAME_ALIGN > limit)
 		return;
-	bus_ring_raise_horizon(ps->r, to, p->gated ? ps->limit : UINT64_MAX, &ps->hz);
+	bus_ring_raise_horizon(ps->r, to, limit, &ps->hz);
 }
 
 /* Publish the frame at @fpos: zero ahead, then the commit word; then raise
@@ -437,7 +442,7 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 		own_ahead(r, end, flen);
 	}
 	/* Not R1's concern: the next reserve() fences before writing. */
-	if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN + (r->size >> HZ_AHEAD_SHIFT) > ps->hz))
+	if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN + (r->size >> BUS_HZ_AHEAD_SHIFT) > ps->hz))
 		raise_ahead(p, ps, end);
 	bus_ring_checkpoint(r, fpos, end, off + 1);
 	bus_wake(p->t->ts, p->fenced);

@@ -223,7 +223,7 @@ int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off)
 void bus_ring_raise_horizon(struct bus_ring *r, uint64_t end, uint64_t limit, uint64_t *cached)
 {
 	struct bus_ring_hdr *h = r->hdr;
-	uint64_t want = end + BUS_FRAME_ALIGN + r->size / 16;
+	uint64_t want = end + BUS_FRAME_ALIGN + (r->size >> BUS_HZ_STEP_SHIFT);
 	uint64_t cur = ld_relaxed(&h->horizon);
 
 	if (want > limit)
