@@ -2,10 +2,12 @@
  * zero copy, seeks, exclusive mode, back-pressure, lapping. */
 #include <criterion/criterion.h>
 #include <numa.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -694,6 +696,296 @@ Test(ring, a_frame_summed_but_never_published_is_repaired_only_after_the_timeout
 	cr_assert_eq(bus_ring_repair(r, cl.priv_pos, cl.offset, true), 0);
 	cr_assert_eq(bus_producer_commit(p, &cl, 0), 0);
 	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
+/* A gating consumer that registers after the producer started (when no
+ * cursor gated it, so its limit was "never") holds it back from then on:
+ * the producer takes its limit again before each raise of the horizon. */
+Test(ring, a_gating_consumer_that_joins_late_holds_the_producer_back)
+{
+	struct bus_producer *p;
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_NONBLOCK };
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	int written = 0, err, seen = 0;
+
+	mk_topic("late", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "late", &po, &p), 0);
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0, "no gating consumer yet");
+	cr_assert_eq(bus_consumer_open(b, "late", &co, &c), 0);
+	while ((err = bus_produce(p, 0, &r, NULL, NULL)) == 0 && written < 1000)
+		written++;
+	cr_assert_eq(err, -EAGAIN, "the late gating consumer holds the producer back after %d: %s",
+		     written, bus_strerror(err));
+	cr_assert_leq(written + 1, (int)(BUS_RING_MIN / sizeof(val)));
+	for (int n; (n = bus_consumer_poll(c, v, 64, 0)) > 0;) {
+		for (int i = 0; i < n; i++) {
+			cr_assert_eq(v[i].offset, (uint64_t)seen);
+			cr_assert_eq(v[i].lost_before, 0u, "nothing lost at offset %d", seen);
+			seen++;
+		}
+	}
+	cr_assert_eq(seen, written + 1);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+/* The owner of a claim that has no claim word yet may be a live exclusive
+ * producer between its tail store and its header: even a forced repair
+ * leaves it alone (its commit is a plain store), and its record arrives. */
+Test(ring, a_claim_without_its_claim_word_is_not_repaired_under_a_live_exclusive_producer)
+{
+	struct bus_producer *p;
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_EXCLUSIVE };
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_claim cl;
+	struct bus_view v[4];
+	struct bus_frame *f;
+
+	mk_topic("exr", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_topic_get(b, "exr", &t), 0);
+	cr_assert_eq(bus_producer_open(b, "exr", &po, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "exr", NULL, &c), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 8, &cl), 0);
+	/* As if it had stopped before frame_fill(). */
+	f = (struct bus_frame *)(t->rings[0].data + (cl.priv_pos & t->rings[0].mask));
+	st_release(&f->claim, 0);
+	cr_assert_eq(bus_ring_repair(&t->rings[0], cl.priv_pos, cl.offset, true), 0);
+	cr_assert_eq(ld_acquire(&t->rings[0].hdr->repaired), 0u);
+	memcpy(cl.value, "whole!!!", 8);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 1);
+	cr_assert_eq(v[0].lost_before, 0u);
+	cr_assert(memcmp(v[0].value, "whole!!!", 8) == 0);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
+/* A pid that is surely not running: a child that exited and was reaped. */
+static int32_t dead_pid(void)
+{
+	pid_t ch = fork();
+
+	cr_assert_neq(ch, -1);
+	if (ch == 0)
+		_exit(0);
+	cr_assert_eq(waitpid(ch, NULL, 0), ch);
+	return (int32_t)ch;
+}
+
+/* A producer that dies right after its claim CAS, when the claim wraps
+ * (padding to the lap's end, then its frame at the lap's start), before it
+ * published the padding: it is repaired as padding plus a LOST frame, and
+ * readers go on past it with the one record counted. */
+Test(ring, a_dead_claim_that_wraps_is_repaired_as_padding_and_a_lost_record)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_ring *r;
+	struct bus_view v[64];
+	static char val[1000];
+	struct bus_record rec = { .value = val, .value_len = sizeof(val) };
+	uint64_t pos, off, seen = 0, lost = 0, flen = bus_align8(BUS_FRAME_HDR + sizeof(val));
+	uint64_t last = 0;
+	int64_t deadline;
+	pid_t ch;
+
+	mk_topic("wrapdead", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "wrapdead", &t), 0);
+	r = &t->rings[0];
+	cr_assert_eq(bus_producer_open(b, "wrapdead", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "wrapdead", NULL, &c), 0);
+	/* Fill until the room left before the lap's end is less than a frame. */
+	while (r->size - (ld_acquire(&r->hdr->tail.pos) & r->mask) >= flen) {
+		cr_assert_eq(bus_produce(p, 0, &rec, NULL, NULL), 0);
+		int n = bus_consumer_poll(c, v, 64, 0);
+		for (int i = 0; i < n; i++)
+			seen++;
+	}
+	bus_tail_read(&r->hdr->tail, &pos, &off);
+	ch = fork();
+	cr_assert_neq(ch, -1);
+	if (ch == 0) {
+		/* reserve(), concurrent path, up to and not including the
+		 * padding's stores: its intent in a free producer slot, the
+		 * claim, then the raise (R1). */
+		uint64_t p0 = pos, o0 = off, end = pos + (r->size - (pos & r->mask)) + flen, hz;
+		struct bus_pslot *sl = &r->hdr->pslot[BUS_PRODUCERS_MAX - 1];
+		int32_t zero = 0;
+		if (!atomic_compare_exchange_strong(&sl->pid, &zero, (int32_t)getpid()))
+			_exit(4);
+		st_relaxed(&sl->off, off);
+		st_relaxed(&sl->end, end);
+		st_release(&sl->pos, pos);
+		if (!bus_tail_cas(&r->hdr->tail, &p0, &o0, end, o0 + 1))
+			_exit(3);
+		bus_ring_raise_horizon(r, end, UINT64_MAX, &hz);
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(ch, NULL, 0), ch);
+	/* Another producer appends after it: the dead claim is not the last
+	 * one, and only its slot tells its length. */
+	cr_assert_eq(produce_str(p, 0, NULL, "after", NULL, NULL), 0);
+	/* The consumer finds the claim dead and repairs it (its slot names
+	 * its owner, gone: no timeout needed), then reads on. */
+	deadline = bus_mono_ns() + 10000000000ll;
+	while (last < off + 1 && bus_mono_ns() < deadline) {
+		int n = bus_consumer_poll(c, v, 64, 10000000);
+		cr_assert_geq(n, 0, "%s", bus_strerror(n));
+		for (int i = 0; i < n; i++) {
+			lost += v[i].lost_before;
+			last = v[i].offset;
+			seen++;
+		}
+	}
+	cr_assert_eq(last, off + 1, "the record after the dead claim arrives");
+	cr_assert_eq(lost, 1u, "exactly the dead claim's record is missing");
+	cr_assert_eq(seen, off + 1);
+	cr_assert_eq(ld_acquire(&r->hdr->repaired), 1u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
+/* Forge, in a child that then dies, what reserve() leaves when its process
+ * is killed right after the claim CAS: an intent in producer slot @slot
+ * ({@pos, @off} to @end), the claim if @win, the raise.  Returns the pid. */
+static int32_t die_after_claim(struct bus_ring *r, unsigned slot, uint64_t pos, uint64_t off,
+			       uint64_t end, bool win)
+{
+	pid_t ch = fork();
+
+	cr_assert_neq(ch, -1);
+	if (ch == 0) {
+		struct bus_pslot *sl = &r->hdr->pslot[slot];
+		uint64_t p0 = pos, o0 = off, hz;
+		int32_t zero = 0;
+		if (!atomic_compare_exchange_strong(&sl->pid, &zero, (int32_t)getpid()))
+			_exit(4);
+		st_relaxed(&sl->off, off);
+		st_relaxed(&sl->end, end);
+		st_release(&sl->pos, pos);
+		if (win) {
+			if (!bus_tail_cas(&r->hdr->tail, &p0, &o0, end, o0 + 1))
+				_exit(3);
+			bus_ring_raise_horizon(r, end, UINT64_MAX, &hz);
+		}
+		_exit(0);
+	}
+	cr_assert_eq(waitpid(ch, NULL, 0), ch);
+	return (int32_t)ch;
+}
+
+/* A producer killed between its claim CAS and its claim word, with records
+ * of others claimed after it: its slot says how long its claim is (the
+ * tail no longer does), so it is repaired at once (its owner is dead), and
+ * exactly its record is missing.  A producer that lost the CAS for the
+ * same claim and died before its next try left an intent that names the
+ * claim too, with another length: the record after tells which is right. */
+Test(ring, a_dead_claim_without_its_claim_word_is_repaired_though_others_claimed_after_it)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_ring *r;
+	struct bus_view v[16];
+	uint64_t pos, off, flen = bus_align8(BUS_FRAME_HDR + 5);
+	int n;
+
+	mk_topic("deadclaim", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "deadclaim", &t), 0);
+	r = &t->rings[0];
+	cr_assert_eq(bus_producer_open(b, "deadclaim", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "deadclaim", NULL, &c), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(produce_str(p, 0, NULL, "early", NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 16, 0), 3);
+	bus_tail_read(&r->hdr->tail, &pos, &off);
+	die_after_claim(r, BUS_PRODUCERS_MAX - 2, pos, off, pos + 3 * flen, false); /* lost */
+	die_after_claim(r, BUS_PRODUCERS_MAX - 1, pos, off, pos + flen, true);      /* won */
+	cr_assert_eq(produce_str(p, 0, NULL, "after", NULL, NULL), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "later", NULL, NULL), 0);
+	n = bus_consumer_poll(c, v, 16, 1000000000);
+	cr_assert_eq(n, 2, "the claim is repaired and the records after it read: %d (%s)", n,
+		     n < 0 ? bus_strerror(n) : "");
+	cr_assert_eq(v[0].offset, off + 1);
+	cr_assert_eq(v[0].lost_before, 1u);
+	cr_assert(memcmp(v[0].value, "after", 5) == 0);
+	cr_assert_eq(v[1].lost_before, 0u);
+	cr_assert_eq(ld_acquire(&r->hdr->repaired), 1u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
+static void *excl_open_and_produce(void *arg)
+{
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_EXCLUSIVE };
+	_Atomic int *done = arg;
+	struct bus_producer *x;
+	int err;
+
+	err = bus_producer_open(b, "reap", &po, &x);
+	if (!err)
+		err = produce_str(x, 0, NULL, "x", NULL, NULL);
+	atomic_store(done, err ? err : 1);
+	if (!err)
+		bus_producer_close(x);
+	return NULL;
+}
+
+/* excl_pid < 0: a process clears the exclusive bit of a dead owner.  An
+ * exclusive producer waits for it to finish (were it to take the
+ * partition in between, the reaper would clear the new owner's bit and let
+ * concurrent producers claim beside it); a reaper that died is taken over. */
+Test(ring, an_exclusive_producer_waits_for_a_reaper_and_takes_over_from_a_dead_one)
+{
+	struct bus_producer *y;
+	struct bus_topic *t;
+	struct bus_ring_hdr *h;
+	pthread_t th;
+	_Atomic int done = 0;
+	uint64_t pos, off;
+
+	mk_topic("reap", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_topic_get(b, "reap", &t), 0);
+	h = t->rings[0].hdr;
+	cr_assert_eq(bus_producer_open(b, "reap", NULL, &y), 0);
+	cr_assert_eq(produce_str(y, 0, NULL, "y", NULL, NULL), 0);
+
+	/* A live reaper (this process) in the middle of its work. */
+	st_release(&h->excl_pid, -(int32_t)getpid());
+	cr_assert_eq(pthread_create(&th, NULL, excl_open_and_produce, &done), 0);
+	usleep(50000);
+	cr_assert_eq(atomic_load(&done), 0, "no exclusive producer while a reaper works");
+	st_release(&h->excl_pid, 0); /* the reaper is done (the bit was clear) */
+	cr_assert_eq(pthread_join(th, NULL), 0);
+	cr_assert_eq(atomic_load(&done), 1);
+	cr_assert_eq(ld_acquire(&h->excl_pid), 0, "closed: given back");
+
+	/* A reaper that died with the bit still set: a concurrent producer
+	 * takes its work over, and so does an exclusive one. */
+	bus_tail_read(&h->tail, &pos, &off);
+	cr_assert(bus_tail_cas(&h->tail, &pos, &off, pos, off | BUS_TAIL_EXCL));
+	st_release(&h->excl_pid, -dead_pid());
+	cr_assert_eq(produce_str(y, 0, NULL, "y", NULL, NULL), 0);
+	cr_assert_eq(ld_acquire(&h->excl_pid), 0);
+	cr_assert_eq(ld_acquire(&h->tail.off) & BUS_TAIL_EXCL, 0u);
+	bus_tail_read(&h->tail, &pos, &off);
+	cr_assert(bus_tail_cas(&h->tail, &pos, &off, pos, off | BUS_TAIL_EXCL));
+	st_release(&h->excl_pid, -dead_pid());
+	atomic_store(&done, 0);
+	excl_open_and_produce(&done);
+	cr_assert_eq(atomic_load(&done), 1);
+	cr_assert_eq(produce_str(y, 0, NULL, "y", NULL, NULL), 0);
+	bus_producer_close(y);
 	bus_topic_put(t);
 }
 

@@ -80,6 +80,24 @@ static inline bool bus_tail_cas(struct bus_tail *t, uint64_t *pos, uint64_t *off
 }
 
 /*
+ * bus_tail_read() - the tail {pos, off} as one pair: a 16-byte CAS that
+ * compares with {0, 0} (and stores {0, 0} back only where it found that),
+ * so a claim made between two plain loads cannot pair one claim's position
+ * with another's offset.  A locked write: for rare paths (the repairer), never
+ * a producer's or a reader's fast path.  Full barrier on x86.  An exclusive
+ * producer stores the two halves with plain stores: read while it runs, the
+ * pair may be between them (callers check it is gone first).
+ */
+static inline void bus_tail_read(struct bus_tail *t, uint64_t *pos, uint64_t *off)
+{
+	uint64_t p = 0, o = 0;
+
+	(void)bus_tail_cas(t, &p, &o, 0, 0);
+	*pos = p;
+	*off = o;
+}
+
+/*
  * The spill cursor {spill_pos, spill_off} (layout.h, ring header line 3) is
  * published by busd and read by consumers as one 16-byte pair, with the
  * same CAS as the tail, so that a reader never pairs a position with the
@@ -89,13 +107,7 @@ static inline bool bus_tail_cas(struct bus_tail *t, uint64_t *pos, uint64_t *off
  */
 static inline void bus_spill_read(struct bus_ring_hdr *h, uint64_t *pos, uint64_t *off)
 {
-	uint64_t p = 0, o = 0;
-
-	/* Compares with {0, 0} and, if equal, stores {0, 0}: either way the
-	 * current pair lands in p and o, read atomically. */
-	(void)bus_tail_cas((struct bus_tail *)(uintptr_t)&h->spill_pos, &p, &o, 0, 0);
-	*pos = p;
-	*off = o;
+	bus_tail_read((struct bus_tail *)(uintptr_t)&h->spill_pos, pos, off);
 }
 
 static inline void bus_spill_publish(struct bus_ring_hdr *h, uint64_t pos, uint64_t off)
@@ -239,9 +251,12 @@ int bus_ring_attach(const struct bus *b, const char *topic, uint32_t gen, uint32
 void bus_ring_detach(struct bus_ring *r);
 
 /* Low-water mark: producers may write below lw + ring_size.  Returns
- * UINT64_MAX when nothing gates.  Sets *nodaemon when the spiller gates but
- * is not running. */
-uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool *nodaemon);
+ * UINT64_MAX when nothing gates.  With @reap, frees the gating slots of
+ * dead consumers (a kill(pid, 0) per live slot) and sets *nodaemon when the
+ * spiller gates but is not running; without, counts every taken slot and
+ * makes no system call (*nodaemon false): a bound that may be lower than
+ * need be, never higher. */
+uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool reap, bool *nodaemon);
 /* Raise the horizon so that a claim ending at @end (and the word zeroed
  * after it) lies below it, by a step of ring/16 but never above @limit
  * (nor ever lowered).  *cached receives the horizon now in force, which is

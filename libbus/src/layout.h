@@ -228,6 +228,32 @@ struct bus_gating {
 	uint32_t reserved;
 };
 
+/* Producer slots: each concurrent (not exclusive) producer handle that
+ * appends to a partition takes one, a line of its own, and says in it which
+ * claim it is making or holding (its intent): before its claim CAS it
+ * stores off and end (relaxed), then pos (release), the tail pair it tries
+ * to move and where to; after the commit it stores pos = BUS_INTENT_IDLE.
+ * The CAS (a full barrier) orders the intent before the claim, so a claim
+ * always has an intent that names its length, even when its owner dies
+ * before it wrote the frame's claim word.  A reader of a slot loads pos
+ * (acquire), then end, then off (acquire): off equal to the expected
+ * offset proves that end came with that intent (off is stored first and
+ * only grows).  A failed CAS leaves the loser's intent until its next try;
+ * a repairer tells the winner's from such a leftover (ring.c, intent_of()).
+ *
+ * Raisers of the horizon read every slot's pos: a claim in flight is never
+ * lapped (producer.c, raise_ahead(); ring.c, bus_ring_intents_floor()).
+ *
+ * A free slot has pid 0 and pos BUS_INTENT_IDLE (so at creation too). */
+#define BUS_INTENT_IDLE UINT64_MAX
+struct bus_pslot {
+	alignas(BUS_CACHELINE) _Atomic int32_t pid; /* 0: free */
+	uint32_t reserved;
+	_Atomic uint64_t pos;
+	_Atomic uint64_t end;
+	_Atomic uint64_t off;
+};
+
 /* Checkpoints: the ring is cut into BUS_CKPT_N chunks; the producer whose
  * frame ends in a new chunk records where the next frame starts and its
  * offset.  Lapped readers and seeks start from them instead of scanning. */
@@ -252,7 +278,16 @@ struct bus_ring_hdr {
 	/* Line 1: the tail, written by producers (16-byte CAS, or plain stores
 	 * by the exclusive producer). */
 	alignas(BUS_CACHELINE) struct bus_tail tail;
+	/* Who holds BUS_TAIL_EXCL: 0 nobody, a pid its exclusive producer,
+	 * -pid a process clearing a dead owner's bit (producer.c). */
 	_Atomic int32_t excl_pid;
+	uint32_t reserved_excl;
+	/* The exclusive producer's latest claim: its start and offset, stored
+	 * before the tail moves over it, so that whoever frees a partition
+	 * whose owner died knows the claim it may have left half-made
+	 * (producer.c, excl_settle()). */
+	_Atomic uint64_t excl_start;
+	_Atomic uint64_t excl_soff;
 	/* Line 2: the write horizon (I1). */
 	alignas(BUS_CACHELINE) _Atomic uint64_t horizon;
 	/* Line 3: the spiller (busd): the spill cursor, a pair read and
@@ -272,6 +307,8 @@ struct bus_ring_hdr {
 	_Atomic uint64_t replicated_off;
 	/* Gating consumers, a line each. */
 	struct bus_gating gating[BUS_GATING_MAX];
+	/* Concurrent producers, a line each. */
+	struct bus_pslot pslot[BUS_PRODUCERS_MAX];
 	struct bus_ckpt ckpt[BUS_CKPT_N];
 };
 _Static_assert(offsetof(struct bus_ring_hdr, tail) == BUS_CACHELINE, "tail line");
@@ -295,6 +332,8 @@ static inline uint64_t bus_layout_signature(void)
 		sizeof(struct bus_frame), offsetof(struct bus_ring_hdr, tail),
 		offsetof(struct bus_ring_hdr, gating), offsetof(struct bus_ring_hdr, ckpt),
 		offsetof(struct bus_ring_hdr, horizon),
+		offsetof(struct bus_ring_hdr, pslot), offsetof(struct bus_ring_hdr, excl_start),
+		BUS_PRODUCERS_MAX,
 		offsetof(struct bus_topic_slot, name), offsetof(struct bus_frame, slack),
 		BUS_CKPT_N, BUS_GATING_MAX,
 		BUS_TOPICS_MAX, BUS_NAME_MAX,

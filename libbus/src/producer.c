@@ -14,6 +14,7 @@ struct bus_pstate {
 	bool excl;      /* exclusive ownership held */
 	uint64_t pos;   /* exclusive mode: our copy of the tail */
 	uint64_t off;
+	struct bus_pslot *sl; /* concurrent mode: our producer slot, once taken */
 };
 
 struct bus_producer {
@@ -81,16 +82,65 @@ static void excl_clear(struct bus_ring_hdr *h)
 			break;
 }
 
-/* Free a partition whose exclusive owner died.  Returns true if it did. */
-static bool excl_reap(struct bus_ring_hdr *h)
+/* excl_pid (layout.h, ring header line 1) says who holds the exclusive bit
+ * of tail.off:
+ *   0    nobody: the bit is clear (whoever stores 0 clears the bit first);
+ *   P>0  the exclusive producer of process P (the bit is set, or about to);
+ *   -R   process R is clearing the bit of an owner that died (excl_reap()).
+ * The reaper takes excl_pid before it clears the bit and gives it back only
+ * after: were excl_pid 0 while it clears, a new exclusive producer could
+ * take the partition and set the bit in between, and the reaper would then
+ * clear that new owner's bit, letting concurrent producers claim beside it
+ * (duplicate offsets, a tail moved back).  A reaper that dies leaves -R,
+ * which the next one (or an acquirer) takes over as it would a dead owner. */
+
+/* Free a partition whose exclusive owner died (also after a reaper died, or
+ * a bit left set under excl_pid 0, which no honest sequence leaves).
+ * Returns false when a live owner holds it (the caller gives up with
+ * -BUS_EBUSY); true when the caller should look at the tail again. */
+/* Before a reaper clears a dead exclusive owner's bit: the owner's last
+ * claim (excl_start, excl_soff) may be half made, and once concurrent
+ * producers claim after it, nothing would tell its length any more.
+ * Nobody else claims meanwhile (the bit), and the owner is dead.
+ *   - It died between the tail's two stores: the offset is completed.
+ *   - Its claim is not published: it is repaired now (ring.c).
+ * A stale excl_start (an owner that died before any claim of its own)
+ * names a claim that is not the last one, or is published: nothing done. */
+static void excl_settle(struct bus_ring *r)
 {
+	struct bus_ring_hdr *h = r->hdr;
+	uint64_t s = ld_acquire(&h->excl_start), so = ld_acquire(&h->excl_soff);
+	uint64_t tp, to;
+
+	bus_tail_read(&h->tail, &tp, &to);
+	if (tp <= s || !(to & BUS_TAIL_EXCL))
+		return;
+	if ((to & ~BUS_TAIL_EXCL) == so) {
+		uint64_t want = (so + 1) | BUS_TAIL_EXCL;
+		if (!bus_tail_cas(&h->tail, &tp, &to, tp, want))
+			return;
+		to = want;
+	}
+	if ((to & ~BUS_TAIL_EXCL) == so + 1)
+		(void)bus_ring_repair(r, s, so, true);
+}
+
+static bool excl_reap(struct bus_producer *p, struct bus_pstate *ps)
+{
+	struct bus_ring_hdr *h = ps->r->hdr;
 	int32_t pid = ld_acquire(&h->excl_pid);
 
-	if (pid && bus_pid_alive(pid))
+	if (pid > 0 && bus_pid_alive(pid))
 		return false;
-	if (pid && !atomic_compare_exchange_strong(&h->excl_pid, &pid, 0))
+	if (pid < 0 && bus_pid_alive(-pid)) {
+		sched_yield(); /* a reap in progress: a few instructions */
+		return true;
+	}
+	if (!atomic_compare_exchange_strong(&h->excl_pid, &pid, -p->pid))
 		return true; /* someone else changed it: look again */
+	excl_settle(ps->r);
 	excl_clear(h);
+	st_release(&h->excl_pid, 0); /* the bit is clear: see above */
 	return true;
 }
 
@@ -101,10 +151,26 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 
 	for (;;) {
 		int32_t pid = ld_acquire(&h->excl_pid);
-		if (pid == p->pid || (pid && bus_pid_alive(pid)))
+		if (pid == p->pid || (pid > 0 && bus_pid_alive(pid)))
 			return -BUS_EBUSY;
-		if (atomic_compare_exchange_strong(&h->excl_pid, &pid, p->pid))
-			break;
+		if (pid < 0 && bus_pid_alive(-pid)) {
+			sched_yield(); /* a reaper clears the bit: wait for it */
+			continue;
+		}
+		if (pid == 0) {
+			/* The bit is clear. */
+			if (atomic_compare_exchange_strong(&h->excl_pid, &pid, p->pid))
+				break;
+			continue;
+		}
+		/* A dead owner or reaper: settle its last claim as a reaper
+		 * does (under the reaper's mark, so that the repair does not
+		 * take us for a live owner), then take the bit as it is. */
+		if (!atomic_compare_exchange_strong(&h->excl_pid, &pid, -p->pid))
+			continue;
+		excl_settle(ps->r);
+		st_release(&h->excl_pid, p->pid);
+		break;
 	}
 	pos = ld_relaxed(&h->tail.pos);
 	off = ld_relaxed(&h->tail.off);
@@ -136,10 +202,100 @@ void bus_producer_close(struct bus_producer *p)
 			excl_clear(ps->r->hdr);
 			atomic_compare_exchange_strong(&ps->r->hdr->excl_pid, &self, 0);
 		}
+		if (ps->sl) {
+			/* No claim is open (bus.h): the intent is idle. */
+			st_release(&ps->sl->pos, BUS_INTENT_IDLE);
+			st_release(&ps->sl->pid, 0);
+		}
 	}
 	bus_topic_put(p->t);
 	free(p->parts);
 	free(p);
+}
+
+/* Take a producer slot in @ps's ring (layout.h, producer slots): a free one,
+ * or one whose owner died and left no claim in flight (an intent whose
+ * frame is published or repaired, or none).  A dead owner's unresolved
+ * intent is what a repairer needs to know that claim's length: left alone.
+ * Returns 0 or -EUSERS. */
+static int pslot_take(struct bus_producer *p, struct bus_pstate *ps)
+{
+	struct bus_ring *r = ps->r;
+
+	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++) {
+		struct bus_pslot *sl = &r->hdr->pslot[i];
+		int32_t pid = ld_acquire(&sl->pid);
+
+		if (pid && bus_pid_alive(pid))
+			continue;
+		if (pid) {
+			uint64_t pos = ld_acquire(&sl->pos), off = ld_acquire(&sl->off);
+			const struct bus_frame *f =
+				(const struct bus_frame *)(r->data + (pos & r->mask));
+			uint64_t w = pos == BUS_INTENT_IDLE ? 0 : ld_acquire(&f->commit);
+			uint64_t hz = ld_acquire(&r->hdr->horizon);
+			/* Resolved: published (or repaired) at pos, or so old
+			 * that the horizon is a lap past it. */
+			if (pos != BUS_INTENT_IDLE && !(w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off) &&
+			    hz <= pos + r->size)
+				continue;
+		}
+		if (!atomic_compare_exchange_strong(&sl->pid, &pid, p->pid)) {
+			i--; /* raced: look at this slot again */
+			continue;
+		}
+		st_release(&sl->pos, BUS_INTENT_IDLE);
+		ps->sl = sl;
+		return 0;
+	}
+	return -EUSERS;
+}
+
+/* A gated producer's limit from the gating cursors as they are now: claims
+ * may end at or below ps->limit - BUS_FRAME_ALIGN.  With @reap (wait_space(),
+ * when a claim does not fit) dead gating consumers are freed and *nodaemon
+ * says whether the spiller that gates is gone; without (refresh_limit()) no
+ * system call is made and a dead consumer's slot still counts. */
+static void compute_limit(struct bus_producer *p, struct bus_pstate *ps, bool reap, bool *nodaemon)
+{
+	uint64_t lw = bus_ring_low_water(ps->r, p->persistent, reap, nodaemon);
+
+	/* Overwrite topics are gated only by the spiller. */
+	if (p->t->cfg.overflow == BUS_OVERFLOW_OVERWRITE && p->persistent) {
+		lw = ld_acquire(&ps->r->hdr->spill_pos);
+		*nodaemon = reap && !bus_pid_alive(ld_acquire(&ps->r->hdr->spiller_pid));
+	}
+	ps->limit = lw > UINT64_MAX - ps->r->size ? UINT64_MAX : lw + ps->r->size;
+	/* No durable offset floor covers this ring yet (busd has not taken it
+	 * since it was made): no offset may be handed out, or a reboot could
+	 * give it out again ("offset floor" in segment.h).  The acquire pairs
+	 * with busd's release store after the floor's fdatasync; the flag is
+	 * never cleared, so a limit computed after seeing it stays good. */
+	if (p->persistent && !ld_acquire(&ps->r->hdr->floor_ok)) {
+		ps->limit = 0;
+		*nodaemon = reap && !bus_pid_alive(ld_acquire(&ps->r->hdr->spiller_pid));
+	}
+}
+
+/* Before a gated producer raises the horizon (once per ring_size >>
+ * BUS_HZ_STEP_SHIFT bytes), it takes its limit again, so that a consumer
+ * that registered as gating after the limit was computed (or a gating
+ * consumer that seeked back) holds it back from then on.  Without this a
+ * producer that had found no gating consumer kept a limit of "never" for
+ * good, and lapped a gating consumer that came later.
+ *
+ * What this guarantees: a gating cursor published before a producer's
+ * refresh bounds every horizon that producer raises afterwards.  A raise
+ * already under way when a consumer registers may still pass its position
+ * (by at most one raise); that consumer then finds itself lapped by I1, as
+ * any reader does, and the records it missed are counted, never handed out
+ * torn (consumer.c).  No system call: dead consumers' slots still count
+ * here, and wait_space() frees them when they hold the producer back. */
+static inline void refresh_limit(struct bus_producer *p, struct bus_pstate *ps)
+{
+	bool nodaemon;
+
+	compute_limit(p, ps, false, &nodaemon);
 }
 
 /* Wait until a claim ending at @end fits under the low-water mark. */
@@ -150,24 +306,7 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 
 	for (;;) {
 		bool nodaemon;
-		uint64_t lw = bus_ring_low_water(ps->r, p->persistent, &nodaemon);
-		/* Overwrite topics are gated only by the spiller. */
-		if (p->t->cfg.overflow == BUS_OVERFLOW_OVERWRITE && p->persistent) {
-			uint64_t sp = ld_acquire(&ps->r->hdr->spill_pos);
-			nodaemon = !bus_pid_alive(ld_acquire(&ps->r->hdr->spiller_pid));
-			lw = sp;
-		}
-		ps->limit = lw > UINT64_MAX - ps->r->size ? UINT64_MAX : lw + ps->r->size;
-		/* No durable offset floor covers this ring yet (busd has not
-		 * taken it since it was made): no offset may be handed out,
-		 * or a reboot could give it out again ("offset floor" in
-		 * segment.h).  The acquire pairs with busd's release store
-		 * after the floor's fdatasync; the flag is never cleared, so
-		 * a limit computed after seeing it stays good. */
-		if (p->persistent && !ld_acquire(&ps->r->hdr->floor_ok)) {
-			ps->limit = 0;
-			nodaemon = !bus_pid_alive(ld_acquire(&ps->r->hdr->spiller_pid));
-		}
+		compute_limit(p, ps, true, &nodaemon);
 		if (end + BUS_FRAME_ALIGN <= ps->limit)
 			return 0;
 		/* A busd that runs but has not taken this partition yet (a
@@ -241,11 +380,18 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 		pad = flen > pad ? pad : 0;
 		flen = slacked(line, pos, pad, base);
 		end = pos + pad + flen;
+		if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz))
+			refresh_limit(p, ps); /* a raise comes */
 		if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->limit) &&
 		    (err = wait_space(p, ps, end)) != 0)
 			return err;
-		st_relaxed(&h->tail.pos, end);
-		st_relaxed(&h->tail.off, (o + 1) | BUS_TAIL_EXCL);
+		/* The claim's start and offset, then the tail (release: in
+		 * this order, for excl_settle()); all on the tail's line,
+		 * which this producer holds anyway. */
+		st_relaxed(&h->excl_start, pos);
+		st_relaxed(&h->excl_soff, o);
+		st_release(&h->tail.pos, end);
+		st_release(&h->tail.off, (o + 1) | BUS_TAIL_EXCL);
 		if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz))
 			bus_ring_raise_horizon(r, end, raise_limit(p, ps), &ps->hz);
 		/* R1: the horizon before any byte of the frame (seqlock, I1). */
@@ -259,16 +405,26 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 		 * touches that word. */
 		st_relaxed(&((struct bus_frame *)(r->data + (end & r->mask)))->commit, 0);
 	} else {
+		struct bus_pslot *sl = ps->sl;
+
+		if (BUS_UNLIKELY(!sl)) {
+			if ((err = pslot_take(p, ps)) != 0)
+				return err;
+			sl = ps->sl;
+		}
 		pos = ld_relaxed(&h->tail.pos);
 		o = ld_relaxed(&h->tail.off);
 		for (;;) {
 			/* Every frame length is aligned, so is every tail a
 			 * producer leaves: an unaligned one was written by none
 			 * (and the frame would straddle words others read). */
-			if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN))
+			if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN)) {
+				st_release(&sl->pos, BUS_INTENT_IDLE);
 				return -BUS_ECORRUPT;
+			}
 			if (BUS_UNLIKELY(o & BUS_TAIL_EXCL)) {
-				if (!excl_reap(h))
+				st_release(&sl->pos, BUS_INTENT_IDLE);
+				if (!excl_reap(p, ps))
 					return -BUS_EBUSY;
 				pos = ld_relaxed(&h->tail.pos);
 				o = ld_relaxed(&h->tail.off);
@@ -278,10 +434,18 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 			pad = base > pad ? pad : 0;
 			flen = slacked(line, pos, pad, base);
 			end = pos + pad + flen;
+			if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz))
+				refresh_limit(p, ps); /* a raise may come */
 			if (p->gated && BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->limit)) {
+				st_release(&sl->pos, BUS_INTENT_IDLE);
 				if ((err = wait_space(p, ps, end)) != 0)
 					return err;
 			}
+			/* The intent (layout.h, producer slots), then the
+			 * claim: the CAS's lock orders the stores before it. */
+			st_relaxed(&sl->off, o);
+			st_relaxed(&sl->end, end);
+			st_release(&sl->pos, pos);
 			if (bus_tail_cas(&h->tail, &pos, &o, end, o + 1))
 				break;
 		}
@@ -298,8 +462,14 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 		struct bus_frame *pf = (struct bus_frame *)(r->data + (pos & r->mask));
 		struct bus_frame *nf = (struct bus_frame *)r->data;
 		/* Our frame starts the next lap: clear its stale commit word
-		 * before the padding sends readers there. */
-		st_relaxed(&nf->commit, 0);
+		 * before the padding sends readers there.  A concurrent
+		 * producer leaves a LOST frame of its own offset in place: a
+		 * repairer that found this claim stalled wrote it (ring.c,
+		 * repair_wrap()), and the commit then says -BUS_EREPAIRED. */
+		if (p->flags & BUS_PRODUCER_EXCLUSIVE)
+			st_relaxed(&nf->commit, 0);
+		else
+			bus_ring_zero_ahead(r, pos + pad, o);
 		st_release(&pf->commit, BUS_COMMIT(BUS_FRAME_PAD, pad, o)); /* R3 */
 		bus_ring_checkpoint(r, pos, pos + pad, o);
 	}
@@ -391,7 +561,11 @@ BUS_TARGET_PREFETCHW static void own_ahead(const struct bus_ring *r, uint64_t en
 static inline void raise_ahead(struct bus_producer *p, struct bus_pstate *ps, uint64_t end)
 {
 	uint64_t to = end + (ps->r->size >> BUS_HZ_AHEAD_SHIFT);
-	uint64_t limit = raise_limit(p, ps);
+	uint64_t limit;
+
+	if (p->gated)
+		refresh_limit(p, ps);
+	limit = raise_limit(p, ps);
 
 	/* A gated producer near its limit: reserve() raises, as far as the
 	 * limit lets it, when it must. */
@@ -430,12 +604,16 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 		bus_ring_zero_ahead(r, end, off + 1);
 		w = ld_relaxed(&f->commit);
 		do {
-			if (BUS_COMMIT_TYPE(w) == BUS_FRAME_LOST && BUS_COMMIT_TAG(w) == (uint32_t)off)
+			if (BUS_COMMIT_TYPE(w) == BUS_FRAME_LOST && BUS_COMMIT_TAG(w) == (uint32_t)off) {
+				st_release(&ps->sl->pos, BUS_INTENT_IDLE);
 				return -BUS_EREPAIRED;
+			}
 			/* R3 (CAS with release): a repair in between fails it. */
 		} while (!atomic_compare_exchange_weak_explicit(&f->commit, &w, cw,
 								memory_order_release,
 								memory_order_relaxed));
+		/* Published: no claim in flight (after the commit, release). */
+		st_release(&ps->sl->pos, BUS_INTENT_IDLE);
 	}
 	if ((p->flags & BUS_PRODUCER_LOW_LATENCY) && flen <= DEMOTE_MAX) {
 		demote(f, flen);

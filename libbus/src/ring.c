@@ -82,7 +82,10 @@ int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32
 	}
 	st_relaxed(&h->ckpt[0].pos, 0);
 	st_relaxed(&h->ckpt[0].off, start_off);
+	for (uint32_t i = 0; i < BUS_PRODUCERS_MAX; i++)
+		st_relaxed(&h->pslot[i].pos, BUS_INTENT_IDLE);
 	st_relaxed(&h->tail.off, start_off);
+	st_relaxed(&h->excl_soff, start_off);
 	/* Everything before start_off is on disk already. */
 	st_relaxed(&h->spill_off, start_off);
 	/* R0: publishes the header; pairs with A0 in bus_ring_attach(). */
@@ -130,7 +133,7 @@ void bus_ring_detach(struct bus_ring *r)
 	bus_shm_unmap(&r->map);
 }
 
-uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool *nodaemon)
+uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool reap, bool *nodaemon)
 {
 	struct bus_ring_hdr *h = r->hdr;
 	uint64_t lw = UINT64_MAX;
@@ -142,7 +145,7 @@ uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool *nodaemon)
 
 		if (!pid)
 			continue;
-		if (!bus_pid_alive(pid)) {
+		if (reap && !bus_pid_alive(pid)) {
 			/* A dead gating consumer must not hold producers back. */
 			atomic_compare_exchange_strong(&h->gating[i].pid, &pid, 0);
 			continue;
@@ -155,7 +158,7 @@ uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool *nodaemon)
 		uint64_t sp = ld_acquire(&h->spill_pos);
 		if (sp < lw) {
 			lw = sp;
-			*nodaemon = !bus_pid_alive(ld_acquire(&h->spiller_pid));
+			*nodaemon = reap && !bus_pid_alive(ld_acquire(&h->spiller_pid));
 		}
 	}
 	return lw;
@@ -267,19 +270,164 @@ static uint32_t frame_len_checked(const struct bus_ring *r, const struct bus_fra
 	return n && n <= room ? (uint32_t)n : 0;
 }
 
+/* A live exclusive producer holds the partition: it is the only writer, and
+ * its plain commit store cannot be fenced, so a repairer never races it. */
+static bool excl_live(struct bus_ring_hdr *h, uint64_t tail_off)
+{
+	return (tail_off & BUS_TAIL_EXCL) && bus_pid_alive(ld_acquire(&h->excl_pid));
+}
+
+/* A claim of @len bytes at @pos whose owner may have died before raising
+ * the horizon over it (the raise comes between its claim and its first
+ * write, R1): raise it now, to the claim's end and no further, before
+ * writing there.  The claim was admitted under its producer's limit, so a
+ * gated topic's limit allows this much. */
+static void repair_raise(struct bus_ring *r, uint64_t end)
+{
+	uint64_t hz;
+
+	bus_ring_raise_horizon(r, end, end + BUS_FRAME_ALIGN, &hz);
+	/* R1, as a producer's: the horizon before the bytes written next. */
+	atomic_thread_fence(memory_order_release);
+}
+
+/* Slot @i's intent if it is the claim {@pos, @off}: *end and *pid, and true.
+ * The read order (layout.h, producer slots): pos, end, off. */
+static bool intent_read(struct bus_ring_hdr *h, unsigned i, uint64_t pos, uint64_t off,
+			uint64_t *end, int32_t *pid)
+{
+	struct bus_pslot *sl = &h->pslot[i];
+
+	*pid = ld_acquire(&sl->pid);
+	if (!*pid || ld_acquire(&sl->pos) != pos)
+		return false;
+	*end = ld_acquire(&sl->end);
+	return ld_acquire(&sl->off) == off;
+}
+
+/* Whether a frame of offset @off starts at @pos: published there, or
+ * claimed there by a producer that wrote its claim word or says so in its
+ * slot, or the last claim ends there. */
+static bool frame_starts_at(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t tail_pos,
+			    uint64_t tail_off)
+{
+	const struct bus_frame *f = (const struct bus_frame *)(r->data + (pos & r->mask));
+	uint64_t w = ld_acquire(&f->commit), cl = ld_acquire(&f->claim), e;
+	int32_t pid;
+
+	if (pos == tail_pos)
+		return (tail_off & ~BUS_TAIL_EXCL) == off;
+	if ((w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off) ||
+	    (BUS_CLAIM_PID(cl) > 0 && BUS_CLAIM_TAG(cl) == (uint32_t)off) ||
+	    BUS_CLAIM_IS_SUM(cl, off))
+		return true;
+	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
+		if (intent_read(r->hdr, i, pos, off, &e, &pid))
+			return true;
+	return false;
+}
+
+/* The claim {@pos, @off} as its producer announced it in its slot: its end
+ * in *end and whether an owner may still be alive in *alive.  Returns 1
+ * when found, 0 when no slot names it (an exclusive producer's claim, or
+ * the owner freed its slot: then it published), -1 when slots disagree
+ * and nothing tells yet which is right.
+ *
+ * More than one slot names the claim when a producer lost the CAS for it
+ * and has not yet stored its next intent (it may have died right after
+ * the CAS): the winner's end is the one where the next record starts. */
+static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t tail_pos,
+		     uint64_t tail_off, uint64_t *end, bool *alive)
+{
+	uint64_t ends[BUS_PRODUCERS_MAX];
+	int32_t pids[BUS_PRODUCERS_MAX];
+	unsigned n = 0, hits = 0;
+
+	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
+		if (intent_read(r->hdr, i, pos, off, &ends[n], &pids[n]))
+			n++;
+	if (!n)
+		return 0;
+	*alive = false;
+	for (unsigned i = 0; i < n; i++)
+		*alive = *alive || bus_pid_alive(pids[i]);
+	for (unsigned i = 0; i < n; i++) {
+		if (n > 1 && ends[i] != ends[0])
+			break;
+		if (i == n - 1) {
+			*end = ends[0]; /* one end, whoever won */
+			return 1;
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (ends[i] > tail_pos || ends[i] <= pos ||
+		    !frame_starts_at(r, ends[i], off + 1, tail_pos, tail_off))
+			continue;
+		if (hits++ && ends[i] != *end)
+			return -1;
+		*end = ends[i];
+	}
+	return hits ? 1 : -1;
+}
+
+/* A claim at @pos near the lap's end, with no claim word, ending at
+ * @tail_pos past the lap: it is a padding frame to the lap's end and then a
+ * frame at the lap's start (reserve()), whose owner died (or stalls) before
+ * it published the padding.  Readers wait at @pos.  Publish a LOST frame at the
+ * lap's start, then the padding that sends readers to it (R3 order: the
+ * LOST frame before the padding, so that no reader finds the start empty
+ * and waits again).  @w is the commit word found at @pos.
+ *
+ * A live owner that resumes: its zeroing of the lap start's commit word
+ * leaves a LOST frame of its own offset alone (bus_ring_zero_ahead(), in
+ * reserve()), its padding store writes the same word as ours, and its
+ * commit CAS finds the LOST frame and reports -BUS_EREPAIRED. */
+static int repair_wrap(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t w,
+		       uint64_t tail_pos)
+{
+	/* (@tail_pos: the claim's end.) */
+	uint64_t room = r->size - (pos & r->mask);
+	uint64_t q = pos + room; /* the lap's start */
+	uint64_t flen = tail_pos - q;
+	struct bus_frame *qf = (struct bus_frame *)(r->data + (q & r->mask));
+	struct bus_frame *pf = (struct bus_frame *)(r->data + (pos & r->mask));
+	uint64_t wq;
+
+	/* reserve() wraps only a frame longer than the room left, of at
+	 * most half a ring plus its slack. */
+	if (flen <= room || flen < BUS_FRAME_HDR || flen % BUS_FRAME_ALIGN ||
+	    flen > r->size / 2 + BUS_SLACK_MAX)
+		return -BUS_ECORRUPT;
+	repair_raise(r, tail_pos);
+	bus_ring_zero_ahead(r, tail_pos, off + 1);
+	wq = ld_acquire(&qf->commit);
+	if (wq != 0 && BUS_COMMIT_TAG(wq) == (uint32_t)off)
+		return 0; /* its owner published the frame meanwhile */
+	if (!atomic_compare_exchange_strong(&qf->commit, &wq,
+					    BUS_COMMIT(BUS_FRAME_LOST, flen, off)))
+		return 0; /* its owner moved meanwhile: look again later */
+	/* R3.  A failed CAS means the owner stored the same padding word. */
+	(void)atomic_compare_exchange_strong(&pf->commit, &w, BUS_COMMIT(BUS_FRAME_PAD, room, off));
+	atomic_fetch_add_explicit(&r->hdr->repaired, 1, memory_order_relaxed);
+	return 1;
+}
+
 int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 {
 	struct bus_ring_hdr *h = r->hdr;
 	struct bus_frame *f = (struct bus_frame *)(r->data + (pos & r->mask));
 	uint64_t claim = ld_acquire(&f->claim); /* A2: pairs with R2 */
 	uint64_t w = ld_acquire(&f->commit);
-	uint64_t tail_off = ld_acquire(&h->tail.off);
-	uint64_t tail_pos = ld_acquire(&h->tail.pos);
+	uint64_t room = r->size - (pos & r->mask);
+	uint64_t tail_off, tail_pos;
 	uint32_t len;
 	int32_t pid;
 
 	if (w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off)
 		return 0; /* published meanwhile */
+	/* One pair: two loads could pair one claim's position with the next
+	 * claim's offset, and the length below would swallow that frame. */
+	bus_tail_read(&h->tail, &tail_pos, &tail_off);
 	if (tail_pos <= pos)
 		return 0; /* nothing claimed here */
 	/* A claim word always holds its owner's pid: one without (a new
@@ -289,8 +437,6 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 	if (BUS_CLAIM_PID(claim) > 0 && BUS_CLAIM_TAG(claim) == (uint32_t)off) {
 		pid = BUS_CLAIM_PID(claim);
 		if (bus_pid_alive(pid)) {
-			/* A live exclusive producer is the only writer: its
-			 * plain commit store cannot be fenced, so never race it. */
 			if (!force || ((tail_off & BUS_TAIL_EXCL) && ld_relaxed(&h->excl_pid) == pid))
 				return 0;
 		}
@@ -301,20 +447,42 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 		/* The owner wrote the whole frame and its sum, and was about
 		 * to publish it; who it was is no longer said.  Only when
 		 * forced (stalled past the timeout, as a live claimant), and
-		 * never under a live exclusive producer (see above). */
-		if (!force ||
-		    ((tail_off & BUS_TAIL_EXCL) && bus_pid_alive(ld_relaxed(&h->excl_pid))))
+		 * never under a live exclusive producer. */
+		if (!force || excl_live(h, tail_off))
 			return 0;
 		len = frame_len_checked(r, f, pos);
 		if (!len)
 			return -BUS_ECORRUPT;
 	} else {
-		/* The owner died between its claim and its claim word.  Only
-		 * when it holds the last claim is its length known. */
-		if (!force || (tail_off & ~BUS_TAIL_EXCL) != off + 1 ||
-		    tail_pos - pos > r->size - (pos & r->mask))
+		/* The owner died (or stalls) between its claim and its claim
+		 * word.  Its slot says how long the claim is and whose it is;
+		 * an exclusive producer has no slot, but its claim is the last
+		 * one (nobody claims beside it).  Never under a live exclusive
+		 * producer, which may be just about to write it. */
+		uint64_t end = 0;
+		bool alive = true;
+		int found;
+
+		if (excl_live(h, tail_off))
 			return 0;
-		len = (uint32_t)(tail_pos - pos);
+		found = intent_of(r, pos, off, tail_pos, tail_off, &end, &alive);
+		if (found < 0)
+			return 0;
+		if (found == 0) {
+			if ((tail_off & ~BUS_TAIL_EXCL) != off + 1)
+				return 0;
+			end = tail_pos;
+		}
+		if (alive && !force)
+			return 0;
+		if (end <= pos || end > tail_pos)
+			return -BUS_ECORRUPT;
+		if (end - pos > room)
+			return repair_wrap(r, pos, off, w, end);
+		len = (uint32_t)(end - pos);
+		if (len < BUS_FRAME_HDR || len % BUS_FRAME_ALIGN)
+			return -BUS_ECORRUPT;
+		repair_raise(r, end);
 	}
 	/* Zero ahead before publishing, as a producer does (step 3); harmless
 	 * if the CAS below loses to the producer's own commit. */

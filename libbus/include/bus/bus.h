@@ -271,6 +271,12 @@ struct bus_record {
  *  record) for nothing. */
 #define BUS_PRODUCER_LOW_LATENCY 0x4u
 
+/** At most this many producers that are not BUS_PRODUCER_EXCLUSIVE append
+ *  to one partition at a time (each takes a slot in the partition's ring
+ *  at its first append there, freed by bus_producer_close() or its
+ *  process's death); one more gets -EUSERS. */
+#define BUS_PRODUCERS_MAX 32
+
 struct bus_producer_opts {
 	unsigned flags;           /**< BUS_PRODUCER_* */
 	int64_t block_timeout_ns; /**< longest wait when full; <= 0: forever */
@@ -303,9 +309,9 @@ void bus_producer_close(struct bus_producer *p);
  * (busd stopped spilling this partition: a corrupt frame or log, see its
  * log; or the ring's tail is one no producer leaves: a damaged or hostile
  * ring header, nothing written), -EMSGSIZE, -EINVAL (also: more than
- * 65535 headers), -BUS_EBUSY,
- * -BUS_ESTALE, -BUS_EREPAIRED (a stalled claim was repaired by another
- * process).
+ * 65535 headers), -BUS_EBUSY, -EUSERS (BUS_PRODUCERS_MAX producers
+ * already append to that partition), -BUS_ESTALE, -BUS_EREPAIRED (a stalled
+ * claim was repaired by another process).
  */
 int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_record *r,
 		uint32_t *out_partition, uint64_t *out_offset);
