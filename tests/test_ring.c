@@ -925,6 +925,65 @@ Test(ring, a_dead_claim_without_its_claim_word_is_repaired_though_others_claimed
 	bus_topic_put(t);
 }
 
+/* A producer holding a claim (zero copy, or stalled) while others produce
+ * more than a ring after it on an overwrite topic: they never lap its frame
+ * before the stuck-claim timeout (its late writes would land on their newer
+ * records, and its commit would publish them torn).  Past the timeout they
+ * repair it, it learns so at commit, and readers count its record lost. */
+Test(ring, producers_never_lap_a_claim_in_flight_before_the_stuck_timeout)
+{
+	struct bus_opts o = env.opts;
+	struct bus *b2;
+	struct bus_producer *a, *p;
+	struct bus_consumer *c;
+	struct bus_claim cl;
+	struct bus_view v[64];
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	uint64_t seen = 0, lost = 0, next = 0;
+	int64_t t0, waited;
+	int n, err;
+
+	o.stuck_claim_ns = 200000000; /* 200 ms */
+	cr_assert_eq(bus_open(&b2, &o), 0);
+	mk_topic("inflight", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_producer_open(b2, "inflight", NULL, &a), 0);
+	cr_assert_eq(bus_producer_open(b2, "inflight", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b2, "inflight", NULL, &c), 0);
+	cr_assert_eq(bus_producer_claim(a, 0, NULL, 0, 8, &cl), 0);
+	memset(cl.value, 'a', 8); /* its value, before it stalls */
+	memset(val, 'p', sizeof(val));
+	t0 = tnow_ms();
+	for (int i = 0; i < 2 * (int)(BUS_RING_MIN / sizeof(val)); i++)
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	waited = tnow_ms() - t0;
+	cr_assert_geq(waited, 200, "lapped the claim after %lld ms, before the timeout",
+		      (long long)waited);
+	/* It resumes late and commits. */
+	err = bus_producer_commit(a, &cl, 0);
+	cr_assert_eq(err, -BUS_EREPAIRED, "a late commit must not publish: %s", bus_strerror(err));
+	/* Every record a reader gets is whole, and what it missed is counted. */
+	while ((n = bus_consumer_poll(c, v, 64, 0)) > 0) {
+		for (int i = 0; i < n; i++) {
+			cr_assert_eq(v[i].value_len, sizeof(val));
+			for (size_t k = 0; k < sizeof(val); k++)
+				cr_assert_eq(((const char *)v[i].value)[k], 'p', "torn record %llu",
+					     (unsigned long long)v[i].offset);
+			cr_assert_geq(v[i].offset, next);
+			lost += v[i].lost_before;
+			next = v[i].offset + 1;
+			seen++;
+		}
+		cr_assert_eq(bus_consumer_check(c, v, (unsigned)n), n);
+	}
+	cr_assert_geq(n, 0, "%s", bus_strerror(n));
+	cr_assert_eq(seen + lost, next, "every offset read or counted lost");
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_producer_close(a);
+	bus_close(b2);
+}
+
 static void *excl_open_and_produce(void *arg)
 {
 	struct bus_producer_opts po = { .flags = BUS_PRODUCER_EXCLUSIVE };

@@ -270,6 +270,13 @@ int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off);
  * is dead, or if @force (stalled past the timeout).  Returns 1 when
  * repaired, 0 when not (yet), negative on corruption. */
 int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force);
+/* The lowest position below @below at which a claim is in flight, by the
+ * intents in the producer slots (layout.h), or BUS_INTENT_IDLE: a horizon
+ * must not pass it + ring_size, or that claim's late writes would land on
+ * newer frames.  Skips intents whose frame is published or repaired, and
+ * those a lap behind @hz (the horizon as read).  No system call; reads a
+ * line per taken slot.  Any process, any time. */
+uint64_t bus_ring_intents_floor(struct bus_ring *r, uint64_t hz, uint64_t below);
 /* Zero the commit word at @pos unless it already holds a frame of offset
  * @next_off (see ring.c). */
 void bus_ring_zero_ahead(struct bus_ring *r, uint64_t pos, uint64_t next_off);

@@ -341,6 +341,85 @@ static inline uint64_t raise_limit(const struct bus_producer *p, const struct bu
 	return p->gated ? ps->limit : UINT64_MAX;
 }
 
+/* ... and never a lap past a claim in flight (layout.h, producer slots).
+ *
+ * Why: a producer stalled between its claim and its commit (preempted, or
+ * holding a zero-copy claim) writes its frame whenever it resumes.  Had
+ * other producers raised the horizon a lap past it meanwhile (an overwrite
+ * topic gates nothing else), those writes would land on newer frames whose
+ * readers had validated them (I1 holds: the late writes are below the
+ * horizon), and its commit would publish garbage over them.  So every raise
+ * stops at the oldest unpublished intent + ring_size, and a producer whose
+ * own claim needs more waits for that claim (raise_over()).  This is read
+ * once per raise (1/16 ring), a line per taken slot: nothing per record. */
+static inline uint64_t raise_cap(const struct bus_producer *p, const struct bus_pstate *ps)
+{
+	uint64_t lim = raise_limit(p, ps);
+	uint64_t fl = bus_ring_intents_floor(ps->r, ld_acquire(&ps->r->hdr->horizon), UINT64_MAX);
+
+	if (fl != BUS_INTENT_IDLE && fl + ps->r->size < lim)
+		lim = fl + ps->r->size;
+	return lim;
+}
+
+/* Claims in flight a lap behind @need (the horizon this producer needs)
+ * stand in the way: their owners are given until the stuck-claim timeout
+ * (counted from *@since) to publish; a dead owner's claim is repaired at
+ * once (its intent tells its length) and its intent dropped, a live one's
+ * after the timeout, as readers repair stalled claims (ring.c). */
+static void unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint64_t need,
+			    int64_t *since)
+{
+	struct bus_ring *r = ps->r;
+	uint64_t fl = need > r->size ? bus_ring_intents_floor(r, ld_acquire(&r->hdr->horizon),
+							       need - r->size)
+				     : BUS_INTENT_IDLE;
+
+	if (fl == BUS_INTENT_IDLE)
+		return; /* nothing in the way any more */
+	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++) {
+		struct bus_pslot *sl = &r->hdr->pslot[i];
+		int32_t pid = ld_acquire(&sl->pid);
+		uint64_t pos, off;
+
+		if (!pid || (pos = ld_acquire(&sl->pos)) != fl)
+			continue; /* not the oldest in the way */
+		bool late;
+		int rc = 0;
+
+		off = ld_acquire(&sl->off);
+		if (!*since)
+			*since = bus_mono_ns();
+		late = bus_mono_ns() - *since > (int64_t)p->b->stuck_claim_ns;
+		if (late || !bus_pid_alive(pid))
+			rc = bus_ring_repair(r, pos, off, late);
+		/* An intent whose claim is repaired has served; past the
+		 * timeout, one that no repair resolves (it names no real
+		 * claim: a damaged slot) is dropped too, so that no intent
+		 * holds producers back longer than the timeout. */
+		if (rc == 1 || late)
+			atomic_compare_exchange_strong(&sl->pos, &pos, BUS_INTENT_IDLE);
+	}
+	sched_yield();
+}
+
+/* Raise the horizon over a claim ending at @end (reserve()), as far as
+ * raise_cap() lets it, and wait until it lets it that far. */
+static void raise_over(struct bus_producer *p, struct bus_pstate *ps, uint64_t end)
+{
+	int64_t since = 0;
+
+	for (;;) {
+		uint64_t lim = raise_cap(p, ps);
+
+		if (end + BUS_FRAME_ALIGN <= lim) {
+			bus_ring_raise_horizon(ps->r, end, lim, &ps->hz);
+			return;
+		}
+		unblock_intents(p, ps, end + BUS_FRAME_ALIGN, &since);
+	}
+}
+
 /* The length of a frame of @flen bytes placed at @pos (after @pad bytes of
  * padding), lengthened by its slack to end on a cache line when @line.  The
  * lap's end (the ring's size is a multiple of lines) never comes before
@@ -393,7 +472,7 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 		st_release(&h->tail.pos, end);
 		st_release(&h->tail.off, (o + 1) | BUS_TAIL_EXCL);
 		if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz))
-			bus_ring_raise_horizon(r, end, raise_limit(p, ps), &ps->hz);
+			raise_over(p, ps, end);
 		/* R1: the horizon before any byte of the frame (seqlock, I1). */
 		atomic_thread_fence(memory_order_release);
 		ps->pos = end;
@@ -412,8 +491,15 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 				return err;
 			sl = ps->sl;
 		}
-		pos = ld_relaxed(&h->tail.pos);
-		o = ld_relaxed(&h->tail.off);
+		/* A pair the tail really held: every claim moves pos on, so
+		 * an equal pos read after off means off is pos's.  An intent
+		 * then always names a real tail state, even one this CAS
+		 * loses (ring.c relies on it); a failed CAS hands back the
+		 * current pair whole. */
+		do {
+			pos = ld_acquire(&h->tail.pos);
+			o = ld_acquire(&h->tail.off);
+		} while (BUS_UNLIKELY(ld_acquire(&h->tail.pos) != pos));
 		for (;;) {
 			/* Every frame length is aligned, so is every tail a
 			 * producer leaves: an unaligned one was written by none
@@ -452,8 +538,7 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 		if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN > ps->hz)) {
 			ps->hz = ld_relaxed(&h->horizon);
 			if (end + BUS_FRAME_ALIGN > ps->hz)
-				bus_ring_raise_horizon(r, end, raise_limit(p, ps),
-						       &ps->hz);
+				raise_over(p, ps, end);
 		}
 		/* R1: the horizon before any byte of the frame (seqlock, I1). */
 		atomic_thread_fence(memory_order_release);
@@ -565,7 +650,7 @@ static inline void raise_ahead(struct bus_producer *p, struct bus_pstate *ps, ui
 
 	if (p->gated)
 		refresh_limit(p, ps);
-	limit = raise_limit(p, ps);
+	limit = raise_cap(p, ps);
 
 	/* A gated producer near its limit: reserve() raises, as far as the
 	 * limit lets it, when it must. */
@@ -601,6 +686,17 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 		st_release(&f->commit, cw); /* R3: pairs with A3 in readers */
 	} else {
 		uint64_t w;
+		/* Repaired past the stuck-claim timeout and lapped since (the
+		 * horizon a lap past the frame: raisers wait for a claim in
+		 * flight only that long, raise_cap()): the place is newer
+		 * records' now, and so would the zeroing ahead be.  The CAS
+		 * below catches a repair not yet lapped.  What this producer
+		 * wrote into its frame after it was lapped is beyond help: a
+		 * claim must not be held past the timeout (bus.h). */
+		if (BUS_UNLIKELY(ld_acquire(&r->hdr->horizon) > fpos + r->size)) {
+			st_release(&ps->sl->pos, BUS_INTENT_IDLE);
+			return -BUS_EREPAIRED;
+		}
 		bus_ring_zero_ahead(r, end, off + 1);
 		w = ld_relaxed(&f->commit);
 		do {

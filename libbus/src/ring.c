@@ -85,7 +85,7 @@ int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32
 	for (uint32_t i = 0; i < BUS_PRODUCERS_MAX; i++)
 		st_relaxed(&h->pslot[i].pos, BUS_INTENT_IDLE);
 	st_relaxed(&h->tail.off, start_off);
-	st_relaxed(&h->excl_soff, start_off);
+	st_relaxed(&h->excl_soff, UINT64_MAX); /* no exclusive claim yet */
 	/* Everything before start_off is on disk already. */
 	st_relaxed(&h->spill_off, start_off);
 	/* R0: publishes the header; pairs with A0 in bus_ring_attach(). */
@@ -246,6 +246,34 @@ void bus_ring_raise_horizon(struct bus_ring *r, uint64_t end, uint64_t limit, ui
 	*cached = cur;
 }
 
+uint64_t bus_ring_intents_floor(struct bus_ring *r, uint64_t hz, uint64_t below)
+{
+	struct bus_ring_hdr *h = r->hdr;
+	uint64_t fl = BUS_INTENT_IDLE;
+
+	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++) {
+		struct bus_pslot *sl = &h->pslot[i];
+		const struct bus_frame *f;
+		uint64_t pos, off, w;
+
+		if (!ld_acquire(&sl->pid))
+			continue;
+		pos = ld_acquire(&sl->pos);
+		/* Idle, not in the way, or a lap behind already: no claim in
+		 * flight there (the leftover of a CAS lost long ago; a claim
+		 * in flight is never lapped, so this one was not). */
+		if (pos == BUS_INTENT_IDLE || pos >= fl || pos >= below || hz > pos + r->size)
+			continue;
+		off = ld_acquire(&sl->off);
+		f = (const struct bus_frame *)(r->data + (pos & r->mask));
+		w = ld_acquire(&f->commit);
+		if (w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off)
+			continue; /* published or repaired */
+		fl = pos;
+	}
+	return fl;
+}
+
 void bus_ring_zero_ahead(struct bus_ring *r, uint64_t pos, uint64_t next_off)
 {
 	struct bus_frame *f = (struct bus_frame *)(r->data + (pos & r->mask));
@@ -343,6 +371,11 @@ static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t ta
 	int32_t pids[BUS_PRODUCERS_MAX];
 	unsigned n = 0, hits = 0;
 
+	/* The exclusive producer's claim (excl_settle() in producer.c): it
+	 * has no slot, and a concurrent producer that lost the same tail
+	 * state to it may have left an intent naming it. */
+	if (ld_acquire(&r->hdr->excl_start) == pos && ld_acquire(&r->hdr->excl_soff) == off)
+		return 0;
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
 		if (intent_read(r->hdr, i, pos, off, &ends[n], &pids[n]))
 			n++;

@@ -73,7 +73,14 @@ struct bus_opts {
 	bus_log_fn log;       /**< NULL: events are not reported */
 	void *log_ctx;
 	/** Timeout after which a live producer's unpublished claim is repaired
-	 *  (turned into padding) by whoever waits on it.  0: 1 second. */
+	 *  (turned into padding) by whoever waits on it: a reader, busd, or a
+	 *  producer whose next raise of the write horizon would lap it (until
+	 *  then producers wait rather than lap a claim in flight, even on
+	 *  overwrite topics).  A claim of a dead process is repaired at once.
+	 *  A producer must not hold a claim longer than this: past it, its
+	 *  commit returns -BUS_EREPAIRED, and what it still writes into the
+	 *  claimed bytes after other producers lapped them lands on newer
+	 *  records.  0: 1 second. */
 	uint64_t stuck_claim_ns;
 };
 
