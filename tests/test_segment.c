@@ -1565,6 +1565,80 @@ Test(segment, corrupt_or_missing_indexes_are_rebuilt_identically)
 	read_all(1234, 2000);
 }
 
+/* The first frame of a segment (position 64) has no index entry: it is
+ * offset base.  An entry there with another offset, in the .index or the
+ * .timeindex (damage; recovery drops it), is ignored by seeks and by the
+ * bounds, as is a seal entry that counts more frames than the .log holds. */
+Test(segment, an_index_entry_at_the_first_frame_with_another_offset_is_ignored)
+{
+	struct bus_seg_opts o = { .segment_bytes = 65536, .index_interval = 1024 };
+	struct bus_seg_reader *r;
+	struct bus_seg_writer *w;
+	struct bus_seg_bounds bd;
+	struct bus_seg_idx e;
+	struct bus_seg_tidx t;
+	uint64_t bases[16], off, active;
+	size_t n;
+	char path[600];
+	int fd;
+
+	write_log(&o, 400);
+	n = list_logs(bases, 16);
+	cr_assert_geq(n, 2u);
+	active = bases[n - 1];
+
+	/* Sealed segment 0: its first offset entry says position 64. */
+	seg_path(path, sizeof(path), 0, "index");
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, &e, sizeof(e), 0), (ssize_t)sizeof(e));
+	cr_assert(e.rel > 0 && e.pos > BUS_SEG_HDR_SIZE);
+	off = e.rel;
+	e.pos = BUS_SEG_HDR_SIZE;
+	cr_assert_eq(pwrite(fd, &e, sizeof(e), 0), (ssize_t)sizeof(e));
+	close(fd);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	cr_assert_eq(bus_seg_seek_offset(r, off), 0, "seek to %llu", (unsigned long long)off);
+	read_expect_some(r, off, off + 10);
+
+	/* The active segment: no offset index, and one time entry at 64 that
+	 * names offset base + 1000000. */
+	seg_path(path, sizeof(path), active, "index");
+	cr_assert_eq(truncate(path, 0), 0);
+	t = (struct bus_seg_tidx){ TS0 - 1, 1000000, BUS_SEG_HDR_SIZE };
+	seg_path(path, sizeof(path), active, "timeindex");
+	fd = open(path, O_WRONLY | O_TRUNC);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, &t, sizeof(t)), (ssize_t)sizeof(t));
+	close(fd);
+	cr_assert_eq(bus_seg_bounds(dir, &bd), 0);
+	cr_assert_eq(bd.next, 400, "next %llu", (unsigned long long)bd.next);
+	cr_assert_eq(bus_seg_seek_time(r, ts_of(300), &off), 0);
+	cr_assert_eq(off, 300, "seek by time found %llu", (unsigned long long)off);
+	read_expect(r, 300, 400);
+
+	/* A seal entry at the end of the active .log that counts a million
+	 * frames. */
+	seg_path(path, sizeof(path), active, "log");
+	t = (struct bus_seg_tidx){ ts_of(399), 1000000, (uint32_t)fsize(path) };
+	seg_path(path, sizeof(path), active, "timeindex");
+	fd = open(path, O_WRONLY | O_TRUNC);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, &t, sizeof(t)), (ssize_t)sizeof(t));
+	close(fd);
+	cr_assert_eq(bus_seg_bounds(dir, &bd), 0);
+	cr_assert_eq(bd.next, 400, "next %llu", (unsigned long long)bd.next);
+	cr_assert_eq(bus_seg_seek_time(r, ts_of(399) + 1, &off), 0);
+	cr_assert_eq(off, 400, "seek by time past the last record found %llu",
+		     (unsigned long long)off);
+	bus_seg_reader_close(r);
+
+	/* Recovery agrees. */
+	w = wopen(&o);
+	cr_assert_eq(bus_seg_writer_next_offset(w), 400);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+}
+
 Test(segment, reader_reports_a_bad_frame_inside_a_sealed_segment)
 {
 	struct bus_seg_opts o = { .segment_bytes = 16384 };

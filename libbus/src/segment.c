@@ -653,15 +653,21 @@ static struct seg_pt seg_start_pt(const struct seg_ctx *c)
 }
 
 /* Start at @pt if the frame there is the one the index says, else at the
- * start of the segment (an index that disagrees with the log is ignored). */
+ * start of the segment (an index that disagrees with the log is ignored).
+ * An entry at the first frame (position HDR) is taken as the start itself,
+ * offset base and no timestamp before it, whatever it says: the format
+ * gives that frame no entry, so one there is damage (an offset other than
+ * the base would label every frame after it wrongly). */
 static int seg_verify_pt(struct seg_ctx *c, struct seg_pt *pt)
 {
 	const uint8_t *p;
 	uint32_t len;
 	int rc;
 
-	if (pt->pos == HDR)
+	if (pt->pos == HDR) {
+		*pt = seg_start_pt(c);
 		return 0;
+	}
 	rc = frame_at(c->io, pt->pos, pt->off, &p, &len);
 	if (rc < 0 && rc != -BUS_ECORRUPT)
 		return rc;
@@ -720,6 +726,19 @@ static int seg_find_offset(struct seg_ctx *c, uint64_t off, uint64_t *pos, uint6
 	return 1;
 }
 
+/* Whether time entry @t can be the seal entry of segment @c (its .log's
+ * size in c->io): at the end of the .log, counting no more frames than fit
+ * before it, and none exactly when the segment is empty.  Plausible only:
+ * proving it would take reading the log, which the seal entry is there to
+ * spare. */
+static bool seal_plausible(const struct seg_ctx *c, const struct bus_seg_tidx *t)
+{
+	uint64_t size = c->io->size;
+
+	return size >= HDR && t->pos == size && (uint64_t)t->rel * BUS_FRAME_HDR <= size - HDR &&
+	       (t->rel == 0) == (size == HDR);
+}
+
 /* Where to scan for the first timestamp >= @ts (see the format: the last
  * time entry below @ts, or the checkpoint before the next time entry,
  * whichever is later), or *sealed_skip when the segment's seal entry says
@@ -738,7 +757,7 @@ static void seg_time_start(struct seg_ctx *c, int64_t ts, struct seg_pt *pt, boo
 	 * .timeindex we look at next (the writer writes that one first). */
 	ix_open(&xi, c->dfd, c->base, "index", sizeof(e), c->index_reads);
 	ix_open(&xt, c->dfd, c->base, "timeindex", sizeof(t), c->index_reads);
-	if (xt.n && ix_get(&xt, xt.n - 1, &t) && t.pos == c->io->size && t.max_ts < ts) {
+	if (xt.n && ix_get(&xt, xt.n - 1, &t) && seal_plausible(c, &t) && t.max_ts < ts) {
 		pt->pos = t.pos;
 		pt->off = c->base + t.rel;
 		pt->max_ts = t.max_ts;
@@ -826,8 +845,9 @@ static int seg_find_time(struct seg_ctx *c, int64_t ts, uint64_t *pos, uint64_t 
 }
 
 /* End of the segment (the position and offset after its last valid frame)
- * and its largest timestamp: from the seal entry when there is one, else
- * by a scan from the later of the last time entry and the last checkpoint.
+ * and its largest timestamp: from the seal entry when the last time entry
+ * is one (seal_plausible()), else by a scan from the later of the last time
+ * entry and the last checkpoint, checked first (seg_verify_pt()).
  * Returns 0 or an I/O error (a bad frame ends the scan). */
 static int seg_tail(struct seg_ctx *c, uint64_t *end_pos, uint64_t *end_off, int64_t *max_ts)
 {
@@ -837,6 +857,7 @@ static int seg_tail(struct seg_ctx *c, uint64_t *end_pos, uint64_t *end_off, int
 	struct seg_pt pt = seg_start_pt(c);
 	const uint8_t *p;
 	uint32_t len;
+	bool sealed = false;
 	int rc;
 
 	rc = io_stat(c->io, NULL);
@@ -848,15 +869,15 @@ static int seg_tail(struct seg_ctx *c, uint64_t *end_pos, uint64_t *end_off, int
 		pt.pos = t.pos;
 		pt.off = c->base + t.rel;
 		pt.max_ts = t.max_ts;
+		sealed = seal_plausible(c, &t);
 	}
-	if (xi.n && ix_get(&xi, xi.n - 1, &e) && e.pos > pt.pos) {
+	if (!sealed && xi.n && ix_get(&xi, xi.n - 1, &e) && e.pos > pt.pos) {
 		pt.pos = e.pos;
 		pt.off = c->base + e.rel;
 	}
 	ix_close(&xi);
 	ix_close(&xt);
-	if (pt.pos == c->io->size && pt.pos != HDR) {
-		/* The seal entry.  A checkpoint never sits at the end. */
+	if (sealed) {
 		*end_pos = pt.pos;
 		*end_off = pt.off;
 		*max_ts = pt.max_ts;
