@@ -1787,6 +1787,35 @@ Test(segment, a_skip_starts_a_segment_at_the_new_offset)
 	bus_seg_reader_close(r);
 }
 
+/* A skip leaves the active segment sealed and empty; its seal entry has
+ * no timestamp, so retention by time deletes it at its next pass.  A
+ * reader parked there is told (-ERANGE, until it seeks), and does not wait
+ * for records there forever. */
+Test(segment, a_reader_at_an_empty_segment_deleted_by_retention_is_told_out_of_range)
+{
+	struct bus_seg_writer *w = wopen(NULL);
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	uint64_t first = 0;
+
+	cr_assert_eq(bus_seg_writer_skip(w, 100), 0);
+	append_range(w, 100, 110, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	cr_assert_eq(bus_seg_reader_position(r), 0, "at the empty segment");
+	cr_assert_eq(bus_seg_retain(dir, ts_of(1000), 1, 0, &first), 1);
+	cr_assert_eq(first, 100);
+	for (int i = 0; i < 3; i++) {
+		int rc = bus_seg_next(r, &rec);
+		cr_assert_eq(rc, -ERANGE, "call %d: %d (%s)", i, rc, bus_strerror(rc));
+		cr_assert_eq(bus_seg_reader_relist(r), 0);
+	}
+	cr_assert_eq(bus_seg_seek_offset(r, first), 0);
+	read_expect(r, 100, 110);
+	bus_seg_reader_close(r);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+}
+
 /* ----------------------------------------------------------- retention */
 
 Test(segment, retention_by_time_deletes_old_segments_never_the_active)

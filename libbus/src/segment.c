@@ -2372,9 +2372,9 @@ static int reader_hdr(struct bus_seg_reader *r)
 
 /* The segment after the current one, opened: 1 (*fd, *base), 0 when there
  * is none yet, 2 when the current one was deleted before anything was read
- * from it (a roll that failed: seek to the position again), -ERANGE when
- * retention deleted the current segment and the records after it, else an
- * error. */
+ * from it (a roll that failed, or retention: seek to the position again,
+ * which tells the two apart), -ERANGE when retention deleted the current
+ * segment and the records after it, else an error. */
 static int next_segment(struct bus_seg_reader *r, int *fd, uint64_t *base)
 {
 	uint64_t nlink = 1;
@@ -2506,7 +2506,16 @@ int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out)
 		close(nfd);
 		return -BUS_ECORRUPT;
 	reseek:
+		/* The segment is gone with nothing read from it.  Removed by a
+		 * roll that failed: its records are written later, to a segment
+		 * of the same base (0 until then).  Deleted by retention (an
+		 * empty segment, sealed at a skip, expires at once): the position
+		 * is now below the earliest segment, and the records that
+		 * followed it may be gone too: -ERANGE, as for any segment that
+		 * retention deleted under the reader. */
 		rc = bus_seg_seek_offset(r, r->next_off);
+		if (rc == -ERANGE && r->nsegs && r->next_off < r->segs[0])
+			return -ERANGE;
 		if (rc)
 			return rc == -ERANGE ? 0 : rc;
 	}

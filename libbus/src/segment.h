@@ -526,7 +526,9 @@ int bus_seg_reader_relist(struct bus_seg_reader *r);
  * segment holds a bad or partial frame (a bad frame at the end of the active
  * segment reads as the end: it is being written, or is a torn tail the next
  * writer truncates); -ERANGE when retention deleted the records that follow
- * the position (seek again); -errno on an I/O error.  A gap between
+ * the position, or the segment it is in (an empty one too, sealed at a
+ * skip, which expires at once): seek again, it stays -ERANGE until then;
+ * -errno on an I/O error.  A gap between
  * segments (only after a power loss with fsync "never") is skipped: the
  * offsets of the records show it.  A segment removed by a roll that failed
  * (before anything was written to it) is left for wherever the position's
