@@ -416,7 +416,8 @@ static int part_open(struct busd *d, struct dpart *dp)
 	/* A ring that never spilled: a new topic (an empty log: free), or
 	 * one re-created from its log after a reboot, which a power loss may
 	 * have damaged anywhere in its unsynced part: check every frame of
-	 * the active segment (segment.h, verify_all). */
+	 * the active segment, and cut the torn tails of sealed segments
+	 * (segment.h, verify_all). */
 	o.verify_all = sp == 0;
 	err = bus_seg_writer_open(&dp->w, dp->dir, &o);
 	if (err)

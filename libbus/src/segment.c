@@ -629,6 +629,41 @@ static bool ix_get(struct seg_ix *x, uint64_t i, void *e)
 	return pread_full(x->fd, e, x->esz, i * x->esz) == (ssize_t)x->esz;
 }
 
+/* Both kinds of entry end with their position. */
+_Static_assert(offsetof(struct bus_seg_idx, pos) + 4 == sizeof(struct bus_seg_idx), "idx pos");
+_Static_assert(offsetof(struct bus_seg_tidx, pos) + 4 == sizeof(struct bus_seg_tidx), "tidx pos");
+
+/* The last entry of @x whose position is below @lim, into @e, and its
+ * index into *@i (entries are sorted by position; the last one is tried
+ * first, the usual answer).  Returns false when there is none or a read
+ * fails. */
+static bool ix_last_below(struct seg_ix *x, uint64_t lim, void *e, uint64_t *i)
+{
+	uint64_t lo = 0, hi;
+	uint32_t pos;
+
+	if (!x->n || !ix_get(x, x->n - 1, e))
+		return false;
+	memcpy(&pos, (const uint8_t *)e + x->esz - 4, 4);
+	if (pos < lim) {
+		*i = x->n - 1;
+		return true;
+	}
+	hi = x->n - 1; /* first entry at or past lim */
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		if (!ix_get(x, mid, e))
+			return false;
+		memcpy(&pos, (const uint8_t *)e + x->esz - 4, 4);
+		if (pos < lim)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*i = lo - 1;
+	return lo > 0 && ix_get(x, lo - 1, e);
+}
+
 /* A place to start scanning a segment from: a checkpoint (or the start). */
 struct seg_pt {
 	uint64_t pos;
@@ -846,9 +881,13 @@ static int seg_find_time(struct seg_ctx *c, int64_t ts, uint64_t *pos, uint64_t 
 
 /* End of the segment (the position and offset after its last valid frame)
  * and its largest timestamp: from the seal entry when the last time entry
- * is one (seal_plausible()), else by a scan from the later of the last time
- * entry and the last checkpoint, checked first (seg_verify_pt()).
+ * is one (seal_plausible()), else by a scan from the last checkpoint whose
+ * frame the .log holds whole and valid (the last one inside the .log, or
+ * up to three before it: a torn tail may end inside the last one's frame,
+ * or have left a seal entry past the end; failing those, the start), with
+ * the largest timestamp of the last time entry at or before it.
  * Returns 0 or an I/O error (a bad frame ends the scan). */
+#define TAIL_TRIES 4
 static int seg_tail(struct seg_ctx *c, uint64_t *end_pos, uint64_t *end_off, int64_t *max_ts)
 {
 	struct seg_ix xi, xt;
@@ -856,8 +895,8 @@ static int seg_tail(struct seg_ctx *c, uint64_t *end_pos, uint64_t *end_off, int
 	struct bus_seg_idx e;
 	struct seg_pt pt = seg_start_pt(c);
 	const uint8_t *p;
+	uint64_t i;
 	uint32_t len;
-	bool sealed = false;
 	int rc;
 
 	rc = io_stat(c->io, NULL);
@@ -865,32 +904,37 @@ static int seg_tail(struct seg_ctx *c, uint64_t *end_pos, uint64_t *end_off, int
 		return rc;
 	ix_open(&xi, c->dfd, c->base, "index", sizeof(e), c->index_reads);
 	ix_open(&xt, c->dfd, c->base, "timeindex", sizeof(t), c->index_reads);
-	if (xt.n && ix_get(&xt, xt.n - 1, &t)) {
-		pt.pos = t.pos;
-		pt.off = c->base + t.rel;
-		pt.max_ts = t.max_ts;
-		sealed = seal_plausible(c, &t);
-	}
-	if (!sealed && xi.n && ix_get(&xi, xi.n - 1, &e) && e.pos > pt.pos) {
-		pt.pos = e.pos;
-		pt.off = c->base + e.rel;
-	}
-	ix_close(&xi);
-	ix_close(&xt);
-	if (sealed) {
-		*end_pos = pt.pos;
-		*end_off = pt.off;
-		*max_ts = pt.max_ts;
+	if (xt.n && ix_get(&xt, xt.n - 1, &t) && seal_plausible(c, &t)) {
+		ix_close(&xi);
+		ix_close(&xt);
+		*end_pos = t.pos;
+		*end_off = c->base + t.rel;
+		*max_ts = t.max_ts;
 		return 0;
 	}
-	rc = seg_verify_pt(c, &pt);
-	if (rc)
-		return rc;
+	if (ix_last_below(&xi, c->io->size, &e, &i)) {
+		for (int k = 0; k < TAIL_TRIES && e.pos > HDR; k++) {
+			rc = frame_at(c->io, e.pos, c->base + e.rel, &p, &len);
+			if (rc < 0 && rc != -BUS_ECORRUPT)
+				goto out;
+			if (rc == 1) {
+				pt.pos = e.pos;
+				pt.off = c->base + e.rel;
+				break;
+			}
+			if (i == 0 || !ix_get(&xi, --i, &e))
+				break;
+		}
+	}
+	/* No time entry between the last one at or before pt and pt: its
+	 * max_ts covers every frame before pt (see the format). */
+	if (pt.pos > HDR && ix_last_below(&xt, pt.pos + 1, &t, &i) && t.pos > HDR)
+		pt.max_ts = t.max_ts;
 	for (;;) {
 		struct bus_seg_fhdr h;
 		rc = frame_at(c->io, pt.pos, pt.off, &p, &len);
 		if (rc < 0 && rc != -BUS_ECORRUPT)
-			return rc;
+			goto out;
 		if (rc != 1)
 			break;
 		memcpy(&h, p, sizeof(h));
@@ -902,7 +946,11 @@ static int seg_tail(struct seg_ctx *c, uint64_t *end_pos, uint64_t *end_off, int
 	*end_pos = pt.pos;
 	*end_off = pt.off;
 	*max_ts = pt.max_ts;
-	return 0;
+	rc = 0;
+out:
+	ix_close(&xi);
+	ix_close(&xt);
+	return rc;
 }
 
 /* ------------------------------------------------------------- writer */
@@ -2066,6 +2114,133 @@ out:
 	return rc;
 }
 
+/* Cut index file @ext of segment @base to its entries (@esz bytes each)
+ * below position @lim; then, when @seal is not NULL, append it.  Returns 0
+ * or -errno. */
+static int ix_cut(struct bus_seg_writer *w, uint64_t base, const char *ext, size_t esz,
+		  uint64_t lim, const struct bus_seg_tidx *seal)
+{
+	struct seg_ix x;
+	uint8_t e[sizeof(struct bus_seg_tidx)];
+	uint64_t i, keep = 0;
+	size_t done;
+	int fd, err;
+
+	ix_open(&x, w->dfd, base, ext, esz, NULL);
+	if (ix_last_below(&x, lim, e, &i))
+		keep = i + 1;
+	ix_close(&x);
+	fd = open_seg_file(w->dfd, base, ext, O_RDWR | O_CREAT, (mode_t)w->o.file_mode);
+	if (fd < 0)
+		return fd;
+	err = truncate_to(fd, keep * esz);
+	if (!err && seal)
+		err = pwrite_full(fd, seal, sizeof(*seal), keep * esz, &done);
+	if (!err && w->o.fsync != BUS_SEG_FSYNC_NEVER && fdatasync(fd))
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+/*
+ * TORN SEALED SEGMENTS.  With fsync "never", a roll syncs nothing: a power
+ * loss can cut a sealed segment's .log short (inside a frame, typically:
+ * the file systems keep a prefix of what was written) and lose its seal
+ * entry, or keep the seal entry, which then lies past the .log's end.
+ * Readers would stop there for good (a partial frame in a sealed segment is
+ * -BUS_ECORRUPT to them: the same bytes as damage).  So a writer opened
+ * with verify_all (busd: after a reboot) checks every sealed segment's seal
+ * entry against its .log's size (a stat and one read per segment), and
+ * where they disagree finds the last whole frame (seg_tail(): from the last
+ * checkpoint the .log holds, about index_interval bytes to read), cuts the
+ * .log there (WARN, counted in recovered_dropped_bytes), cuts the indexes
+ * to it and writes the seal entry again.  The records cut were never
+ * reported durable (fsync "never"); readers see them as a gap before the
+ * next segment (offsets skipped, reported lost), as after a floor skip.
+ * A segment whose seal entry matches its size is taken as whole: a bad
+ * frame inside it is damage, -BUS_ECORRUPT to readers.
+ */
+static int seal_repair(struct bus_seg_writer *w, uint64_t base)
+{
+	struct seg_io io = { .fd = -1 };
+	struct seg_ctx c = { .dfd = w->dfd, .base = base, .io = &io };
+	struct seg_ix xt;
+	struct bus_seg_tidx t, seal;
+	const uint8_t *p;
+	uint64_t end_pos = HDR, end_off = base, size;
+	int64_t max_ts = INT64_MIN;
+	int fd, rc;
+	bool ok;
+
+	fd = open_seg_file(w->dfd, base, "log", O_RDWR, 0);
+	if (fd < 0)
+		return fd == -ENOENT ? 0 : fd; /* deleted by retention meanwhile */
+	io_init(&io, fd, NULL, NULL);
+	rc = io_stat(&io, NULL);
+	if (rc)
+		goto out;
+	size = io.size;
+	ix_open(&xt, w->dfd, base, "timeindex", sizeof(t), NULL);
+	ok = xt.n && ix_get(&xt, xt.n - 1, &t) && seal_plausible(&c, &t);
+	ix_close(&xt);
+	if (ok)
+		goto out;
+	if (size < HDR) {
+		/* Cut before its header was written out: empty, header again. */
+		struct bus_seg_hdr h;
+		size_t done;
+		hdr_make(&h, base);
+		if (ftruncate(fd, 0) || (rc = pwrite_full(fd, &h, sizeof(h), 0, &done)) != 0) {
+			rc = rc ? rc : -errno;
+			goto out;
+		}
+	} else {
+		rc = io_get(&io, 0, HDR, &p);
+		if (rc == 1)
+			rc = hdr_check(p, base, NULL);
+		if (rc) {
+			/* Not a segment: readers report it (-BUS_ECORRUPT). */
+			wlog(w, BUS_LOG_ERROR, "sealed segment %" PRIu64 ": bad header: %s; left as it is",
+			     base, bus_strerror(rc < 0 ? rc : -BUS_ECORRUPT));
+			rc = 0;
+			goto out;
+		}
+		rc = seg_tail(&c, &end_pos, &end_off, &max_ts);
+		if (rc)
+			goto out;
+		if (end_pos < size && ftruncate(fd, (off_t)end_pos)) {
+			rc = -errno;
+			goto out;
+		}
+	}
+	if (size < HDR) {
+		wlog(w, BUS_LOG_WARN,
+		     "sealed segment %" PRIu64 ": header cut short (%" PRIu64 " bytes), written "
+		     "again; readers see the offsets from %" PRIu64 " to the next segment as lost",
+		     base, size, base);
+	} else if (end_pos < size) {
+		w->st.recovered_dropped_bytes += size - end_pos;
+		wlog(w, BUS_LOG_WARN,
+		     "sealed segment %" PRIu64 ": torn tail at position %" PRIu64 " (offset %" PRIu64
+		     "): %" PRIu64 " bytes dropped; readers see the offsets from %" PRIu64
+		     " to the next segment as lost", base, end_pos, end_off, size - end_pos, end_off);
+	} else {
+		wlog(w, BUS_LOG_INFO, "sealed segment %" PRIu64 ": seal entry written again", base);
+	}
+	if (w->o.fsync != BUS_SEG_FSYNC_NEVER && fdatasync(fd)) {
+		rc = -errno;
+		goto out;
+	}
+	seal = (struct bus_seg_tidx){ max_ts, (uint32_t)(end_off - base), (uint32_t)end_pos };
+	rc = ix_cut(w, base, "index", sizeof(struct bus_seg_idx), end_pos, NULL);
+	if (!rc)
+		rc = ix_cut(w, base, "timeindex", sizeof(struct bus_seg_tidx), end_pos, &seal);
+out:
+	close(fd);
+	free(io.buf);
+	return rc;
+}
+
 /* Remove index files whose .log is gone (a retention cut short). */
 static void remove_orphans(struct bus_seg_writer *w, const uint64_t *segs, size_t n)
 {
@@ -2150,6 +2325,11 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 		w->floor = w->floor_seq = 0;
 	} else if (err) {
 		goto fail;
+	}
+	for (size_t i = 0; w->o.verify_all && i + 1 < n; i++) {
+		err = seal_repair(w, segs[i]);
+		if (err)
+			goto fail;
 	}
 	if (n == 0) {
 		int fds[3];

@@ -17,10 +17,11 @@
  * Offsets are dense within a segment (base, base + 1, ...), and the next
  * segment's base is the offset that follows the last record of the previous
  * one, or higher: a gap between segments holds offsets skipped by a
- * recovery at the offset floor (see "offset floor" below), which readers
- * report as lost; a segment that was active and empty at such a skip stays,
- * sealed and empty.  All integers are in the byte order of the host that wrote them; the
- * magic reveals it.
+ * recovery at the offset floor (see "offset floor" below), or records lost
+ * with a sealed segment's torn tail (see bus_seg_writer_open()), which
+ * readers report as lost; a segment that was active and empty at such a
+ * skip stays, sealed and empty.  All integers are in the byte order of the
+ * host that wrote them; the magic reveals it.
  *
  * .log.  A 64-byte header (struct bus_seg_hdr: magic "BUSSEG" 0x00 0x01 read
  * as a little-endian u64, a format version, the base offset, the frame
@@ -92,9 +93,11 @@
  * to be faster on its first sealed window (seg_io in segment.c has the
  * method and the figures); BUS_REPLAY=read or BUS_REPLAY=map in the
  * environment (read at bus_seg_reader_open()) forces one.  Sealed segments
- * are never truncated (only the active one is cut, by a recovering writer;
- * retention unlinks whole files), so a mapping never outlives the bytes
- * under it.  A sealed segment truncated by hand under a mapping reader
+ * are not truncated (only the active one is cut, by a recovering writer;
+ * retention unlinks whole files; the one exception, a writer opened with
+ * verify_all after a power loss, cuts a sealed segment's torn tail: bytes
+ * that never held a whole frame), so a mapping never outlives a byte a
+ * reader could use.  A sealed segment truncated by hand under a mapping reader
  * would raise SIGBUS; the reader registers its windows with mapguard.h,
  * which installs a SIGBUS handler (once per process, chained to the one
  * before) that maps zeros over the lost pages, and the reader reports
@@ -213,7 +216,9 @@ struct bus_seg_opts {
 	                            segment.c); 0: 16 MiB; < 0: never */
 	uint32_t verify_all;     /* 1: recovery checks every frame of the
 	                            active segment, not only those after its
-	                            last checkpoint (see bus_seg_writer_open()) */
+	                            last checkpoint, and the tail of every
+	                            sealed segment whose seal entry does not
+	                            match its .log (see bus_seg_writer_open()) */
 	bus_log_fn log;          /* recovery and write errors; NULL: none */
 	void *log_ctx;
 };
@@ -260,7 +265,16 @@ struct bus_seg_writer;
  * before a checkpoint: busd asks for it when it takes a partition over a
  * ring that never spilled (after a reboot), not when it adopts one after
  * its own crash, where the page cache kept every byte it wrote and the
- * scan of a 1 GiB segment would hold the producers up.  An empty dir gets a
+ * scan of a 1 GiB segment would hold the producers up.  With verify_all,
+ * each sealed segment's seal entry is also checked against its .log's
+ * size (one stat and one read each): a power loss with fsync "never" can
+ * cut a sealed segment inside a frame, or lose its seal entry.  Where they
+ * disagree, the .log is cut after its last whole frame (WARN; counted in
+ * recovered_dropped_bytes), its indexes cut to match and the seal entry
+ * written again; readers then go on from there to the next segment, and
+ * report the offsets in between as lost (records that were never synced).
+ * Before that, or without verify_all, such a tail is a bad frame to
+ * readers (-BUS_ECORRUPT).  An empty dir gets a
  * first segment with base o->first_offset.  Index writes that fail (a full
  * disk) are retried by later write-outs.
  *
@@ -528,9 +542,12 @@ int bus_seg_reader_relist(struct bus_seg_reader *r);
  * writer truncates); -ERANGE when retention deleted the records that follow
  * the position, or the segment it is in (an empty one too, sealed at a
  * skip, which expires at once): seek again, it stays -ERANGE until then;
- * -errno on an I/O error.  A gap between
- * segments (only after a power loss with fsync "never") is skipped: the
- * offsets of the records show it.  A segment removed by a roll that failed
+ * -errno on an I/O error.  A gap between segments (offsets skipped at the
+ * floor, or lost with a sealed segment's torn tail: see the format) is
+ * skipped: the offsets of the records show it.  A sealed segment that ends
+ * inside a frame is -BUS_ECORRUPT until a writer opened with verify_all cuts
+ * that tail (busd does after a reboot); the next call then goes on with the
+ * next segment.  A segment removed by a roll that failed
  * (before anything was written to it) is left for wherever the position's
  * records are then written.
  */
