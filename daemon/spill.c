@@ -253,12 +253,13 @@ static int part_publish(struct dpart *dp)
 	return 0;
 }
 
-/* After a failed flush: a failed fdatasync poisons the writer (see
- * bus_seg_flush()).  Close it; the next pass opens the log again, whose
- * recovery checks what reached the file, and the resume (see RESUME
- * above) writes again from the ring whatever the log lost (records the
- * cursor passed earlier, whose pages the failed sync may have dropped,
- * included: as LOST frames once the ring no longer holds them). */
+/* After a failed flush: a failed fdatasync poisons the writer, which cuts
+ * the log back to what its last good sync covered (see bus_seg_flush()).
+ * Close it; the next pass opens the log again (retried with backoff while
+ * the disk fails), which ends at that sync, and the resume (see RESUME
+ * above: N < S) writes again from the ring whatever followed (records the
+ * cursor passed earlier included: as LOST frames once the ring no longer
+ * holds them). */
 static void part_check_sync(struct dpart *dp, int err)
 {
 	struct bus_seg_writer_stats st;
@@ -270,7 +271,8 @@ static void part_check_sync(struct dpart *dp, int err)
 		return;
 	busd_log(BUS_LOG_ERROR,
 		 "topic '%s' partition %u: fdatasync of its log in %s failed: %s; the log is "
-		 "opened again and what it lost is written again from the ring",
+		 "cut back to its last good sync, opened again, and what followed is written "
+		 "again from the ring",
 		 dp->dt->name, dp->idx, dp->dir, bus_strerror(err));
 	(void)bus_seg_writer_close(dp->w);
 	dp->w = NULL;
@@ -807,6 +809,9 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 			part_idle_sync(d, dp, now);
 	}
 	if (err) {
+		/* An append's own write-out may have met the failed sync:
+		 * the poisoned writer refuses every append after it. */
+		part_check_sync(dp, err);
 		part_fail(dp, err, now, "write to its log or offset floor");
 		return done;
 	}

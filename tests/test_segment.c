@@ -1,12 +1,13 @@
 /* test_segment.c - segment logs: CRC32C, append and replay, rolls, seeks by
  * offset and by time, torn tails, index rebuild, retention, a concurrent
- * reader process, a full disk. */
+ * reader process, a full disk, a failed write-back. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -1455,6 +1456,51 @@ Test(segment, a_reader_past_a_torn_tail_reads_what_the_recovered_writer_appends)
 	bus_seg_reader_close(r);
 }
 
+/* A recovering writer may cut the active segment below a reader's
+ * position (a torn tail; a failed fdatasync, SYNC ERRORS in segment.c) and
+ * write the records from there again as other frames (LOST ones, shorter,
+ * for what the ring no longer held).  The reader waits while the log ends
+ * before its position, then finds its next record where it lies now, not
+ * the middle of some frame where it was. */
+Test(segment, a_reader_past_a_cut_of_the_active_segment_finds_its_next_record_written_again)
+{
+	struct bus_seg_reader *r;
+	struct bus_seg_writer *w;
+	struct bus_seg_record rec;
+	struct bus_frame f;
+	uint64_t pos50 = 0;
+	char path[600];
+
+	write_log(NULL, 100);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	for (uint64_t off = 0; off < 100; off++) {
+		cr_assert_eq(bus_seg_next(r, &rec), 1);
+		cr_assert(rec_ok(&rec, off));
+		if (off == 50)
+			pos50 = rec.pos;
+	}
+	cr_assert_eq(bus_seg_next(r, &rec), 0);
+	last_log(path, sizeof(path));
+	cr_assert_eq(truncate(path, (off_t)pos50), 0);
+	cr_assert_eq(bus_seg_next(r, &rec), 0, "the log ends before the position: nothing yet");
+
+	w = wopen(NULL);
+	cr_assert_eq(bus_seg_writer_next_offset(w), 50);
+	for (uint64_t off = 50; off < 80; off++) {
+		memset(&f, 0, sizeof(f));
+		atomic_init(&f.commit, BUS_COMMIT(BUS_FRAME_LOST, BUS_FRAME_HDR, off));
+		atomic_init(&f.claim, 0);
+		f.offset = off;
+		cr_assert_eq(bus_seg_append(w, &f, off), 0);
+	}
+	append_range(w, 80, 300, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	cr_assert_gt(fsize(path), pos50 + 20000, "the log passes the old position again");
+	read_expect(r, 100, 300);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	bus_seg_reader_close(r);
+}
+
 /* A roll that fails after making the new .log removes it; the writer (or
  * the next one) carries on in the previous segment. */
 Test(segment, a_reader_in_a_segment_removed_by_a_failed_roll_finds_its_records)
@@ -2162,4 +2208,275 @@ Test(segment, a_full_disk_leaves_the_log_whole_and_spilling_resumes, .fini = ful
 Test(segment, a_full_disk_with_frames_in_place_leaves_the_log_whole, .fini = full_disk_fini)
 {
 	full_disk(true);
+}
+
+/* ------------------------------------------------ failed write-back */
+
+/* What a child in its own mount namespace reports: skipped (why), failed
+ * (where), or passed. */
+struct eio_res {
+	int skip, fail;
+	char msg[1024];
+	uint64_t synced, written, cut_at, died_at, total, read;
+};
+
+#define EIO_CK(res, cond, ...)                                                   \
+	do {                                                                     \
+		if (!(cond)) {                                                   \
+			(res)->fail = 1;                                         \
+			snprintf((res)->msg, sizeof((res)->msg), __VA_ARGS__);   \
+			return 1;                                                \
+		}                                                                \
+	} while (0)
+
+#define EIO_SKIP(res, ...)                                                       \
+	do {                                                                     \
+		(res)->skip = 1;                                                 \
+		snprintf((res)->msg, sizeof((res)->msg), __VA_ARGS__);           \
+		return 0;                                                        \
+	} while (0)
+
+/* Frames of one 4 KiB block each (the first 4032 bytes, after the 64-byte
+ * header): a write-out ends on a block, so each write-back of new frames
+ * starts on a block never written, where the loop device below fails it
+ * whole.  (A write that starts on a written block and runs into unwritten
+ * ones is cut short by the loop driver over a full tmpfs, and the short
+ * write reported as a success: the device would lie, not the kernel.) */
+static const struct bus_frame *blk_frame(uint64_t off)
+{
+	struct bus_seg_fhdr h = { 0 };
+	uint32_t len = off == 0 ? 4096 - BUS_SEG_HDR_SIZE : 4096;
+
+	h.commit = BUS_COMMIT(BUS_FRAME_DATA, len, off);
+	h.offset = off;
+	h.timestamp = ts_of(off);
+	h.value_len = len - BUS_FRAME_HDR;
+	memcpy(fbuf, &h, sizeof(h));
+	for (uint32_t i = 0; i < h.value_len; i++)
+		fbuf[BUS_FRAME_HDR + i] = (uint8_t)(mix(off) >> (8 * (i % 8))) ^ (uint8_t)i;
+	return (const struct bus_frame *)(const void *)fbuf;
+}
+
+static bool blk_ok(const struct bus_seg_record *rec, uint64_t off)
+{
+	const struct bus_seg_fhdr *h = (const struct bus_seg_fhdr *)(const void *)blk_frame(off);
+
+	return rec->offset == off && rec->type == BUS_FRAME_DATA && rec->value_len == h->value_len &&
+	       memcmp(rec->value, fbuf + BUS_FRAME_HDR, h->value_len) == 0;
+}
+
+static int sh(const char *cmd)
+{
+	int st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Fill the tmpfs under the loop device: every write to a block of the
+ * image not written before fails from now on. */
+static bool eio_fill(const char *lt)
+{
+	char path[700];
+	static uint8_t blk[65536];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/filler", lt);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		return false;
+	memset(blk, 1, sizeof(blk));
+	while (write(fd, blk, sizeof(blk)) > 0)
+		;
+	close(fd);
+	return true;
+}
+
+static void eio_unfill(const char *lt)
+{
+	char path[700];
+
+	snprintf(path, sizeof(path), "%s/filler", lt);
+	unlink(path);
+}
+
+/* The writer's steps, run in a child of the one that mounted (a writer
+ * that dies without a word: it exits, its frames written, not synced). */
+static int eio_dying_writer(void *arg)
+{
+	struct eio_res *res = arg;
+	struct bus_seg_opts o = { .fsync = BUS_SEG_FSYNC_NEVER, .prealloc_bytes = -1 };
+	struct bus_seg_writer *w;
+
+	if (bus_seg_writer_open(&w, dir, &o))
+		return 1;
+	for (uint64_t off = res->total; off < res->total + 50; off++)
+		if (bus_seg_append(w, blk_frame(off), off))
+			return 1;
+	if (bus_seg_flush(w))
+		return 1;
+	_exit(0); /* no close: nothing synced, nothing cut */
+}
+
+/* In a private mount namespace (its mounts vanish with it, whatever
+ * happens): a 24 MiB tmpfs holding a sparse 64 MiB image, ext4 on it
+ * (no journal: the first failed write would abort one, and the fs would
+ * refuse every write after), mounted through a loop device. */
+static int eio_child(void *arg)
+{
+	struct eio_res *res = arg;
+	struct bus_seg_opts o = { .fsync = BUS_SEG_FSYNC_BYTES, .fsync_bytes = 16384,
+				  .prealloc_bytes = -1, .log = cap_log };
+	struct bus_seg_writer *w;
+	struct bus_seg_writer_stats st;
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	char lt[300], mnt2[300], cmd[2048];
+	uint64_t off;
+	int err = 0, fd, rc;
+	pid_t pid;
+
+	if (unshare(CLONE_NEWNS))
+		EIO_SKIP(res, "cannot make a mount namespace: %s", strerror(errno));
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+		EIO_SKIP(res, "cannot make mounts private: %s", strerror(errno));
+	snprintf(lt, sizeof(lt), "%s/lt", env.data_dir);
+	snprintf(mnt2, sizeof(mnt2), "%s/mnt", env.data_dir);
+	if (mkdir(lt, 0700) || mkdir(mnt2, 0700))
+		EIO_SKIP(res, "mkdir: %s", strerror(errno));
+	if (mount("none", lt, "tmpfs", 0, "size=24m"))
+		EIO_SKIP(res, "cannot mount a tmpfs: %s", strerror(errno));
+	snprintf(cmd, sizeof(cmd),
+		 "truncate -s 64M %s/img && mkfs.ext4 -q -F -b 4096 -N 64 -O ^has_journal "
+		 "-E lazy_itable_init=0 %s/img >/dev/null 2>&1",
+		 lt, lt);
+	if (sh(cmd))
+		EIO_SKIP(res, "mkfs.ext4 failed or is missing");
+	snprintf(cmd, sizeof(cmd), "mount -o loop,errors=continue %s/img %s 2>/dev/null", lt,
+		 mnt2);
+	if (sh(cmd))
+		EIO_SKIP(res, "cannot mount ext4 through a loop device");
+	snprintf(dir, sizeof(dir), "%s/topic/0", mnt2);
+
+	/* 64 records, synced. */
+	EIO_CK(res, bus_seg_writer_open(&w, dir, &o) == 0, "first open");
+	for (off = 0; off < 64; off++)
+		EIO_CK(res, bus_seg_append(w, blk_frame(off), off) == 0, "append %llu",
+		       (unsigned long long)off);
+	EIO_CK(res, bus_seg_writer_close(w) == 0, "first close");
+
+	/* The device fails every new block: a write-back fails, and the
+	 * writer (fdatasync every 4 records, a flush after each) stops. */
+	EIO_CK(res, bus_seg_writer_open(&w, dir, &o) == 0, "second open");
+	EIO_CK(res, eio_fill(lt), "fill the tmpfs");
+	for (off = 64; off < 1000 && !err; off++) {
+		err = bus_seg_append(w, blk_frame(off), off);
+		if (!err)
+			err = bus_seg_flush(w);
+	}
+	bus_seg_writer_stats(w, &st);
+	if (!err || !st.sync_failed)
+		EIO_SKIP(res, "the loop device failed no write-back (err %d)", err);
+	res->synced = st.synced_offset;
+	res->written = off;
+	EIO_CK(res, st.synced_offset >= 64 && st.synced_offset < off, "synced %llu of %llu",
+	       (unsigned long long)st.synced_offset, (unsigned long long)off);
+	/* Poisoned: every call returns the error, close too. */
+	EIO_CK(res, bus_seg_append(w, blk_frame(off), off) == err, "append after the error");
+	EIO_CK(res, bus_seg_flush(w) == err, "flush after the error");
+	EIO_CK(res, bus_seg_writer_skip(w, off + 10) == err, "skip after the error");
+	rc = bus_seg_writer_close(w);
+	EIO_CK(res, rc == err, "close after the error returned %d (%s), not %d", rc,
+	       bus_strerror(rc), err);
+	EIO_CK(res, strstr(logbuf, "cut back to offset"), "log: %s", logbuf);
+
+	/* Space again: the log ends where the last good sync did. */
+	eio_unfill(lt);
+	EIO_CK(res, bus_seg_writer_open(&w, dir, &o) == 0, "third open");
+	res->cut_at = bus_seg_writer_next_offset(w);
+	EIO_CK(res, res->cut_at == res->synced, "the reopened log ends at %llu, not at %llu",
+	       (unsigned long long)res->cut_at, (unsigned long long)res->synced);
+	for (off = res->cut_at; off < res->cut_at + 100; off++)
+		EIO_CK(res, bus_seg_append(w, blk_frame(off), off) == 0, "append %llu",
+		       (unsigned long long)off);
+	EIO_CK(res, bus_seg_writer_close(w) == 0, "third close");
+	res->total = off;
+
+	/* A writer whose write-back fails after it died: the error is left
+	 * to the next fdatasync of the file, recovery's. */
+	EIO_CK(res, eio_fill(lt), "fill the tmpfs again");
+	pid = tfork(eio_dying_writer, res);
+	EIO_CK(res, twait(pid, 10000) == 0, "the dying writer");
+	fd = open(mnt2, O_RDONLY | O_DIRECTORY);
+	EIO_CK(res, fd >= 0, "open %s", mnt2);
+	rc = syncfs(fd);
+	close(fd);
+	if (rc == 0)
+		EIO_SKIP(res, "the loop device failed no write-back of the dead writer's frames");
+	eio_unfill(lt);
+	logbuf[0] = 0;
+	rc = bus_seg_writer_open(&w, dir, &o);
+	EIO_CK(res, rc == 0, "open after the dead writer: %d (%s)", rc, bus_strerror(rc));
+	res->died_at = bus_seg_writer_next_offset(w);
+	EIO_CK(res, res->died_at == res->total,
+	       "after the dead writer the log ends at %llu, not %llu; log: %s",
+	       (unsigned long long)res->died_at, (unsigned long long)res->total, logbuf);
+	for (off = res->total; off < res->total + 20; off++)
+		EIO_CK(res, bus_seg_append(w, blk_frame(off), off) == 0, "append %llu",
+		       (unsigned long long)off);
+	EIO_CK(res, bus_seg_writer_close(w) == 0, "last close");
+	res->total = off;
+
+	/* What the disk holds (the page cache of that file system goes with
+	 * the unmount): every record the writer ever called synced. */
+	EIO_CK(res, umount2(mnt2, 0) == 0, "umount: %s", strerror(errno));
+	snprintf(cmd, sizeof(cmd), "mount -o loop,errors=continue %s/img %s 2>/dev/null", lt,
+		 mnt2);
+	EIO_CK(res, sh(cmd) == 0, "mount again");
+	EIO_CK(res, bus_seg_reader_open(&r, dir) == 0, "reader");
+	for (off = 0; off < res->total; off++) {
+		rc = bus_seg_next(r, &rec);
+		if (rc != 1 || !blk_ok(&rec, off))
+			break;
+	}
+	res->read = off;
+	EIO_CK(res, off == res->total, "the disk holds the first %llu of %llu records (rc %d)",
+	       (unsigned long long)off, (unsigned long long)res->total, rc);
+	EIO_CK(res, bus_seg_next(r, &rec) == 0, "more than written");
+	bus_seg_reader_close(r);
+	return 0;
+}
+
+/* An fdatasync that fails leaves the pages it could not write in the page
+ * cache, clean: a reopened writer that trusted what it reads there would
+ * write nothing again, and the records are gone from the disk while later
+ * fdatasyncs succeed.  The writer cuts the log back to its last good sync
+ * and refuses every call after (close included); a writer that dies first
+ * leaves the error to recovery's fdatasync, which then reads the segment
+ * from the disk.  Either way the log ends where the disk's copy does, the
+ * caller writes the rest again, and after a remount every record reported
+ * synced is there.  Needs root, a loop device and mkfs.ext4. */
+Test(segment, a_failed_fdatasync_cuts_the_log_to_what_was_synced_and_loses_nothing_synced)
+{
+	struct eio_res *res;
+	pid_t pid;
+	int rc;
+
+	/* A skipped test does not run its .fini: clean up first. */
+	if (geteuid() != 0) {
+		teardown();
+		cr_skip_test("needs root to mount a loop device");
+	}
+	res = mmap(NULL, sizeof(*res), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(res != MAP_FAILED);
+	memset(res, 0, sizeof(*res));
+	pid = tfork(eio_child, res);
+	rc = twait(pid, 30000);
+	if (res->skip) {
+		teardown();
+		cr_skip_test("%s", res->msg);
+	}
+	cr_assert(!res->fail, "%s (synced %llu of %llu at the error)", res->msg,
+		  (unsigned long long)res->synced, (unsigned long long)res->written);
+	cr_assert_eq(rc, 0, "the child: %d", rc);
+	cr_assert_eq(res->read, res->total);
+	munmap(res, sizeof(*res));
 }

@@ -994,11 +994,16 @@ struct bus_seg_writer {
 	uint64_t next_off;
 	uint64_t written_off;
 	uint64_t synced_off;
+	uint64_t synced_pos;  /* the active .log's bytes that the last
+	                         fdatasync covered (0: none, not even the
+	                         header of a segment a roll made) */
 	int64_t last_sync_ns; /* CLOCK_MONOTONIC */
 	uint64_t unsynced;    /* bytes written since the last sync */
 	bool failing;         /* the last write-out failed */
 	struct bus_seg_writer_stats st;
-	int sync_err; /* a failed fdatasync: every flush returns it */
+	int sync_err;    /* a failed fdatasync: the writer is poisoned (see
+	                    SYNC ERRORS), every call but close returns it */
+	bool cut_pending; /* poisoned, and the cut to synced_pos is not done */
 	/* The offset floor (see segment.h): durable value, the seq of its
 	 * slot, the file (opened at the first raise; -1 before). */
 	uint64_t floor, floor_seq;
@@ -1301,6 +1306,8 @@ static int write_out(struct bus_seg_writer *w)
 	uint64_t frames = w->buf_frames;
 	int err = 0;
 
+	if (w->sync_err)
+		return w->sync_err; /* poisoned: see SYNC ERRORS */
 	if (w->pend) {
 		prealloc(w, w->log_size + w->pend);
 		err = write_pieces(w, &done);
@@ -1324,6 +1331,67 @@ static int write_out(struct bus_seg_writer *w)
 	return write_index(w);
 }
 
+/*
+ * SYNC ERRORS.  An fdatasync that fails poisons the writer, for good.  The
+ * kernel keeps the pages it could not write in the page cache, marked
+ * clean: reads (a recovery's, a reader's) still find every frame, a later
+ * fdatasync passes over them and succeeds, and a power loss then takes
+ * them.  So nothing written after the last successful sync can be trusted
+ * to reach the disk by being left where it is, and:
+ *   - the .log is cut back to synced_pos, what the last successful
+ *     fdatasync covered, and both indexes are emptied (the next writer's
+ *     recovery rebuilds them from the log): truncation frees those blocks,
+ *     so the frames written again later go to new ones.  The caller writes
+ *     again whatever the log no longer holds (busd: from the ring, as LOST
+ *     records what the ring no longer holds); those records were never
+ *     reported synced.
+ *   - every later call (append, flush, skip, roll) returns the error, and
+ *     so does close, which retries the cut if it failed.
+ * Rejected: rewriting the same bytes in place, read back from the cache:
+ * on ext4 (Linux 6.18, a loop device failing the writes) the blocks of the
+ * failed write-back stayed an unwritten extent through the rewrite and its
+ * successful fdatasync, and read as zeros after a remount.  Dropping the
+ * pages (POSIX_FADV_DONTNEED) and reading the log again would keep the
+ * frames that did reach the disk, but the call is advisory and the read
+ * costs up to a segment from the disk, where the writer that saw the error
+ * knows what was synced; recover() does it only when that writer died.
+ * O_DIRECT reads: not on every file system (tmpfs), and aligned only.
+ */
+static int poison(struct bus_seg_writer *w, int err);
+
+static void cut_unsynced(struct bus_seg_writer *w)
+{
+	if (!w->cut_pending || w->log_fd < 0)
+		return;
+	if (ftruncate(w->log_fd, (off_t)w->synced_pos) || ftruncate(w->idx_fd, 0) ||
+	    ftruncate(w->tidx_fd, 0)) {
+		wlog(w, BUS_LOG_ERROR,
+		     "cannot cut the log back to offset %" PRIu64 " after a failed fdatasync: %s; "
+		     "its records from there on may be missing on disk",
+		     w->synced_off, strerror(errno));
+		return;
+	}
+	w->cut_pending = false;
+	if (w->written_off > w->synced_off)
+		wlog(w, BUS_LOG_ERROR,
+		     "the log is cut back to offset %" PRIu64 " (what the last successful "
+		     "fdatasync covered): records %" PRIu64 "..%" PRIu64 " must be written again",
+		     w->synced_off, w->synced_off, w->written_off - 1);
+	w->log_size = w->end = w->synced_pos;
+	w->written_off = w->synced_off;
+	w->idx_n = w->tidx_n = 0;
+}
+
+static int poison(struct bus_seg_writer *w, int err)
+{
+	wlog(w, BUS_LOG_ERROR, "fdatasync failed: %s; the writer stops", strerror(-err));
+	w->sync_err = err;
+	w->st.sync_failed = 1;
+	w->cut_pending = true;
+	cut_unsynced(w);
+	return err;
+}
+
 static int sync_log(struct bus_seg_writer *w, bool force)
 {
 	int64_t now;
@@ -1340,14 +1408,10 @@ static int sync_log(struct bus_seg_writer *w, bool force)
 			return 0;
 	}
 	now = bus_mono_ns();
-	if (fdatasync(w->log_fd)) {
-		/* Sticky: the kernel may have dropped the pages it could not
-		 * write, and a second fdatasync would report success. */
-		w->sync_err = -errno;
-		w->st.sync_failed = 1;
-		return w->sync_err;
-	}
+	if (fdatasync(w->log_fd))
+		return poison(w, -errno);
 	w->synced_off = w->written_off;
+	w->synced_pos = w->log_size;
 	w->unsynced = 0;
 	w->last_sync_ns = now;
 	w->st.syncs++;
@@ -1358,7 +1422,7 @@ static void note_result(struct bus_seg_writer *w, int err)
 {
 	if (err) {
 		w->st.write_errors++;
-		if (!w->failing)
+		if (!w->failing && !w->sync_err) /* poison() logged that one */
 			wlog(w, BUS_LOG_ERROR, "write failed at offset %" PRIu64 ": %s; will retry",
 			     w->written_off, strerror(-err));
 		w->failing = true;
@@ -1427,6 +1491,7 @@ static void seg_activate(struct bus_seg_writer *w, uint64_t base, const int fds[
 	w->tidx_fd = fds[2];
 	w->base = base;
 	w->log_size = w->end = HDR;
+	w->synced_pos = 0;
 	w->idx_n = w->tidx_n = 0;
 	w->last_ckpt = HDR;
 	w->max_ts = w->last_m = INT64_MIN;
@@ -1476,8 +1541,9 @@ static int roll(struct bus_seg_writer *w)
 		return err;
 	if (w->o.fsync != BUS_SEG_FSYNC_NEVER) {
 		err = sync_log(w, true);
+		/* Index pages lost as a .log's would be: the same remedy. */
 		if (!err && (fdatasync(w->idx_fd) || fdatasync(w->tidx_fd)))
-			err = -errno;
+			err = poison(w, -errno);
 		if (err)
 			return err;
 	}
@@ -1561,6 +1627,8 @@ static int append(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expect
 
 	if (!w || !f)
 		return -EINVAL;
+	if (w->sync_err)
+		return w->sync_err; /* poisoned: see SYNC ERRORS */
 	memcpy(&h, (const void *)f, sizeof(h)); /* one read of the header */
 	commit = h.commit;
 	type = BUS_COMMIT_TYPE(h.commit);
@@ -1903,8 +1971,16 @@ static bool idx_has(const struct bus_seg_idx *oi, size_t n, uint32_t rel, uint32
 	return lo < n && oi[lo].pos == pos && oi[lo].rel == rel;
 }
 
-/* Recover the active segment @base (see bus_seg_writer_open()). */
-static int recover(struct bus_seg_writer *w, uint64_t base)
+/* Recover the active segment @base (see bus_seg_writer_open()).  With
+ * @distrust, drop the segment's pages from the page cache first
+ * (POSIX_FADV_DONTNEED) and check every frame from the start, as with
+ * verify_all: after the fdatasync at the end of a first pass failed, the
+ * cache may hold pages that a failed write-back left clean (see SYNC
+ * ERRORS), written by a writer that died before it could cut them; read
+ * from the disk, they fail their CRC and the log is cut there.  (Advisory:
+ * a page mapped or locked stays; none is, after that fdatasync.)  Sets
+ * *@sync_failed (may be NULL) when that fdatasync is what failed. */
+static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool *sync_failed)
 {
 	struct bus_seg_idx *oi = NULL;
 	struct bus_seg_tidx *ti = NULL;
@@ -1914,14 +1990,17 @@ static int recover(struct bus_seg_writer *w, uint64_t base)
 	int64_t created = 0;
 	const uint8_t *p;
 	uint32_t len;
-	bool corrupt = false;
+	bool corrupt = false, verify_all = w->o.verify_all || distrust;
 	int fds[3] = { -1, -1, -1 };
 	int rc;
 
+	w->pidx_n = w->ptidx_n = 0; /* a second pass starts over */
 	rc = open_seg_file(w->dfd, base, "log", O_RDWR, 0);
 	if (rc < 0)
 		return rc;
 	fds[0] = rc;
+	if (distrust)
+		(void)posix_fadvise(fds[0], 0, 0, POSIX_FADV_DONTNEED);
 	io_init(&io, fds[0], NULL, NULL);
 	rc = io_stat(&io, NULL);
 	if (rc)
@@ -1958,6 +2037,8 @@ static int recover(struct bus_seg_writer *w, uint64_t base)
 		if (rc < 0)
 			goto out;
 		fds[i] = rc;
+		if (distrust)
+			(void)posix_fadvise(fds[i], 0, 0, POSIX_FADV_DONTNEED);
 	}
 	{
 		void *ob = NULL, *tb = NULL;
@@ -2006,7 +2087,7 @@ static int recover(struct bus_seg_writer *w, uint64_t base)
 			s = (struct seg_pt){ HDR, base, INT64_MIN };
 		}
 	}
-	if (w->o.verify_all && s.pos > HDR) {
+	if (verify_all && s.pos > HDR) {
 		/* Every frame before the start point too (see verify_all in
 		 * segment.h): one that fails cuts the log there, as a torn
 		 * tail, and the indexes are rebuilt up to it. */
@@ -2086,9 +2167,12 @@ static int recover(struct bus_seg_writer *w, uint64_t base)
 	}
 	w->log_size = w->end = s.pos;
 	w->next_off = w->written_off = w->synced_off = s.off;
+	w->synced_pos = s.pos;
 	w->first_ns = s.off > base ? created : 0;
 	if (w->o.fsync != BUS_SEG_FSYNC_NEVER && fdatasync(fds[0])) {
 		rc = -errno;
+		if (sync_failed)
+			*sync_failed = true;
 		goto out_active;
 	}
 	rc = write_out(w);
@@ -2341,7 +2425,15 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 		if (w->o.fsync != BUS_SEG_FSYNC_NEVER)
 			fsync(w->dfd);
 	} else {
-		err = recover(w, segs[n - 1]);
+		bool sync_failed = false;
+		err = recover(w, segs[n - 1], false, &sync_failed);
+		if (err && sync_failed) {
+			wlog(w, BUS_LOG_ERROR,
+			     "segment %" PRIu64 ": fdatasync failed at open: %s; a write-back of "
+			     "it failed since its last sync: checking it again as the disk holds it",
+			     segs[n - 1], strerror(-err));
+			err = recover(w, segs[n - 1], true, NULL);
+		}
 		if (err)
 			goto fail;
 	}
@@ -2376,6 +2468,8 @@ int bus_seg_writer_close(struct bus_seg_writer *w)
 		err = sync_log(w, true);
 	if (!err)
 		prealloc_trim(w);
+	if (w->sync_err)
+		cut_unsynced(w); /* again, if it failed before */
 	if (err)
 		wlog(w, BUS_LOG_ERROR, "closing with %" PRIu64 " records unwritten: %s",
 		     w->next_off - w->written_off, strerror(-err));
@@ -2625,7 +2719,7 @@ int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out)
 {
 	const uint8_t *p;
 	uint32_t len;
-	int rc;
+	int rc, frc;
 
 	if (!r || !out)
 		return -EINVAL;
@@ -2665,9 +2759,27 @@ int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out)
 		 * newer segment exists, this one is sealed and whole: read it
 		 * again to tell its end from a bad frame. */
 		r->io.wlen = 0;
+		frc = rc;
 		rc = next_segment(r, &nfd, &nbase);
 		if (rc == 2)
 			goto reseek;
+		if (rc == 0 && (frc == -BUS_ECORRUPT || r->pos > r->io.size)) {
+			/* The active segment holds no valid frame at the
+			 * position, or ends before it: a recovering writer may
+			 * have cut it there or below (a torn tail; a failed
+			 * fdatasync, segment.c SYNC ERRORS) and written other
+			 * frames since, of other lengths (LOST records).  Look
+			 * the position's offset up again; if it lies elsewhere
+			 * now, read on from there, else this is the end. */
+			uint64_t was_pos = r->pos, was_base = r->base;
+			rc = bus_seg_seek_offset(r, r->next_off);
+			if (rc == 0 && (r->pos != was_pos || r->base != was_base))
+				continue;
+			if (rc < 0 && rc != -ERANGE && rc != -BUS_ECORRUPT)
+				return rc;
+			r->io.wlen = 0; /* the seek's window: read again */
+			return 0;
+		}
 		if (rc <= 0)
 			return rc;
 		rc = frame_at(&r->io, r->pos, r->next_off, &p, &len);

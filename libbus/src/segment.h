@@ -238,7 +238,8 @@ struct bus_seg_writer_stats {
 	uint64_t recovered_dropped_bytes; /* torn tail cut at open */
 	uint32_t recovered_index_rebuilt; /* 1: indexes rebuilt from the start */
 	uint32_t sync_failed;    /* 1: an fdatasync failed; the writer is
-	                            poisoned (see bus_seg_flush()) */
+	                            poisoned (see bus_seg_flush()); written_
+	                            offset is then back at synced_offset */
 	uint64_t floor;          /* the durable offset floor (0: none) */
 	uint64_t floor_syncs;    /* floor writes (each with an fdatasync) */
 };
@@ -265,7 +266,13 @@ struct bus_seg_writer;
  * before a checkpoint: busd asks for it when it takes a partition over a
  * ring that never spilled (after a reboot), not when it adopts one after
  * its own crash, where the page cache kept every byte it wrote and the
- * scan of a 1 GiB segment would hold the producers up.  With verify_all,
+ * scan of a 1 GiB segment would hold the producers up.  Unless the fsync
+ * policy is "never", the active segment is then fdatasync'ed; when that
+ * fails (a write-back failed since the last sync, and the writer that made
+ * it died before it could cut the log: see bus_seg_flush()), the segment's
+ * pages are dropped from the page cache (POSIX_FADV_DONTNEED) and it is
+ * recovered again, every frame checked as the disk holds it (ERROR from
+ * the log callback).  With verify_all,
  * each sealed segment's seal entry is also checked against its .log's
  * size (one stat and one read each): a power loss with fsync "never" can
  * cut a sealed segment inside a frame, or lose its seal entry.  Where they
@@ -309,7 +316,9 @@ void bus_seg_writer_stats(const struct bus_seg_writer *w, struct bus_seg_writer_
  * offset, a PAD frame, or sizes that do not add up to the length), -ENOMEM,
  * or an error from the write-out or the roll it needed (-ENOSPC, -EIO,
  * ...): then the frame is not taken, the files hold whole frames only, and
- * the same call may be retried later.
+ * the same call may be retried later, unless the writer is poisoned (a
+ * failed fdatasync, see bus_seg_flush()): then it returns that error, as
+ * does every later call.
  */
 int bus_seg_append(struct bus_seg_writer *w, const struct bus_frame *f, uint64_t expected_offset);
 
@@ -363,12 +372,26 @@ uint32_t bus_seg_frame_crc(uint64_t commit, const void *frame, uint32_t len);
  * of them, so the files never end in a partial frame; the rest stays
  * buffered and the next flush or append retries it.  The frames written
  * before the error count (written_offset in the stats), also when the
- * error came from an index file.  An fdatasync error (-EIO) poisons the
- * writer: the kernel may have dropped the pages it could not write, and a
- * later fdatasync would succeed without them, so every later flush
- * returns that error (stats.sync_failed is set).  Close the writer and
- * open the log again: its recovery checks what reached the file, and the
- * caller writes again whatever the log no longer holds.
+ * error came from an index file.
+ *
+ * An fdatasync error (-EIO, -ENOSPC, ...; at a flush, a roll, or close)
+ * poisons the writer.  The kernel keeps the pages it could not write in
+ * the page cache, clean: reads still find them, and a later fdatasync
+ * succeeds without writing them, so neither a retry nor a recovery that
+ * reads the file can tell what the disk lacks.  So the writer cuts the
+ * .log back to what its last successful fdatasync covered (synced_offset
+ * in the stats; written_offset falls back to it) and empties the indexes
+ * (the next recovery rebuilds them), with an ERROR from the log callback;
+ * and every later call (append, flush, skip, close) returns the error
+ * (stats.sync_failed is set).  Close the writer and open the log again
+ * once the disk works: it ends at synced_offset, and the caller writes
+ * again whatever followed (busd: from the ring; as LOST records what the
+ * ring no longer holds).  Records past synced_offset were never reported
+ * synced; readers that had read them read on where the records are
+ * written again (bus_seg_next()).  A writer that dies before it can cut
+ * leaves the error to the next fdatasync of the file: recovery's, which
+ * then reads the segment again from the disk (bus_seg_writer_open()).
+ * (segment.c, SYNC ERRORS, says why not rewrite or re-read in place.)
  *
  * Returns 0 or -errno.
  */
@@ -378,7 +401,10 @@ int bus_seg_flush(struct bus_seg_writer *w);
  * bus_seg_writer_close() - flush, fdatasync unless the policy is "never",
  * close, free.  The handle is freed even when the flush fails; frames it
  * could not write are dropped (the next writer's next offset tells where
- * the log ends).  Returns 0 or the flush's error.  NULL is a no-op.
+ * the log ends).  A poisoned writer (see bus_seg_flush()) writes nothing,
+ * cuts the log back to its last sync if that failed before, and returns
+ * the fdatasync's error.  Returns 0, the flush's or the fdatasync's
+ * error.  NULL is a no-op.
  */
 int bus_seg_writer_close(struct bus_seg_writer *w);
 
@@ -459,7 +485,8 @@ uint64_t bus_seg_writer_floor(const struct bus_seg_writer *w);
  * below the next offset, or equal to it with no skip pending), or the
  * error of the write-out or of the new segment's creation: then the next
  * offset is already @to and the segment is made by the next append's roll,
- * or by calling this again with the same @to.
+ * or by calling this again with the same @to (a poisoned writer returns its
+ * fdatasync's error and does nothing).
  */
 int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to);
 
@@ -542,7 +569,11 @@ int bus_seg_reader_relist(struct bus_seg_reader *r);
  * writer truncates); -ERANGE when retention deleted the records that follow
  * the position, or the segment it is in (an empty one too, sealed at a
  * skip, which expires at once): seek again, it stays -ERANGE until then;
- * -errno on an I/O error.  A gap between segments (offsets skipped at the
+ * -errno on an I/O error.  When the active segment holds no valid frame
+ * at the position, or ends before it, the position's offset is looked up
+ * again (a seek): a recovering writer may have cut the segment below it
+ * and written the records again as other frames; the reader reads on
+ * from where the offset is now, or returns 0 until it is written.  A gap between segments (offsets skipped at the
  * floor, or lost with a sealed segment's torn tail: see the format) is
  * skipped: the offsets of the records show it.  A sealed segment that ends
  * inside a frame is -BUS_ECORRUPT until a writer opened with verify_all cuts
