@@ -128,6 +128,10 @@ _Static_assert(sizeof(struct bus_ctl_hdr) == 3 * BUS_CACHELINE, "ctl header size
  * readers a cache hit, where checking tail.pos would pull the producer's
  * hottest line on every record.
  */
+/* The highest tail position a producer claims from: 2^63 bytes take 29
+ * years at 10 GB/s into one partition, so a tail beyond was written by no
+ * producer (-BUS_ECORRUPT), and positions plus a ring never overflow. */
+#define BUS_POS_MAX (1ull << 63)
 #define BUS_HZ_STEP_SHIFT 4  /* a raise: 1/16 ring past the claim */
 #define BUS_HZ_AHEAD_SHIFT 5 /* raised after a commit within 1/32 ring of it */
 

@@ -178,9 +178,11 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 		;
 	/* From here on no concurrent producer's CAS can succeed: they all see
 	 * the bit.  A claim made before it completes on its own. */
-	if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN)) {
-		/* No producer leaves the tail unaligned (reserve()): give the
-		 * partition back and say so, rather than write frames there. */
+	if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN || pos > BUS_POS_MAX)) {
+		/* No producer leaves the tail unaligned (reserve()), or a
+		 * lifetime of writes from the end of the counter (layout.h):
+		 * give the partition back and say so, rather than write
+		 * frames there. */
 		excl_clear(h);
 		st_release(&h->excl_pid, 0);
 		return -BUS_ECORRUPT;
@@ -357,7 +359,7 @@ static inline uint64_t raise_cap(const struct bus_producer *p, const struct bus_
 	uint64_t lim = raise_limit(p, ps);
 	uint64_t fl = bus_ring_intents_floor(ps->r, ld_acquire(&ps->r->hdr->horizon), UINT64_MAX);
 
-	if (fl != BUS_INTENT_IDLE && fl + ps->r->size < lim)
+	if (fl < UINT64_MAX - ps->r->size && fl + ps->r->size < lim)
 		lim = fl + ps->r->size;
 	return lim;
 }
@@ -367,7 +369,7 @@ static inline uint64_t raise_cap(const struct bus_producer *p, const struct bus_
  * (counted from *@since) to publish; a dead owner's claim is repaired at
  * once (its intent tells its length) and its intent dropped, a live one's
  * after the timeout, as readers repair stalled claims (ring.c). */
-static void unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint64_t need,
+static bool unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint64_t need,
 			    int64_t *since)
 {
 	struct bus_ring *r = ps->r;
@@ -376,7 +378,7 @@ static void unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint6
 				     : BUS_INTENT_IDLE;
 
 	if (fl == BUS_INTENT_IDLE)
-		return; /* nothing in the way any more */
+		return false; /* nothing in the way any more */
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++) {
 		struct bus_pslot *sl = &r->hdr->pslot[i];
 		int32_t pid = ld_acquire(&sl->pid);
@@ -401,6 +403,7 @@ static void unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint6
 			atomic_compare_exchange_strong(&sl->pos, &pos, BUS_INTENT_IDLE);
 	}
 	sched_yield();
+	return true;
 }
 
 /* Raise the horizon over a claim ending at @end (reserve()), as far as
@@ -416,7 +419,13 @@ static void raise_over(struct bus_producer *p, struct bus_pstate *ps, uint64_t e
 			bus_ring_raise_horizon(ps->r, end, lim, &ps->hz);
 			return;
 		}
-		unblock_intents(p, ps, end + BUS_FRAME_ALIGN, &since);
+		/* Nothing to wait for (the cap and the intents disagree: slots
+		 * changed in between, or damaged ones): as far as the limit
+		 * goes, never a loop without an end. */
+		if (!unblock_intents(p, ps, end + BUS_FRAME_ALIGN, &since)) {
+			bus_ring_raise_horizon(ps->r, end, raise_limit(p, ps), &ps->hz);
+			return;
+		}
 	}
 }
 
@@ -504,7 +513,7 @@ reserve(struct bus_producer *p, struct bus_pstate *ps, uint32_t *flenp, uint64_t
 			/* Every frame length is aligned, so is every tail a
 			 * producer leaves: an unaligned one was written by none
 			 * (and the frame would straddle words others read). */
-			if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN)) {
+			if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN || pos > BUS_POS_MAX)) {
 				st_release(&sl->pos, BUS_INTENT_IDLE);
 				return -BUS_ECORRUPT;
 			}
