@@ -218,7 +218,14 @@ static int ring_resync(struct bus_consumer *c, struct bus_cpart *cp);
 
 /* Move a lapped cursor to the earliest record still held (on disk for a
  * persistent topic, else in the ring), counting what it lost.  Returns 1
- * (moved), 0 (not now: try again later) or -BUS_ECORRUPT (ring_resync()).
+ * (moved), 0 (not now: try again later; or out of range, cp->out_of_range
+ * set), or an error: -BUS_ECORRUPT (ring_resync()), or the -errno of a log
+ * that exists and cannot be read (-EMFILE, -EACCES, -EIO, ...): the cursor
+ * then stays where it is, and the next poll tries again.  Only a log that
+ * is not there yet (no directory, no segment: no busd has spilled this
+ * partition) sends a persistent topic's reader to the ring, as an
+ * ephemeral one's; any other failure taken so would report records that
+ * are on disk as lost, or skip them.
  * Out of line: inlined into poll_part(), it cost the hot loop of a 64 B
  * stream 5% (alternating runs of bus_bench tput 64). */
 static __attribute__((noinline, cold)) int resync(struct bus_consumer *c, struct bus_cpart *cp)
@@ -226,19 +233,29 @@ static __attribute__((noinline, cold)) int resync(struct bus_consumer *c, struct
 	if (c->persistent) {
 		/* What the ring lost is on disk: read it from there. */
 		uint64_t from = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+		uint64_t first;
 		int err = disk_seek(c, cp, from);
-		c->stats.laps++;
-		if (err == 0)
+
+		if (err == 0) {
+			c->stats.laps++;
 			return 1;
+		}
 		if (err == -ERANGE) {
-			uint64_t first;
-			if (disk_earliest(c, cp, &first) == 0 && first > from) {
+			/* Not in the log: deleted by retention, or no segment
+			 * yet (-ENOENT), or the log ends before it (cut by
+			 * hand: the ring says what is lost). */
+			err = disk_earliest(c, cp, &first);
+			if (err == 0 && first > from) {
+				c->stats.laps++;
 				cp->off = from;
-				return out_of_range(c, cp) == 0;
+				err = out_of_range(c, cp);
+				return err == 0 ? 1 : err == -ERANGE || err == -EAGAIN ? 0 : err;
 			}
 		}
-		/* No log (no busd yet): as an ephemeral topic. */
-		c->stats.laps--;
+		if (err != 0 && err != -ENOENT)
+			return err;
+		/* No log yet (no busd has spilled this partition): as an
+		 * ephemeral topic. */
 	}
 	return ring_resync(c, cp);
 }
@@ -448,8 +465,9 @@ got:
 	return (int)n;
 }
 
-/* Read up to @max views from one partition.  Returns the count or
- * -BUS_ECORRUPT. */
+/* Read up to @max views from one partition.  Returns the count, or
+ * -BUS_ECORRUPT, -ERANGE (out of range) or the -errno of a log (resync()):
+ * the cursor then stays. */
 static int poll_part(struct bus_consumer *c, struct bus_cpart *cp, struct bus_view *v, unsigned max)
 {
 	struct bus_ring *r = cp->r;
@@ -567,10 +585,13 @@ bad:
 		/* A frame that does not parse is either being overwritten (we
 		 * are lapped) or corrupt. */
 		if (!whole(r, cp->pos, horizon(r))) {
-			if (resync(c, cp) > 0)
+			int rs = resync(c, cp);
+			if (rs > 0)
 				goto moved;
 			if (!n && cp->out_of_range)
 				return -ERANGE;
+			if (!n && rs < 0)
+				return rs;
 		}
 		if (!n)
 			return -BUS_ECORRUPT;
@@ -922,7 +943,9 @@ static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
 }
 
 /* The part of a seek that the log on disk answers: returns 0 (positioned,
- * on disk or in the ring), 1 (the ring answers alone), or an error.  The
+ * on disk or in the ring), 1 (the ring answers alone: no log yet), or an
+ * error, any failure to open or read a log that exists included (it may
+ * hold what the seek is after).  The
  * ring is tried first at the target offset; the log only when the ring no
  * longer holds it, so that producers moving the ring on between the two
  * attempts cannot make the seek skip anything. */
@@ -937,8 +960,10 @@ static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek
 		/* Retention may delete the earliest segment meanwhile: the next
 		 * is as good. */
 		for (int tries = 0; tries < 10; tries++) {
-			if (disk_earliest(c, cp, &first) != 0)
-				return 1;
+			/* No log yet: the ring answers.  Any other failure is
+			 * the caller's: the log may hold older records. */
+			if ((err = disk_earliest(c, cp, &first)) != 0)
+				return err == -ENOENT ? 1 : err;
 			cp->on_disk = false;
 			if (seek_offset(cp, first) == 0)
 				return 0;
@@ -959,8 +984,8 @@ static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek
 		err = disk_seek(c, cp, (uint64_t)value);
 		return err == -ENOENT ? -ERANGE : err;
 	case BUS_SEEK_TIME:
-		if (disk_open(c, cp) != 0)
-			return 1;
+		if ((err = disk_open(c, cp)) != 0)
+			return err == -ENOENT ? 1 : err; /* no log yet, or the caller's */
 		err = bus_seg_seek_time(cp->disk, value, &off);
 		if (err == -ERANGE)
 			return 1; /* no log yet */

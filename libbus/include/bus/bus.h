@@ -397,7 +397,9 @@ struct bus_consumer;
  * through busd's logs in BUS_DATA_DIR).  @opts may be NULL.  Returns 0,
  * -ENOENT, -EINVAL (bad options, or both RESET flags), -ENOSPC (no free
  * gating slot), -BUS_ECORRUPT, -ENOMEM, -EAGAIN (producers moved the ring
- * on too fast: retry), or an -errno reading a log.  The consumer is
+ * on too fast: retry), or an -errno opening or reading a log (-EMFILE,
+ * -EACCES, -EIO, ...: on a persistent topic only a log that does not exist
+ * yet is taken for "no log").  The consumer is
  * single-threaded and holds, per partition read from disk, an open
  * directory, an open segment and a read buffer (256 KiB), or a read-only
  * mapping of 4 MiB of a sealed segment: by default the process measures
@@ -428,7 +430,8 @@ void bus_consumer_close(struct bus_consumer *c);
  * the logs' indexes (no scan of a whole log).  Returns 0, -ERANGE (the
  * offset is before the earliest record still held, or after the next
  * offset: "offset out of range"), -ENOENT, -EINVAL, -EAGAIN (the producers
- * moved too fast: retry), or an -errno reading the log.
+ * moved too fast: retry), or an -errno opening or reading the log (as
+ * bus_consumer_open()).
  */
 int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,
 		      int64_t value);
@@ -475,7 +478,9 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
  * Returns the number of views (0 on timeout), or -BUS_ESTALE,
  * -BUS_ECORRUPT, -ERANGE (a partition's position is no longer held: the
  * retention deleted it; returned until the partition is sought again, unless
- * a BUS_CONSUMER_RESET_* flag resets it), or an -errno reading a log.
+ * a BUS_CONSUMER_RESET_* flag resets it), or an -errno opening or reading a
+ * log (-EMFILE, -EACCES, -EIO, -ENOMEM, ...): the partition's position then
+ * stays, nothing is reported lost, and the next poll tries again.
  */
 int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
 		      int64_t timeout_ns);

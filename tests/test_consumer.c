@@ -1,0 +1,208 @@
+/* test_consumer.c - what a consumer reports: log errors passed up rather
+ * than taken for "no log".  Tests that need logs run their own busd
+ * (build/bin/busd --foreground) on a private bus. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "layout.h"
+#include "util.h"
+
+static struct tenv e;
+static struct bus *tb;
+static pid_t busd = -1;
+static char busd_log[300], busd_conf[300];
+
+static void setup(void)
+{
+	tenv_init(&e);
+	tb = tenv_bus(&e);
+	snprintf(busd_log, sizeof busd_log, "%s.busd.log", e.data_dir);
+	snprintf(busd_conf, sizeof busd_conf, "%s.busd.conf", e.data_dir);
+	busd = -1;
+}
+
+static void teardown(void)
+{
+	if (busd > 0) {
+		int st;
+		kill(busd, SIGKILL);
+		twait_status(busd, 5000, &st);
+		busd = -1;
+	}
+	bus_close(tb);
+	tb = NULL;
+	if (getenv("BUS_TEST_KEEP_LOG") == NULL)
+		unlink(busd_log);
+	unlink(busd_conf);
+	tenv_fini(&e);
+}
+
+TestSuite(consumer, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ----------------------------------------------------------- helpers */
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+/* Start busd (with busd_conf when @conf is given), and wait until it has
+ * published itself. */
+static void busd_start(const char *conf)
+{
+	const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+	int64_t deadline = tnow_ms() + 20000;
+	char bin[256];
+	int st;
+
+	snprintf(bin, sizeof bin, "%s/bin/busd", build);
+	cr_assert(access(bin, X_OK) == 0, "%s: %s", bin, strerror(errno));
+	if (conf) {
+		FILE *f = fopen(busd_conf, "w");
+		cr_assert(f, "config: %s", strerror(errno));
+		fputs(conf, f);
+		fclose(f);
+	}
+	busd = fork();
+	cr_assert(busd >= 0);
+	if (busd == 0) {
+		int fd = open(busd_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 2);
+			close(fd);
+		}
+		if (conf)
+			execl(bin, "busd", "--foreground", "--config", busd_conf, (char *)NULL);
+		else
+			execl(bin, "busd", "--foreground", (char *)NULL);
+		_exit(127);
+	}
+	while (bus_daemon_pid(tb) != busd) {
+		cr_assert(waitpid(busd, &st, WNOHANG) == 0, "busd exited at start; see %s", busd_log);
+		cr_assert(tnow_ms() < deadline, "busd did not publish itself in 20 s");
+		sleep_ms(2);
+	}
+}
+
+static struct bus_partition_info pinfo(const char *topic)
+{
+	struct bus_partition_info pi;
+	int err = bus_partition_describe(tb, topic, 0, &pi);
+
+	cr_assert_eq(err, 0, "describe %s: %s", topic, bus_strerror(err));
+	return pi;
+}
+
+static void wait_spilled(const char *topic)
+{
+	int64_t deadline = tnow_ms() + 60000;
+
+	while (pinfo(topic).spilled_offset < pinfo(topic).next_offset) {
+		cr_assert(tnow_ms() < deadline, "%s: not spilled in 60 s", topic);
+		sleep_ms(2);
+	}
+}
+
+static void produce(struct bus_producer *p, int n, uint32_t len)
+{
+	static uint8_t val[4096];
+
+	cr_assert(len <= sizeof val);
+	for (int i = 0; i < n; i++) {
+		struct bus_record r = { .value = val, .value_len = len };
+		int err = bus_produce(p, 0, &r, NULL, NULL);
+		cr_assert_eq(err, 0, "produce: %s", bus_strerror(err));
+	}
+}
+
+/* ------------------------------------------------------- log errors */
+
+/* A persistent topic's lapped reader reads what the ring lost from the
+ * log.  When the log is there but cannot be opened (here: no descriptor
+ * left), that is the caller's error: the records are on disk, and going on
+ * from the ring would report them lost (or, for a seek, skip them). */
+Test(consumer, a_log_that_cannot_be_opened_is_an_error_not_a_skip)
+{
+	struct bus_consumer_opts co = { .partition = 0 };
+	struct bus_consumer *c, *c2 = NULL;
+	struct bus_consumer_stats st;
+	struct bus_producer *p;
+	struct bus_view v[16];
+	struct rlimit rl, low;
+	uint64_t pos, expect;
+	int n, fd, e_poll, e_open, e_time;
+
+	busd_start(NULL);
+	{
+		struct bus_topic_config cfg;
+		bus_topic_config_init(&cfg);
+		cfg.ring_size = BUS_RING_MIN;
+		cr_assert_eq(bus_topic_create(tb, "p", &cfg), 0);
+	}
+	cr_assert_eq(bus_producer_open(tb, "p", NULL, &p), 0);
+	produce(p, 10, 200);
+	cr_assert_eq(bus_consumer_open(tb, "p", &co, &c), 0);
+	n = bus_consumer_poll(c, v, 5, 0);
+	cr_assert_eq(n, 5, "poll: %d", n);
+	/* Lapped: records 5.. are on disk only. */
+	produce(p, 3000, 200);
+	wait_spilled("p");
+	cr_assert(pinfo("p").first_offset > 5);
+
+	/* No descriptor left: the lowest free one is the limit. */
+	fd = dup(0);
+	cr_assert(fd >= 0);
+	close(fd);
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	low = rl;
+	low.rlim_cur = (rlim_t)fd;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	e_poll = bus_consumer_poll(c, v, 16, 0);
+	e_open = bus_consumer_open(tb, "p", &co, &c2);
+	e_time = bus_consumer_seek(c, 0, BUS_SEEK_TIME, 0);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+
+	cr_expect_eq(e_poll, -EMFILE, "lapped poll: %d (%s)%s", e_poll, bus_strerror(e_poll),
+		     e_poll > 0 ? ", records handed out from the ring" : "");
+	if (e_poll > 0)
+		cr_expect_eq(v[0].offset, 5, "first record %" PRIu64 " (lost_before %" PRIu64 ")",
+			     v[0].offset, v[0].lost_before);
+	cr_expect_eq(e_open, -EMFILE, "open at the earliest: %d (%s)", e_open, bus_strerror(e_open));
+	if (e_open == 0)
+		bus_consumer_close(c2);
+	cr_expect_eq(e_time, -EMFILE, "seek by time: %d (%s)", e_time, bus_strerror(e_time));
+	bus_consumer_stats(c, &st);
+	cr_expect_eq(st.lost, 0, "stats.lost %" PRIu64, st.lost);
+
+	/* With descriptors again, the reader goes on from the log: all of
+	 * 5..3009, none lost.  (A failed seek leaves the cursor where it
+	 * was.) */
+	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
+	cr_expect_eq(pos, e_poll > 0 ? 5 + (uint64_t)e_poll : 5, "position %" PRIu64, pos);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 5), 0);
+	for (expect = 5; expect < 3010;) {
+		n = bus_consumer_poll(c, v, 16, 1000000000ll);
+		cr_assert(n > 0, "poll at %" PRIu64 ": %d (%s)", expect, n, bus_strerror(n));
+		for (int i = 0; i < n; i++, expect++) {
+			cr_assert_eq(v[i].offset, expect, "offset %" PRIu64 ", want %" PRIu64,
+				     v[i].offset, expect);
+			cr_assert_eq(v[i].lost_before, 0);
+		}
+		cr_assert_eq(bus_consumer_check(c, v, (unsigned)n), n);
+	}
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
