@@ -1,6 +1,7 @@
 /* test_consumer.c - what a consumer reports: log errors passed up rather
- * than taken for "no log".  Tests that need logs run their own busd
- * (build/bin/busd --foreground) on a private bus. */
+ * than taken for "no log", resets that count every record they skip.
+ * Tests that need logs run their own busd (build/bin/busd --foreground) on
+ * a private bus. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -203,6 +204,101 @@ Test(consumer, a_log_that_cannot_be_opened_is_an_error_not_a_skip)
 		}
 		cr_assert_eq(bus_consumer_check(c, v, (unsigned)n), n);
 	}
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+/* --------------------------------------------------------------- resets */
+
+/* Retention deletes a reader's position; BUS_CONSUMER_RESET_LATEST moves
+ * it to the next offset and reports every record skipped.  A seek in the
+ * ring stands at the checkpoint below its target and passes over the
+ * records up to it: those are skipped too, and counted. */
+Test(consumer, reset_latest_counts_every_skipped_record)
+{
+	struct bus_consumer_opts co = { .partition = 0,
+					.start = BUS_SEEK_EARLIEST,
+					.flags = BUS_CONSUMER_RESET_LATEST };
+	struct bus_topic_config cfg;
+	struct bus_consumer_stats st;
+	struct bus_consumer *c;
+	struct bus_producer *p;
+	struct bus_view v[4];
+	struct bus_ring_hdr *h;
+	struct bus_topic_info ti;
+	uint64_t expect, reported = 0, skipped = 0;
+	int64_t deadline;
+	int n;
+
+	busd_start("segment_bytes = 16K\nretention_check_ms = 20\n");
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = BUS_RING_MIN;
+	cfg.retention_bytes = 256 * 1024;
+	cr_assert_eq(bus_topic_create(tb, "r", &cfg), 0);
+	cr_assert_eq(bus_producer_open(tb, "r", NULL, &p), 0);
+	produce(p, 300, 1000);
+	wait_spilled("r");
+	cr_assert_eq(bus_consumer_open(tb, "r", &co, &c), 0);
+	n = bus_consumer_poll(c, v, 4, 0);
+	cr_assert(n > 0, "poll: %d", n);
+	expect = v[n - 1].offset + 1;
+
+	/* Far past it, retention deletes it; the last records small, so that
+	 * the tail is some way into a checkpoint's chunk (the last checkpoint
+	 * below the next offset). */
+	produce(p, 3000, 1000);
+	cr_assert_eq(bus_topic_describe(tb, "r", &ti), 0);
+	{
+		char path[512];
+		uint8_t *base;
+		size_t len = (size_t)BUS_RING_MIN + BUS_RING_HDR_SIZE;
+		int fd, k = 0;
+
+		snprintf(path, sizeof path, "%s/bus.%s.r.%u.0", e.shm_dir, e.name, ti.generation);
+		fd = open(path, O_RDONLY);
+		cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+		base = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+		close(fd);
+		cr_assert(base != MAP_FAILED);
+		h = (struct bus_ring_hdr *)(void *)(base + BUS_RING_MIN);
+		while (k < 3 || (atomic_load(&h->tail.pos) & (BUS_RING_MIN / BUS_CKPT_N - 1)) < 160) {
+			produce(p, 1, 10);
+			k++;
+		}
+		munmap(base, len);
+	}
+	deadline = tnow_ms() + 60000;
+	while (pinfo("r").spilled_offset < pinfo("r").next_offset ||
+	       pinfo("r").disk_first_offset < 2000) {
+		cr_assert(tnow_ms() < deadline, "retention did not run in 60 s");
+		sleep_ms(5);
+	}
+
+	/* Reset to the latest: the first record after it says how many were
+	 * skipped. */
+	deadline = tnow_ms() + 60000;
+	while (!reported) {
+		n = bus_consumer_poll(c, v, 4, 0);
+		cr_assert(n >= 0, "poll: %s", bus_strerror(n));
+		if (n == 0) {
+			produce(p, 1, 1000);
+			n = bus_consumer_poll(c, v, 4, 1000000000ll);
+			cr_assert(n >= 0, "poll: %s", bus_strerror(n));
+		}
+		for (int i = 0; i < n; i++) {
+			if (v[i].lost_before) {
+				reported += v[i].lost_before;
+				skipped += v[i].offset - expect;
+			}
+			expect = v[i].offset + 1;
+		}
+		cr_assert(tnow_ms() < deadline, "no reset in 60 s");
+	}
+	cr_expect_eq(reported, skipped, "lost_before %" PRIu64 ", records skipped %" PRIu64,
+		     reported, skipped);
+	bus_consumer_stats(c, &st);
+	cr_expect_eq(st.lost, skipped, "stats.lost %" PRIu64 ", records skipped %" PRIu64, st.lost,
+		     skipped);
 	bus_consumer_close(c);
 	bus_producer_close(p);
 }

@@ -64,6 +64,12 @@ static inline struct bus_frame *frame_at(const struct bus_ring *r, uint64_t pos)
 	return (struct bus_frame *)(r->data + (pos & r->mask));
 }
 
+/* The next offset @cp returns: records below skip_below are passed over. */
+static inline uint64_t next_off(const struct bus_cpart *cp)
+{
+	return cp->off > cp->skip_below ? cp->off : cp->skip_below;
+}
+
 /* A consumer that is behind reads frames back to back, and each frame's
  * commit word is a load whose address depends on the frame before: a chain
  * of misses to lines the producer's core wrote, one at a time, which the
@@ -117,6 +123,14 @@ static int disk_open(struct bus_consumer *c, struct bus_cpart *cp)
 	if (err)
 		return err;
 	return bus_seg_reader_open(&cp->disk, dir);
+}
+
+/* @n offsets of @cp are lost (lapped, repaired, deleted by retention):
+ * reported in the next view's lost_before, and counted. */
+static inline void lost(struct bus_consumer *c, struct bus_cpart *cp, uint64_t n)
+{
+	cp->lost_pending += n;
+	c->stats.lost += n;
 }
 
 /* Offsets from @cp's position up to @to are lost (never to be read):
@@ -193,10 +207,11 @@ static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek 
 
 /* The partition's offset is no longer held anywhere (retention deleted
  * it): reset by the consumer's policy, counting what is skipped, or report
- * -ERANGE until the caller seeks. */
+ * -ERANGE until the caller seeks.  Returns 0 (reset), -ERANGE, or the
+ * seek's error (the cursor then stays). */
 static int out_of_range(struct bus_consumer *c, struct bus_cpart *cp)
 {
-	uint64_t from = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+	uint64_t from = next_off(cp), pending = cp->lost_pending, to;
 	int err;
 
 	if (!(c->flags & (BUS_CONSUMER_RESET_EARLIEST | BUS_CONSUMER_RESET_LATEST))) {
@@ -205,12 +220,17 @@ static int out_of_range(struct bus_consumer *c, struct bus_cpart *cp)
 	}
 	err = seek_one(c, cp,
 		       c->flags & BUS_CONSUMER_RESET_EARLIEST ? BUS_SEEK_EARLIEST : BUS_SEEK_LATEST, 0);
+	/* A seek starts afresh (lost_pending 0); not this one: what was lost
+	 * before (LOST frames not yet reported) still is. */
+	cp->lost_pending = pending;
 	if (err)
 		return err;
-	if (cp->off > from) {
-		cp->lost_pending += cp->off - from;
-		c->stats.lost += cp->off - from;
-	}
+	/* Where the seek left the cursor: in the ring, a seek stands at a
+	 * checkpoint below its target and passes over the records up to it
+	 * (skip_below) uncounted: they are skipped all the same. */
+	to = next_off(cp);
+	if (to > from)
+		lost(c, cp, to - from);
 	return 0;
 }
 
