@@ -968,6 +968,36 @@ Test(safety, a_checkpoint_behind_a_lapped_reader_is_ecorrupt_not_an_endless_resy
 	munmap(r.base, r.len);
 }
 
+/* Producers keep the horizon less than a ring ahead of the tail.  One
+ * far past it made every reader spin: each poll found itself lapped and
+ * no checkpoint in reach, and BUS_WAIT_SLEEP never slept. */
+Test(safety, a_horizon_past_any_producers_reach_is_ecorrupt_not_a_busy_loop)
+{
+	struct bus_consumer_opts co = { .partition = 0, .wait = BUS_WAIT_SLEEP };
+	struct bus_partition_info pi;
+	struct tring r;
+	struct bus_consumer *c;
+	struct bus_view v[16];
+	int64_t t0, ms;
+	int n, err;
+
+	frames_setup(&r, &c, 10, 10);
+	bus_consumer_close(c);
+	cr_assert_eq(bus_consumer_open(b, "f", &co, &c), 0);
+	atomic_store(&r.h->horizon, tail_pos(&r) + 100 * r.size);
+	t0 = tnow_ms();
+	n = bus_consumer_poll(c, v, 16, 300 * 1000000ll);
+	ms = tnow_ms() - t0;
+	cr_expect_eq(n, -BUS_ECORRUPT, "poll: %d after %lld ms", n, (long long)ms);
+	cr_expect(ms < 250, "poll took %lld ms", (long long)ms);
+	err = bus_consumer_seek(c, 0, BUS_SEEK_EARLIEST, 0);
+	cr_expect_eq(err, -BUS_ECORRUPT, "seek: %d (%s)", err, bus_strerror(err));
+	err = bus_partition_describe(b, "f", 0, &pi);
+	cr_expect_eq(err, -BUS_ECORRUPT, "describe: %d (%s)", err, bus_strerror(err));
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
 /* Producers leave the tail aligned; one that is not (a hostile header) is
  * refused by both kinds of producer, and nothing is written. */
 Test(safety, produce_refuses_an_unaligned_tail)

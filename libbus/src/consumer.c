@@ -282,8 +282,9 @@ static __attribute__((noinline, cold)) int resync(struct bus_consumer *c, struct
 
 /* Move a lapped cursor to the earliest whole frame of the ring.  Returns
  * 1, 0 when no checkpoint could be read whole (producers moved on too
- * fast: try again), or -BUS_ECORRUPT when the earliest checkpoint is not
- * ahead of the cursor.  A lapped cursor is behind the horizon's lap
+ * fast: try again), or -BUS_ECORRUPT when the ring header is (a horizon
+ * past the tail's reach, bus_ring_earliest()) or the earliest checkpoint
+ * is not ahead of the cursor.  A lapped cursor is behind the horizon's lap
  * (pos + size < horizon) and the earliest checkpoint is not (pos >=
  * horizon - size), so it lies further on, with an offset at least the
  * cursor's (equal only across padding): one that is not was written by
@@ -293,20 +294,22 @@ static int ring_resync(struct bus_consumer *c, struct bus_cpart *cp)
 	uint64_t pos, off;
 
 	for (int tries = 0; tries < 100; tries++) {
-		if (bus_ring_earliest(cp->r, &pos, &off) == 0) {
-			uint64_t from = cp->off > cp->skip_below ? cp->off : cp->skip_below;
-			if (off < cp->off || (off == cp->off && pos <= cp->pos))
-				return -BUS_ECORRUPT;
-			if (off > from) {
-				cp->lost_pending += off - from;
-				c->stats.lost += off - from;
-			}
-			cp->pos = pos;
-			cp->off = off;
-			c->stats.laps++;
-			gating_publish(cp);
-			return 1;
-		}
+		int err = bus_ring_earliest(cp->r, &pos, &off);
+		uint64_t from = next_off(cp);
+
+		if (err == -EAGAIN)
+			continue;
+		if (err)
+			return err;
+		if (off < cp->off || (off == cp->off && pos <= cp->pos))
+			return -BUS_ECORRUPT;
+		if (off > from)
+			lost(c, cp, off - from);
+		cp->pos = pos;
+		cp->off = off;
+		c->stats.laps++;
+		gating_publish(cp);
+		return 1;
 	}
 	return 0;
 }
@@ -375,7 +378,10 @@ static int disk_leave(struct bus_consumer *c, struct bus_cpart *cp)
 	 * "never") explains.  Go on from the ring, counting the gap. */
 	{
 		uint64_t pos, off;
-		if (bus_ring_earliest(r, &pos, &off) == 0 && off > target) {
+		int e = bus_ring_earliest(r, &pos, &off);
+		if (e == -BUS_ECORRUPT)
+			return e;
+		if (e == 0 && off > target) {
 			cp->on_disk = false;
 			int rs = ring_resync(c, cp);
 			return rs > 0 ? 0 : rs < 0 ? rs : -EAGAIN;
@@ -875,12 +881,15 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h)
 
 /* ------------------------------------------------------------- seeking */
 
+/* bus_ring_earliest(), retried while producers race it: 0, -EAGAIN or
+ * -BUS_ECORRUPT. */
 static int earliest(struct bus_cpart *cp, uint64_t *pos, uint64_t *off)
 {
-	for (int tries = 0; tries < 1000; tries++)
-		if (bus_ring_earliest(cp->r, pos, off) == 0)
-			return 0;
-	return -EAGAIN;
+	int err = -EAGAIN;
+
+	for (int tries = 0; tries < 1000 && err == -EAGAIN; tries++)
+		err = bus_ring_earliest(cp->r, pos, off);
+	return err;
 }
 
 /* Position @cp at the checkpoint nearest below @target and pass over the

@@ -194,6 +194,19 @@ void bus_ring_checkpoint(struct bus_ring *r, uint64_t start, uint64_t end, uint6
 	st_release(&c->pos, end);
 }
 
+/* The earliest whole frame of the ring, from the checkpoints.  Returns 0,
+ * -EAGAIN (none could be read whole: producers moved on meanwhile; try
+ * again), or -BUS_ECORRUPT: a horizon more than a ring past the tail, which
+ * no producer raises, and with which no checkpoint is ever whole (a caller
+ * retrying on -EAGAIN would retry for ever, and a reader would find itself
+ * lapped at every poll).
+ *
+ * A raise asks for at most a claim's end + 1/32 + 1/16 ring + 8, after
+ * that claim (producer.c, reserve() and publish()): the horizon leads the
+ * tail by less than a ring, and the tail is read after the horizon.  It is
+ * read again before the horizon is called corrupt, for weakly ordered
+ * machines: a raise is a relaxed CAS, which may become visible before the
+ * claim it follows. */
 int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off)
 {
 	struct bus_ring_hdr *h = r->hdr;
@@ -202,6 +215,12 @@ int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off)
 	uint64_t bound = hz > r->size ? hz - r->size : 0;
 	uint64_t best = UINT64_MAX, best_off = 0;
 
+	if (BUS_UNLIKELY(hz > tail && hz - tail > r->size)) {
+		atomic_thread_fence(memory_order_seq_cst);
+		tail = ld_acquire(&h->tail.pos);
+		if (hz > tail && hz - tail > r->size)
+			return -BUS_ECORRUPT;
+	}
 	for (uint32_t i = 0; i < BUS_CKPT_N; i++) {
 		uint64_t p, o;
 		if (!ckpt_read(&h->ckpt[i], &p, &o))

@@ -430,7 +430,8 @@ void bus_consumer_close(struct bus_consumer *c);
  * the logs' indexes (no scan of a whole log).  Returns 0, -ERANGE (the
  * offset is before the earliest record still held, or after the next
  * offset: "offset out of range"), -ENOENT, -EINVAL, -EAGAIN (the producers
- * moved too fast: retry), or an -errno opening or reading the log (as
+ * moved too fast: retry), -BUS_ECORRUPT (the ring's header holds what no
+ * producer writes), or an -errno opening or reading the log (as
  * bus_consumer_open()).
  */
 int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,
@@ -476,7 +477,8 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
  * Views read from disk stay valid until the next poll, read or seek on @c.
  * A reader lapped on a persistent topic goes on from disk without loss.
  * Returns the number of views (0 on timeout), or -BUS_ESTALE,
- * -BUS_ECORRUPT, -ERANGE (a partition's position is no longer held: the
+ * -BUS_ECORRUPT (a frame or the ring's header holds what no producer
+ * writes), -ERANGE (a partition's position is no longer held: the
  * retention deleted it; returned until the partition is sought again, unless
  * a BUS_CONSUMER_RESET_* flag resets it), or an -errno opening or reading a
  * log (-EMFILE, -EACCES, -EIO, -ENOMEM, ...): the partition's position then
