@@ -968,6 +968,103 @@ Test(safety, a_checkpoint_behind_a_lapped_reader_is_ecorrupt_not_an_endless_resy
 	munmap(r.base, r.len);
 }
 
+/* A lapped reader resyncs from the checkpoints, which producers write
+ * only for what they have claimed: one past the tail (by position or by
+ * offset) is no producer's.  Taken as it was, it moved the reader to
+ * offset 2^40, reported some 2^41 records lost, and polled nothing for
+ * ever after; with an offset 2^40 (whose 32-bit tag matches the record at
+ * that position) it handed out records as offsets 2^40 and up. */
+Test(safety, a_checkpoint_past_the_tail_is_ecorrupt_not_a_huge_gap)
+{
+	struct tring r;
+	struct bus_consumer *c;
+	struct bus_consumer_stats st;
+	struct bus_view v[16];
+	uint64_t pos;
+	int n, err;
+
+	frames_setup(&r, &c, 10, 100);
+	n = bus_consumer_poll(c, v, 5, 0);
+	cr_assert_eq(n, 5);
+	for (unsigned i = 0; i < BUS_CKPT_N; i++)
+		atomic_store(&r.h->ckpt[i].pos, BUS_CKPT_EMPTY);
+	/* Two laps on, the only checkpoint whole and at the tail, but with
+	 * an offset 2^40 past it (tail.off is 10). */
+	atomic_store(&r.h->tail.pos, 2 * r.size);
+	atomic_store(&r.h->horizon, 2 * r.size + 64);
+	atomic_store(&r.h->ckpt[0].off, (1ull << 40) + 3);
+	atomic_store(&r.h->ckpt[0].pos, 2 * r.size);
+	n = bus_consumer_poll(c, v, 16, 0);
+	cr_expect_eq(n, -BUS_ECORRUPT, "poll: %d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
+	cr_expect_eq(pos, 5, "position %llu", (unsigned long long)pos);
+	bus_consumer_stats(c, &st);
+	cr_expect_eq(st.lost, 0, "stats.lost %llu", (unsigned long long)st.lost);
+	bus_consumer_close(c);
+
+	/* Offset 2^40: its tag is that of the record at that position. */
+	atomic_store(&r.h->ckpt[0].off, 1ull << 40);
+	c = NULL;
+	err = bus_consumer_open(b, "f", NULL, &c);
+	n = err ? err : bus_consumer_poll(c, v, 16, 0);
+	cr_expect_eq(n, -BUS_ECORRUPT, "open %d, poll %d (first offset %llu)", err, n,
+		     n > 0 ? (unsigned long long)v[0].offset : 0ull);
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
+/* The commit word's tag is the offset's low 32 bits: a record whose tag
+ * matches may still be one 2^32 offsets away.  The frame's 64-bit offset
+ * says which, and a reader that came by a checkpoint of the wrong offset
+ * gets -BUS_ECORRUPT instead of records numbered 2^32 too high. */
+Test(safety, a_record_of_another_64_bit_offset_is_ecorrupt)
+{
+	struct tring r;
+	struct bus_consumer *c;
+	struct bus_view v[16];
+	int n, err;
+
+	frames_setup(&r, &c, 10, 100);
+	bus_consumer_close(c);
+	for (unsigned i = 0; i < BUS_CKPT_N; i++)
+		atomic_store(&r.h->ckpt[i].pos, BUS_CKPT_EMPTY);
+	atomic_store(&r.h->tail.off, (1ull << 32) + 10);
+	atomic_store(&r.h->ckpt[0].off, 1ull << 32);
+	atomic_store(&r.h->ckpt[0].pos, 0);
+	c = NULL;
+	err = bus_consumer_open(b, "f", NULL, &c);
+	cr_assert_eq(err, 0, "open: %s", bus_strerror(err));
+	n = bus_consumer_poll(c, v, 16, 0);
+	cr_expect_eq(n, -BUS_ECORRUPT, "poll: %d (first offset %llu)", n,
+		     n > 0 ? (unsigned long long)v[0].offset : 0ull);
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
+/* A seek by offset takes the nearest checkpoint below its target: one
+ * past the tail made the seek succeed and every poll after it return
+ * nothing, though the records exist. */
+Test(safety, seek_refuses_a_checkpoint_past_the_tail)
+{
+	struct tring r;
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	uint64_t tp;
+	int n, err;
+
+	frames_setup(&r, &c, 200, 10);
+	tp = tail_pos(&r);
+	atomic_store(&r.h->ckpt[BUS_CKPT_N - 1].pos, BUS_CKPT_EMPTY);
+	atomic_store(&r.h->ckpt[BUS_CKPT_N - 1].off, 150);
+	atomic_store(&r.h->ckpt[BUS_CKPT_N - 1].pos, tp + 8 * r.size);
+	err = bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 150);
+	n = err ? err : bus_consumer_poll(c, v, 64, 100 * 1000000ll);
+	cr_expect(err == -BUS_ECORRUPT || (n == 50 && v[0].offset == 150),
+		  "seek %d, then poll %d (records 150..199 exist)", err, n);
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
 /* Producers keep the horizon less than a ring ahead of the tail.  One
  * far past it made every reader spin: each poll found itself lapped and
  * no checkpoint in reach, and BUS_WAIT_SLEEP never slept. */

@@ -282,13 +282,15 @@ static __attribute__((noinline, cold)) int resync(struct bus_consumer *c, struct
 
 /* Move a lapped cursor to the earliest whole frame of the ring.  Returns
  * 1, 0 when no checkpoint could be read whole (producers moved on too
- * fast: try again), or -BUS_ECORRUPT when the ring header is (a horizon
- * past the tail's reach, bus_ring_earliest()) or the earliest checkpoint
- * is not ahead of the cursor.  A lapped cursor is behind the horizon's lap
- * (pos + size < horizon) and the earliest checkpoint is not (pos >=
- * horizon - size), so it lies further on, with an offset at least the
- * cursor's (equal only across padding): one that is not was written by
- * no producer, and going "back" to it again and again would never end. */
+ * fast: try again), or -BUS_ECORRUPT when the ring header is (a horizon or
+ * a checkpoint past the tail, bus_ring_earliest()) or the earliest
+ * checkpoint is not ahead of the cursor.  A lapped cursor is behind the
+ * horizon's lap (pos + size < horizon) and the earliest checkpoint is not
+ * (pos >= horizon - size), so it lies further on, with an offset at least
+ * the cursor's (equal only across padding): one that is not was written by
+ * no producer, and going "back" to it again and again would never end.
+ * The lost count is bounded by the tail: bus_ring_earliest() takes no
+ * checkpoint past it, by position or by offset. */
 static int ring_resync(struct bus_consumer *c, struct bus_cpart *cp)
 {
 	uint64_t pos, off;
@@ -580,10 +582,15 @@ again:
 		}
 		if (BUS_UNLIKELY(type != BUS_FRAME_DATA))
 			goto bad;
+		/* The 64-bit offset, on the line of the sizes or of the
+		 * commit word (no new miss), says what the 32-bit tag cannot:
+		 * that this is the record of offset cp->off and not one 2^32
+		 * offsets away (a cursor come by a checkpoint of the wrong
+		 * offset). */
 		k = f->key_len;
 		hl = f->headers_len;
 		vl = f->value_len;
-		if (BUS_UNLIKELY((uint64_t)BUS_FRAME_HDR + k + hl + vl > len))
+		if (BUS_UNLIKELY((uint64_t)BUS_FRAME_HDR + k + hl + vl > len || f->offset != cp->off))
 			goto bad;
 		if (BUS_UNLIKELY(cp->off < cp->skip_below)) {
 			cp->pos += len;
@@ -897,22 +904,26 @@ static int earliest(struct bus_cpart *cp, uint64_t *pos, uint64_t *off)
 static int seek_offset(struct bus_cpart *cp, uint64_t target)
 {
 	struct bus_ring_hdr *h = cp->r->hdr;
-	uint64_t epos, eoff, next, bpos, boff;
+	uint64_t epos, eoff, next, tail, bpos, boff;
 	int err = earliest(cp, &epos, &eoff);
 
 	if (err)
 		return err;
 	next = ld_acquire(&h->tail.off) & ~BUS_TAIL_EXCL;
+	tail = ld_acquire(&h->tail.pos);
 	if (target < eoff || target > next)
 		return -ERANGE;
 	bpos = epos;
 	boff = eoff;
+	/* Checkpoints between the earliest and the tail (one past the tail
+	 * was published since, or is corrupt: either way not one to read
+	 * from), of an offset between the earliest's and the target. */
 	for (uint32_t i = 0; i < BUS_CKPT_N; i++) {
 		uint64_t p1 = ld_acquire(&h->ckpt[i].pos);
 		uint64_t o = ld_acquire(&h->ckpt[i].off);
 		uint64_t p2 = ld_acquire(&h->ckpt[i].pos);
 		if (p1 != p2 || p1 == BUS_CKPT_EMPTY || p1 % BUS_FRAME_ALIGN || p1 < epos ||
-		    o > target || o < boff)
+		    p1 > tail || o > target || o < boff)
 			continue;
 		bpos = p1;
 		boff = o;

@@ -431,8 +431,8 @@ void bus_consumer_close(struct bus_consumer *c);
  * offset is before the earliest record still held, or after the next
  * offset: "offset out of range"), -ENOENT, -EINVAL, -EAGAIN (the producers
  * moved too fast: retry), -BUS_ECORRUPT (the ring's header holds what no
- * producer writes), or an -errno opening or reading the log (as
- * bus_consumer_open()).
+ * producer writes: a horizon or a checkpoint past its tail), or an -errno
+ * opening or reading the log (as bus_consumer_open()).
  */
 int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,
 		      int64_t value);
