@@ -34,6 +34,7 @@ struct bus_cpart {
 	uint64_t pos, off;     /* next frame and the offset it must carry */
 	uint64_t skip_below;   /* records below this offset are passed over */
 	uint64_t lost_pending; /* lost since the last record returned */
+	uint64_t lap_mark;     /* next_off() after the last lap counted */
 	uint64_t stall_pos;    /* where a claimed frame stays unpublished */
 	int64_t stall_since;   /* monotonic ns; 0: no stall seen */
 	unsigned stall_polls;
@@ -133,12 +134,25 @@ static inline void lost(struct bus_consumer *c, struct bus_cpart *cp, uint64_t n
 	c->stats.lost += n;
 }
 
+/* @cp, found lapped at offset @from, was moved on (the laps of the stats).
+ * Found lapped again below where the last lap counted left it, it is the
+ * same lap found again by a cursor moved back to a view that was
+ * overwritten (rewind_to()): counted once.  A seek clears the mark. */
+static void lapped_at(struct bus_consumer *c, struct bus_cpart *cp, uint64_t from)
+{
+	uint64_t to = next_off(cp);
+
+	if (from >= cp->lap_mark)
+		c->stats.laps++;
+	if (to > cp->lap_mark)
+		cp->lap_mark = to;
+}
+
 /* Offsets from @cp's position up to @to are lost (never to be read):
  * count them for the next view and the stats, and move on to @to. */
 static void lost_to(struct bus_consumer *c, struct bus_cpart *cp, uint64_t to)
 {
-	cp->lost_pending += to - cp->off;
-	c->stats.lost += to - cp->off;
+	lost(c, cp, to - cp->off);
 	cp->off = to;
 }
 
@@ -252,12 +266,12 @@ static __attribute__((noinline, cold)) int resync(struct bus_consumer *c, struct
 {
 	if (c->persistent) {
 		/* What the ring lost is on disk: read it from there. */
-		uint64_t from = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+		uint64_t from = next_off(cp);
 		uint64_t first;
 		int err = disk_seek(c, cp, from);
 
 		if (err == 0) {
-			c->stats.laps++;
+			lapped_at(c, cp, from);
 			return 1;
 		}
 		if (err == -ERANGE) {
@@ -266,9 +280,10 @@ static __attribute__((noinline, cold)) int resync(struct bus_consumer *c, struct
 			 * hand: the ring says what is lost). */
 			err = disk_earliest(c, cp, &first);
 			if (err == 0 && first > from) {
-				c->stats.laps++;
 				cp->off = from;
 				err = out_of_range(c, cp);
+				if (err == 0 || err == -ERANGE)
+					lapped_at(c, cp, from);
 				return err == 0 ? 1 : err == -ERANGE || err == -EAGAIN ? 0 : err;
 			}
 		}
@@ -309,7 +324,7 @@ static int ring_resync(struct bus_consumer *c, struct bus_cpart *cp)
 			lost(c, cp, off - from);
 		cp->pos = pos;
 		cp->off = off;
-		c->stats.laps++;
+		lapped_at(c, cp, from);
 		gating_publish(cp);
 		return 1;
 	}
@@ -471,8 +486,7 @@ got:
 		}
 		cp->off++;
 		if (rec.type == BUS_FRAME_LOST) {
-			cp->lost_pending++;
-			c->stats.lost++;
+			lost(c, cp, 1);
 			continue;
 		}
 		v[n].partition = cp->idx;
@@ -491,6 +505,35 @@ got:
 		n++;
 	}
 	return (int)n;
+}
+
+/* Move @cp back to view @v (of @cp), for the next poll to read it again;
+ * @later views of @cp follow @v in its batch.  stats.lost counts each lost
+ * offset once: every offset from v->offset + 1 up to the cursor was either
+ * returned (in those @later views) or counted lost (lost(): each move of the
+ * cursor, next_off(), past an offset not returned counts it), and the lost
+ * ones are uncounted here, to be counted again when found again.  A lap
+ * counted meanwhile stays counted (lap_mark). */
+static void rewind_to(struct bus_consumer *c, struct bus_cpart *cp, const struct bus_view *v,
+		      unsigned later)
+{
+	uint64_t now = next_off(cp), seen = v->offset + 1 + later;
+
+	if (now > seen && c->stats.lost >= now - seen)
+		c->stats.lost -= now - seen;
+	/* A reset (out_of_range()) after @v may have set skip_below past it:
+	 * from @v on, the offsets are found and counted again. */
+	cp->skip_below = 0;
+	if (v->priv_pos == POS_DISK) {
+		/* Read from disk: read it there again. */
+		if (disk_seek(c, cp, v->offset) != 0)
+			cp->off = v->offset; /* gone: the next poll says so */
+	} else {
+		cp->on_disk = false;
+		cp->pos = v->priv_pos;
+		cp->off = v->offset;
+	}
+	cp->lost_pending = v->lost_before;
 }
 
 /* Read up to @max views from one partition.  Returns the count, or
@@ -572,10 +615,8 @@ again:
 			continue;
 		}
 		if (type == BUS_FRAME_LOST) {
-			if (cp->off >= cp->skip_below) {
-				cp->lost_pending++;
-				c->stats.lost++;
-			}
+			if (cp->off >= cp->skip_below)
+				lost(c, cp, 1);
 			cp->pos += len;
 			cp->off++;
 			continue;
@@ -641,10 +682,7 @@ moved:
 			if (!whole(r, v[i].priv_pos, hz)) {
 				/* Overwritten while read: re-read from there; the
 				 * next poll finds itself lapped and reports it. */
-				cp->pos = v[i].priv_pos;
-				cp->off = v[i].offset;
-				cp->lost_pending = v[i].lost_before;
-				cp->on_disk = false;
+				rewind_to(c, cp, &v[i], n - i - 1);
 				n = i;
 				break;
 			}
@@ -762,25 +800,17 @@ static void rewind_from(struct bus_consumer *c, const struct bus_view *v, unsign
 	bool done[BUS_PARTITIONS_MAX] = { false };
 
 	for (unsigned i = from; i < n; i++) {
-		struct bus_cpart *cp;
-		if (v[i].partition >= c->t->cfg.partitions || done[v[i].partition])
+		uint32_t p = v[i].partition;
+		unsigned later = 0;
+
+		if (p >= c->t->cfg.partitions || done[p])
 			continue;
-		done[v[i].partition] = true;
-		for (uint32_t j = 0; j < c->nparts; j++) {
-			cp = &c->parts[j];
-			if (cp->idx != v[i].partition)
-				continue;
-			if (v[i].priv_pos == POS_DISK) {
-				/* Read from disk: read it there again. */
-				if (disk_seek(c, cp, v[i].offset) != 0)
-					cp->off = v[i].offset; /* gone: the next poll says so */
-			} else {
-				cp->on_disk = false;
-				cp->pos = v[i].priv_pos;
-				cp->off = v[i].offset;
-			}
-			cp->lost_pending = v[i].lost_before;
-		}
+		done[p] = true;
+		for (unsigned k = i + 1; k < n; k++)
+			later += v[k].partition == p;
+		for (uint32_t j = 0; j < c->nparts; j++)
+			if (c->parts[j].idx == p)
+				rewind_to(c, &c->parts[j], &v[i], later);
 	}
 	c->stats.records -= n - from;
 }
@@ -1057,6 +1087,7 @@ static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek 
 
 	cp->stall_since = 0;
 	cp->out_of_range = false;
+	cp->lap_mark = 0;
 	if (c->persistent && (err = seek_disk(c, cp, whence, value)) != 1)
 		return err;
 	cp->on_disk = false;

@@ -522,9 +522,14 @@ struct bus_msg {
 int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max, void *buf,
 		      size_t buf_len, int64_t timeout_ns);
 
+/** Per consumer, all partitions together.  A record that
+ *  bus_consumer_check() or bus_consumer_read() moves back over is taken
+ *  out of records, and counted again when returned again; a record is
+ *  counted lost once, however often it is found lost after such a move;
+ *  a lap likewise (a seek starts afresh). */
 struct bus_consumer_stats {
 	uint64_t records; /**< returned so far */
-	uint64_t lost;    /**< lapped or repaired records skipped */
+	uint64_t lost;    /**< lapped, repaired or deleted records skipped */
 	uint64_t laps;    /**< times the consumer found itself lapped */
 };
 
