@@ -407,3 +407,50 @@ Test(consumer, stats_count_each_lost_record_once_while_lapped)
 	bus_consumer_close(c);
 	bus_producer_close(p);
 }
+
+/* A poll over several partitions returns what it read before one that
+ * fails, and counts it: the error comes at the next poll. */
+Test(consumer, a_poll_cut_short_by_a_partition_error_counts_its_records)
+{
+	struct bus_topic_config cfg;
+	struct bus_consumer_stats st;
+	struct bus_consumer *c;
+	struct bus_producer *p;
+	struct bus_topic_info ti;
+	struct bus_view v[8];
+	struct bus_record r = { .value = "hello", .value_len = 5 };
+	char path[512];
+	uint8_t *base;
+	size_t len = (size_t)BUS_RING_MIN + BUS_RING_HDR_SIZE;
+	uint64_t w = BUS_COMMIT(BUS_FRAME_DATA, 13, 0);
+	int fd, n;
+
+	bus_topic_config_init(&cfg);
+	cfg.partitions = 2;
+	cfg.ring_size = BUS_RING_MIN;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cr_assert_eq(bus_topic_create(tb, "m", &cfg), 0);
+	cr_assert_eq(bus_producer_open(tb, "m", NULL, &p), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	/* Partition 1: a commit word for offset 0 of an unaligned length. */
+	cr_assert_eq(bus_topic_describe(tb, "m", &ti), 0);
+	snprintf(path, sizeof path, "%s/bus.%s.m.%u.1", e.shm_dir, e.name, ti.generation);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+	base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	cr_assert(base != MAP_FAILED);
+	memcpy(base, &w, sizeof w);
+	munmap(base, len);
+
+	cr_assert_eq(bus_consumer_open(tb, "m", NULL, &c), 0);
+	n = bus_consumer_poll(c, v, 8, 0);
+	cr_assert_eq(n, 3, "poll: %d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	bus_consumer_stats(c, &st);
+	cr_expect_eq(st.records, 3, "stats.records %" PRIu64, st.records);
+	n = bus_consumer_poll(c, v, 8, 0);
+	cr_expect_eq(n, -BUS_ECORRUPT, "next poll: %d", n);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}

@@ -756,8 +756,16 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
 			/* Partitions in turn, starting one further each call. */
 			for (uint32_t i = 0, j = c->rr; i < c->nparts && n < max; i++) {
 				int got = poll_part(c, &c->parts[j], views + n, max - n);
-				if (BUS_UNLIKELY(got < 0))
-					return n ? (int)n : got;
+				if (BUS_UNLIKELY(got < 0)) {
+					/* The records so far now; the error at the
+					 * next poll (or a later one: it is found
+					 * again, the partition's cursor stays). */
+					if (!n)
+						return got;
+					c->stats.records += n;
+					c->rr = j; /* first in turn next time */
+					return (int)n;
+				}
 				n += (unsigned)got;
 				if (++j == c->nparts)
 					j = 0;

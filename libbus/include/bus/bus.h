@@ -482,7 +482,9 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
  * retention deleted it; returned until the partition is sought again, unless
  * a BUS_CONSUMER_RESET_* flag resets it), or an -errno opening or reading a
  * log (-EMFILE, -EACCES, -EIO, -ENOMEM, ...): the partition's position then
- * stays, nothing is reported lost, and the next poll tries again.
+ * stays, nothing is reported lost, and the next poll tries again.  A poll
+ * over several partitions that fails in one after others gave records
+ * returns those records; the error comes at the next poll.
  */
 int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
 		      int64_t timeout_ns);
