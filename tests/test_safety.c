@@ -1095,6 +1095,45 @@ Test(safety, a_horizon_past_any_producers_reach_is_ecorrupt_not_a_busy_loop)
 	munmap(r.base, r.len);
 }
 
+/* A lapped reader whose frame does not parse is lapped, not corrupt: when
+ * no checkpoint can be read at the moment (producers racing), the poll
+ * returns nothing and the next one moves on, as for a lapped reader whose
+ * frame does parse. */
+Test(safety, a_lapped_reader_on_a_torn_frame_waits_for_a_checkpoint)
+{
+	struct tring r;
+	struct bus_consumer *c;
+	struct bus_view v[16];
+	uint32_t flen = bus_align8(BUS_FRAME_HDR + 100);
+	uint64_t w = BUS_COMMIT(BUS_FRAME_DATA, 13, 5);
+	int n;
+
+	frames_setup(&r, &c, 10, 100);
+	n = bus_consumer_poll(c, v, 5, 0);
+	cr_assert_eq(n, 5);
+	/* Record 5's frame, half overwritten (a length no producer
+	 * writes); the reader two laps behind; no checkpoint readable. */
+	for (unsigned i = 0; i < BUS_CKPT_N; i++)
+		atomic_store(&r.h->ckpt[i].pos, BUS_CKPT_EMPTY);
+	memcpy(r.base + 5 * flen, &w, sizeof(w));
+	atomic_store(&r.h->tail.pos, 2 * r.size);
+	atomic_store(&r.h->horizon, 2 * r.size + 64);
+	n = bus_consumer_poll(c, v, 16, 0);
+	cr_expect_eq(n, 0, "poll with no checkpoint: %d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	/* A checkpoint appears, at record 10 (written at the start of the
+	 * lap): the reader moves there and reports 5..9 lost. */
+	forge(&r, 2 * r.size, BUS_FRAME_DATA, flen, 10, 0, 0, 100, 0);
+	atomic_store(&r.h->tail.off, 11);
+	atomic_store(&r.h->ckpt[0].off, 10);
+	atomic_store(&r.h->ckpt[0].pos, 2 * r.size);
+	n = bus_consumer_poll(c, v, 16, 0);
+	cr_assert_eq(n, 1, "poll: %d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	cr_expect_eq(v[0].offset, 10);
+	cr_expect_eq(v[0].lost_before, 5);
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
 /* Producers leave the tail aligned; one that is not (a hostile header) is
  * refused by both kinds of producer, and nothing is written. */
 Test(safety, produce_refuses_an_unaligned_tail)

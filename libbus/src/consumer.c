@@ -563,18 +563,8 @@ again:
 		uint32_t len, type, k, hl, vl;
 
 		if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)cp->off) {
-			if (!whole(r, cp->pos, horizon(r))) {
-				/* The views read so far are checked below
-				 * (after the loop) like any others. */
-				int rs = resync(c, cp);
-				if (rs > 0)
-					goto moved;
-				if (!n && cp->out_of_range)
-					return -ERANGE;
-				if (!n && rs < 0)
-					return rs;
-				break;
-			}
+			if (!whole(r, cp->pos, horizon(r)))
+				goto lapped;
 			/* Nothing yet.  A claim sitting here unpublished shows in
 			 * the frame's claim word, on the line we poll anyway.  The
 			 * tail (the producer's hottest line: reading it would put
@@ -657,8 +647,20 @@ again:
 		continue;
 bad:
 		/* A frame that does not parse is either being overwritten (we
-		 * are lapped) or corrupt. */
-		if (!whole(r, cp->pos, horizon(r))) {
+		 * are lapped) or corrupt.  A1: the reads of the frame before
+		 * the horizon load, so that a frame read torn is found lapped
+		 * and not called corrupt. */
+		atomic_thread_fence(memory_order_acquire);
+		if (whole(r, cp->pos, ld_relaxed(&r->hdr->horizon))) {
+			if (!n)
+				return -BUS_ECORRUPT;
+			break; /* the views so far, checked below; the error next poll */
+		}
+lapped:
+		/* The views read so far are checked below (after the loop)
+		 * like any others.  A resync that cannot move now (0) is
+		 * tried again by the next poll. */
+		{
 			int rs = resync(c, cp);
 			if (rs > 0)
 				goto moved;
@@ -666,10 +668,8 @@ bad:
 				return -ERANGE;
 			if (!n && rs < 0)
 				return rs;
+			break;
 		}
-		if (!n)
-			return -BUS_ECORRUPT;
-		break; /* the views so far, checked below; the error next poll */
 moved:
 		if (BUS_UNLIKELY(cp->on_disk))
 			break; /* the views so far are checked below; the disk next poll */
