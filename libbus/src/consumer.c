@@ -975,8 +975,16 @@ static int seek_offset(struct bus_cpart *cp, uint64_t target)
 }
 
 /* Walk committed frames from the earliest to the first record whose
- * timestamp is at or after @ts. */
-static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
+ * timestamp is at or after @ts.  Returns 0, 1 when the earliest record of
+ * the ring is past @max_off (a persistent topic's reader then reads from
+ * the log, which holds the records before it: seek_disk()), -EAGAIN or
+ * -BUS_ECORRUPT (earliest()).
+ *
+ * Each frame passed over is checked whole after its timestamp is read (A1
+ * then I1): a timestamp read torn, from a frame being overwritten, could
+ * otherwise pass over the record sought, which a persistent topic's log
+ * still holds.  The walk then starts again from the new earliest. */
+static int seek_time(struct bus_cpart *cp, int64_t ts, uint64_t max_off)
 {
 	for (int tries = 0; tries < 100; tries++) {
 		struct bus_ring *r = cp->r;
@@ -985,6 +993,8 @@ static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
 
 		if (err)
 			return err;
+		if (off > max_off)
+			return 1;
 		for (;;) {
 			struct bus_frame *f = frame_at(r, pos);
 			uint64_t w = ld_acquire(&f->commit);
@@ -1003,6 +1013,10 @@ static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
 			fts = f->timestamp;
 			if (type == BUS_FRAME_DATA && fts >= ts)
 				break;
+			/* A1: the timestamp before the horizon load. */
+			atomic_thread_fence(memory_order_acquire);
+			if (!whole(r, pos, ld_relaxed(&r->hdr->horizon)))
+				break; /* lapped: checked below */
 			pos += len;
 			off++;
 		}
@@ -1014,7 +1028,6 @@ static int seek_time(struct bus_consumer *c, struct bus_cpart *cp, int64_t ts)
 		cp->skip_below = 0;
 		cp->lost_pending = 0;
 		gating_publish(cp);
-		(void)c;
 		return 0;
 	}
 	return -EAGAIN;
@@ -1069,16 +1082,16 @@ static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek
 			return 1; /* no log yet */
 		if (err)
 			return err;
-		{
-			/* The records before off are older than the time; if the
-			 * ring still holds off, its own walk finds the answer. */
-			uint64_t rpos, roff;
-			err = earliest(cp, &rpos, &roff);
-			if (err)
-				return err;
-			if (off >= roff)
-				return 1;
-		}
+		/* The records before off are older than the time; while the
+		 * ring still holds off, its own walk finds the answer (the
+		 * same record, or one published since). */
+		cp->on_disk = false;
+		if (seek_time(cp, value, off) == 0)
+			return 0;
+		/* The ring moved past off meanwhile (1), too fast to walk
+		 * (-EAGAIN), or is corrupt (-BUS_ECORRUPT, said again when the
+		 * reader comes to it): the log holds off, and the reader
+		 * stands there already. */
 		cp->lost_pending = 0;
 		disk_at(cp, off);
 		return 0;
@@ -1087,18 +1100,12 @@ static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek
 	}
 }
 
-static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
-		    int64_t value)
+/* The part of a seek that the ring answers. */
+static int seek_ring(struct bus_cpart *cp, enum bus_seek whence, int64_t value)
 {
 	uint64_t pos, off;
 	int err;
 
-	cp->stall_since = 0;
-	cp->out_of_range = false;
-	cp->lap_mark = 0;
-	if (c->persistent && (err = seek_disk(c, cp, whence, value)) != 1)
-		return err;
-	cp->on_disk = false;
 	switch (whence) {
 	case BUS_SEEK_EARLIEST:
 		err = earliest(cp, &pos, &off);
@@ -1117,9 +1124,34 @@ static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek 
 			return -ERANGE;
 		return seek_offset(cp, (uint64_t)value);
 	case BUS_SEEK_TIME:
-		return seek_time(c, cp, value);
+		return seek_time(cp, value, UINT64_MAX);
 	}
 	return -EINVAL;
+}
+
+/* Seek @cp.  On failure the cursor stays where it was: its ring position
+ * and offset, or its disk reader (seek_offset(), seek_time(), disk_seek()
+ * and the log's seeks change nothing when they fail); only where it reads
+ * from, and whether it is out of range, are put back. */
+static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
+		    int64_t value)
+{
+	bool on_disk = cp->on_disk, oor = cp->out_of_range;
+	int err;
+
+	cp->stall_since = 0;
+	cp->out_of_range = false;
+	cp->lap_mark = 0;
+	err = c->persistent ? seek_disk(c, cp, whence, value) : 1;
+	if (err == 1) {
+		cp->on_disk = false;
+		err = seek_ring(cp, whence, value);
+	}
+	if (err) {
+		cp->on_disk = on_disk;
+		cp->out_of_range = oor;
+	}
+	return err;
 }
 
 int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,

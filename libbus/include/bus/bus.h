@@ -432,7 +432,9 @@ void bus_consumer_close(struct bus_consumer *c);
  * offset: "offset out of range"), -ENOENT, -EINVAL, -EAGAIN (the producers
  * moved too fast: retry), -BUS_ECORRUPT (the ring's header holds what no
  * producer writes: a horizon or a checkpoint past its tail), or an -errno
- * opening or reading the log (as bus_consumer_open()).
+ * opening or reading the log (as bus_consumer_open()).  On failure the
+ * partition's position is unchanged (with BUS_PARTITION_ANY, partitions
+ * before the failing one have moved).
  */
 int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,
 		      int64_t value);
