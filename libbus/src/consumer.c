@@ -65,6 +65,11 @@ static inline struct bus_frame *frame_at(const struct bus_ring *r, uint64_t pos)
 	return (struct bus_frame *)(r->data + (pos & r->mask));
 }
 
+/* One read of a frame field that another process may write: a relaxed
+ * atomic load is a plain move, but one the compiler may neither repeat nor
+ * tear, so that the value checked is the value used. */
+#define ld_once(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
 /* The next offset @cp returns: records below skip_below are passed over. */
 static inline uint64_t next_off(const struct bus_cpart *cp)
 {
@@ -613,14 +618,18 @@ again:
 		}
 		if (BUS_UNLIKELY(type != BUS_FRAME_DATA))
 			goto bad;
-		/* The 64-bit offset, on the line of the sizes or of the
+		/* One load each (relaxed: plain moves), so that the sizes
+		 * checked are the sizes used: plain reads of memory that
+		 * another process may write can be made twice by the compiler
+		 * (gcc -O2 loaded key_len once for the check and again for the
+		 * view).  The 64-bit offset, on the line of the sizes or of the
 		 * commit word (no new miss), says what the 32-bit tag cannot:
 		 * that this is the record of offset cp->off and not one 2^32
 		 * offsets away (a cursor come by a checkpoint of the wrong
 		 * offset). */
-		k = f->key_len;
-		hl = f->headers_len;
-		vl = f->value_len;
+		k = ld_once(&f->key_len);
+		hl = ld_once(&f->headers_len);
+		vl = ld_once(&f->value_len);
 		if (BUS_UNLIKELY((uint64_t)BUS_FRAME_HDR + k + hl + vl > len || f->offset != cp->off))
 			goto bad;
 		if (BUS_UNLIKELY(cp->off < cp->skip_below)) {
@@ -1010,7 +1019,7 @@ static int seek_time(struct bus_cpart *cp, int64_t ts, uint64_t max_off)
 				pos += len;
 				continue;
 			}
-			fts = f->timestamp;
+			fts = ld_once(&f->timestamp);
 			if (type == BUS_FRAME_DATA && fts >= ts)
 				break;
 			/* A1: the timestamp before the horizon load. */
@@ -1183,7 +1192,7 @@ int bus_consumer_position(struct bus_consumer *c, uint32_t partition, uint64_t *
 	for (uint32_t i = 0; i < c->nparts; i++) {
 		if (c->parts[i].idx == partition) {
 			struct bus_cpart *cp = &c->parts[i];
-			*offset = cp->off > cp->skip_below ? cp->off : cp->skip_below;
+			*offset = next_off(cp);
 			return 0;
 		}
 	}
