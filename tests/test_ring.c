@@ -930,7 +930,7 @@ Test(ring, a_dead_claim_without_its_claim_word_is_repaired_though_others_claimed
  * before the stuck-claim timeout (its late writes would land on their newer
  * records, and its commit would publish them torn).  Past the timeout they
  * repair it, it learns so at commit, and readers count its record lost. */
-Test(ring, producers_never_lap_a_claim_in_flight_before_the_stuck_timeout)
+static void never_lap_a_claim_in_flight(const char *topic, bool wrap)
 {
 	struct bus_opts o = env.opts;
 	struct bus *b2;
@@ -944,13 +944,26 @@ Test(ring, producers_never_lap_a_claim_in_flight_before_the_stuck_timeout)
 	int64_t t0, waited;
 	int n, err;
 
+	memset(val, 'p', sizeof(val));
 	o.stuck_claim_ns = 200000000; /* 200 ms */
 	cr_assert_eq(bus_open(&b2, &o), 0);
-	mk_topic("inflight", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
-	cr_assert_eq(bus_producer_open(b2, "inflight", NULL, &a), 0);
-	cr_assert_eq(bus_producer_open(b2, "inflight", NULL, &p), 0);
-	cr_assert_eq(bus_consumer_open(b2, "inflight", NULL, &c), 0);
-	cr_assert_eq(bus_producer_claim(a, 0, NULL, 0, 8, &cl), 0);
+	mk_topic(topic, 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_producer_open(b2, topic, NULL, &a), 0);
+	cr_assert_eq(bus_producer_open(b2, topic, NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b2, topic, NULL, &c), 0);
+	if (wrap) {
+		/* Its claim wraps: the padding to the lap's end is published
+		 * at once (reserve()), its frame at the lap's start is not. */
+		struct bus_topic *t;
+		cr_assert_eq(bus_topic_get(b2, topic, &t), 0);
+		while (t->rings[0].size - (ld_acquire(&t->rings[0].hdr->tail.pos) & t->rings[0].mask) >=
+		       BUS_FRAME_HDR + sizeof(val))
+			cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+		bus_topic_put(t);
+		cr_assert_eq(bus_producer_claim(a, 0, NULL, 0, sizeof(val), &cl), 0);
+	} else {
+		cr_assert_eq(bus_producer_claim(a, 0, NULL, 0, 8, &cl), 0);
+	}
 	memset(cl.value, 'a', 8); /* its value, before it stalls */
 	memset(val, 'p', sizeof(val));
 	t0 = tnow_ms();
@@ -982,6 +995,18 @@ Test(ring, producers_never_lap_a_claim_in_flight_before_the_stuck_timeout)
 	bus_producer_close(p);
 	bus_producer_close(a);
 	bus_close(b2);
+}
+
+Test(ring, producers_never_lap_a_claim_in_flight_before_the_stuck_timeout)
+{
+	never_lap_a_claim_in_flight("inflight", false);
+}
+
+/* The same for a claim that wraps the ring: its padding is published while
+ * its frame is not, and the claim is still in flight. */
+Test(ring, producers_never_lap_a_wrapping_claim_in_flight_before_the_stuck_timeout)
+{
+	never_lap_a_claim_in_flight("inflightwrap", true);
 }
 
 static void *excl_open_and_produce(void *arg)

@@ -263,8 +263,9 @@ uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool reap, bool
  * below @end + BUS_FRAME_ALIGN only when @limit is.  Must be followed by
  * the producer's release fence R1 before it writes. */
 void bus_ring_raise_horizon(struct bus_ring *r, uint64_t end, uint64_t limit, uint64_t *cached);
-/* Earliest whole frame of the ring: its position and offset.  Returns 0 or
- * -EAGAIN (the producers moved too fast; retry). */
+/* Earliest whole frame of the ring: its position and offset.  Returns 0,
+ * -EAGAIN (the producers moved too fast; retry) or -BUS_ECORRUPT (a horizon
+ * or checkpoint no producer could have written). */
 int bus_ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off);
 /* Repair the unpublished claim at @pos (expected offset @off) if its owner
  * is dead, or if @force (stalled past the timeout).  Returns 1 when
@@ -277,6 +278,10 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force);
  * those a lap behind @hz (the horizon as read).  No system call; reads a
  * line per taken slot.  Any process, any time. */
 uint64_t bus_ring_intents_floor(struct bus_ring *r, uint64_t hz, uint64_t below);
+/* Whether the claim {@pos, @off} is published or repaired: its commit word
+ * at @pos carries its tag, and when that is the padding of a claim that
+ * wraps, the frame at the lap's start does too.  Any process, any time. */
+bool bus_ring_claim_resolved(struct bus_ring *r, uint64_t pos, uint64_t off);
 /* Zero the commit word at @pos unless it already holds a frame of offset
  * @next_off (see ring.c). */
 void bus_ring_zero_ahead(struct bus_ring *r, uint64_t pos, uint64_t next_off);

@@ -232,14 +232,11 @@ static int pslot_take(struct bus_producer *p, struct bus_pstate *ps)
 			continue;
 		if (pid) {
 			uint64_t pos = ld_acquire(&sl->pos), off = ld_acquire(&sl->off);
-			const struct bus_frame *f =
-				(const struct bus_frame *)(r->data + (pos & r->mask));
-			uint64_t w = pos == BUS_INTENT_IDLE ? 0 : ld_acquire(&f->commit);
 			uint64_t hz = ld_acquire(&r->hdr->horizon);
-			/* Resolved: published (or repaired) at pos, or so old
-			 * that the horizon is a lap past it. */
-			if (pos != BUS_INTENT_IDLE && !(w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off) &&
-			    hz <= pos + r->size)
+			/* Resolved: published (or repaired), or so old that
+			 * the horizon is a lap past it. */
+			if (pos != BUS_INTENT_IDLE && hz <= pos + r->size &&
+			    !bus_ring_claim_resolved(r, pos, off))
 				continue;
 		}
 		if (!atomic_compare_exchange_strong(&sl->pid, &pid, p->pid)) {
@@ -370,7 +367,7 @@ static inline uint64_t raise_cap(const struct bus_producer *p, const struct bus_
  * once (its intent tells its length) and its intent dropped, a live one's
  * after the timeout, as readers repair stalled claims (ring.c). */
 static bool unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint64_t need,
-			    int64_t *since)
+			    int64_t *since, unsigned *spins)
 {
 	struct bus_ring *r = ps->r;
 	uint64_t fl = need > r->size ? bus_ring_intents_floor(r, ld_acquire(&r->hdr->horizon),
@@ -402,7 +399,15 @@ static bool unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint6
 		if (rc == 1 || late)
 			atomic_compare_exchange_strong(&sl->pos, &pos, BUS_INTENT_IDLE);
 	}
-	sched_yield();
+	/* Its owner may be waiting for this core (more producers than
+	 * cores): give it the core, for real after a few tries (a yield lets
+	 * only this core's other tasks run). */
+	if (++*spins < 16) {
+		sched_yield();
+	} else {
+		struct timespec ts = { 0, 20000 };
+		nanosleep(&ts, NULL);
+	}
 	return true;
 }
 
@@ -411,6 +416,7 @@ static bool unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint6
 static void raise_over(struct bus_producer *p, struct bus_pstate *ps, uint64_t end)
 {
 	int64_t since = 0;
+	unsigned spins = 0;
 
 	for (;;) {
 		uint64_t lim = raise_cap(p, ps);
@@ -419,13 +425,11 @@ static void raise_over(struct bus_producer *p, struct bus_pstate *ps, uint64_t e
 			bus_ring_raise_horizon(ps->r, end, lim, &ps->hz);
 			return;
 		}
-		/* Nothing to wait for (the cap and the intents disagree: slots
-		 * changed in between, or damaged ones): as far as the limit
-		 * goes, never a loop without an end. */
-		if (!unblock_intents(p, ps, end + BUS_FRAME_ALIGN, &since)) {
-			bus_ring_raise_horizon(ps->r, end, raise_limit(p, ps), &ps->hz);
-			return;
-		}
+		/* False: what stood in the way was resolved meanwhile; the
+		 * cap is taken again.  (The two reads agree on a still ring:
+		 * an intent below need - ring_size is what both find.  Each
+		 * wait ends: intents are dropped at the timeout.) */
+		(void)unblock_intents(p, ps, end + BUS_FRAME_ALIGN, &since, &spins);
 	}
 }
 

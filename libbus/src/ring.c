@@ -297,6 +297,23 @@ void bus_ring_raise_horizon(struct bus_ring *r, uint64_t end, uint64_t limit, ui
 	*cached = cur;
 }
 
+bool bus_ring_claim_resolved(struct bus_ring *r, uint64_t pos, uint64_t off)
+{
+	const struct bus_frame *f = (const struct bus_frame *)(r->data + (pos & r->mask));
+	uint64_t w = ld_acquire(&f->commit), q;
+
+	if (w == 0 || BUS_COMMIT_TAG(w) != (uint32_t)off)
+		return false;
+	if (BUS_COMMIT_TYPE(w) != BUS_FRAME_PAD)
+		return true;
+	/* The padding of a claim that wraps (reserve()) is published before
+	 * the claim's frame, at the lap's start, is written. */
+	q = pos + (r->size - (pos & r->mask));
+	f = (const struct bus_frame *)(r->data + (q & r->mask));
+	w = ld_acquire(&f->commit);
+	return w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off && BUS_COMMIT_TYPE(w) != BUS_FRAME_PAD;
+}
+
 uint64_t bus_ring_intents_floor(struct bus_ring *r, uint64_t hz, uint64_t below)
 {
 	struct bus_ring_hdr *h = r->hdr;
@@ -304,8 +321,7 @@ uint64_t bus_ring_intents_floor(struct bus_ring *r, uint64_t hz, uint64_t below)
 
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++) {
 		struct bus_pslot *sl = &h->pslot[i];
-		const struct bus_frame *f;
-		uint64_t pos, off, w;
+		uint64_t pos, off;
 
 		if (!ld_acquire(&sl->pid))
 			continue;
@@ -316,9 +332,7 @@ uint64_t bus_ring_intents_floor(struct bus_ring *r, uint64_t hz, uint64_t below)
 		if (pos == BUS_INTENT_IDLE || pos >= fl || pos >= below || hz > pos + r->size)
 			continue;
 		off = ld_acquire(&sl->off);
-		f = (const struct bus_frame *)(r->data + (pos & r->mask));
-		w = ld_acquire(&f->commit);
-		if (w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off)
+		if (bus_ring_claim_resolved(r, pos, off))
 			continue; /* published or repaired */
 		fl = pos;
 	}
@@ -372,13 +386,19 @@ static void repair_raise(struct bus_ring *r, uint64_t end)
 
 /* Slot @i's intent if it is the claim {@pos, @off}: *end and *pid, and true.
  * The read order (layout.h, producer slots): pos, end, off. */
-static bool intent_read(struct bus_ring_hdr *h, unsigned i, uint64_t pos, uint64_t off,
+static bool intent_read(struct bus_ring *r, unsigned i, uint64_t pos, uint64_t off,
 			uint64_t *end, int32_t *pid)
 {
-	struct bus_pslot *sl = &h->pslot[i];
+	struct bus_pslot *sl = &r->hdr->pslot[i];
+	uint64_t sp;
 
 	*pid = ld_acquire(&sl->pid);
-	if (!*pid || ld_acquire(&sl->pos) != pos)
+	if (!*pid)
+		return false;
+	sp = ld_acquire(&sl->pos);
+	/* Its claim starts at @pos, or wraps to it: padding from sp to the
+	 * lap's end (published already: readers went on), then its frame. */
+	if (sp != pos && !(sp < pos && sp + (r->size - (sp & r->mask)) == pos))
 		return false;
 	*end = ld_acquire(&sl->end);
 	return ld_acquire(&sl->off) == off;
@@ -401,7 +421,7 @@ static bool frame_starts_at(struct bus_ring *r, uint64_t pos, uint64_t off, uint
 	    BUS_CLAIM_IS_SUM(cl, off))
 		return true;
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
-		if (intent_read(r->hdr, i, pos, off, &e, &pid))
+		if (intent_read(r, i, pos, off, &e, &pid))
 			return true;
 	return false;
 }
@@ -428,7 +448,7 @@ static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t ta
 	if (ld_acquire(&r->hdr->excl_start) == pos && ld_acquire(&r->hdr->excl_soff) == off)
 		return 0;
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
-		if (intent_read(r->hdr, i, pos, off, &ends[n], &pids[n]))
+		if (intent_read(r, i, pos, off, &ends[n], &pids[n]))
 			n++;
 	if (!n)
 		return 0;
