@@ -1009,6 +1009,38 @@ Test(ring, producers_never_lap_a_wrapping_claim_in_flight_before_the_stuck_timeo
 	never_lap_a_claim_in_flight("inflightwrap", true);
 }
 
+/* A concurrent producer killed right after its claim, then an exclusive
+ * producer takes the partition: the dead claim is older than anything the
+ * exclusive producer writes, so it is repaired at once all the same (only
+ * the last claim can be the live exclusive producer's own). */
+Test(ring, a_dead_concurrent_claim_is_repaired_under_a_live_exclusive_producer)
+{
+	struct bus_producer *x;
+	struct bus_producer_opts xo = { .flags = BUS_PRODUCER_EXCLUSIVE };
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_ring *r;
+	struct bus_view v[16];
+	uint64_t pos, off, flen = bus_align8(BUS_FRAME_HDR + 5);
+	int n;
+
+	mk_topic("exdead", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "exdead", &t), 0);
+	r = &t->rings[0];
+	cr_assert_eq(bus_consumer_open(b, "exdead", NULL, &c), 0);
+	bus_tail_read(&r->hdr->tail, &pos, &off);
+	die_after_claim(r, 0, pos, off, pos + flen, true);
+	cr_assert_eq(bus_producer_open(b, "exdead", &xo, &x), 0);
+	cr_assert_eq(produce_str(x, 0, NULL, "after", NULL, NULL), 0);
+	n = bus_consumer_poll(c, v, 16, 1000000000);
+	cr_assert_eq(n, 1, "the dead claim is repaired under the live exclusive producer: %d", n);
+	cr_assert_eq(v[0].offset, off + 1);
+	cr_assert_eq(v[0].lost_before, 1u);
+	bus_consumer_close(c);
+	bus_producer_close(x);
+	bus_topic_put(t);
+}
+
 static void *excl_open_and_produce(void *arg)
 {
 	struct bus_producer_opts po = { .flags = BUS_PRODUCER_EXCLUSIVE };

@@ -365,9 +365,24 @@ static uint32_t frame_len_checked(const struct bus_ring *r, const struct bus_fra
 
 /* A live exclusive producer holds the partition: it is the only writer, and
  * its plain commit store cannot be fenced, so a repairer never races it. */
-static bool excl_live(struct bus_ring_hdr *h, uint64_t tail_off)
+static bool excl_live(struct bus_ring_hdr *h, uint64_t tail_off, uint64_t off)
 {
-	return (tail_off & BUS_TAIL_EXCL) && bus_pid_alive(ld_acquire(&h->excl_pid));
+	/* Its claim in flight is the last one: older claims are those of
+	 * concurrent producers made before it took the partition, which its
+	 * plain stores never touch. */
+	return (tail_off & BUS_TAIL_EXCL) && (tail_off & ~BUS_TAIL_EXCL) == off + 1 &&
+	       bus_pid_alive(ld_acquire(&h->excl_pid));
+}
+
+/* Whether {@pos, @off} is the exclusive producer's latest claim (excl_start,
+ * excl_soff), at its start or, when it wraps, at the lap's start. */
+static bool excl_claim(struct bus_ring *r, uint64_t pos, uint64_t off)
+{
+	uint64_t s = ld_acquire(&r->hdr->excl_start);
+
+	if (ld_acquire(&r->hdr->excl_soff) != off)
+		return false;
+	return s == pos || (s < pos && s + (r->size - (s & r->mask)) == pos);
 }
 
 /* A claim of @len bytes at @pos whose owner may have died before raising
@@ -375,13 +390,19 @@ static bool excl_live(struct bus_ring_hdr *h, uint64_t tail_off)
  * write, R1): raise it now, to the claim's end and no further, before
  * writing there.  The claim was admitted under its producer's limit, so a
  * gated topic's limit allows this much. */
-static void repair_raise(struct bus_ring *r, uint64_t end)
+static bool repair_raise(struct bus_ring *r, uint64_t end)
 {
-	uint64_t hz;
+	uint64_t hz = ld_acquire(&r->hdr->horizon);
+	uint64_t fl = bus_ring_intents_floor(r, hz, UINT64_MAX);
 
+	/* Never a lap past an older claim in flight (the claim repaired here
+	 * has its own intent, at or below its start: no bar to itself). */
+	if (fl < UINT64_MAX - r->size && end + BUS_FRAME_ALIGN > fl + r->size)
+		return false;
 	bus_ring_raise_horizon(r, end, end + BUS_FRAME_ALIGN, &hz);
 	/* R1, as a producer's: the horizon before the bytes written next. */
 	atomic_thread_fence(memory_order_release);
+	return true;
 }
 
 /* Slot @i's intent if it is the claim {@pos, @off}: *end and *pid, and true.
@@ -445,7 +466,7 @@ static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t ta
 	/* The exclusive producer's claim (excl_settle() in producer.c): it
 	 * has no slot, and a concurrent producer that lost the same tail
 	 * state to it may have left an intent naming it. */
-	if (ld_acquire(&r->hdr->excl_start) == pos && ld_acquire(&r->hdr->excl_soff) == off)
+	if (excl_claim(r, pos, off))
 		return 0;
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
 		if (intent_read(r, i, pos, off, &ends[n], &pids[n]))
@@ -463,13 +484,15 @@ static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t ta
 			return 1;
 		}
 	}
+	/* Several ends where a frame of off + 1 starts: the next record
+	 * wrapped, its padding at the winner's end and its frame at the lap's
+	 * start, which a loser's end may name.  The winner's is the smaller. */
 	for (unsigned i = 0; i < n; i++) {
 		if (ends[i] > tail_pos || ends[i] <= pos ||
 		    !frame_starts_at(r, ends[i], off + 1, tail_pos, tail_off))
 			continue;
-		if (hits++ && ends[i] != *end)
-			return -1;
-		*end = ends[i];
+		if (!hits++ || ends[i] < *end)
+			*end = ends[i];
 	}
 	return hits ? 1 : -1;
 }
@@ -502,7 +525,8 @@ static int repair_wrap(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t 
 	if (flen <= room || flen < BUS_FRAME_HDR || flen % BUS_FRAME_ALIGN ||
 	    flen > r->size / 2 + BUS_SLACK_MAX)
 		return -BUS_ECORRUPT;
-	repair_raise(r, tail_pos);
+	if (!repair_raise(r, tail_pos))
+		return 0; /* later: an older claim is in flight */
 	bus_ring_zero_ahead(r, tail_pos, off + 1);
 	wq = ld_acquire(&qf->commit);
 	if (wq != 0 && BUS_COMMIT_TAG(wq) == (uint32_t)off)
@@ -527,8 +551,16 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 	uint32_t len;
 	int32_t pid;
 
-	if (w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off)
-		return 0; /* published meanwhile */
+	if (w != 0 && BUS_COMMIT_TAG(w) == (uint32_t)off) {
+		uint64_t q = pos + room;
+		/* The padding of a claim that wraps is published before its
+		 * frame: that frame, at the lap's start, is the one to look
+		 * at (callers that hold the claim's start: raisers, reapers). */
+		if (BUS_COMMIT_TYPE(w) != BUS_FRAME_PAD || !(pos & r->mask))
+			return 0; /* published meanwhile (a padding at a lap's
+				     start is no claim's: no second hop) */
+		return bus_ring_repair(r, q, off, force);
+	}
 	/* One pair: two loads could pair one claim's position with the next
 	 * claim's offset, and the length below would swallow that frame. */
 	bus_tail_read(&h->tail, &tail_pos, &tail_off);
@@ -552,7 +584,7 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 		 * to publish it; who it was is no longer said.  Only when
 		 * forced (stalled past the timeout, as a live claimant), and
 		 * never under a live exclusive producer. */
-		if (!force || excl_live(h, tail_off))
+		if (!force || excl_live(h, tail_off, off))
 			return 0;
 		len = frame_len_checked(r, f, pos);
 		if (!len)
@@ -567,13 +599,17 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 		bool alive = true;
 		int found;
 
-		if (excl_live(h, tail_off))
+		if (excl_live(h, tail_off, off))
 			return 0;
 		found = intent_of(r, pos, off, tail_pos, tail_off, &end, &alive);
 		if (found < 0)
 			return 0;
 		if (found == 0) {
-			if ((tail_off & ~BUS_TAIL_EXCL) != off + 1)
+			/* No intent names it: an exclusive producer's claim
+			 * (no slot), whose length the tail tells while it is
+			 * the last.  Anything else names no claim (a position
+			 * paired with another claim's offset): left alone. */
+			if (!excl_claim(r, pos, off) || (tail_off & ~BUS_TAIL_EXCL) != off + 1)
 				return 0;
 			end = tail_pos;
 		}
@@ -586,7 +622,8 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 		len = (uint32_t)(end - pos);
 		if (len < BUS_FRAME_HDR || len % BUS_FRAME_ALIGN)
 			return -BUS_ECORRUPT;
-		repair_raise(r, end);
+		if (!repair_raise(r, end))
+			return 0; /* later: an older claim is in flight */
 	}
 	/* Zero ahead before publishing, as a producer does (step 3); harmless
 	 * if the CAS below loses to the producer's own commit. */

@@ -259,7 +259,9 @@ struct bus_record {
  *  it appends to (claimed at first append; others get -BUS_EBUSY).  No
  *  atomic read-modify-write on the hot path. */
 #define BUS_PRODUCER_EXCLUSIVE 0x1u
-/** Never wait: return -EAGAIN when the ring is full (block topics). */
+/** Never wait for space: return -EAGAIN when the ring is full (block
+ *  topics).  A producer may still wait, up to the bus's stuck_claim_ns,
+ *  for another producer's claim a lap behind (see bus_opts). */
 #define BUS_PRODUCER_NONBLOCK 0x2u
 /** Latency over throughput, for producers that send one record at a time
  *  and wait (requests, ticks), not for streams.  Two things:
