@@ -779,81 +779,6 @@ static int32_t dead_pid(void)
 	return (int32_t)ch;
 }
 
-/* A producer that dies right after its claim CAS, when the claim wraps
- * (padding to the lap's end, then its frame at the lap's start), before it
- * published the padding: it is repaired as padding plus a LOST frame, and
- * readers go on past it with the one record counted. */
-Test(ring, a_dead_claim_that_wraps_is_repaired_as_padding_and_a_lost_record)
-{
-	struct bus_producer *p;
-	struct bus_consumer *c;
-	struct bus_topic *t;
-	struct bus_ring *r;
-	struct bus_view v[64];
-	static char val[1000];
-	struct bus_record rec = { .value = val, .value_len = sizeof(val) };
-	uint64_t pos, off, seen = 0, lost = 0, flen = bus_align8(BUS_FRAME_HDR + sizeof(val));
-	uint64_t last = 0;
-	int64_t deadline;
-	pid_t ch;
-
-	mk_topic("wrapdead", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
-	cr_assert_eq(bus_topic_get(b, "wrapdead", &t), 0);
-	r = &t->rings[0];
-	cr_assert_eq(bus_producer_open(b, "wrapdead", NULL, &p), 0);
-	cr_assert_eq(bus_consumer_open(b, "wrapdead", NULL, &c), 0);
-	/* Fill until the room left before the lap's end is less than a frame. */
-	while (r->size - (ld_acquire(&r->hdr->tail.pos) & r->mask) >= flen) {
-		cr_assert_eq(bus_produce(p, 0, &rec, NULL, NULL), 0);
-		int n = bus_consumer_poll(c, v, 64, 0);
-		for (int i = 0; i < n; i++)
-			seen++;
-	}
-	bus_tail_read(&r->hdr->tail, &pos, &off);
-	ch = fork();
-	cr_assert_neq(ch, -1);
-	if (ch == 0) {
-		/* reserve(), concurrent path, up to and not including the
-		 * padding's stores: its intent in a free producer slot, the
-		 * claim, then the raise (R1). */
-		uint64_t p0 = pos, o0 = off, end = pos + (r->size - (pos & r->mask)) + flen, hz;
-		struct bus_pslot *sl = &r->hdr->pslot[BUS_PRODUCERS_MAX - 1];
-		int32_t zero = 0;
-		if (!atomic_compare_exchange_strong(&sl->pid, &zero, (int32_t)getpid()))
-			_exit(4);
-		st_relaxed(&sl->off, off);
-		st_relaxed(&sl->end, end);
-		st_release(&sl->pos, pos);
-		if (!bus_tail_cas(&r->hdr->tail, &p0, &o0, end, o0 + 1))
-			_exit(3);
-		bus_ring_raise_horizon(r, end, UINT64_MAX, &hz);
-		_exit(0);
-	}
-	cr_assert_eq(waitpid(ch, NULL, 0), ch);
-	/* Another producer appends after it: the dead claim is not the last
-	 * one, and only its slot tells its length. */
-	cr_assert_eq(produce_str(p, 0, NULL, "after", NULL, NULL), 0);
-	/* The consumer finds the claim dead and repairs it (its slot names
-	 * its owner, gone: no timeout needed), then reads on. */
-	deadline = bus_mono_ns() + 10000000000ll;
-	while (last < off + 1 && bus_mono_ns() < deadline) {
-		int n = bus_consumer_poll(c, v, 64, 10000000);
-		cr_assert_geq(n, 0, "%s", bus_strerror(n));
-		for (int i = 0; i < n; i++) {
-			lost += v[i].lost_before;
-			last = v[i].offset;
-			seen++;
-		}
-	}
-	cr_assert_eq(last, off + 1, "the record after the dead claim arrives");
-	cr_assert_eq(lost, 1u, "exactly the dead claim's record is missing");
-	cr_assert_eq(seen, off + 1);
-	cr_assert_eq(ld_acquire(&r->hdr->repaired), 1u);
-	bus_consumer_close(c);
-	bus_producer_close(p);
-	bus_topic_put(t);
-}
-
 /* Forge, in a child that then dies, what reserve() leaves when its process
  * is killed right after the claim CAS: an intent in producer slot @slot
  * ({@pos, @off} to @end), the claim if @win, the raise.  Returns the pid. */
@@ -881,6 +806,64 @@ static int32_t die_after_claim(struct bus_ring *r, unsigned slot, uint64_t pos, 
 	}
 	cr_assert_eq(waitpid(ch, NULL, 0), ch);
 	return (int32_t)ch;
+}
+
+/* A producer that dies right after its claim CAS, when the claim wraps
+ * (padding to the lap's end, then its frame at the lap's start), before it
+ * published the padding: it is repaired as padding plus a LOST frame, and
+ * readers go on past it with the one record counted. */
+Test(ring, a_dead_claim_that_wraps_is_repaired_as_padding_and_a_lost_record)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_ring *r;
+	struct bus_view v[64];
+	static char val[1000];
+	struct bus_record rec = { .value = val, .value_len = sizeof(val) };
+	uint64_t pos, off, seen = 0, lost = 0, flen = bus_align8(BUS_FRAME_HDR + sizeof(val));
+	uint64_t last = 0;
+	int64_t deadline;
+
+	mk_topic("wrapdead", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "wrapdead", &t), 0);
+	r = &t->rings[0];
+	cr_assert_eq(bus_producer_open(b, "wrapdead", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "wrapdead", NULL, &c), 0);
+	/* Fill until the room left before the lap's end is less than a frame. */
+	while (r->size - (ld_acquire(&r->hdr->tail.pos) & r->mask) >= flen) {
+		cr_assert_eq(bus_produce(p, 0, &rec, NULL, NULL), 0);
+		int n = bus_consumer_poll(c, v, 64, 0);
+		for (int i = 0; i < n; i++)
+			seen++;
+	}
+	bus_tail_read(&r->hdr->tail, &pos, &off);
+	/* reserve(), concurrent path, up to and not including the padding's
+	 * stores, then death. */
+	die_after_claim(r, BUS_PRODUCERS_MAX - 1, pos, off, pos + (r->size - (pos & r->mask)) + flen,
+			true);
+	/* Another producer appends after it: the dead claim is not the last
+	 * one, and only its slot tells its length. */
+	cr_assert_eq(produce_str(p, 0, NULL, "after", NULL, NULL), 0);
+	/* The consumer finds the claim dead and repairs it (its slot names
+	 * its owner, gone: no timeout needed), then reads on. */
+	deadline = bus_mono_ns() + 10000000000ll;
+	while (last < off + 1 && bus_mono_ns() < deadline) {
+		int n = bus_consumer_poll(c, v, 64, 10000000);
+		cr_assert_geq(n, 0, "%s", bus_strerror(n));
+		for (int i = 0; i < n; i++) {
+			lost += v[i].lost_before;
+			last = v[i].offset;
+			seen++;
+		}
+	}
+	cr_assert_eq(last, off + 1, "the record after the dead claim arrives");
+	cr_assert_eq(lost, 1u, "exactly the dead claim's record is missing");
+	cr_assert_eq(seen, off + 1);
+	cr_assert_eq(ld_acquire(&r->hdr->repaired), 1u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_topic_put(t);
 }
 
 /* A producer killed between its claim CAS and its claim word, with records

@@ -1611,6 +1611,19 @@ Test(segment, corrupt_or_missing_indexes_are_rebuilt_identically)
 	read_all(1234, 2000);
 }
 
+/* Make segment @base's .timeindex the one entry @t. */
+static void timeindex_set(uint64_t base, const struct bus_seg_tidx *t)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	seg_path(path, sizeof(path), base, "timeindex");
+	fd = open(path, O_WRONLY | O_TRUNC);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, t, sizeof(*t)), (ssize_t)sizeof(*t));
+	close(fd);
+}
+
 /* The first frame of a segment (position 64) has no index entry: it is
  * offset base.  An entry there with another offset, in the .index or the
  * .timeindex (damage; recovery drops it), is ignored by seeks and by the
@@ -1652,11 +1665,7 @@ Test(segment, an_index_entry_at_the_first_frame_with_another_offset_is_ignored)
 	seg_path(path, sizeof(path), active, "index");
 	cr_assert_eq(truncate(path, 0), 0);
 	t = (struct bus_seg_tidx){ TS0 - 1, 1000000, BUS_SEG_HDR_SIZE };
-	seg_path(path, sizeof(path), active, "timeindex");
-	fd = open(path, O_WRONLY | O_TRUNC);
-	cr_assert(fd >= 0);
-	cr_assert_eq(write(fd, &t, sizeof(t)), (ssize_t)sizeof(t));
-	close(fd);
+	timeindex_set(active, &t);
 	cr_assert_eq(bus_seg_bounds(dir, &bd), 0);
 	cr_assert_eq(bd.next, 400, "next %llu", (unsigned long long)bd.next);
 	cr_assert_eq(bus_seg_seek_time(r, ts_of(300), &off), 0);
@@ -1667,11 +1676,7 @@ Test(segment, an_index_entry_at_the_first_frame_with_another_offset_is_ignored)
 	 * frames. */
 	seg_path(path, sizeof(path), active, "log");
 	t = (struct bus_seg_tidx){ ts_of(399), 1000000, (uint32_t)fsize(path) };
-	seg_path(path, sizeof(path), active, "timeindex");
-	fd = open(path, O_WRONLY | O_TRUNC);
-	cr_assert(fd >= 0);
-	cr_assert_eq(write(fd, &t, sizeof(t)), (ssize_t)sizeof(t));
-	close(fd);
+	timeindex_set(active, &t);
 	cr_assert_eq(bus_seg_bounds(dir, &bd), 0);
 	cr_assert_eq(bd.next, 400, "next %llu", (unsigned long long)bd.next);
 	cr_assert_eq(bus_seg_seek_time(r, ts_of(399) + 1, &off), 0);

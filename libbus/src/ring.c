@@ -476,13 +476,13 @@ static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t ta
 	*alive = false;
 	for (unsigned i = 0; i < n; i++)
 		*alive = *alive || bus_pid_alive(pids[i]);
-	for (unsigned i = 0; i < n; i++) {
-		if (n > 1 && ends[i] != ends[0])
-			break;
-		if (i == n - 1) {
-			*end = ends[0]; /* one end, whoever won */
-			return 1;
-		}
+	unsigned same = 1;
+
+	while (same < n && ends[same] == ends[0])
+		same++;
+	if (same == n) {
+		*end = ends[0]; /* one end, whoever won */
+		return 1;
 	}
 	/* Several ends where a frame of off + 1 starts: the next record
 	 * wrapped, its padding at the winner's end and its frame at the lap's
