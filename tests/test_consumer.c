@@ -19,105 +19,11 @@
 #include <unistd.h>
 
 #include "layout.h"
-#include "util.h"
+#include "util_busd.h"
 
-static struct tenv e;
-static struct bus *tb;
-static pid_t busd = -1;
-static char busd_log[300], busd_conf[300];
-
-static void setup(void)
-{
-	tenv_init(&e);
-	tb = tenv_bus(&e);
-	snprintf(busd_log, sizeof busd_log, "%s.busd.log", e.data_dir);
-	snprintf(busd_conf, sizeof busd_conf, "%s.busd.conf", e.data_dir);
-	busd = -1;
-}
-
-static void teardown(void)
-{
-	if (busd > 0) {
-		int st;
-		kill(busd, SIGKILL);
-		twait_status(busd, 5000, &st);
-		busd = -1;
-	}
-	bus_close(tb);
-	tb = NULL;
-	if (getenv("BUS_TEST_KEEP_LOG") == NULL)
-		unlink(busd_log);
-	unlink(busd_conf);
-	tenv_fini(&e);
-}
-
-TestSuite(consumer, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(consumer, .init = busd_setup, .fini = busd_teardown, .timeout = 120);
 
 /* ----------------------------------------------------------- helpers */
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-	nanosleep(&ts, NULL);
-}
-
-/* Start busd (with busd_conf when @conf is given), and wait until it has
- * published itself. */
-static void busd_start(const char *conf)
-{
-	const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
-	int64_t deadline = tnow_ms() + 20000;
-	char bin[256];
-	int st;
-
-	snprintf(bin, sizeof bin, "%s/bin/busd", build);
-	cr_assert(access(bin, X_OK) == 0, "%s: %s", bin, strerror(errno));
-	if (conf) {
-		FILE *f = fopen(busd_conf, "w");
-		cr_assert(f, "config: %s", strerror(errno));
-		fputs(conf, f);
-		fclose(f);
-	}
-	busd = fork();
-	cr_assert(busd >= 0);
-	if (busd == 0) {
-		int fd = open(busd_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (fd >= 0) {
-			dup2(fd, 2);
-			close(fd);
-		}
-		if (conf)
-			execl(bin, "busd", "--foreground", "--config", busd_conf, (char *)NULL);
-		else
-			execl(bin, "busd", "--foreground", (char *)NULL);
-		_exit(127);
-	}
-	while (bus_daemon_pid(tb) != busd) {
-		cr_assert(waitpid(busd, &st, WNOHANG) == 0, "busd exited at start; see %s", busd_log);
-		cr_assert(tnow_ms() < deadline, "busd did not publish itself in 20 s");
-		sleep_ms(2);
-	}
-}
-
-static struct bus_partition_info pinfo(const char *topic)
-{
-	struct bus_partition_info pi;
-	int err = bus_partition_describe(tb, topic, 0, &pi);
-
-	cr_assert_eq(err, 0, "describe %s: %s", topic, bus_strerror(err));
-	return pi;
-}
-
-static void wait_spilled(const char *topic)
-{
-	int64_t deadline = tnow_ms() + 60000;
-
-	while (pinfo(topic).spilled_offset < pinfo(topic).next_offset) {
-		cr_assert(tnow_ms() < deadline, "%s: not spilled in 60 s", topic);
-		sleep_ms(2);
-	}
-}
 
 static void produce(struct bus_producer *p, int n, uint32_t len)
 {
@@ -148,7 +54,7 @@ Test(consumer, a_log_that_cannot_be_opened_is_an_error_not_a_skip)
 	uint64_t pos, expect;
 	int n, fd, e_poll, e_open, e_time;
 
-	busd_start(NULL);
+	busd_start();
 	{
 		struct bus_topic_config cfg;
 		bus_topic_config_init(&cfg);
@@ -162,8 +68,8 @@ Test(consumer, a_log_that_cannot_be_opened_is_an_error_not_a_skip)
 	cr_assert_eq(n, 5, "poll: %d", n);
 	/* Lapped: records 5.. are on disk only. */
 	produce(p, 3000, 200);
-	wait_spilled("p");
-	cr_assert(pinfo("p").first_offset > 5);
+	wait_spilled("p", 1);
+	cr_assert(pinfo("p", 0).first_offset > 5);
 
 	/* No descriptor left: the lowest free one is the limit. */
 	fd = dup(0);
@@ -232,14 +138,15 @@ Test(consumer, reset_latest_counts_every_skipped_record)
 	int64_t deadline;
 	int n;
 
-	busd_start("segment_bytes = 16K\nretention_check_ms = 20\n");
+	write_conf("segment_bytes = 16K\nretention_check_ms = 20\n");
+	busd_start();
 	bus_topic_config_init(&cfg);
 	cfg.ring_size = BUS_RING_MIN;
 	cfg.retention_bytes = 256 * 1024;
 	cr_assert_eq(bus_topic_create(tb, "r", &cfg), 0);
 	cr_assert_eq(bus_producer_open(tb, "r", NULL, &p), 0);
 	produce(p, 300, 1000);
-	wait_spilled("r");
+	wait_spilled("r", 1);
 	cr_assert_eq(bus_consumer_open(tb, "r", &co, &c), 0);
 	n = bus_consumer_poll(c, v, 4, 0);
 	cr_assert(n > 0, "poll: %d", n);
@@ -270,8 +177,8 @@ Test(consumer, reset_latest_counts_every_skipped_record)
 		munmap(base, len);
 	}
 	deadline = tnow_ms() + 60000;
-	while (pinfo("r").spilled_offset < pinfo("r").next_offset ||
-	       pinfo("r").disk_first_offset < 2000) {
+	while (pinfo("r", 0).spilled_offset < pinfo("r", 0).next_offset ||
+	       pinfo("r", 0).disk_first_offset < 2000) {
 		cr_assert(tnow_ms() < deadline, "retention did not run in 60 s");
 		sleep_ms(5);
 	}
