@@ -908,6 +908,128 @@ Test(ring, a_dead_claim_without_its_claim_word_is_repaired_though_others_claimed
 	bus_topic_put(t);
 }
 
+/* Two producers die in one claim race: the winner claimed lenW bytes, the
+ * loser's intent names the same claim with a length that ends exactly at
+ * the lap's end.  The next record then wraps: its padding starts at the
+ * winner's end and its frame at the lap's start, so both ends "start" the
+ * next offset.  The repair takes the smaller verified end (the winner's),
+ * and readers read both records after the dead claim with exactly one
+ * record counted lost.  (Before 5c59271 no end won, and the partition
+ * stalled until the stuck-claim timeout, then lost more.) */
+Test(ring, two_dead_claimants_whose_ends_both_start_the_next_record_resolve_to_the_smaller)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_consumer_opts co = { .flags = BUS_CONSUMER_GATING };
+	struct bus_topic *t;
+	struct bus_ring *r;
+	struct bus_view v[16];
+	static char val[1000];
+	struct bus_record rec = { .value = val, .value_len = sizeof(val) };
+	uint64_t pos, off, room, lost = 0, got = 0;
+	int64_t deadline;
+
+	memset(val, 'p', sizeof(val));
+	mk_topic("ambig", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "ambig", &t), 0);
+	r = &t->rings[0];
+	cr_assert_eq(bus_producer_open(b, "ambig", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "ambig", &co, &c), 0);
+	/* Fill until less than 3 frames' room is left before the lap's end. */
+	while (r->size - (ld_acquire(&r->hdr->tail.pos) & r->mask) >= 3000) {
+		cr_assert_eq(bus_produce(p, 0, &rec, NULL, NULL), 0);
+		while (bus_consumer_poll(c, v, 16, 0) > 0)
+			;
+	}
+	bus_tail_read(&r->hdr->tail, &pos, &off);
+	room = r->size - (pos & r->mask);
+	cr_assert_gt(room, 512 + BUS_FRAME_HDR);
+	die_after_claim(r, BUS_PRODUCERS_MAX - 2, pos, off, pos + room, false);   /* lost */
+	die_after_claim(r, BUS_PRODUCERS_MAX - 1, pos, off, pos + room - 512, true); /* won */
+	/* 512 bytes are left after the winner's claim: the next frame wraps. */
+	cr_assert_eq(bus_produce(p, 0, &rec, NULL, NULL), 0);
+	cr_assert_eq(bus_produce(p, 0, &rec, NULL, NULL), 0);
+	deadline = bus_mono_ns() + 10000000000ll;
+	while (got < 2 && bus_mono_ns() < deadline) {
+		int n = bus_consumer_poll(c, v, 16, 10000000);
+		cr_assert_geq(n, 0, "%s", bus_strerror(n));
+		for (int i = 0; i < n; i++) {
+			cr_assert_eq(v[i].offset, off + 1 + got);
+			cr_assert_eq(v[i].value_len, sizeof(val));
+			cr_assert(memcmp(v[i].value, val, sizeof(val)) == 0);
+			lost += v[i].lost_before;
+			got++;
+		}
+	}
+	cr_assert_eq(got, 2, "both records after the dead claim are read");
+	cr_assert_eq(lost, 1u, "exactly the dead claim's record is missing");
+	cr_assert_eq(ld_acquire(&r->hdr->repaired), 1u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
+/* A raiser reads a stalled producer's slot without a lock: its position,
+ * then its offset.  In between, the owner may publish that claim and store
+ * its next intent, so the pair read is {old position, new offset}.  A
+ * forced repair with that pair must leave the published record alone (it
+ * is whole, with the offset before), and the owner's next claim still
+ * commits: nothing is lost. */
+Test(ring, a_repair_with_a_position_and_an_offset_of_different_claims_changes_nothing)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_ring *r;
+	struct bus_pslot *sl = NULL;
+	struct bus_claim cl;
+	struct bus_view v[16];
+	const struct bus_frame *f;
+	const char *want[] = { "zero", "B-record", "C-record", "after" };
+	uint64_t pos_read, off_read, w;
+	int rc, n;
+
+	mk_topic("mispair", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_topic_get(b, "mispair", &t), 0);
+	r = &t->rings[0];
+	cr_assert_eq(bus_producer_open(b, "mispair", NULL, &p), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "zero", NULL, NULL), 0);
+	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
+		if (ld_acquire(&r->hdr->pslot[i].pid) == getpid())
+			sl = &r->hdr->pslot[i];
+	cr_assert(sl, "the producer holds a slot");
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 8, &cl), 0);
+	pos_read = ld_acquire(&sl->pos); /* the raiser reads the position ... */
+	memcpy(cl.value, "B-record", 8);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), 0); /* the owner publishes */
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 8, &cl), 0); /* and claims again */
+	off_read = ld_acquire(&sl->off); /* ... then the offset */
+	cr_assert_eq(off_read, 2u);
+	rc = bus_ring_repair(r, pos_read, off_read, true);
+	cr_assert_neq(rc, 1, "a record already published must not be repaired");
+	f = (const struct bus_frame *)(r->data + (pos_read & r->mask));
+	w = ld_acquire(&f->commit);
+	cr_assert_eq(BUS_COMMIT_TYPE(w), BUS_FRAME_DATA);
+	cr_assert_eq(BUS_COMMIT_TAG(w), 1u, "the record at the position is still offset 1");
+	memcpy(cl.value, "C-record", 8);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), 0, "the owner's next claim still commits");
+	cr_assert_eq(produce_str(p, 0, NULL, "after", NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_open(b, "mispair", NULL, &c), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_EARLIEST, 0), 0);
+	n = bus_consumer_poll(c, v, 16, 1000000000);
+	cr_assert_eq(n, 4, "%d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(v[i].offset, (uint64_t)i);
+		cr_assert_eq(v[i].lost_before, 0u);
+		cr_assert_eq(v[i].value_len, strlen(want[i]));
+		cr_assert(memcmp(v[i].value, want[i], strlen(want[i])) == 0, "record %d", i);
+	}
+	cr_assert_eq(ld_acquire(&r->hdr->repaired), 0u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
 /* A producer holding a claim (zero copy, or stalled) while others produce
  * more than a ring after it on an overwrite topic: they never lap its frame
  * before the stuck-claim timeout (its late writes would land on their newer
