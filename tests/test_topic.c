@@ -13,7 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "layout.h"
+#include "segment.h"
 #include "util.h"
 
 TestSuite(topic, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 120);
@@ -1204,4 +1206,76 @@ Test(topic, full_table_refuses_create_with_enomem_until_a_delete)
 	cr_assert_eq(count_topics(), BUS_TOPICS_MAX);
 	cr_assert_eq(use_topic(b, "one-too-many"), 0);
 	cr_assert_eq(bus_topic_create(b, "full-77", &cfg), -ENOMEM);
+}
+
+/* ------------------------------------- deletes and the logs of a name */
+
+static void cfg_persistent(struct bus_topic_config *cfg, uint32_t parts)
+{
+	cfg_small(cfg, parts);
+	cfg->flags = 0;
+}
+
+/* Give partition @part of topic @name a log whose durable offset floor is
+ * @floor, as busd leaves it: a topic created over it starts there. */
+static void log_with_floor(const char *name, uint32_t part, uint64_t floor)
+{
+	char dir[512];
+	struct bus_seg_writer *w;
+
+	snprintf(dir, sizeof(dir), "%s/%s/%u", env.data_dir, name, part);
+	cr_assert_eq(bus_seg_writer_open(&w, dir, NULL), 0, "open the log in %s", dir);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, floor, 0), 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+}
+
+static uint64_t next_offset_of(const char *name)
+{
+	struct bus_partition_info pi;
+	int err = bus_partition_describe(b, name, 0, &pi);
+
+	cr_assert_eq(err, 0, "describe %s: %s", name, bus_strerror(err));
+	return pi.next_offset;
+}
+
+static bool topic_dir_exists(const char *name)
+{
+	char dir[512];
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s/%s", env.data_dir, name);
+	return stat(dir, &st) == 0;
+}
+
+/* A deleter killed after it took the slot (DELETING) and before it retired
+ * the logs: whoever reaps the slot finishes the delete, so the name created
+ * again starts a new log instead of continuing the deleted one's. */
+Test(topic, a_dead_deleters_delete_is_finished_and_its_log_is_not_continued)
+{
+	struct bus_ctl_hdr *h = ctl_map();
+	struct bus_topic_config cfg;
+	struct bus_topic_info ti;
+	struct bus_topic_slot *ts;
+	uint64_t w;
+	int s;
+
+	cfg_persistent(&cfg, 1);
+	cr_assert_eq(bus_topic_create(b, "lazarus", &cfg), 0);
+	log_with_floor("lazarus", 0, 1000);
+	s = slot_of(h, "lazarus", BUS_SLOT_READY);
+	cr_assert(s >= 0);
+	ts = ctl_slot(h, (uint32_t)s);
+	w = atomic_load(&ts->state);
+	cr_assert(atomic_compare_exchange_strong(
+		&ts->state, &w, BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), dead_pid())));
+
+	cr_assert_eq(bus_topic_describe(b, "lazarus", &ti), -ENOENT);
+	cr_assert_eq(BUS_SLOT_STATE(atomic_load(&ts->state)), BUS_SLOT_DELETED);
+	cr_assert_eq(count_ring_files("lazarus"), 0);
+	cr_assert(!topic_dir_exists("lazarus"), "the deleted topic's logs were not retired");
+
+	cr_assert_eq(bus_topic_create(b, "lazarus", &cfg), 0);
+	cr_assert_eq(next_offset_of("lazarus"), 0u,
+		     "the re-created topic continues the deleted one's log");
+	munmap(h, BUS_CTL_SIZE);
 }

@@ -19,7 +19,8 @@
  * missed us and becomes READY, and we yield.  Generations carry the slot
  * index in their low 8 bits, so two slots never name the same ring files.
  * A slot CLAIMED, CREATING or DELETING by a process that died is turned
- * into a tombstone by whoever meets it.
+ * into a tombstone by whoever meets it; a dead deleter's delete is finished
+ * (its rings removed, its logs retired).
  *
  * The cache maps names to struct bus_topic handles in an RCU lock-free
  * hash table (liburcu, bulletproof flavour: callers need not register).
@@ -159,7 +160,13 @@ static void unlink_rings(struct bus *b, const char *name, uint32_t gen, uint32_t
 	}
 }
 
+static void retire_logs(struct bus *b, const char *topic, uint32_t gen);
+
 /* A slot held by a dead process in a transient state becomes a tombstone.
+ * A dead creator's rings are removed; a dead deleter's delete is finished
+ * as bus_topic_delete() would have: its rings removed and, for a persistent
+ * topic, its logs retired, so that the name created again starts a new log
+ * instead of continuing (and showing) the deleted one.
  * Returns true when the caller should re-read the slot. */
 static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
 {
@@ -175,8 +182,11 @@ static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
 					    BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid())))
 		return true;
 	w = BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid());
-	if (st != BUS_SLOT_CLAIMED && slot_read(ts, w, name, &cfg) == 0)
+	if (st != BUS_SLOT_CLAIMED && slot_read(ts, w, name, &cfg) == 0) {
 		unlink_rings(b, name, BUS_SLOT_GEN(w), cfg.partitions);
+		if (st == BUS_SLOT_DELETING && !(cfg.flags & BUS_TOPIC_EPHEMERAL))
+			retire_logs(b, name, BUS_SLOT_GEN(w));
+	}
 	st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
 	return true;
 }
