@@ -1279,3 +1279,88 @@ Test(topic, a_dead_deleters_delete_is_finished_and_its_log_is_not_continued)
 		     "the re-created topic continues the deleted one's log");
 	munmap(h, BUS_CTL_SIZE);
 }
+
+struct pcreator {
+	const char *name;
+	int res_fd;
+};
+
+static int pcreator_main(void *arg)
+{
+	struct pcreator *pc = arg;
+	struct bus *cb = child_bus();
+	struct bus_topic_config cfg;
+	int err;
+
+	cfg_persistent(&cfg, 1);
+	err = bus_topic_create(cb, pc->name, &cfg);
+	bus_close(cb);
+	return write(pc->res_fd, &err, sizeof(err)) == (ssize_t)sizeof(err) ? 0 : 92;
+}
+
+/* A create of a name whose delete is in progress (its slot DELETING by a
+ * live deleter, the logs not yet retired) waits for the delete to end: made
+ * before it, the new topic would continue the old log, and the deleter's
+ * rename would then carry the new topic's logs away. */
+Test(topic, create_waits_for_a_delete_of_the_same_name_in_progress)
+{
+	struct bus_ctl_hdr *h = ctl_map();
+	struct bus_topic_config cfg;
+	struct bus_topic_info t1, t2;
+	struct bus_topic_slot *ts;
+	struct pcreator pc = { .name = "phoenix" };
+	char from[512], to[600];
+	int64_t deadline;
+	int res[2], err = 12345, s;
+	uint64_t w;
+	pid_t pid;
+	char st;
+
+	cfg_persistent(&cfg, 1);
+	cr_assert_eq(bus_topic_create(b, "phoenix", &cfg), 0);
+	cr_assert_eq(bus_topic_describe(b, "phoenix", &t1), 0);
+	log_with_floor("phoenix", 0, 1000);
+
+	/* This process is the deleter: it has taken the slot. */
+	s = slot_of(h, "phoenix", BUS_SLOT_READY);
+	cr_assert(s >= 0);
+	ts = ctl_slot(h, (uint32_t)s);
+	w = atomic_load(&ts->state);
+	cr_assert(atomic_compare_exchange_strong(
+		&ts->state, &w, BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid())));
+
+	cr_assert_eq(pipe(res), 0);
+	pc.res_fd = res[1];
+	pid = tfork(pcreator_main, &pc);
+	/* The creator waits (sleeps) for the delete, or (wrongly) finishes. */
+	deadline = tnow_ms() + 10000;
+	while ((st = proc_state(pid)) != 'S' && st != 'Z') {
+		cr_assert(tnow_ms() < deadline, "the creator neither waited nor finished");
+		sched_yield();
+	}
+
+	/* The deleter finishes as bus_topic_delete() does. */
+	snprintf(from, sizeof(from), "%s/phoenix", env.data_dir);
+	snprintf(to, sizeof(to), "%s/.deleted.phoenix.%u.%d", env.data_dir, BUS_SLOT_GEN(w),
+		 (int)getpid());
+	{
+		char ring[600];
+		snprintf(ring, sizeof(ring), "%s/bus.%s.phoenix.%u.0", env.shm_dir, env.name,
+			 BUS_SLOT_GEN(w));
+		cr_assert_eq(unlink(ring), 0, "unlink %s: %s", ring, strerror(errno));
+	}
+	cr_assert_eq(rename(from, to), 0, "rename %s: %s", from, strerror(errno));
+	atomic_store(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
+
+	cr_assert_eq(twait(pid, 10000), 0);
+	cr_assert_eq(read(res[0], &err, sizeof(err)), (ssize_t)sizeof(err));
+	cr_assert_eq(err, 0, "create: %s", bus_strerror(err));
+	cr_assert_eq(bus_topic_describe(b, "phoenix", &t2), 0);
+	cr_assert_neq(t2.generation, t1.generation);
+	cr_assert_eq(next_offset_of("phoenix"), 0u,
+		     "the topic created during the delete continues the deleted log");
+	cr_assert_eq(count_named("phoenix"), 1);
+	close(res[0]);
+	close(res[1]);
+	munmap(h, BUS_CTL_SIZE);
+}

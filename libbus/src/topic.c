@@ -16,8 +16,11 @@
  * other.  A rival READY, or CREATING from a lower probe position, wins: the
  * creator withdraws (no ring exists yet) and adopts the rival's topic.  A
  * rival CREATING from a higher position is waited for: it withdraws, or it
- * missed us and becomes READY, and we yield.  Generations carry the slot
- * index in their low 8 bits, so two slots never name the same ring files.
+ * missed us and becomes READY, and we yield.  A slot of the same name
+ * being deleted is waited for too (in the probe, before claiming): its logs
+ * are retired only at the end of the delete, and a topic created before
+ * that would continue them.  Generations carry the slot index in their low
+ * 8 bits, so two slots never name the same ring files.
  * A slot CLAIMED, CREATING or DELETING by a process that died is turned
  * into a tombstone by whoever meets it; a dead deleter's delete is finished
  * (its rings removed, its logs retired).
@@ -242,12 +245,20 @@ static int slot_find(struct bus *b, const char *name, enum find_mode mode, int *
 			}
 			if (mode == FIND_LOOKUP)
 				continue;
-			if (st == BUS_SLOT_CREATING && slot_read(ts, w, sname, NULL) == 0 &&
-			    strcmp(sname, name) != 0)
-				continue;
-			if (st == BUS_SLOT_DELETING)
-				continue;
-			/* Unknown name yet, or our name being created: wait. */
+			if (st != BUS_SLOT_CLAIMED) {
+				/* CREATING and DELETING slots hold their name. */
+				int err = slot_read(ts, w, sname, NULL);
+				if (err == -EAGAIN) {
+					i--;
+					continue;
+				}
+				if (err || strcmp(sname, name) != 0)
+					continue;
+			}
+			/* Unknown name yet, or our name being created, or being
+			 * deleted (a create before the deleter has retired the
+			 * logs would continue them, and lose its own logs to
+			 * the deleter's rename): wait. */
 			while (ld_acquire(&ts->state) == w && bus_pid_alive(BUS_SLOT_PID(w)))
 				usleep(200);
 			i--;
