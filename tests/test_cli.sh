@@ -348,6 +348,25 @@ expect 1 "$BUS" produce other <"$TMP/in"
 one_error_line "0 records written"
 ok
 
+# A line larger than the memory produce may take: an error saying so (not
+# an end of input, exit 0, with the record dropped).
+CHECK="line-beyond-memory"
+case "$BUS" in
+*-asan/* | *-tsan/*) echo "skip $CHECK: a sanitizer's shadow memory does not fit under ulimit -v" ;;
+*)
+	expect 0 "$BUS" topic create mem --partitions 1 --ring-size 64K --ephemeral
+	# The limit leaves produce room for everything else.
+	expect 0 bash -c '(ulimit -v 100000; exec "$1" produce mem) </dev/null' _ "$BUS"
+	expect 1 bash -c '{ printf "small\n"; head -c 200000000 /dev/zero 2>/dev/null | tr "\0" x 2>/dev/null; } |
+		(ulimit -v 100000; exec "$1" produce mem)' _ "$BUS"
+	one_error_line "record 2 not written"
+	grep -qF "1 records written" "$TMP/err" || fail "the error does not say how many records were written"
+	expect 0 "$BUS" consume mem -e
+	[ "$(cat "$TMP/out")" = small ] || fail "mem holds '$(head -c 60 "$TMP/out")'"
+	;;
+esac
+ok
+
 CHECK="persistent-without-daemon"
 expect 0 "$BUS" topic create persist --partitions 1 --ring-size 64K
 awk 'BEGIN { for (i = 0; i < 200; i++) printf "%01000d\n", i }' >"$TMP/in"

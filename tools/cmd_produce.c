@@ -180,6 +180,13 @@ int cmd_produce(int argc, char **argv)
 			else if (ferror(stdin))
 				rc = cli_error("produce to '%s': reading stdin: %s; %" PRIu64 " records written",
 					       topic, strerror(errno ? errno : EIO), written);
+			else if (!feof(stdin))
+				/* getline() failed without a read error: no
+				 * memory for the line (ENOMEM), which it does
+				 * not flag on the stream.  Not the end. */
+				rc = cli_error("produce to '%s': record %" PRIu64 " not written: its line does "
+					       "not fit in memory: %s; %" PRIu64 " records written",
+					       topic, written + 1, strerror(errno ? errno : ENOMEM), written);
 			break;
 		}
 		len = (size_t)n;
