@@ -201,6 +201,13 @@ expect 0 "$BUS" topic create secret --partitions 1 --ring-size 64K --ephemeral -
 expect 1 "$BUS" topic create secret --partitions 1 --ring-size 64K --ephemeral
 grep -q 'private (asked shared)' "$TMP/err" || fail "the config error does not name the difference"
 expect 0 "$BUS" topic delete secret
+# On a bus it makes, a private topic leaves the bus itself to the group.
+expect 0 "$BUS" --bus priv-bus topic create secret --partitions 1 --ring-size 64K --ephemeral --private
+[ "$(stat -c %a "$BUS_SHM_DIR"/bus.priv-bus.secret.*.0)" = 600 ] || fail "the private ring is not 0600"
+[ "$(stat -c %a "$BUS_SHM_DIR"/bus.priv-bus.ctl)" = 660 ] ||
+	fail "creating a private topic made the bus's control region $(stat -c %a "$BUS_SHM_DIR"/bus.priv-bus.ctl)"
+expect 0 "$BUS" --bus priv-bus topic create open --partitions 1 --ring-size 64K --ephemeral
+[ "$(stat -c %a "$BUS_SHM_DIR"/bus.priv-bus.open.*.0)" = 660 ] || fail "a shared topic's ring is not 0660"
 ok
 
 CHECK="describe-json"

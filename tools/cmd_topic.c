@@ -39,7 +39,8 @@ static const char usage_create[] =
 	"                          when the ring is full: producers wait for the\n"
 	"                          slowest gating reader (default), or overwrite\n"
 	"  --numa-node N           bind the rings to NUMA node N\n"
-	"  --private               create files 0600 instead of 0660\n"
+	"  --private               the topic's files are 0600 instead of 0660\n"
+	"                          (the bus's control region stays 0660)\n"
 	"\n"
 	"Common options:\n" CLI_COMMON_HELP;
 
@@ -235,8 +236,11 @@ static int topic_create(int argc, char **argv)
 			cfg.numa_node = (int32_t)v;
 			break;
 		case OPT_PRIVATE:
-			cli.bus_flags |= BUS_F_PRIVATE;
-			cfg.flags |= BUS_TOPIC_PRIVATE; /* what bus_topic_create() sets */
+			/* The topic's files only: a private handle
+			 * (BUS_F_PRIVATE) would also make the bus's control
+			 * region 0600 when this create makes the bus, and
+			 * shut the group out of every topic. */
+			cfg.flags |= BUS_TOPIC_PRIVATE;
 			break;
 		default:
 			return CLI_USAGE;
