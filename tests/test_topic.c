@@ -1364,3 +1364,31 @@ Test(topic, create_waits_for_a_delete_of_the_same_name_in_progress)
 	close(res[1]);
 	munmap(h, BUS_CTL_SIZE);
 }
+
+/* A slot CLAIMED by a live process that never goes on (stopped between its
+ * claim and writing the name, a reused pid, or a forged word) on a name's
+ * probe path: create fails with -EBUSY after a bounded wait instead of
+ * waiting for as long as that pid lives. */
+#define BUS_SLOT_CLAIMED_FORGED 5 /* topic.c's BUS_SLOT_CLAIMED */
+
+Test(topic, create_past_a_slot_claimed_for_good_by_a_live_pid_fails_with_ebusy)
+{
+	struct bus_ctl_hdr *h = ctl_map();
+	struct bus_topic_config cfg;
+	struct bus_topic_slot *ts = ctl_slot(h, home_of("stuck"));
+	int err;
+
+	cr_assert_eq(BUS_SLOT_STATE(atomic_load(&ts->state)), BUS_SLOT_FREE);
+	atomic_store(&ts->state, BUS_SLOT_WORD(BUS_SLOT_CLAIMED_FORGED, 1, getpid()));
+	cfg_small(&cfg, 1);
+	err = create_bounded("stuck", &cfg);
+	cr_assert_eq(err, -EBUSY, "create: %s", bus_strerror(err));
+	cr_assert_eq(count_topics(), 0);
+	cr_assert_eq(count_ring_files("stuck"), 0);
+
+	/* Once the claim is gone, the name is created. */
+	atomic_store(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, 1, 0));
+	mk("stuck", 1);
+	cr_assert_eq(use_topic(b, "stuck"), 0);
+	munmap(h, BUS_CTL_SIZE);
+}

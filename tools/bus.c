@@ -148,6 +148,10 @@ const char *cli_why(const struct bus *b, int err, char *buf, size_t len)
 	case EMSGSIZE:
 		snprintf(buf, len, "%s: larger than the partition's ring can hold (see --ring-size)", s);
 		break;
+	case EBUSY:
+		snprintf(buf, len, "%s: a process holds a slot of bus '%s''s topic table and does not finish (stopped?)",
+			 s, hint_bus(b));
+		break;
 	case ENODEV:
 		snprintf(buf, len, "no such NUMA node (see numactl --hardware)");
 		break;

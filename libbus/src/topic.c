@@ -194,12 +194,34 @@ static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
 	return true;
 }
 
+/* How long a creator waits for a slot CLAIMED by a live process. */
+#define BUS_CLAIMED_WAIT_NS 2000000000ll
+
+/* Wait while slot @ts keeps state word @w and its owner lives.  Returns 0
+ * once it changed, or -EBUSY when it stayed CLAIMED for
+ * BUS_CLAIMED_WAIT_NS: a creator holds that state only for the few stores
+ * between its claim and CREATING, so a live pid still there is a stopped
+ * process, a reused pid or a forged word, and waiting on would hang the
+ * caller for as long as that pid lives.  CREATING and DELETING are waited
+ * for without a limit: making big rings takes as long as it takes. */
+static int slot_wait(const struct bus_topic_slot *ts, uint64_t w)
+{
+	int64_t deadline = bus_mono_ns() + BUS_CLAIMED_WAIT_NS;
+
+	while (ld_acquire(&ts->state) == w && bus_pid_alive(BUS_SLOT_PID(w))) {
+		if (BUS_SLOT_STATE(w) == BUS_SLOT_CLAIMED && bus_mono_ns() > deadline)
+			return -EBUSY;
+		usleep(200);
+	}
+	return 0;
+}
+
 enum find_mode { FIND_LOOKUP, FIND_CREATE };
 
 /* Probe for @name.  Returns the index of its READY slot (>= 0); or, when
  * absent, -ENOENT with *reuse set to the first claimable slot (or -1).  In
  * FIND_CREATE mode it waits out slots whose name is not yet known or that
- * are being created under the same name. */
+ * are being created or deleted under the same name (-EBUSY: slot_wait()). */
 static int slot_find(struct bus *b, const char *name, enum find_mode mode, int *reuse,
 		     uint64_t *word)
 {
@@ -259,8 +281,8 @@ static int slot_find(struct bus *b, const char *name, enum find_mode mode, int *
 			 * deleted (a create before the deleter has retired the
 			 * logs would continue them, and lose its own logs to
 			 * the deleter's rename): wait. */
-			while (ld_acquire(&ts->state) == w && bus_pid_alive(BUS_SLOT_PID(w)))
-				usleep(200);
+			if (slot_wait(ts, w))
+				return -EBUSY;
 			i--;
 			continue;
 		default:
@@ -304,7 +326,9 @@ static void log_memory(struct bus *b, const char *name, const struct bus_ring *r
  * creating, or >= 0 when the caller must withdraw and start over: another
  * slot is READY with @name, or is CREATING it from a lower probe position.
  * One CREATING it from a higher position is waited for: it either withdraws
- * (having seen us) or becomes READY (having missed us, so we yield). */
+ * (having seen us) or becomes READY (having missed us, so we yield).
+ * Returns -EBUSY when a slot stays CLAIMED by a live process (slot_wait()):
+ * the caller withdraws and fails. */
 static int slot_rival(struct bus *b, const char *name, uint32_t home, uint32_t own)
 {
 	uint32_t own_i = (own + BUS_TOPICS_MAX - home) % BUS_TOPICS_MAX;
@@ -328,8 +352,8 @@ static int slot_rival(struct bus *b, const char *name, uint32_t home, uint32_t o
 			continue;
 		}
 		if (st == BUS_SLOT_CLAIMED) {
-			while (ld_acquire(&o->state) == ow && bus_pid_alive(BUS_SLOT_PID(ow)))
-				usleep(200);
+			if (slot_wait(o, ow))
+				return -EBUSY;
 			i--;
 			continue;
 		}
@@ -344,8 +368,7 @@ static int slot_rival(struct bus *b, const char *name, uint32_t home, uint32_t o
 			continue;
 		if (st == BUS_SLOT_READY || i < own_i)
 			return (int)j;
-		while (ld_acquire(&o->state) == ow && bus_pid_alive(BUS_SLOT_PID(ow)))
-			usleep(200);
+		(void)slot_wait(o, ow); /* CREATING: no limit */
 		i--;
 	}
 	return -1;
@@ -475,9 +498,13 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 		 * with F1 of any other creator, so that of two creators of one
 		 * name at least one sees the other. */
 		atomic_thread_fence(memory_order_seq_cst);
-		if (slot_rival(b, name, home, (uint32_t)reuse) >= 0) {
-			/* No ring made yet: withdraw, then find the other's. */
+		err = slot_rival(b, name, home, (uint32_t)reuse);
+		if (err >= 0 || err == -EBUSY) {
+			/* No ring made yet: withdraw, then find the other's
+			 * (or fail). */
 			st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
+			if (err == -EBUSY)
+				return err;
 			continue;
 		}
 

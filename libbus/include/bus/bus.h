@@ -165,10 +165,14 @@ void bus_topic_config_init(struct bus_topic_config *cfg);
  * with a release store.
  *
  * Creating a topic that exists with an identical config returns 0
- * (idempotent).  Returns -EINVAL (bad name or config), -BUS_ECONFIG (exists
- * with another config), -ENOMEM (no free slot), -ENOSPC (no room for the
- * rings in the shm dir or huge-page pool), -ENODEV (no such NUMA node),
- * -EACCES, -BUS_ECORRUPT.  Thread- and process-safe.
+ * (idempotent).  A create or delete of the same name in progress in a live
+ * process is waited for.  Returns -EINVAL (bad name or config), -BUS_ECONFIG
+ * (exists with another config), -ENOMEM (no free slot), -ENOSPC (no room
+ * for the rings in the shm dir or huge-page pool), -ENODEV (no such NUMA
+ * node), -EBUSY (a table slot on the name's probe path stayed claimed by a
+ * live process for 2 s: a creator stopped between its claim and writing the
+ * name, or a forged slot), -EACCES, -BUS_ECORRUPT.  Thread- and
+ * process-safe.
  */
 int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_config *cfg);
 
