@@ -383,9 +383,10 @@ grep -q ' records written$' "$TMP/err" || fail "the error does not say how many 
 ok
 
 CHECK="consume-live-sigterm"
-"$BUS" consume other -f '%s\n' >"$TMP/live" 2>"$TMP/err" &
+# From the earliest: the records count whether the consumer is attached
+# before they are produced or after.
+"$BUS" consume other --from earliest -f '%s\n' >"$TMP/live" 2>"$TMP/err" &
 BGPID=$!
-sleep 0.3
 printf 'one\ntwo\nthree\n' | "$BUS" produce other || fail "produce to other"
 wait_lines "$TMP/live" 3 || true
 [ "$(tr '\n' ' ' <"$TMP/live")" = "one two three " ] || fail "a live consumer printed '$(tr '\n' ' ' <"$TMP/live")' (not flushed when idle?)"
@@ -396,6 +397,25 @@ RC=$?
 set -e
 BGPID=
 [ "$RC" -eq 0 ] || fail "SIGTERM: the consumer exited $RC"
+ok
+
+# A consumer whose reader has gone ends while the topic is idle, as a
+# write would have ended it (SIGPIPE), instead of waiting for the next
+# record to find out.
+CHECK="consume-idle-closed-pipe"
+set +e
+timeout 20 bash -c '"$1" consume other --from earliest | head -n 1 >/dev/null; echo "${PIPESTATUS[0]}" >"$2"' _ "$BUS" "$TMP/st"
+RC=$?
+set -e
+[ "$RC" -eq 0 ] || fail "consume went on after its reader had gone (timeout: $RC)"
+[ "$(cat "$TMP/st")" -eq 141 ] || fail "consume exited $(cat "$TMP/st"), expected death by SIGPIPE (141)"
+set +e
+timeout 20 bash -c 'trap "" PIPE; "$1" consume other --from earliest 2>"$3" | head -n 1 >/dev/null; echo "${PIPESTATUS[0]}" >"$2"' _ "$BUS" "$TMP/st" "$TMP/err"
+RC=$?
+set -e
+[ "$RC" -eq 0 ] || fail "consume (SIGPIPE ignored) went on after its reader had gone (timeout: $RC)"
+[ "$(cat "$TMP/st")" -eq 1 ] || fail "consume (SIGPIPE ignored) exited $(cat "$TMP/st"), expected 1"
+one_error_line "Broken pipe"
 ok
 
 # A consumer lapped on an overwrite topic says how many records it lost.

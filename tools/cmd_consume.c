@@ -4,6 +4,9 @@
 #endif
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -187,6 +190,17 @@ static int seek_one(struct consume *cs, uint32_t p, int from, int64_t value)
 	return CLI_OK;
 }
 
+/* Whether stdout's reader has gone (a pipe whose read end is closed, a
+ * socket shut down), which only a write would otherwise tell: an idle
+ * consumer checks at each wait (every 200 ms) so that `bus consume T |
+ * head -1` ends when head does, records or not. */
+static bool stdout_gone(void)
+{
+	struct pollfd pf = { .fd = STDOUT_FILENO, .events = 0 };
+
+	return poll(&pf, 1, 0) == 1 && (pf.revents & (POLLERR | POLLHUP));
+}
+
 int cmd_consume(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -360,6 +374,14 @@ int cmd_consume(int argc, char **argv)
 			report_lost(&cs, 0);
 			if (cs.exit_at_end && all_done(&cs))
 				break;
+			if (stdout_gone()) {
+				/* As a write would: SIGPIPE, or EPIPE where it
+				 * is ignored. */
+				raise(SIGPIPE);
+				rc = cli_error("consume '%s': writing to stdout: %s", cs.topic,
+					       strerror(EPIPE));
+				break;
+			}
 			timeout = cs.exit_at_end ? 20 * 1000 * 1000 : 200 * 1000 * 1000;
 			n = bus_consumer_read(cs.c, msgs, MSGS, buf, buflen, timeout);
 		}
