@@ -421,16 +421,18 @@ ok
 # A consumer lapped on an overwrite topic says how many records it lost.
 CHECK="lost-records"
 expect 0 "$BUS" topic create lapped --partitions 1 --ring-size 64K --ephemeral --overflow overwrite
-"$BUS" consume lapped -f '%o\n' >"$TMP/live" 2>"$TMP/lost" &
+"$BUS" consume lapped --from earliest -f '%o\n' >"$TMP/live" 2>"$TMP/lost" &
 BGPID=$!
-sleep 0.2
 seq 10 | "$BUS" produce lapped || fail "produce to lapped"
 wait_lines "$TMP/live" 10 || fail "the consumer did not print the first 10 records"
 kill -STOP "$BGPID"
 seq 20000 | "$BUS" produce lapped || fail "produce to lapped"
 kill -CONT "$BGPID"
 wait_lines "$TMP/live" 11 || fail "the consumer printed nothing after it was lapped"
-sleep 0.2
+for _ in $(seq 100); do
+	[ "$(tail -n 1 "$TMP/live")" = 20009 ] && break
+	sleep 0.1
+done
 kill -INT "$BGPID"
 set +e
 wait "$BGPID"
