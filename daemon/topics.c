@@ -530,14 +530,63 @@ struct scan {
 	uint32_t n;
 };
 
-/* bus_topic_list() callback: keep the persistent topics. */
-static int scan_one(void *ctx, const struct bus_topic_info *ti)
-{
-	struct scan *sc = ctx;
+/* The state word of each slot whose contents were found corrupt, as it was
+ * then (0: none): each such slot is logged once, until it changes. */
+static uint64_t slot_bad[BUS_TOPICS_MAX];
 
-	if (!(ti->config.flags & BUS_TOPIC_EPHEMERAL) && sc->n < BUS_TOPICS_MAX)
-		sc->info[sc->n++] = *ti;
-	return 0;
+/*
+ * scan_slot() - add the persistent topic of ready slot @i to @sc.  Slot by
+ * slot rather than through bus_topic_list(), which stops at the first slot
+ * that does not read: one corrupt or hostile slot of the shared table must
+ * not hide the topics after it from busd (their producers would wait for a
+ * spiller forever).  Such a slot is logged, naming it, and skipped.
+ */
+static void scan_slot(struct busd *d, struct scan *sc, uint32_t i)
+{
+	const struct bus_topic_slot *ts = bus_slot(d->b, i);
+	/* Acquire: pairs with the creator's release of READY (R5), so the
+	 * name and config below are the ones it published. */
+	uint64_t w = ld_acquire(&ts->state);
+	char name[BUS_NAME_MAX + 1];
+	struct bus_topic_info ti;
+	int err;
+
+	if (BUS_SLOT_STATE(w) != BUS_SLOT_READY) {
+		slot_bad[i] = 0;
+		return;
+	}
+	for (size_t k = 0; k < sizeof(name); k += 8) {
+		uint64_t v = ld_relaxed((const _Atomic uint64_t *)(const void *)(ts->name + k));
+		memcpy(name + k, &v, 8);
+	}
+	/* The copy before the re-check of the state word (a seqlock whose
+	 * version is that word, as the library's slot_read()). */
+	atomic_thread_fence(memory_order_acquire);
+	if (ld_relaxed(&ts->state) != w)
+		return; /* changing: the next scan sees it */
+	if (memchr(name, 0, sizeof(name)) == NULL || !bus_name_valid(name)) {
+		err = -BUS_ECORRUPT;
+		name[0] = '\0';
+	} else {
+		err = bus_topic_describe(d->b, name, &ti);
+		if (!err && ti.generation != BUS_SLOT_GEN(w))
+			return; /* the name is another slot's too: that one counts */
+	}
+	if (err == -ENOENT)
+		return; /* deleted meanwhile */
+	if (err) {
+		if (slot_bad[i] != w)
+			busd_log(BUS_LOG_ERROR,
+				 "topic slot %u of bus '%s'%s%s%s: %s: skipped (the other topics "
+				 "are served)",
+				 i, bus_name(d->b), name[0] ? " (topic '" : " (no valid name",
+				 name[0] ? name : "", name[0] ? "')" : ")", bus_strerror(err));
+		slot_bad[i] = w;
+		return;
+	}
+	slot_bad[i] = 0;
+	if (!(ti.config.flags & BUS_TOPIC_EPHEMERAL) && sc->n < BUS_TOPICS_MAX)
+		sc->info[sc->n++] = ti;
 }
 
 /* Bring the registry in line with the table: take new persistent topics,
@@ -545,18 +594,13 @@ static int scan_one(void *ctx, const struct bus_topic_info *ti)
 uint32_t topics_scan(struct busd *d)
 {
 	static struct scan sc; /* main thread only; too large for the stack */
-	static int list_err;
 	bool dropped = false;
-	int err;
 
 	/* Before the listing: a change after it shows at the next check. */
 	d->table_sig = table_signature(d);
 	sc.n = 0;
-	err = bus_topic_list(d->b, scan_one, &sc);
-	if (err && err != list_err)
-		busd_log(BUS_LOG_ERROR, "cannot list the topics of bus '%s': %s", bus_name(d->b),
-			 bus_strerror(err));
-	list_err = err;
+	for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++)
+		scan_slot(d, &sc, i);
 	for (uint32_t i = 0; i < d->ntopics; i++)
 		d->topics[i]->seen = false;
 	/* Deleted ones first, so that their places are free for new ones. */

@@ -1127,3 +1127,94 @@ Test(busd, a_damaged_record_in_the_log_is_reported_not_skipped)
 	bus_consumer_close(c);
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+/* ------------------------------------------- review: hostile input, config */
+
+#include <sys/mman.h>
+
+#include "layout.h"
+
+/* The test bus's control region, mapped (munmap with its size). */
+static struct bus_ctl_hdr *ctl_map(size_t *len)
+{
+	char path[600];
+	struct stat st;
+	void *m;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/bus.%s.ctl", e.shm_dir, e.name);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(fstat(fd, &st), 0);
+	m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	cr_assert(m != MAP_FAILED);
+	*len = (size_t)st.st_size;
+	return m;
+}
+
+static struct bus_topic_slot *ctl_slot(struct bus_ctl_hdr *h, uint32_t i)
+{
+	return (struct bus_topic_slot *)(void *)((char *)h + h->topics_off +
+						 (size_t)i * h->topic_slot_size);
+}
+
+/* Wait (deadline 10 s) until busd has taken @topic: its producers then get
+ * a spiller instead of -BUS_ENODAEMON.  Returns the last error. */
+static int wait_taken(const char *topic)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = 50 * 1000000ll };
+	struct bus_producer *p;
+	struct bus_record r = { .value = "x", .value_len = 1 };
+	int64_t deadline = tnow_ms() + 10000;
+	int err = bus_producer_open(tb, topic, &po, &p);
+
+	if (err)
+		return err;
+	while (((err = bus_produce(p, 0, &r, NULL, NULL)) == -BUS_ENODAEMON || err == -ETIMEDOUT) &&
+	       tnow_ms() < deadline)
+		sleep_ms(5);
+	bus_producer_close(p);
+	return err;
+}
+
+/* One topic slot of the shared table made hostile (a config no topic can
+ * have) must not hide the other topics from busd: it names the bad one and
+ * spills the rest, including topics in slots after it. */
+Test(busd, a_corrupt_topic_slot_does_not_hide_the_topics_after_it)
+{
+	char name[8][16], want[64];
+	int32_t slot[8];
+	int low = 0, err;
+	size_t clen;
+	struct bus_ctl_hdr *h = ctl_map(&clen);
+
+	for (int i = 0; i < 8; i++) {
+		snprintf(name[i], sizeof name[i], "hs%d", i);
+		mk_topic(name[i], 1, 64 * 1024, 0, 0);
+		slot[i] = -1;
+		for (uint32_t s = 0; s < BUS_TOPICS_MAX; s++)
+			if (strcmp(ctl_slot(h, s)->name, name[i]) == 0)
+				slot[i] = (int32_t)s;
+		cr_assert(slot[i] >= 0);
+		if (slot[i] < slot[low])
+			low = i;
+	}
+	/* The lowest slot: every other topic lies after it in the table. */
+	ctl_slot(h, (uint32_t)slot[low])->cfg.ring_size = 3;
+	munmap(h, clen);
+	busd_start();
+	for (int i = 0; i < 8; i++) {
+		if (i == low)
+			continue;
+		cr_assert_eq(err = wait_taken(name[i]), 0, "topic %s (slot %d, after the bad slot %d): %s",
+			     name[i], slot[i], slot[low], bus_strerror(err));
+	}
+	for (int i = 0; i < 8; i++)
+		if (i != low)
+			wait_spilled(name[i], 1);
+	snprintf(want, sizeof want, "slot %d", slot[low]);
+	wait_log(want, 10000);
+	cr_assert(kill(busd, 0) == 0, "busd still runs");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
