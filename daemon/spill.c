@@ -402,6 +402,43 @@ static int resume_behind(struct dpart *dp, uint64_t n)
 	return 0;
 }
 
+/*
+ * cursor_valid() - check the spill cursor {@sp, @s} that a ring header
+ * holds (the shared memory may be damaged, or written by a hostile
+ * process) against what a spiller can have written: an aligned position
+ * no further than the tail, which is at most a ring ahead of it (producers
+ * of a persistent topic stay below spill_pos + ring_size), and an offset no
+ * further than the tail's.  Reading frames from any other position would
+ * read past the end of the ring (unaligned), or wait for records at a
+ * position producers never write while they overwrite the records busd
+ * never spilled.  Such a partition is stopped with an ERROR (its producers
+ * are told, as after part_stop()); busd serves the others.
+ */
+static bool cursor_valid(struct dpart *dp, uint64_t sp, uint64_t s)
+{
+	struct bus_ring_hdr *h = dp->r->hdr;
+	/* Acquire: the tail only grows, each half on its own, so halves
+	 * read after the cursor are at least the cursor's (an exclusive
+	 * producer stores them apart: no pair is needed). */
+	uint64_t tp = ld_acquire(&h->tail.pos);
+	uint64_t to = ld_acquire(&h->tail.off) & ~BUS_TAIL_EXCL;
+
+	if (sp % BUS_FRAME_ALIGN == 0 && sp <= tp && tp - sp <= dp->r->size && s <= to)
+		return true;
+	busd_log(BUS_LOG_ERROR,
+		 "topic '%s' partition %u: its ring holds a spill cursor no spiller wrote "
+		 "(position %llu, offset %llu; the tail is at position %llu, offset %llu): the "
+		 "shared memory is damaged or another process wrote it; not spilling this "
+		 "partition, its producers are told (delete and re-create the topic)",
+		 dp->dt->name, dp->idx, (unsigned long long)sp, (unsigned long long)s,
+		 (unsigned long long)tp, (unsigned long long)to);
+	dp->stopped = true;
+	/* Release: pairs with the acquire load in wait_space(), as in
+	 * part_stop(). */
+	st_release(&h->spiller_pid, -(int32_t)getpid());
+	return false;
+}
+
 /* Open @dp's writer and position the partition (see RESUME above).
  * Returns 0 (possibly with dp->stopped set) or an error to retry. */
 static int part_open(struct busd *d, struct dpart *dp)
@@ -414,6 +451,8 @@ static int part_open(struct busd *d, struct dpart *dp)
 	/* Only the spiller moves the cursor, and we are it: stable.  The
 	 * acquires pair with RS1/RS2 of a previous busd. */
 	bus_spill_read(h, &sp, &s);
+	if (!cursor_valid(dp, sp, s))
+		return 0;
 	writer_opts(d, dp, s, &o);
 	/* A ring that never spilled: a new topic (an empty log: free), or
 	 * one re-created from its log after a reboot, which a power loss may

@@ -1218,3 +1218,75 @@ Test(busd, a_corrupt_topic_slot_does_not_hide_the_topics_after_it)
 	cr_assert(kill(busd, 0) == 0, "busd still runs");
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+/* The ring file of partition 0 of @topic (a @size-byte ring), mapped
+ * (munmap with *len); its header follows the ring. */
+static void *ring_map(const char *topic, size_t *len)
+{
+	char cmd[700], path[600];
+	struct stat st;
+	FILE *f;
+	void *m;
+	int fd;
+
+	snprintf(cmd, sizeof cmd, "ls %s/bus.%s.%s.*.0", e.shm_dir, e.name, topic);
+	f = popen(cmd, "r");
+	cr_assert(f);
+	cr_assert(fgets(path, sizeof path, f), "no ring file for %s", topic);
+	pclose(f);
+	path[strcspn(path, "\n")] = 0;
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(fstat(fd, &st), 0);
+	m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	cr_assert(m != MAP_FAILED);
+	*len = (size_t)st.st_size;
+	return m;
+}
+
+/* A ring whose header holds a spill cursor no spiller wrote (unaligned,
+ * past the tail): busd names the partition in an ERROR and leaves it,
+ * instead of reading frames at a position producers never wrote (across
+ * the end of the ring, or a lap ahead of the producers, whose records it
+ * would then never find while they overwrite them), and serves the other
+ * topics.  Its producers are told (-BUS_ECORRUPT), not held. */
+Test(busd, a_hostile_spill_cursor_stops_its_partition_with_an_error)
+{
+	static const uint64_t bad_pos[2] = { 64 * 1024 - 4, 3 * 64 * 1024 };
+	struct bus_producer_opts po = { .block_timeout_ns = 2000 * 1000000ll };
+	struct bus_record r = { .value = "x", .value_len = 1 };
+	struct bus_producer *p;
+	char name[2][16];
+	int err = 0;
+
+	for (int i = 0; i < 2; i++) {
+		struct bus_ring_hdr *h;
+		size_t len;
+		void *m;
+
+		snprintf(name[i], sizeof name[i], "hostile%d", i);
+		mk_topic(name[i], 1, 64 * 1024, 0, 0);
+		m = ring_map(name[i], &len);
+		h = (struct bus_ring_hdr *)(void *)((char *)m + 64 * 1024);
+		atomic_store(&h->spill_pos, bad_pos[i]);
+		munmap(m, len);
+	}
+	mk_topic("fine", 1, 64 * 1024, 0, 0);
+	busd_start();
+	cr_assert_eq(produce_n("fine", 0, 0, 2000, 100, 0, 0), 0);
+	wait_spilled("fine", 1);
+	for (int i = 0; i < 2; i++) {
+		char want[64];
+
+		snprintf(want, sizeof want, "topic '%s' partition 0: its ring", name[i]);
+		wait_log(want, 10000);
+		cr_assert_eq(bus_producer_open(tb, name[i], &po, &p), 0);
+		for (int n = 0; n < 2000 && (err = bus_produce(p, 0, &r, NULL, NULL)) == 0; n++)
+			;
+		cr_assert_eq(err, -BUS_ECORRUPT, "%s: %s", name[i], bus_strerror(err));
+		bus_producer_close(p);
+	}
+	cr_assert(kill(busd, 0) == 0, "busd still runs");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
