@@ -65,6 +65,8 @@ struct busd_config {
 int busd_parse_size(const char *s, uint64_t *out);
 int busd_parse_ms(const char *s, uint64_t *out);
 int busd_parse_fsync(const char *s, enum bus_seg_fsync *mode, uint64_t *arg);
+/* The longest fsync interval (ms, 11574 days): its ns fit in an int64_t. */
+#define BUSD_FSYNC_MS_MAX 1000000000000ull
 int busd_parse_level(const char *s, uint64_t *out);
 
 /* The largest config or topic.conf file read (bytes). */

@@ -124,6 +124,10 @@ int busd_parse_fsync(const char *s, enum bus_seg_fsync *mode, uint64_t *arg)
 	err = parse_duration_ms(s, &v); /* a bare number was refused above */
 	if (err)
 		return err;
+	/* Counted in ns by the writer and by busd's idle sync (signed): a
+	 * longer interval would wrap around to a short one. */
+	if (v > BUSD_FSYNC_MS_MAX)
+		return -ERANGE;
 	*mode = BUS_SEG_FSYNC_MS;
 	*arg = v;
 	return 0;
@@ -202,7 +206,8 @@ static const struct key {
 } keys[] = {
 	{ "data_dir", K_PATH, CFG_DATA_DIR, 0, 0, 0, "a directory" },
 	{ "fsync", K_FSYNC, CFG_FSYNC, 0, 0, 0,
-	  "never, always, a duration such as 100ms or 1s, or a size such as 16M" },
+	  "never, always, a duration such as 100ms or 1s (at most 11574d), or a size such "
+	  "as 16M" },
 	{ "segment_bytes", K_SIZE, CFG_SEGMENT_BYTES, offsetof(struct busd_config, segment_bytes),
 	  BUS_SEG_BYTES_MIN, BUS_SEG_BYTES_MAX, "a size from 1K to 2G" },
 	{ "segment_ms", K_MS, CFG_SEGMENT_MS, offsetof(struct busd_config, segment_ms), 0,

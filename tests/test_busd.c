@@ -1290,3 +1290,24 @@ Test(busd, a_hostile_spill_cursor_stops_its_partition_with_an_error)
 	cr_assert(kill(busd, 0) == 0, "busd still runs");
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+/* An fsync interval whose nanoseconds do not fit in 64 bits is refused at
+ * start (it wrapped around to a sync every second or so, and overflowed a
+ * signed product in the idle sync), as every other value out of range. */
+Test(busd, an_fsync_interval_too_long_to_count_is_a_usage_error)
+{
+	int64_t deadline = tnow_ms() + 20000;
+	int st = 0;
+
+	write_conf("fsync = 213504d\n");
+	busd = busd_spawn();
+	/* Either it exits, or it started (then the teardown kills it). */
+	while (waitpid(busd, &st, WNOHANG) == 0) {
+		cr_assert(bus_daemon_pid(tb) != busd, "busd started with fsync = 213504d");
+		cr_assert(tnow_ms() < deadline, "busd neither started nor exited in 20 s");
+		sleep_ms(2);
+	}
+	busd = -1;
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
+	cr_assert(log_has("fsync"), "the error names the key");
+}
