@@ -47,6 +47,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -415,6 +416,35 @@ static void take_locks(struct busd *d, int *shm_fd, int *data_fd)
 	snprintf(text, sizeof(text), "%s %d\n", name, (int)d->pid);
 	lock_write(fd, text);
 	*data_fd = fd;
+}
+
+/* ------------------------------------------------------- descriptors */
+
+/*
+ * raise_fd_limit() - take the hard limit of descriptors as the soft one.
+ * busd holds five per partition it spills (the log dir, the active segment,
+ * its two indexes, the offset floor), so the usual soft limit of 1024 runs
+ * out at about 200 partitions, far below what a bus holds (256 topics of up
+ * to 256 partitions): the partitions past it could not open their logs and
+ * their producers were held back for as long as busd ran.  Returns the soft
+ * limit in force.
+ */
+static unsigned long long raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return 0;
+	if (rl.rlim_cur != rl.rlim_max) {
+		struct rlimit want = rl;
+
+		want.rlim_cur = rl.rlim_max;
+		/* An infinite hard limit is refused (fs.nr_open bounds it). */
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0 ||
+		    (want.rlim_cur = 1u << 20, setrlimit(RLIMIT_NOFILE, &want) == 0))
+			rl.rlim_cur = want.rlim_cur;
+	}
+	return (unsigned long long)rl.rlim_cur;
 }
 
 /* ----------------------------------------------------------- signals */
@@ -812,6 +842,8 @@ int main(int argc, char **argv)
 		 BUS_VERSION_STRING, bus_name(d.b), bus_shm_dir(d.b), bus_data_dir(d.b),
 		 d.config_path ? ", config " : "", d.config_path ? d.config_path : "");
 	log_config(&d, "config");
+	busd_log(BUS_LOG_DEBUG, "descriptors: soft limit %llu (five per partition spilled)",
+		 raise_fd_limit());
 
 	topics_recover(&d);
 	atomic_init(&d.hb_ms, d.cfg.heartbeat_ms);

@@ -1311,3 +1311,106 @@ Test(busd, an_fsync_interval_too_long_to_count_is_a_usage_error)
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
 	cr_assert(log_has("fsync"), "the error names the key");
 }
+
+/* SIGTERM while a partition's disk is full: the drain gives up after its
+ * stated bound (10 s), says what stays in the ring, and exits 0; a busd
+ * started once space is back spills it all, nothing lost or repeated. */
+Test(busd, sigterm_on_a_full_disk_stops_within_the_drain_bound)
+{
+	char mnt[300];
+	int64_t t0;
+	pid_t pid;
+	int rc;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to mount a small tmpfs");
+	snprintf(mnt, sizeof mnt, "%s/small", e.data_dir);
+	cr_assert_eq(mkdir(mnt, 0700), 0);
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0)
+		cr_skip_test("cannot mount tmpfs here: %s", strerror(errno));
+	bus_close(tb);
+	e.opts.data_dir = mnt;
+	setenv("BUS_DATA_DIR", mnt, 1);
+	tb = tenv_bus(&e);
+	busd_start();
+	mk_topic("full", 1, 256 * 1024, 0, 0);
+	pid = tfork(full_child, NULL); /* 8 MiB into 2 MiB */
+	wait_log("No space left on device", 30000);
+	t0 = tnow_ms();
+	rc = busd_stop(SIGTERM);
+	cr_assert_lt(tnow_ms() - t0, 15000, "the stop took %lld ms", (long long)(tnow_ms() - t0));
+	cr_assert_eq(rc, 0);
+	cr_assert(log_has("stay in the ring"), "the stop says what it left");
+	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", MS_REMOUNT, "size=64m"), 0, "remount: %s", strerror(errno));
+	busd_start();
+	cr_assert_eq(twait(pid, 60000), 0);
+	wait_spilled("full", 1);
+	consume_all("full", 1, 1, 8000, 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	bus_close(tb);
+	tb = NULL;
+	umount2(mnt, MNT_DETACH);
+	e.opts.data_dir = e.data_dir;
+	setenv("BUS_DATA_DIR", e.data_dir, 1);
+	tb = tenv_bus(&e);
+}
+
+/* Many topics: busd holds five descriptors per partition (the log dir, the
+ * active segment, its two indexes, the offset floor), so a soft limit of
+ * descriptors as low as the usual 1024 is reached by 200 partitions, well
+ * within what a bus allows (256 topics of up to 256 partitions).  busd
+ * raises its soft limit to the hard one; every partition is spilled. */
+#include <sys/resource.h>
+
+Test(busd, many_partitions_are_spilled_past_a_low_soft_descriptor_limit)
+{
+	enum { NT = 64 };
+	struct rlimit old, low;
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_NONBLOCK };
+	struct bus_record r = { .value = "x", .value_len = 1 };
+	bool done[NT] = { false };
+	char name[16];
+	int64_t deadline;
+	unsigned left = NT;
+
+	for (int i = 0; i < NT; i++) {
+		snprintf(name, sizeof name, "many%d", i);
+		mk_topic(name, 1, 64 * 1024, 0, 0);
+	}
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+	if (old.rlim_max != RLIM_INFINITY && old.rlim_max < 1024)
+		cr_skip_test("the hard limit of descriptors is %llu", (unsigned long long)old.rlim_max);
+	low = old;
+	low.rlim_cur = 128; /* busd inherits it: 64 partitions need ~330 */
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	busd_start();
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+	deadline = tnow_ms() + 20000;
+	while (left) {
+		for (int i = 0; i < NT; i++) {
+			struct bus_producer *p;
+			int err;
+
+			if (done[i])
+				continue;
+			snprintf(name, sizeof name, "many%d", i);
+			cr_assert_eq(bus_producer_open(tb, name, &po, &p), 0);
+			err = bus_produce(p, 0, &r, NULL, NULL);
+			bus_producer_close(p);
+			cr_assert(err == 0 || err == -EAGAIN, "%s: %s", name, bus_strerror(err));
+			if (err == 0) {
+				done[i] = true;
+				left--;
+			}
+		}
+		cr_assert(tnow_ms() < deadline, "%u of %d topics have no spiller after 20 s (see %s)",
+			  left, NT, busd_log);
+		sleep_ms(5);
+	}
+	for (int i = 0; i < NT; i++) {
+		snprintf(name, sizeof name, "many%d", i);
+		wait_spilled(name, 1);
+	}
+	cr_assert(!log_has("Too many open files"), "busd ran out of descriptors");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
