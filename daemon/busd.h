@@ -69,8 +69,10 @@ int busd_parse_fsync(const char *s, enum bus_seg_fsync *mode, uint64_t *arg);
 #define BUSD_FSYNC_MS_MAX 1000000000000ull
 int busd_parse_level(const char *s, uint64_t *out);
 
-/* The largest config or topic.conf file read (bytes). */
+/* The largest config or topic.conf file read (bytes), and the longest line
+ * of a config file (its newline included). */
 #define BUSD_CONF_MAX (1 << 20)
+#define BUSD_CONF_LINE_MAX 8191
 
 /*
  * busd_fopen_small() - open @path for reading if it is a regular file of at

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -324,7 +325,9 @@ FILE *busd_fopen_small(const char *path, bool follow)
 int busd_config_load(struct busd_config *c, const char *path, char *err, size_t errlen)
 {
 	struct busd_config tmp = *c;
-	char line[8192], msg[512];
+	char *line = NULL, msg[512];
+	size_t cap = 0;
+	ssize_t got;
 	unsigned lineno = 0;
 	FILE *f = busd_fopen_small(path, true);
 
@@ -333,15 +336,22 @@ int busd_config_load(struct busd_config *c, const char *path, char *err, size_t 
 		snprintf(err, errlen, "cannot read config %s: %s", path, strerror(e));
 		return -e;
 	}
-	while (fgets(line, sizeof(line), f)) {
+	/* getline(): the file is at most BUSD_CONF_MAX bytes, and the length
+	 * it returns shows NUL bytes, which would cut a line short (the text
+	 * after one, garbage after a value say, was silently ignored; and in
+	 * a line too long, fgets() went on with its rest as the next line). */
+	while ((got = getline(&line, &cap, f)) > 0) {
 		char *s, *eq, *key, *val, *hash;
-		size_t n = strlen(line);
+		size_t n = (size_t)got;
 
 		lineno++;
-		if (n == sizeof(line) - 1 && line[n - 1] != '\n' && !feof(f)) {
+		if (n > BUSD_CONF_LINE_MAX) {
 			snprintf(err, errlen, "%s:%u: line too long", path, lineno);
-			fclose(f);
-			return -EINVAL;
+			goto bad;
+		}
+		if (memchr(line, '\0', n)) {
+			snprintf(err, errlen, "%s:%u: a NUL byte in the line", path, lineno);
+			goto bad;
 		}
 		s = trim(line);
 		/* A comment starts the line or follows a blank. */
@@ -358,8 +368,7 @@ int busd_config_load(struct busd_config *c, const char *path, char *err, size_t 
 		if (!eq) {
 			snprintf(err, errlen, "%s:%u: expected 'key = value', got '%s'", path,
 				 lineno, s);
-			fclose(f);
-			return -EINVAL;
+			goto bad;
 		}
 		*eq = '\0';
 		key = trim(s);
@@ -367,23 +376,27 @@ int busd_config_load(struct busd_config *c, const char *path, char *err, size_t 
 		if (!*key || !*val) {
 			snprintf(err, errlen, "%s:%u: %s", path, lineno,
 				 *key ? "missing value" : "missing key");
-			fclose(f);
-			return -EINVAL;
+			goto bad;
 		}
 		if (busd_config_set(&tmp, key, val, msg, sizeof(msg))) {
 			snprintf(err, errlen, "%s:%u: %s", path, lineno, msg);
-			fclose(f);
-			return -EINVAL;
+			goto bad;
 		}
 	}
 	if (ferror(f)) {
 		snprintf(err, errlen, "cannot read config %s: %s", path, strerror(EIO));
+		free(line);
 		fclose(f);
 		return -EIO;
 	}
+	free(line);
 	fclose(f);
 	*c = tmp;
 	return 0;
+bad:
+	free(line);
+	fclose(f);
+	return -EINVAL;
 }
 
 /* Copy the keys @over sets into @dst (the command line over the file). */

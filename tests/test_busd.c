@@ -1414,3 +1414,26 @@ Test(busd, many_partitions_are_spilled_past_a_low_soft_descriptor_limit)
 	cr_assert(!log_has("Too many open files"), "busd ran out of descriptors");
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+/* Garbage after a value hidden behind a NUL byte is a bad config, not a
+ * value cut short: busd exits 2 naming the line. */
+Test(busd, a_nul_byte_in_a_config_line_is_a_usage_error)
+{
+	static const char text[] = "log_level = info\nsegment_bytes = 1K\0 and garbage\n";
+	int64_t deadline = tnow_ms() + 20000;
+	FILE *f = fopen(busd_conf, "w");
+	int st = 0;
+
+	cr_assert(f);
+	cr_assert_eq(fwrite(text, 1, sizeof text - 1, f), sizeof text - 1);
+	fclose(f);
+	busd = busd_spawn();
+	while (waitpid(busd, &st, WNOHANG) == 0) {
+		cr_assert(bus_daemon_pid(tb) != busd, "busd started with a NUL in its config");
+		cr_assert(tnow_ms() < deadline, "busd neither started nor exited in 20 s");
+		sleep_ms(2);
+	}
+	busd = -1;
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
+	cr_assert(log_has(":2"), "the error names the line");
+}
