@@ -449,6 +449,54 @@ Test(safety, topic_slot_with_invalid_config_is_ecorrupt)
 	munmap(h, BUS_CTL_SIZE);
 }
 
+/* A damaged slot does not hide the topics after it from a list: each of
+ * them is listed, then the damage is told (-BUS_ECORRUPT). */
+static int named_topics(void *ctx, const struct bus_topic_info *ti)
+{
+	char *seen = ctx;
+
+	strcat(seen, ti->name);
+	strcat(seen, " ");
+	return 0;
+}
+
+Test(safety, a_damaged_slot_does_not_hide_the_topics_after_it_from_a_list)
+{
+	struct bus_topic_slot *s, *first = NULL;
+	struct bus_ctl_hdr *h;
+	struct bus_topic_cfg_disk good;
+	char seen[256] = "", want[256] = "";
+	int err;
+
+	mk_topic("t1", 1, BUS_RING_MIN);
+	mk_topic("t2", 1, BUS_RING_MIN);
+	mk_topic("t3", 1, BUS_RING_MIN);
+	h = map_ctl();
+	s = (struct bus_topic_slot *)(void *)((char *)h + BUS_CTL_TOPICS_OFF);
+	/* Damage the first topic in table order; the others come after. */
+	for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++) {
+		if (BUS_SLOT_STATE(atomic_load(&s[i].state)) != BUS_SLOT_READY)
+			continue;
+		if (!first) {
+			first = &s[i];
+		} else {
+			size_t n = strlen(want);
+			snprintf(want + n, sizeof(want) - n, "%.*s ", (int)sizeof(s[i].name),
+				 s[i].name);
+		}
+	}
+	cr_assert(first);
+	good = first->cfg;
+	first->cfg.partitions = 0;
+	err = bus_topic_list(b, named_topics, seen);
+	cr_assert_eq(err, -BUS_ECORRUPT, "bus_topic_list: %d (%s)", err, bus_strerror(err));
+	cr_assert_str_eq(seen, want, "listed '%s', want '%s'", seen, want);
+	first->cfg = good;
+	seen[0] = 0;
+	cr_assert_eq(bus_topic_list(b, named_topics, seen), 0);
+	munmap(h, BUS_CTL_SIZE);
+}
+
 Test(safety, topic_slot_in_unknown_state_is_ecorrupt)
 {
 	struct bus_topic_config cfg;

@@ -596,6 +596,8 @@ int bus_topic_describe(struct bus *b, const char *name, struct bus_topic_info *o
 
 int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_info *ti), void *ctx)
 {
+	int bad = 0;
+
 	if (!b || !fn)
 		return -EINVAL;
 	for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++) {
@@ -608,13 +610,18 @@ int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_in
 		err = slot_info(b, i, w, &ti);
 		if (err == -EAGAIN)
 			continue; /* deleted while we looked */
-		if (err)
-			return err;
+		if (err) {
+			/* One damaged slot must not hide the topics after
+			 * it: they are listed, and the damage is told at
+			 * the end. */
+			bad = err;
+			continue;
+		}
 		err = fn(ctx, &ti);
 		if (err)
 			return err;
 	}
-	return 0;
+	return bad;
 }
 
 /* ---------------------------------------------------------------- cache */

@@ -193,7 +193,11 @@ struct bus_topic_info {
 /**
  * bus_topic_list() - call @fn once per topic, in table order, with a
  * snapshot of its info.  Stops early and returns @fn's value when it is
- * non-zero; returns 0 otherwise, or -BUS_ECORRUPT.
+ * non-zero.  Otherwise returns 0, or -BUS_ECORRUPT when a table slot could
+ * not be read (damaged or hostile shared memory): @fn has then been called
+ * for every topic whose slot reads, those after the damaged one included.
+ * -EINVAL when @b or @fn is NULL.  Thread- and process-safe (a topic
+ * created or deleted meanwhile may or may not be listed).
  */
 int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_info *ti), void *ctx);
 
