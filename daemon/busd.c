@@ -218,17 +218,21 @@ static void parse_args(int argc, char **argv, struct options *o, struct busd_con
 		usage_fail("unexpected argument '%s'", argv[optind]);
 }
 
-/* @path made absolute against the working directory (busd leaves it when
- * it detaches), into @out.  An empty @path gives "". */
+/* The working directory busd was started in (main(), before it detaches
+ * and moves to /); "" when getcwd() failed. */
+static char start_cwd[PATH_MAX];
+
+/* @path made absolute against the directory busd was started in, into
+ * @out: at start, and as well at a SIGHUP reload after busd detached (a
+ * relative data_dir in the config file then still names the same place,
+ * instead of one under /).  An empty @path gives "". */
 static void absolute(const char *path, char *out, size_t len)
 {
-	char cwd[PATH_MAX];
-
-	if (!path[0] || path[0] == '/' || !getcwd(cwd, sizeof(cwd))) {
+	if (!path[0] || path[0] == '/' || !start_cwd[0]) {
 		snprintf(out, len, "%s", path);
 		return;
 	}
-	if (snprintf(out, len, "%s/%s", cwd, path) >= (int)len)
+	if (snprintf(out, len, "%s/%s", start_cwd, path) >= (int)len)
 		usage_fail("path too long: %s", path);
 }
 
@@ -790,6 +794,8 @@ int main(int argc, char **argv)
 	int shm_fd, data_fd, rc;
 	pthread_t hb;
 
+	if (!getcwd(start_cwd, sizeof(start_cwd)))
+		start_cwd[0] = '\0';
 	busd_config_defaults(&d.cfg);
 	memset(&d.cli, 0, sizeof(d.cli));
 	parse_args(argc, argv, &o, &d.cli);
