@@ -82,6 +82,10 @@ int busd_parse_level(const char *s, uint64_t *out);
  * EFBIG: too large, ELOOP: a link, or open's errno).
  */
 FILE *busd_fopen_small(const char *path, bool follow);
+/* busd_fopen_why() - what busd_fopen_small()'s errno @e means, in words
+ * ("not a regular file", "larger than 1 MiB", "a symbolic link", else
+ * strerror()).  The string is static or strerror()'s. */
+const char *busd_fopen_why(int e);
 
 /* The built-in defaults. */
 void busd_config_defaults(struct busd_config *c);

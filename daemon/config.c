@@ -321,6 +321,20 @@ FILE *busd_fopen_small(const char *path, bool follow)
 	return f;
 }
 
+const char *busd_fopen_why(int e)
+{
+	switch (e) {
+	case EINVAL:
+		return "not a regular file";
+	case EFBIG:
+		return "larger than 1 MiB";
+	case ELOOP:
+		return "a symbolic link";
+	default:
+		return strerror(e);
+	}
+}
+
 /* Read a config file over @c; @c is left as it was on any error. */
 int busd_config_load(struct busd_config *c, const char *path, char *err, size_t errlen)
 {
@@ -333,7 +347,7 @@ int busd_config_load(struct busd_config *c, const char *path, char *err, size_t 
 
 	if (!f) {
 		int e = errno;
-		snprintf(err, errlen, "cannot read config %s: %s", path, strerror(e));
+		snprintf(err, errlen, "cannot read config %s: %s", path, busd_fopen_why(e));
 		return -e;
 	}
 	/* getline(): the file is at most BUSD_CONF_MAX bytes, and the length

@@ -107,7 +107,7 @@ static int conf_read(const char *path, struct bus_topic_cfg_disk *c, char *err, 
 	c->overflow = BUS_OVERFLOW_BLOCK;
 	if (!f) {
 		int e = errno;
-		snprintf(err, errlen, "%s: %s", path, strerror(e));
+		snprintf(err, errlen, "%s: %s", path, busd_fopen_why(e));
 		return -e;
 	}
 	while (fgets(line, sizeof(line), f)) {

@@ -1088,6 +1088,14 @@ Test(busd, a_bad_config_is_a_usage_error)
 	cr_assert_eq(twait_status(pid, 20000, &st), 0);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
 	cr_assert(log_has(":1"), "the error names the line");
+	/* A config path that is no regular file: said in words. */
+	cr_assert_eq(unlink(busd_conf), 0);
+	cr_assert_eq(mkdir(busd_conf, 0700), 0);
+	pid = busd_spawn();
+	cr_assert_eq(twait_status(pid, 20000, &st), 0);
+	rmdir(busd_conf);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
+	cr_assert(log_has("not a regular file"), "the error says what is wrong with the path");
 }
 
 Test(busd, a_damaged_record_in_the_log_is_reported_not_skipped)
