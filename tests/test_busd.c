@@ -10,13 +10,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "layout.h"
 #include "segment.h"
 #include "util_busd.h"
 
@@ -861,6 +864,34 @@ static int full_child(void *arg)
 	return produce_n("full", 0, 0, 8000, 1000, 0, 0);
 }
 
+/* Mount a 2 MiB tmpfs at @mnt (the data dir's "small", which teardown
+ * detaches if the test fails) and make it the data dir of busd and of
+ * this process (skips without root or tmpfs). */
+static void small_disk_mount(char *mnt, size_t len)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to mount a small tmpfs");
+	snprintf(mnt, len, "%s/small", e.data_dir);
+	cr_assert_eq(mkdir(mnt, 0700), 0);
+	if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0)
+		cr_skip_test("cannot mount tmpfs here: %s", strerror(errno));
+	bus_close(tb);
+	e.opts.data_dir = mnt;
+	setenv("BUS_DATA_DIR", mnt, 1);
+	tb = tenv_bus(&e);
+}
+
+/* Undo small_disk_mount(): the test's own data dir again. */
+static void small_disk_unmount(const char *mnt)
+{
+	bus_close(tb);
+	tb = NULL;
+	umount2(mnt, MNT_DETACH);
+	e.opts.data_dir = e.data_dir;
+	setenv("BUS_DATA_DIR", e.data_dir, 1);
+	tb = tenv_bus(&e);
+}
+
 Test(busd, a_full_disk_holds_producers_back_and_spilling_resumes)
 {
 	char mnt[300];
@@ -868,17 +899,7 @@ Test(busd, a_full_disk_holds_producers_back_and_spilling_resumes)
 	pid_t pid;
 	uint64_t spilled;
 
-	if (geteuid() != 0)
-		cr_skip_test("needs root to mount a small tmpfs");
-	snprintf(mnt, sizeof mnt, "%s/small", e.data_dir);
-	cr_assert_eq(mkdir(mnt, 0700), 0);
-	if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0)
-		cr_skip_test("cannot mount tmpfs here: %s", strerror(errno));
-	/* busd and this process both use the small data dir. */
-	bus_close(tb);
-	e.opts.data_dir = mnt;
-	setenv("BUS_DATA_DIR", mnt, 1);
-	tb = tenv_bus(&e);
+	small_disk_mount(mnt, sizeof mnt);
 	busd_start();
 	mk_topic("full", 1, 256 * 1024, 0, 0);
 	pid = tfork(full_child, NULL); /* 8 MiB into 2 MiB */
@@ -894,12 +915,7 @@ Test(busd, a_full_disk_holds_producers_back_and_spilling_resumes)
 	cr_assert(tnow_ms() < deadline);
 	consume_all("full", 1, 1, 8000, 0);
 	cr_assert_eq(busd_stop(SIGTERM), 0);
-	bus_close(tb);
-	tb = NULL;
-	umount2(mnt, MNT_DETACH);
-	e.opts.data_dir = e.data_dir;
-	setenv("BUS_DATA_DIR", e.data_dir, 1);
-	tb = tenv_bus(&e);
+	small_disk_unmount(mnt);
 }
 
 static int claim_and_die(void *arg)
@@ -1136,11 +1152,7 @@ Test(busd, a_damaged_record_in_the_log_is_reported_not_skipped)
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
-/* ------------------------------------------- review: hostile input, config */
-
-#include <sys/mman.h>
-
-#include "layout.h"
+/* ------------------------------------------- hostile input, config */
 
 /* The test bus's control region, mapped (munmap with its size). */
 static struct bus_ctl_hdr *ctl_map(size_t *len)
@@ -1330,16 +1342,7 @@ Test(busd, sigterm_on_a_full_disk_stops_within_the_drain_bound)
 	pid_t pid;
 	int rc;
 
-	if (geteuid() != 0)
-		cr_skip_test("needs root to mount a small tmpfs");
-	snprintf(mnt, sizeof mnt, "%s/small", e.data_dir);
-	cr_assert_eq(mkdir(mnt, 0700), 0);
-	if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0)
-		cr_skip_test("cannot mount tmpfs here: %s", strerror(errno));
-	bus_close(tb);
-	e.opts.data_dir = mnt;
-	setenv("BUS_DATA_DIR", mnt, 1);
-	tb = tenv_bus(&e);
+	small_disk_mount(mnt, sizeof mnt);
 	busd_start();
 	mk_topic("full", 1, 256 * 1024, 0, 0);
 	pid = tfork(full_child, NULL); /* 8 MiB into 2 MiB */
@@ -1355,12 +1358,7 @@ Test(busd, sigterm_on_a_full_disk_stops_within_the_drain_bound)
 	wait_spilled("full", 1);
 	consume_all("full", 1, 1, 8000, 0);
 	cr_assert_eq(busd_stop(SIGTERM), 0);
-	bus_close(tb);
-	tb = NULL;
-	umount2(mnt, MNT_DETACH);
-	e.opts.data_dir = e.data_dir;
-	setenv("BUS_DATA_DIR", e.data_dir, 1);
-	tb = tenv_bus(&e);
+	small_disk_unmount(mnt);
 }
 
 /* Many topics: busd holds five descriptors per partition (the log dir, the
@@ -1368,8 +1366,6 @@ Test(busd, sigterm_on_a_full_disk_stops_within_the_drain_bound)
  * descriptors as low as the usual 1024 is reached by 200 partitions, well
  * within what a bus allows (256 topics of up to 256 partitions).  busd
  * raises its soft limit to the hard one; every partition is spilled. */
-#include <sys/resource.h>
-
 Test(busd, many_partitions_are_spilled_past_a_low_soft_descriptor_limit)
 {
 	enum { NT = 64 };
