@@ -2,18 +2,20 @@
  * mapguard.h).
  *
  * THE SLOTS.  slots[i].lo is 0 when slot i is free, SLOT_BUSY while its
- * owner fills it, else the window's first byte; hi is one past its last.
- * Protocol:
- *   - add: CAS lo 0 -> SLOT_BUSY (the slot is the caller's), store hit = 0
- *     and hi (relaxed), then store lo = start with release: a handler that
- *     reads lo == start with acquire sees this window's hi and hit = 0.
+ * owner fills it, else the window's first byte; hi is one past its last;
+ * pmask and flags say how to replace it.  `top` is one past the highest
+ * slot ever taken: the handler looks no further.  Protocol:
+ *   - add: CAS lo 0 -> SLOT_BUSY (the slot is the caller's), raise top
+ *     (release), store hit = 0, hi, pmask and flags (relaxed), then store
+ *     lo = start with release: a handler that reads lo == start with
+ *     acquire sees this window's hi, pmask, flags and hit = 0.
  *   - del: store lo = 0, then wait until the slot's `inside` count is 0,
  *     before the window is unmapped.
- *   - handler: increment `inside`, then load lo, hi, and lo again; the
- *     window counts only if lo was the same both times, so hi is never
- *     paired with another window's lo (a slot freed and taken again
- *     between the loads).  It maps the zeros and sets hit before it
- *     decrements `inside`.  The increment and del's store of lo are
+ *   - handler: increment `inside`, then load lo, hi, pmask, flags, and lo
+ *     again; the window counts only if lo was the same both times, so hi
+ *     is never paired with another window's lo (a slot freed and taken
+ *     again between the loads).  It marks the hit and maps the zeros before
+ *     it decrements `inside`.  The increment and del's store of lo are
  *     sequentially consistent, and so are the handler's load of lo and
  *     del's load of `inside` (a Dekker pair): either the handler sees lo
  *     = 0 and leaves the slot alone, or del sees it inside and waits.  So
@@ -23,7 +25,39 @@
  *     handler blocks on nothing, it makes one mmap(2).
  * Faults in a window come from the thread that owns it, or from threads
  * the owner handed its records to (with synchronisation of their own), so
- * registration happens before them either way.
+ * registration (top included) happens before them either way.
+ *
+ * ORDERING.  The handler stores the window's hit mark (relaxed), then
+ * increments bus_mapguard_nhits (seq_cst: a locked instruction, a full
+ * barrier, and a release), and only then maps the zeros.  A thread that
+ * accesses the window and then loads the counter learns whether that
+ * access missed the file:
+ *   - its access faulted on a truncated page: the handler ran in this very
+ *     thread and incremented the counter before the access was made again
+ *     (program order);
+ *   - its access reached the zeros that another thread's handler mapped:
+ *     it did so only through the page tables that mmap(2) changed after
+ *     that handler's increment.  On x86-64 mmap(2) returns only after
+ *     every CPU running this process took the TLB-shootdown interrupt (an
+ *     interrupt is serializing) and a thread that was not running resumes
+ *     through the scheduler's full barriers; the first access of a zero
+ *     page is itself a page fault (kernel entry, mmap_lock).  So the
+ *     access and every later instruction of the thread execute after the
+ *     increment is visible: the later load returns it.  (An access made
+ *     before the interrupt reached the file's page, as any access made
+ *     before the truncation.)
+ * Loads that read a value: the caller orders them before its load of the
+ * counter (consumer.c: the acquire fence A1 of its seqlock check).  A
+ * store (producer.c: the commit): on x86-64 the load may execute before
+ * the store drains, but not before the store's address is translated
+ * through the page tables, and the argument above is about that
+ * translation.  On machines that flush TLBs without interrupting the
+ * other CPUs (arm64 broadcasts TLBI), the second case is not covered
+ * without a full fence between the access and the load (the first case
+ * is, everywhere).
+ * A non-zero count sends the reader to bus_mapguard_hit(), whose acquire
+ * fence pairs with the increment's release: it sees the mark of every hit
+ * counted.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -41,11 +75,16 @@
 struct guard_slot {
 	_Atomic uintptr_t lo;
 	_Atomic uintptr_t hi;
+	_Atomic uintptr_t pmask; /* the mapping's page size - 1 */
+	atomic_uint flags;       /* BUS_MAPGUARD_* */
 	atomic_int hit;
 	atomic_int inside; /* handlers looking at this slot */
 };
 
+_Atomic unsigned long bus_mapguard_nhits;
+
 static struct guard_slot slots[BUS_MAPGUARD_SLOTS];
+static _Atomic size_t top; /* one past the highest slot ever taken */
 static struct sigaction prev; /* the action before ours */
 static uintptr_t page_mask;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -101,9 +140,12 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 
 	/* BUS_ADRERR: a page past the end of the file it maps. */
 	if (si->si_code == BUS_ADRERR) {
-		for (size_t i = 0; i < BUS_MAPGUARD_SLOTS; i++) {
+		size_t n = atomic_load_explicit(&top, memory_order_acquire);
+
+		for (size_t i = 0; i < n; i++) {
 			struct guard_slot *s = &slots[i];
-			uintptr_t lo, hi, pg;
+			uintptr_t lo, hi, pm, pg;
+			unsigned fl;
 			bool ours = false;
 
 			/* Cheap filter first; then the protocol (file head). */
@@ -113,13 +155,19 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 			atomic_fetch_add(&s->inside, 1);
 			lo = atomic_load(&s->lo);
 			hi = atomic_load_explicit(&s->hi, memory_order_acquire);
+			pm = atomic_load_explicit(&s->pmask, memory_order_relaxed);
+			fl = atomic_load_explicit(&s->flags, memory_order_relaxed);
 			if (lo > SLOT_BUSY && a >= lo && a < hi &&
 			    atomic_load_explicit(&s->lo, memory_order_relaxed) == lo) {
-				pg = a & ~page_mask;
-				ours = mmap((void *)pg, hi - pg, PROT_READ,
+				pg = (fl & BUS_MAPGUARD_WHOLE) ? lo : a & ~pm;
+				/* The mark and the count before the zeros (file
+				 * head, ORDERING). */
+				atomic_store_explicit(&s->hit, 1, memory_order_relaxed);
+				atomic_fetch_add_explicit(&bus_mapguard_nhits, 1,
+							  memory_order_seq_cst);
+				ours = mmap((void *)pg, hi - pg,
+					    PROT_READ | ((fl & BUS_MAPGUARD_WRITE) ? PROT_WRITE : 0),
 					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED;
-				if (ours)
-					atomic_store_explicit(&s->hit, 1, memory_order_relaxed);
 			}
 			atomic_fetch_sub(&s->inside, 1);
 			if (ours) {
@@ -149,7 +197,7 @@ static void install(void)
 		install_err = -errno;
 }
 
-int bus_mapguard_add(void *p, size_t len)
+int bus_mapguard_add_ex(void *p, size_t len, size_t page, unsigned flags)
 {
 	pthread_once(&once, install);
 	if (install_err)
@@ -163,12 +211,26 @@ int bus_mapguard_add(void *p, size_t len)
 							     memory_order_relaxed,
 							     memory_order_relaxed))
 			continue;
+		size_t t = atomic_load_explicit(&top, memory_order_relaxed);
+		while (t < (size_t)i + 1 &&
+		       !atomic_compare_exchange_weak_explicit(&top, &t, (size_t)i + 1,
+							      memory_order_release,
+							      memory_order_relaxed))
+			;
 		atomic_store_explicit(&s->hit, 0, memory_order_relaxed);
 		atomic_store_explicit(&s->hi, (uintptr_t)p + len, memory_order_relaxed);
+		atomic_store_explicit(&s->pmask, page ? (uintptr_t)page - 1 : page_mask,
+				      memory_order_relaxed);
+		atomic_store_explicit(&s->flags, flags, memory_order_relaxed);
 		atomic_store_explicit(&s->lo, (uintptr_t)p, memory_order_release);
 		return i;
 	}
 	return -EAGAIN;
+}
+
+int bus_mapguard_add(void *p, size_t len)
+{
+	return bus_mapguard_add_ex(p, len, 0, 0);
 }
 
 void bus_mapguard_del(int slot)
@@ -183,6 +245,9 @@ void bus_mapguard_del(int slot)
 
 bool bus_mapguard_hit(int slot)
 {
-	return slot >= 0 && slot < BUS_MAPGUARD_SLOTS &&
-	       atomic_load_explicit(&slots[slot].hit, memory_order_relaxed);
+	if (slot < 0 || slot >= BUS_MAPGUARD_SLOTS)
+		return false;
+	/* Pairs with the handler's increment (file head, ORDERING). */
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&slots[slot].hit, memory_order_relaxed);
 }
