@@ -1357,6 +1357,369 @@ Test(safety, unaligned_checkpoint_never_yields_an_unaligned_view)
 	munmap(r.base, r.len);
 }
 
+/* ------------------------------------- files truncated under a mapping
+ *
+ * A ring file or the control region cut (ftruncate) by another process
+ * while this one has it mapped: its pages are gone, and touching them
+ * raised SIGBUS.  Now each call that would hand out or acknowledge data
+ * returns -BUS_ECORRUPT, and the library's log names the file.  The calls
+ * run in a child (a fault there ends the child, not the suite), which
+ * opens its own handle on the test's bus with a log callback. */
+
+struct cut {
+	char path[4300]; /* the file to cut */
+	off_t to;        /* its new size */
+	unsigned flags;  /* producer flags / wait strategy */
+	int64_t timeout; /* consumer: poll's timeout */
+	_Atomic int ready;
+	int ret[24];
+	int n;
+	int64_t ms;      /* how long the awaited call took */
+	char log[4096];  /* the ERROR lines logged in the child */
+};
+
+static void cut_log(void *ctx, enum bus_log_level lvl, const char *msg)
+{
+	struct cut *k = ctx;
+	size_t n = strlen(k->log);
+
+	if (lvl == BUS_LOG_ERROR && n + strlen(msg) + 2 < sizeof(k->log))
+		snprintf(k->log + n, sizeof(k->log) - n, "%s\n", msg);
+}
+
+/* In the child: a handle on the test's bus that logs into @k. */
+static struct bus *cut_bus(struct cut *k)
+{
+	struct bus_opts o = env.opts;
+	struct bus *x = NULL;
+
+	o.log = cut_log;
+	o.log_ctx = k;
+	return bus_open(&x, &o) == 0 ? x : NULL;
+}
+
+static struct cut *cut_new(const char *path, off_t to)
+{
+	struct cut *k = shared_mem(sizeof(*k));
+
+	snprintf(k->path, sizeof(k->path), "%s", path);
+	k->to = to;
+	return k;
+}
+
+static void cut_expect_logged(const struct cut *k, const char *what)
+{
+	cr_expect(strstr(k->log, k->path) && strstr(k->log, "truncated"),
+		  "%s: no ERROR naming %s as truncated; logged: %s", what, k->path, k->log);
+}
+
+#define CUT_RET(k, call) ((k)->ret[(k)->n++] = (call))
+
+static int produce_across_a_cut(void *arg)
+{
+	struct cut *k = arg;
+	struct bus_record r = { .value = "hello", .value_len = 5 };
+	struct bus_producer_opts po = { .flags = k->flags };
+	struct bus_producer *p;
+	struct bus_claim cl;
+	struct bus *x = cut_bus(k);
+
+	if (!x || bus_producer_open(x, "cut", &po, &p))
+		return 1;
+	CUT_RET(k, bus_produce(p, 0, &r, NULL, NULL)); /* 0: before the cut */
+	if (truncate(k->path, k->to))
+		return 2;
+	CUT_RET(k, bus_produce(p, 0, &r, NULL, NULL));
+	CUT_RET(k, bus_produce(p, 0, &r, NULL, NULL));
+	if (bus_producer_claim(p, 0, NULL, 0, 5, &cl) == 0) {
+		memcpy(cl.value, "hello", 5);
+		CUT_RET(k, bus_producer_commit(p, &cl, 0));
+	} else {
+		CUT_RET(k, -BUS_ECORRUPT); /* refused at the claim: as good */
+	}
+	CUT_RET(k, bus_produce(p, 1, &r, NULL, NULL)); /* the other partition: whole */
+	bus_producer_close(p);
+	bus_close(x);
+	return 0;
+}
+
+/* A ring cut under a live producer: it is told (-BUS_ECORRUPT), again and
+ * again, and never acknowledges a record written into the lost pages; the
+ * other partition goes on.  Cut to nothing, and cut past its records (only
+ * the header is gone); concurrent and exclusive producers. */
+Test(safety, a_ring_truncated_under_a_producer_is_ecorrupt_not_sigbus)
+{
+	static const unsigned flags[] = { 0, BUS_PRODUCER_EXCLUSIVE };
+
+	for (int i = 0; i < 4; i++) {
+		char topic[16], path[4300], what[96];
+		uint32_t gen;
+		struct cut *k;
+
+		snprintf(topic, sizeof(topic), "cut");
+		gen = mk_topic(topic, 2, BUS_RING_MIN);
+		ring_file(topic, gen, 0, path, sizeof(path));
+		k = cut_new(path, i & 1 ? BUS_RING_MIN : 0);
+		k->flags = flags[i >> 1];
+		snprintf(what, sizeof(what), "%s producer, ring cut to %lld bytes",
+			 k->flags ? "exclusive" : "concurrent", (long long)k->to);
+		run_bounded(produce_across_a_cut, k, CHILD_MS, what);
+		cr_assert_eq(k->n, 5, "%s: %d calls", what, k->n);
+		cr_expect_eq(k->ret[0], 0, "%s: before the cut: %s", what, bus_strerror(k->ret[0]));
+		for (int j = 1; j < 4; j++)
+			cr_expect_eq(k->ret[j], -BUS_ECORRUPT, "%s: call %d after the cut: %d (%s)",
+				     what, j, k->ret[j], bus_strerror(k->ret[j]));
+		cr_expect_eq(k->ret[4], 0, "%s: the other partition: %s", what,
+			     bus_strerror(k->ret[4]));
+		cut_expect_logged(k, what);
+		munmap(k, sizeof(*k));
+		cr_assert_eq(bus_topic_delete(b, topic), 0);
+	}
+}
+
+static int wait_across_a_cut(void *arg)
+{
+	struct cut *k = arg;
+	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY,
+					.wait = (enum bus_wait)k->flags,
+					.start = BUS_SEEK_LATEST };
+	struct bus_consumer *c;
+	struct bus_view v[4];
+	struct bus *x = cut_bus(k);
+	int64_t t0;
+
+	if (!x || bus_consumer_open(x, "idle", &co, &c))
+		return 1;
+	atomic_store(&k->ready, 1);
+	t0 = tnow_ms();
+	CUT_RET(k, bus_consumer_poll(c, v, 4, k->timeout));
+	k->ms = tnow_ms() - t0;
+	CUT_RET(k, bus_consumer_poll(c, v, 4, 0));
+	bus_consumer_close(c);
+	bus_close(x);
+	return 0;
+}
+
+/* A consumer waiting for records (any wait strategy, no timeout or a long
+ * one) on a ring that is cut under it: the wait ends with -BUS_ECORRUPT,
+ * not for ever and not with a timeout.  Also when the cut leaves every
+ * line the waiting consumer polls (only the ring's last page goes): it
+ * looks at least once a second. */
+Test(safety, a_consumer_waiting_on_a_truncated_ring_is_told_not_left_waiting)
+{
+	static const enum bus_wait waits[] = { BUS_WAIT_SPIN, BUS_WAIT_YIELD, BUS_WAIT_SLEEP };
+	static const char *const wname[] = { "spin", "yield", "sleep" };
+
+	for (int i = 0; i < 7; i++) {
+		char path[4300], what[128];
+		struct stat st;
+		uint32_t gen = mk_topic("idle", 1, BUS_RING_MIN);
+		struct cut *k;
+		pid_t pid;
+		int st_child;
+
+		ring_file("idle", gen, 0, path, sizeof(path));
+		cr_assert_eq(stat(path, &st), 0);
+		/* 0-2: cut to nothing; 3-5: only the last page; 6: sleep with
+		 * a timeout, which ends sooner with the error. */
+		k = cut_new(path, i < 3 || i == 6 ? 0 : st.st_size - 4096);
+		k->flags = waits[i < 6 ? i % 3 : 2];
+		k->timeout = i == 6 ? 8000 * 1000000ll : -1;
+		snprintf(what, sizeof(what), "%s wait, %s, ring cut to %lld bytes", wname[k->flags],
+			 k->timeout < 0 ? "no timeout" : "8 s timeout", (long long)k->to);
+		pid = tfork(wait_across_a_cut, k);
+		for (int64_t t = tnow_ms(); !atomic_load(&k->ready) && tnow_ms() - t < CHILD_MS;)
+			usleep(1000);
+		usleep(200 * 1000); /* into its wait */
+		cr_assert_eq(truncate(path, k->to), 0, "truncate: %s", strerror(errno));
+		if (twait_status(pid, CHILD_MS, &st_child) < 0)
+			cr_assert_fail("%s: still waiting after %d ms", what, CHILD_MS);
+		cr_assert(!WIFSIGNALED(st_child), "%s: killed by signal %d (%s)", what,
+			  WTERMSIG(st_child), strsignal(WTERMSIG(st_child)));
+		cr_assert(WIFEXITED(st_child) && WEXITSTATUS(st_child) == 0, "%s: exit %d", what,
+			  WEXITSTATUS(st_child));
+		cr_expect_eq(k->ret[0], -BUS_ECORRUPT, "%s: the wait returned %d (%s)", what,
+			     k->ret[0], bus_strerror(k->ret[0]));
+		cr_expect_eq(k->ret[1], -BUS_ECORRUPT, "%s: the next poll returned %d (%s)", what,
+			     k->ret[1], bus_strerror(k->ret[1]));
+		cr_expect(k->ms < 3000, "%s: told after %lld ms", what, (long long)k->ms);
+		cut_expect_logged(k, what);
+		munmap(k, sizeof(*k));
+		cr_assert_eq(bus_topic_delete(b, "idle"), 0);
+	}
+}
+
+static int read_across_a_cut(void *arg)
+{
+	struct cut *k = arg;
+	struct bus_view v[8];
+	struct bus_msg m[8];
+	static uint8_t buf[8 * 4096];
+	struct bus_consumer *c, *c2;
+	struct bus *x = cut_bus(k);
+	volatile uint8_t sink = 0;
+	int n;
+
+	if (!x || bus_consumer_open(x, "full", NULL, &c))
+		return 1;
+	n = bus_consumer_poll(c, v, 8, 0);
+	CUT_RET(k, n); /* 8 views, read before the cut */
+	if (n != 8 || bus_consumer_check(c, v, 8) != 8)
+		return 2;
+	if (truncate(k->path, k->to))
+		return 3;
+	/* The views' bytes read as zeros now (no fault); the check says so. */
+	for (int i = 0; i < n; i++)
+		for (uint32_t j = 0; j < v[i].value_len; j++)
+			sink = (uint8_t)(sink + ((const uint8_t *)v[i].value)[j]);
+	CUT_RET(k, bus_consumer_check(c, v, 8));
+	CUT_RET(k, bus_consumer_poll(c, v, 8, 0));
+	CUT_RET(k, bus_consumer_read(c, m, 8, buf, sizeof(buf), 0));
+	CUT_RET(k, bus_consumer_seek(c, BUS_PARTITION_ANY, BUS_SEEK_EARLIEST, 0));
+	CUT_RET(k, bus_consumer_open(x, "full", NULL, &c2));
+	if (k->ret[k->n - 1] == 0)
+		bus_consumer_close(c2);
+	bus_consumer_close(c);
+	bus_close(x);
+	return (int)(sink & 0);
+}
+
+/* A consumer with records waiting in a ring that is cut: views read before
+ * the cut fail their check, and nothing is handed out as a record from the
+ * zeros that replace the lost pages (poll, read, seek, a new consumer). */
+Test(safety, a_consumer_with_records_pending_on_a_truncated_ring_gets_no_zeros)
+{
+	for (int i = 0; i < 2; i++) {
+		static uint8_t val[200];
+		struct bus_record rec = { .value = val, .value_len = sizeof(val) };
+		char path[4300], what[64];
+		struct bus_producer *p;
+		uint32_t gen = mk_topic("full", 1, BUS_RING_MIN);
+		struct cut *k;
+
+		memset(val, 'v', sizeof(val));
+		cr_assert_eq(bus_producer_open(b, "full", NULL, &p), 0);
+		for (int j = 0; j < 40; j++)
+			cr_assert_eq(bus_produce(p, 0, &rec, NULL, NULL), 0);
+		bus_producer_close(p);
+		ring_file("full", gen, 0, path, sizeof(path));
+		k = cut_new(path, i ? BUS_RING_MIN : 0);
+		snprintf(what, sizeof(what), "ring cut to %lld bytes", (long long)k->to);
+		run_bounded(read_across_a_cut, k, CHILD_MS, what);
+		cr_assert_eq(k->n, 6, "%s: %d calls", what, k->n);
+		cr_expect_eq(k->ret[0], 8, "%s: poll before the cut: %d", what, k->ret[0]);
+		for (int j = 1; j < 6; j++)
+			cr_expect_eq(k->ret[j], -BUS_ECORRUPT, "%s: call %d after the cut: %d (%s)",
+				     what, j, k->ret[j], bus_strerror(k->ret[j]));
+		cut_expect_logged(k, what);
+		munmap(k, sizeof(*k));
+		cr_assert_eq(bus_topic_delete(b, "full"), 0);
+	}
+}
+
+static int first_topic(void *ctx, const struct bus_topic_info *ti)
+{
+	(void)ti;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static int table_across_a_cut(void *arg)
+{
+	struct cut *k = arg;
+	struct bus_record r = { .value = "x", .value_len = 1 };
+	struct bus_topic_config cfg;
+	struct bus_topic_info ti;
+	struct bus_partition_info pi;
+	struct bus_producer *p, *p2;
+	struct bus_consumer *c, *c2;
+	struct bus_view v[4];
+	struct bus *x = cut_bus(k), *y;
+	int listed = 0;
+
+	if (!x || bus_producer_open(x, "tab", NULL, &p) || bus_consumer_open(x, "tab", NULL, &c))
+		return 1;
+	if (truncate(k->path, k->to))
+		return 2;
+	CUT_RET(k, bus_topic_list(x, first_topic, &listed));
+	CUT_RET(k, bus_topic_describe(x, "tab", &ti));
+	CUT_RET(k, bus_partition_describe(x, "tab", 0, &pi));
+	CUT_RET(k, bus_producer_open(x, "tab", NULL, &p2));
+	if (k->ret[k->n - 1] == 0)
+		bus_producer_close(p2);
+	CUT_RET(k, bus_consumer_open(x, "tab", NULL, &c2));
+	if (k->ret[k->n - 1] == 0)
+		bus_consumer_close(c2);
+	CUT_RET(k, bus_produce(p, 0, &r, NULL, NULL));
+	CUT_RET(k, bus_consumer_poll(c, v, 4, -1));
+	bus_topic_config_init(&cfg);
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cfg.ring_size = BUS_RING_MIN;
+	CUT_RET(k, bus_topic_create(x, "new", &cfg));
+	CUT_RET(k, bus_topic_delete(x, "tab"));
+	{
+		struct bus_opts o = env.opts;
+		CUT_RET(k, bus_open(&y, &o));
+		if (k->ret[k->n - 1] == 0)
+			bus_close(y);
+	}
+	k->ret[k->n++] = listed;
+	bus_producer_close(p);
+	bus_consumer_close(c);
+	bus_close(x);
+	return 0;
+}
+
+/* The control region cut under a live bus handle: the topic table reads
+ * as zeros ("no topic"), which no call takes for an answer: list,
+ * describe, opens, create, delete, produce and poll all return
+ * -BUS_ECORRUPT, and nothing is created in its place. */
+Test(safety, a_control_region_truncated_under_a_bus_is_ecorrupt_not_sigbus)
+{
+	static const off_t to[] = { 0, BUS_CTL_TOPICS_OFF + 4096 };
+
+	for (int i = 0; i < 2; i++) {
+		char path[512], what[64];
+		struct cut *k;
+		int ring_files;
+
+		ctl_file(env.name, path, sizeof(path));
+		/* Each round on a bus of its own: the cut one stays cut. */
+		if (i) {
+			struct bus *nb;
+			snprintf(env.name + strlen(env.name), 8, "-%d", i);
+			env.opts.name = env.name;
+			setenv("BUS_NAME", env.name, 1);
+			cr_assert_eq(bus_open(&nb, &env.opts), 0);
+			bus_close(b);
+			b = nb;
+			ctl_file(env.name, path, sizeof(path));
+		}
+		mk_topic("tab", 1, BUS_RING_MIN);
+		k = cut_new(path, to[i]);
+		snprintf(what, sizeof(what), "control region cut to %lld bytes", (long long)to[i]);
+		run_bounded(table_across_a_cut, k, CHILD_MS, what);
+		cr_assert_eq(k->n, 11, "%s: %d calls", what, k->n);
+		for (int j = 0; j < 10; j++)
+			cr_expect_eq(k->ret[j], -BUS_ECORRUPT, "%s: call %d: %d (%s)", what, j,
+				     k->ret[j], bus_strerror(k->ret[j]));
+		cr_expect_eq(k->ret[10], 0, "%s: the list called back for %d topics", what,
+			     k->ret[10]);
+		cut_expect_logged(k, what);
+		{
+			char cmd[600];
+			FILE *f;
+			snprintf(cmd, sizeof(cmd), "ls %s | grep -c '\\.new\\.' || true", env.shm_dir);
+			f = popen(cmd, "r");
+			cr_assert(f);
+			cr_assert_eq(fscanf(f, "%d", &ring_files), 1);
+			pclose(f);
+		}
+		cr_expect_eq(ring_files, 0, "%s: the create made %d ring files", what, ring_files);
+		munmap(k, sizeof(*k));
+	}
+}
+
 /* --------------------------------------------------------- permissions */
 
 static mode_t mode_of(const char *path)

@@ -116,6 +116,21 @@ static int ctl_path(const struct bus *b, char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
+int bus_ctl_lost_slow(struct bus *b)
+{
+	char path[4096];
+
+	if (!bus_mapguard_hit(b->ctl_guard))
+		return 0;
+	if (!atomic_exchange(&b->ctl_lost_said, true) && ctl_path(b, path, sizeof(path)) == 0)
+		bus_log(b, BUS_LOG_ERROR,
+			"control region %s was truncated under this process's mapping (SIGBUS "
+			"caught): bus '%s' is unusable in this process, its calls return "
+			"-BUS_ECORRUPT",
+			path, b->name);
+	return -BUS_ECORRUPT;
+}
+
 /* Create the control region, or attach to the one another process made.
  * The creator initialises every field and stores `ready` last (release);
  * an attacher that finds the file waits for `ready` (acquire) up to a
@@ -150,6 +165,7 @@ static int ctl_open(struct bus *b)
 			unlink(path);
 			return err;
 		}
+		b->ctl_guard = bus_shm_guard(b, path, h, len, (size_t)bus_shm_round(b, 1));
 		h->magic = BUS_CTL_MAGIC;
 		h->layout_version = BUS_LAYOUT_VERSION;
 		h->hdr_size = sizeof(*h);
@@ -165,7 +181,8 @@ static int ctl_open(struct bus *b)
 		b->ctl_fd = fd;
 		b->ctl = h;
 		b->ctl_len = len;
-		return 0;
+		/* Truncated while we made it: the header went to zeros. */
+		return bus_ctl_lost(b);
 	}
 	if (errno != EEXIST)
 		return -errno;
@@ -187,6 +204,9 @@ static int ctl_open(struct bus *b)
 				err = -errno;
 				break;
 			}
+			/* Before the first read: truncated since the fstat, the
+			 * header reads as zeros, which do not validate. */
+			b->ctl_guard = bus_shm_guard(b, path, h, len, (size_t)bus_shm_round(b, 1));
 			/* A0: pairs with R0. */
 			if (ld_acquire(&h->ready) != 0) {
 				err = ctl_validate(h, (uint64_t)st.st_size);
@@ -196,9 +216,13 @@ static int ctl_open(struct bus *b)
 					b->ctl_len = len;
 					return 0;
 				}
+				bus_mapguard_del(b->ctl_guard);
+				b->ctl_guard = -1;
 				munmap(h, len);
 				break;
 			}
+			bus_mapguard_del(b->ctl_guard);
+			b->ctl_guard = -1;
 			munmap(h, len);
 		} else if (st.st_size > 0) {
 			/* The creator sizes the file right after creating it: a
@@ -305,6 +329,7 @@ int bus_open(struct bus **out, const struct bus_opts *opts)
 	b->log_ctx = opts->log_ctx;
 	b->stuck_claim_ns = opts->stuck_claim_ns ? opts->stuck_claim_ns : 1000000000ull;
 	b->ctl_fd = -1;
+	b->ctl_guard = -1;
 	if (!b->shm_dir || !b->data_dir) {
 		err = -ENOMEM;
 		goto fail;
@@ -331,6 +356,8 @@ void bus_close(struct bus *b)
 		return;
 	if (b->topics)
 		bus_topics_fini(b);
+	/* The guard first: no handler maps zeros over the unmapped range. */
+	bus_mapguard_del(b->ctl_guard);
 	if (b->ctl)
 		munmap(b->ctl, b->ctl_len);
 	if (b->ctl_fd >= 0)

@@ -715,10 +715,34 @@ moved:
 	return (int)n;
 }
 
+/* -BUS_ECORRUPT when the control region or the ring of one of @c's
+ * partitions was truncated under this process's mapping (internal.h,
+ * truncation), else 0.  After bus_mapguard_hits() returned non-zero. */
+static __attribute__((noinline, cold)) int consumer_lost(struct bus_consumer *c)
+{
+	int err = bus_ctl_lost_slow(c->b);
+
+	for (uint32_t i = 0; !err && i < c->nparts; i++)
+		err = bus_ring_lost_slow(c->t, c->parts[i].r);
+	return err;
+}
+
+/* Touch the last page of each ring of @c: an idle consumer's polls touch
+ * a line or two, which a truncation may leave, and would wait for ever
+ * on a ring whose producers can no longer publish. */
+static __attribute__((noinline, cold)) void consumer_probe(const struct bus_consumer *c)
+{
+	for (uint32_t i = 0; i < c->nparts; i++)
+		bus_ring_probe(c->parts[i].r);
+}
+
 static bool any_ready(void *arg)
 {
 	struct bus_consumer *c = arg;
 
+	/* Truncated: the caller's loop says so rather than sleep. */
+	if (BUS_UNLIKELY(bus_mapguard_hits() != 0) && consumer_lost(c))
+		return true;
 	c->claimed_pending = false;
 	for (uint32_t i = 0; i < c->nparts; i++) {
 		struct bus_cpart *cp = &c->parts[i];
@@ -740,15 +764,14 @@ static bool any_ready(void *arg)
 	return false;
 }
 
-int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
-		      int64_t timeout_ns)
+/* bus_consumer_poll() but for the final check of a truncation. */
+static inline int poll_wait(struct bus_consumer *c, struct bus_view *views, unsigned max,
+			    int64_t timeout_ns)
 {
 	int64_t deadline = -1;
 	uint32_t spins = 0;
 	int err;
 
-	if (BUS_UNLIKELY(!c || (!views && max)))
-		return -EINVAL;
 	if (BUS_UNLIKELY((err = bus_topic_check(c->t)) != 0))
 		return err;
 	for (;;) {
@@ -786,14 +809,23 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
 			c->stats.records += n;
 			return (int)n;
 		}
+		/* Idle.  A truncated ring or control region reads "nothing
+		 * yet" for ever: each turn looks (one load while nothing was
+		 * ever truncated), and the probes below make a truncation
+		 * fault here however little of the ring the polls touch. */
+		if (BUS_UNLIKELY(bus_mapguard_hits() != 0) && (err = consumer_lost(c)) != 0)
+			return err;
 		if (deadline < 0 && timeout_ns > 0)
 			deadline = bus_mono_ns() + timeout_ns;
 		if (deadline >= 0 && bus_mono_ns() >= deadline)
 			return 0;
 		if (++spins < c->spin_count || c->wait == BUS_WAIT_SPIN) {
+			if (BUS_UNLIKELY((spins & 1023) == 0))
+				consumer_probe(c);
 			_mm_pause();
 			continue;
 		}
+		consumer_probe(c);
 		if (bus_topic_check(c->t))
 			return -BUS_ESTALE;
 		if (c->wait == BUS_WAIT_YIELD) {
@@ -808,6 +840,34 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
 			bus_wait_sleep(c->t->ts, any_ready, c, until);
 		}
 	}
+}
+
+int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
+		      int64_t timeout_ns)
+{
+	int rc;
+
+	if (BUS_UNLIKELY(!c || (!views && max)))
+		return -EINVAL;
+	rc = poll_wait(c, views, max, timeout_ns);
+	/* The batch's check, after the last read of the ring (the seqlock
+	 * check of poll_part(), behind its acquire fence A1) and of the
+	 * control region.  INVARIANT: no view is returned whose bytes were
+	 * read from zeros that replaced a truncated ring (mapguard.h).  A
+	 * load that read them came after the handler's increment of the
+	 * count of hits, in this thread or made visible to it (mapguard.c,
+	 * ORDERING), and A1 keeps this load after those loads: it returns
+	 * non-zero, and the rings are looked at.  Bytes the caller reads
+	 * later are bus_consumer_check()'s to vouch for.  Also turns the
+	 * errors that zeros cause (a "stale" topic, a corrupt frame) into
+	 * the truncation's -BUS_ECORRUPT.  Cost: one load of a line nobody
+	 * writes, a branch never taken. */
+	if (BUS_UNLIKELY(bus_mapguard_hits() != 0)) {
+		int lost = consumer_lost(c);
+		if (lost)
+			return lost;
+	}
+	return rc;
 }
 
 /* Move every partition that has a view at or after @from back to its first
@@ -851,6 +911,13 @@ int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, uns
 			rewind_from(c, views, n, i);
 			return (int)i;
 		}
+	}
+	/* As the batch's check in bus_consumer_poll(): the caller's reads of
+	 * the views are before A1 above, this load after it. */
+	if (BUS_UNLIKELY(bus_mapguard_hits() != 0)) {
+		int lost = consumer_lost(c);
+		if (lost)
+			return lost;
 	}
 	return (int)n;
 }
@@ -1170,19 +1237,24 @@ int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek w
 
 	if (!c)
 		return -EINVAL;
-	if ((err = bus_topic_check(c->t)) != 0)
-		return err;
-	for (uint32_t i = 0; i < c->nparts; i++) {
-		struct bus_cpart *cp = &c->parts[i];
-		if (partition != BUS_PARTITION_ANY && cp->idx != (uint32_t)partition)
-			continue;
-		err = seek_one(c, cp, whence, value);
-		if (err)
-			return err;
-		if (partition != BUS_PARTITION_ANY)
-			return 0;
+	if ((err = bus_topic_check(c->t)) == 0) {
+		err = partition == BUS_PARTITION_ANY ? 0 : -ENOENT;
+		for (uint32_t i = 0; i < c->nparts; i++) {
+			struct bus_cpart *cp = &c->parts[i];
+			if (partition != BUS_PARTITION_ANY && cp->idx != (uint32_t)partition)
+				continue;
+			err = seek_one(c, cp, whence, value);
+			if (err || partition != BUS_PARTITION_ANY)
+				break;
+		}
 	}
-	return partition == BUS_PARTITION_ANY ? 0 : -ENOENT;
+	/* The seek may have read zeros (a truncated ring or table). */
+	if (BUS_UNLIKELY(bus_mapguard_hits() != 0)) {
+		int lost = consumer_lost(c);
+		if (lost)
+			return lost;
+	}
+	return err;
 }
 
 int bus_consumer_position(struct bus_consumer *c, uint32_t partition, uint64_t *offset)
@@ -1295,8 +1367,21 @@ int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consume
 			err = gating_claim(cp);
 		if (err) {
 			c->nparts = i + 1;
+			/* The seek read zeros: a truncated ring (or table). */
+			if (BUS_UNLIKELY(bus_mapguard_hits() != 0)) {
+				int lost = consumer_lost(c);
+				if (lost)
+					err = lost;
+			}
 			bus_consumer_close(c);
 			return err;
+		}
+	}
+	if (BUS_UNLIKELY(bus_mapguard_hits() != 0)) {
+		int lost = consumer_lost(c); /* as above */
+		if (lost) {
+			bus_consumer_close(c);
+			return lost;
 		}
 	}
 	*out = c;

@@ -13,6 +13,7 @@
 #include <urcu/rculfhash.h>
 
 #include "layout.h"
+#include "mapguard.h"
 
 #define BUS_LIKELY(x) __builtin_expect(!!(x), 1)
 #define BUS_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -183,6 +184,8 @@ struct bus {
 	int ctl_fd;
 	struct bus_ctl_hdr *ctl;
 	size_t ctl_len; /* mapped length: BUS_CTL_SIZE rounded to the fs page */
+	int ctl_guard;  /* its mapguard.h slot, or -1 */
+	atomic_bool ctl_lost_said; /* its truncation was logged */
 	struct cds_lfht *topics; /* name -> struct bus_topic, RCU */
 };
 
@@ -213,7 +216,8 @@ bool bus_pid_alive(int32_t pid);
 struct bus_map {
 	void *addr;
 	size_t len;
-	int huge; /* 1: hugetlbfs; 2: THP requested; 0: normal pages */
+	int huge;  /* 1: hugetlbfs; 2: THP requested; 0: normal pages */
+	int guard; /* its mapguard.h slot (whole, writable), or -1: unprotected */
 };
 
 /* Create @path exclusively with @size bytes reserved (fallocate), bound to
@@ -224,8 +228,17 @@ int bus_shm_create(const struct bus *b, const char *path, uint64_t size, int num
 		   bool owner_only, struct bus_map *m);
 /* Map an existing file, checking that it holds at least @min bytes.
  * Returns 0, -ENOENT, -EACCES, -BUS_ECORRUPT (too short). */
-int bus_shm_attach(const char *path, uint64_t min, struct bus_map *m, uint64_t *size_out);
+int bus_shm_attach(const struct bus *b, const char *path, uint64_t min, struct bus_map *m,
+		   uint64_t *size_out);
+/* Unregister the guard, then unmap. */
 void bus_shm_unmap(struct bus_map *m);
+/* Register the mapping [@addr, @addr + @len) of @path (pages of @page
+ * bytes; 0: the system's) with mapguard.h, whole and writable (see there
+ * why), and return its slot; past the guard's capacity, or when its handler
+ * cannot be installed, -errno, with a WARN through @b's log callback once
+ * per process: the mapping then goes unprotected (a truncation of the file
+ * kills the process with SIGBUS, as before the guard). */
+int bus_shm_guard(const struct bus *b, const char *path, void *addr, size_t len, size_t page);
 /* Size a file must have to hold @bytes on the file system of @dir. */
 uint64_t bus_shm_round(const struct bus *b, uint64_t bytes);
 
@@ -238,7 +251,28 @@ struct bus_ring {
 	uint64_t mask;
 	unsigned ckpt_shift; /* log2 of the checkpoint chunk (size / BUS_CKPT_N) */
 	struct bus_map map;
+	atomic_bool lost_said; /* its truncation was logged (bus_lost_slow()) */
 };
+
+/* Whether @r's file was truncated under this process's mapping, which then
+ * reads as zeros (mapguard.h).  The slow path: after bus_mapguard_hits()
+ * returned non-zero. */
+static inline bool bus_ring_hit(const struct bus_ring *r)
+{
+	return bus_mapguard_hit(r->map.guard);
+}
+
+/* Load the last word of @r's file, so that a truncation of the file (which
+ * always takes its last page) faults here if it has not yet faulted
+ * elsewhere: bus_ring_hit() then tells.  For waits and daemons, whose
+ * other loads may all fall on pages the truncation left. */
+static inline void bus_ring_probe(const struct bus_ring *r)
+{
+	const volatile uint64_t *w =
+		(const volatile uint64_t *)(const void *)((const uint8_t *)r->map.addr + r->map.len - 8);
+
+	(void)__atomic_load_n(w, __ATOMIC_RELAXED);
+}
 
 void bus_ring_path(const struct bus *b, const char *topic, uint32_t gen, uint32_t part,
 		   char *buf, size_t len);
@@ -330,6 +364,36 @@ static inline int bus_topic_check(const struct bus_topic *t)
 	return BUS_LIKELY(ld_relaxed(&t->ts->state) == t->ready_word) ? 0 : -BUS_ESTALE;
 }
 void bus_topics_fini(struct bus *b);
+
+/* ---------------------------------------------------------- truncation
+ *
+ * A ring file or the control region truncated under this process's
+ * mapping reads (and takes writes) as zeros from then on (mapguard.h,
+ * shm.c).  Every call that hands out or acknowledges data, or answers
+ * from the topic table, checks after its last access to the file, with
+ * bus_ctl_lost() / bus_ring_lost(): one relaxed load of a process-wide
+ * count and a predictable branch while nothing was ever truncated
+ * (mapguard.c, ORDERING, says why a check after the access suffices).
+ *
+ * bus_ctl_lost_slow() - -BUS_ECORRUPT when @b's control region was
+ * truncated under this process's mapping, else 0; the first time, an
+ * ERROR through @b's log callback names the file.
+ * bus_ring_lost_slow() - the same for the control region, then for ring
+ * @r of topic @t (NULL: none); the first time for a ring, an ERROR names
+ * the file and the topic's sleeping consumers are woken (they fault on the
+ * ring in turn, or find it truncated if they map it too). */
+int bus_ctl_lost_slow(struct bus *b);
+int bus_ring_lost_slow(struct bus_topic *t, struct bus_ring *r);
+
+static inline int bus_ctl_lost(struct bus *b)
+{
+	return BUS_LIKELY(bus_mapguard_hits() == 0) ? 0 : bus_ctl_lost_slow(b);
+}
+
+static inline int bus_ring_lost(struct bus_topic *t, struct bus_ring *r)
+{
+	return BUS_LIKELY(bus_mapguard_hits() == 0) ? 0 : bus_ring_lost_slow(t, r);
+}
 void bus_cfg_to_disk(const struct bus_topic_config *c, struct bus_topic_cfg_disk *d);
 void bus_cfg_from_disk(const struct bus_topic_cfg_disk *d, struct bus_topic_config *c);
 
@@ -349,8 +413,12 @@ static inline void bus_wake(struct bus_topic_slot *ts, bool fenced)
 /* Register this process for asymmetric fences.  Returns true when the
  * producer may skip the fence in bus_wake(). */
 bool bus_wait_register_producer(void);
-/* Sleep until woken, @check() returns true, or @deadline_ns (monotonic;
- * < 0: none).  Announces the sleeper, then re-checks (see wait.c). */
+/* The longest sleep of a consumer, which then looks whether its files were
+ * truncated under it (wait.c). */
+#define BUS_WAIT_RECHECK_NS 1000000000ll
+/* Sleep until woken, @check() returns true, @deadline_ns (monotonic;
+ * < 0: none), or BUS_WAIT_RECHECK_NS.  Announces the sleeper, then
+ * re-checks (see wait.c). */
 void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
 		    int64_t deadline_ns);
 

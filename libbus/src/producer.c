@@ -297,6 +297,17 @@ static inline void refresh_limit(struct bus_producer *p, struct bus_pstate *ps)
 	compute_limit(p, ps, false, &nodaemon);
 }
 
+/* @err, or -BUS_ECORRUPT when what the call read or wrote was zeros: the
+ * control region, or the ring of @ps (NULL: none chosen yet), truncated
+ * under this process's mapping.  Out of line: error paths only. */
+static __attribute__((noinline, cold)) int produce_err(struct bus_producer *p,
+							 struct bus_pstate *ps, int err)
+{
+	int lost = bus_ring_lost(p->t, ps ? ps->r : NULL);
+
+	return lost ? lost : err;
+}
+
 /* Wait until a claim ending at @end fits under the low-water mark. */
 static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t end)
 {
@@ -305,6 +316,13 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 
 	for (;;) {
 		bool nodaemon;
+		int err;
+
+		/* A truncated ring reads as zeros: a spill cursor at 0, no
+		 * floor, no spiller; nothing would end this wait. */
+		bus_ring_probe(ps->r);
+		if ((err = bus_ring_lost(p->t, ps->r)) != 0)
+			return err;
 		compute_limit(p, ps, true, &nodaemon);
 		if (end + BUS_FRAME_ALIGN <= ps->limit)
 			return 0;
@@ -421,6 +439,9 @@ static void raise_over(struct bus_producer *p, struct bus_pstate *ps, uint64_t e
 	for (;;) {
 		uint64_t lim = raise_cap(p, ps);
 
+		/* Zeros (a truncated ring): publish() says so. */
+		if (BUS_UNLIKELY(bus_mapguard_hits() != 0) && bus_ring_hit(ps->r))
+			return;
 		if (end + BUS_FRAME_ALIGN <= lim) {
 			bus_ring_raise_horizon(ps->r, end, lim, &ps->hz);
 			return;
@@ -733,6 +754,21 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 		raise_ahead(p, ps, end);
 	bus_ring_checkpoint(r, fpos, end, off + 1);
 	bus_wake(p->t->ts, p->fenced);
+	/* The acknowledgement's check, after the last access of the record
+	 * (the commit above) and of the ring and control region.  INVARIANT:
+	 * a produce returns 0 only if every store it made to the ring file
+	 * reached the file's pages while the file had them.  A store that
+	 * missed them (a page truncated away, or the zeros that replaced the
+	 * window) comes after the handler's increment of the count of hits,
+	 * in this thread or made visible to it (mapguard.c, ORDERING: x86-64
+	 * TSO and the TLB-shootdown interrupt; on arm64 this would need a
+	 * full fence before the load), so this relaxed load returns non-zero
+	 * and the window is looked at.  A truncation after the commit reached
+	 * the file loses the record as one after the return would: readers
+	 * are told then (-BUS_ECORRUPT), nothing is handed out as zeros.
+	 * Cost: one load of a line nobody writes, a branch never taken. */
+	if (BUS_UNLIKELY(bus_mapguard_hits() != 0))
+		return bus_ring_lost_slow(p->t, ps->r);
 	return 0;
 }
 
@@ -805,8 +841,9 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 			 (rec->value_len && !rec->value) || (rec->header_count && !rec->headers) ||
 			 rec->header_count > BUS_HEADER_COUNT_MAX || p->claim_open))
 		return -EINVAL;
+	/* A truncated control region reads a zero state word: "stale". */
 	if (BUS_UNLIKELY((err = bus_topic_check(p->t)) != 0))
-		return err;
+		return produce_err(p, NULL, err);
 	err = pick_partition(p, partition, rec->key, rec->key_len, &part);
 	if (BUS_UNLIKELY(err))
 		return err;
@@ -822,7 +859,7 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 	flen = bus_align8(flen64);
 	err = reserve(p, ps, &flen, &fpos, &off);
 	if (BUS_UNLIKELY(err))
-		return err;
+		return produce_err(p, ps, err);
 	f = (struct bus_frame *)(ps->r->data + (fpos & ps->r->mask));
 	/* The timestamp with the rest of the header, before the payload: the
 	 * header's line is the one a waiting reader polls (the commit word's),
@@ -844,7 +881,7 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 		memcpy(payload + rec->key_len + hlen, rec->value, rec->value_len);
 	err = publish(p, ps, fpos, flen, off, BUS_FRAME_DATA);
 	if (BUS_UNLIKELY(err))
-		return err;
+		return produce_err(p, ps, err);
 	if (out_partition)
 		*out_partition = part;
 	if (out_offset)
@@ -864,7 +901,7 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 	if (BUS_UNLIKELY(!p || !c || (key_len && !key) || p->claim_open))
 		return -EINVAL;
 	if (BUS_UNLIKELY((err = bus_topic_check(p->t)) != 0))
-		return err;
+		return produce_err(p, NULL, err);
 	err = pick_partition(p, partition, key, key_len, &part);
 	if (BUS_UNLIKELY(err))
 		return err;
@@ -875,7 +912,7 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 	flen = bus_align8(flen64);
 	err = reserve(p, ps, &flen, &fpos, &off);
 	if (BUS_UNLIKELY(err))
-		return err;
+		return produce_err(p, ps, err);
 	f = (struct bus_frame *)(ps->r->data + (fpos & ps->r->mask));
 	frame_fill(p, f, off, key_len, 0, value_len, 0, flen - bus_align8(flen64));
 	if (key_len)
@@ -893,7 +930,9 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 
 static int claim_end(struct bus_producer *p, struct bus_claim *c, uint32_t type, int64_t ts)
 {
+	struct bus_pstate *ps;
 	struct bus_frame *f;
+	int err;
 
 	if (!p || !c || !p->claim_open || !c->priv_frame || c->partition >= p->t->cfg.partitions)
 		return -EINVAL;
@@ -901,8 +940,9 @@ static int claim_end(struct bus_producer *p, struct bus_claim *c, uint32_t type,
 	f->timestamp = ts ? ts : bus_now_ns();
 	p->claim_open = false;
 	c->priv_frame = NULL;
-	return publish(p, &p->parts[c->partition], c->priv_pos, (uint32_t)c->priv_commit, c->offset,
-		       type);
+	ps = &p->parts[c->partition];
+	err = publish(p, ps, c->priv_pos, (uint32_t)c->priv_commit, c->offset, type);
+	return BUS_UNLIKELY(err) ? produce_err(p, ps, err) : 0;
 }
 
 int bus_producer_commit(struct bus_producer *p, struct bus_claim *c, int64_t timestamp)

@@ -90,6 +90,11 @@ int bus_ring_create(const struct bus *b, const char *topic, uint32_t gen, uint32
 	st_relaxed(&h->spill_off, start_off);
 	/* R0: publishes the header; pairs with A0 in bus_ring_attach(). */
 	st_release(&h->ready, BUS_LAYOUT_VERSION);
+	/* Truncated while we wrote it: what we wrote went to zeros. */
+	if (BUS_UNLIKELY(bus_mapguard_hits() != 0) && bus_ring_hit(r)) {
+		bus_ring_detach(r);
+		return -BUS_ECORRUPT;
+	}
 	return 0;
 }
 
@@ -103,7 +108,7 @@ int bus_ring_attach(const struct bus *b, const char *topic, uint32_t gen, uint32
 
 	bus_ring_path(b, topic, gen, part, path, sizeof(path));
 	memset(r, 0, sizeof(*r));
-	err = bus_shm_attach(path, cfg->ring_size + BUS_RING_HDR_SIZE, &r->map, &fsize);
+	err = bus_shm_attach(b, path, cfg->ring_size + BUS_RING_HDR_SIZE, &r->map, &fsize);
 	if (err)
 		return err == -ENOENT ? -BUS_ECORRUPT : err;
 	ring_bind(r, cfg->ring_size);
@@ -122,6 +127,11 @@ int bus_ring_attach(const struct bus *b, const char *topic, uint32_t gen, uint32
 		err = -BUS_ECORRUPT;
 		goto fail;
 	}
+	/* Truncated since the size was checked: the header read as zeros. */
+	if (BUS_UNLIKELY(bus_mapguard_hits() != 0) && bus_ring_hit(r)) {
+		err = -BUS_ECORRUPT;
+		goto fail;
+	}
 	return 0;
 fail:
 	bus_shm_unmap(&r->map);
@@ -131,6 +141,30 @@ fail:
 void bus_ring_detach(struct bus_ring *r)
 {
 	bus_shm_unmap(&r->map);
+}
+
+int bus_ring_lost_slow(struct bus_topic *t, struct bus_ring *r)
+{
+	int err = bus_ctl_lost_slow(t->bus);
+	char path[4200];
+	uint32_t part;
+
+	if (err)
+		return err;
+	if (!r || !bus_ring_hit(r))
+		return 0;
+	if (!atomic_exchange(&r->lost_said, true)) {
+		part = (uint32_t)(r - t->rings);
+		bus_ring_path(t->bus, t->name, t->gen, part, path, sizeof(path));
+		bus_log(t->bus, BUS_LOG_ERROR,
+			"ring file %s (topic '%s' partition %u) was truncated under this "
+			"process's mapping (SIGBUS caught): its records not yet on disk are lost, "
+			"and the partition's calls return -BUS_ECORRUPT in this process",
+			path, t->name, part);
+		/* The control region is whole: its futex wakes the sleepers. */
+		bus_wake_slow(t->ts);
+	}
+	return -BUS_ECORRUPT;
 }
 
 uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool reap, bool *nodaemon)

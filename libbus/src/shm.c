@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "mapguard.h"
 
 #ifndef HUGETLBFS_MAGIC
 #define HUGETLBFS_MAGIC 0x958458f6
@@ -51,6 +52,22 @@ static bool shmem_thp_enabled(void)
 	       strstr(buf, "[force]");
 }
 
+int bus_shm_guard(const struct bus *b, const char *path, void *addr, size_t len, size_t page)
+{
+	static atomic_bool said;
+	int g = bus_mapguard_add_ex(addr, len, page, BUS_MAPGUARD_WRITE | BUS_MAPGUARD_WHOLE);
+
+	if (g < 0 && !atomic_exchange(&said, true))
+		bus_log(b, BUS_LOG_WARN,
+			"%s: not protected against a truncation under its mapping (%s): a "
+			"truncation of this file would kill this process with SIGBUS (said once "
+			"per process)",
+			path,
+			g == -EAGAIN ? "more shared files mapped than the SIGBUS guard holds"
+				     : strerror(-g));
+	return g;
+}
+
 int bus_shm_create(const struct bus *b, const char *path, uint64_t size, int numa_node,
 		   bool owner_only, struct bus_map *m)
 {
@@ -58,8 +75,7 @@ int bus_shm_create(const struct bus *b, const char *path, uint64_t size, int num
 	bool huge;
 	int fd, err;
 	void *addr;
-
-	dir_page(b->shm_dir, &huge);
+	uint64_t fs_page = dir_page(b->shm_dir, &huge);
 	if (numa_node >= 0 && (numa_available() < 0 || numa_node > numa_max_node()))
 		return -ENODEV;
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
@@ -114,6 +130,7 @@ int bus_shm_create(const struct bus *b, const char *path, uint64_t size, int num
 	m->addr = addr;
 	m->len = size;
 	m->huge = huge ? 1 : (shmem_thp_enabled() ? 2 : 0);
+	m->guard = bus_shm_guard(b, path, addr, size, huge ? (size_t)fs_page : 0);
 	return 0;
 fail_map:
 	munmap(addr, size);
@@ -123,7 +140,8 @@ fail_fd:
 	return err;
 }
 
-int bus_shm_attach(const char *path, uint64_t min, struct bus_map *m, uint64_t *size_out)
+int bus_shm_attach(const struct bus *b, const char *path, uint64_t min, struct bus_map *m,
+		   uint64_t *size_out)
 {
 	struct stat st;
 	int fd = open(path, O_RDWR | O_CLOEXEC);
@@ -150,13 +168,19 @@ int bus_shm_attach(const char *path, uint64_t min, struct bus_map *m, uint64_t *
 	m->addr = addr;
 	m->len = (size_t)st.st_size;
 	m->huge = huge;
+	m->guard = bus_shm_guard(b, path, addr, m->len, huge ? (size_t)sf.f_bsize : 0);
 	*size_out = (uint64_t)st.st_size;
 	return 0;
 }
 
 void bus_shm_unmap(struct bus_map *m)
 {
-	if (m->addr)
+	if (m->addr) {
+		/* No handler maps zeros over the window once it is unmapped
+		 * (and reused): mapguard.h. */
+		bus_mapguard_del(m->guard);
 		munmap(m->addr, m->len);
+	}
 	m->addr = NULL;
+	m->guard = -1;
 }

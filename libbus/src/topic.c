@@ -441,15 +441,13 @@ static void retire_logs(struct bus *b, const char *topic, uint32_t gen)
 			from, strerror(errno));
 }
 
-int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_config *cfg)
+static int topic_create(struct bus *b, const char *name, const struct bus_topic_config *cfg)
 {
 	struct bus_topic_cfg_disk d;
 	uint32_t home;
 	int idx, reuse, err;
 	uint64_t w;
 
-	if (!b || !cfg || !bus_name_valid(name))
-		return -EINVAL;
 	bus_cfg_to_disk(cfg, &d);
 	if (b->flags & BUS_F_PRIVATE)
 		d.flags |= BUS_TOPIC_PRIVATE;
@@ -499,6 +497,9 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 		 * name at least one sees the other. */
 		atomic_thread_fence(memory_order_seq_cst);
 		err = slot_rival(b, name, home, (uint32_t)reuse);
+		/* Our slot and the probe were zeros: no ring files for that. */
+		if (err == -1 && bus_ctl_lost(b))
+			return -BUS_ECORRUPT;
 		if (err >= 0 || err == -EBUSY) {
 			/* No ring made yet: withdraw, then find the other's
 			 * (or fail). */
@@ -521,6 +522,8 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 				log_memory(b, name, &r);
 			bus_ring_detach(&r);
 		}
+		if (!err)
+			err = bus_ctl_lost(b); /* truncated meanwhile: the files go */
 		if (err) {
 			if (err == -EEXIST) /* left over by a crashed creator */
 				err = -BUS_ECORRUPT;
@@ -535,14 +538,12 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 	}
 }
 
-int bus_topic_delete(struct bus *b, const char *name)
+static int topic_delete(struct bus *b, const char *name)
 {
 	int reuse, idx;
 	uint64_t w;
 	struct bus_topic_slot *ts;
 
-	if (!b || !bus_name_valid(name))
-		return -EINVAL;
 	for (;;) {
 		idx = slot_find(b, name, FIND_LOOKUP, &reuse, &w);
 		if (idx < 0)
@@ -566,6 +567,36 @@ int bus_topic_delete(struct bus *b, const char *name)
 	return 0;
 }
 
+/* The calls on the topic table read the control region, and a truncated
+ * one reads as zeros: free slots, no topic.  So each checks, after its
+ * last access, that it did not read zeros (bus_ctl_lost()), and returns
+ * -BUS_ECORRUPT rather than "no such topic" or an empty list. */
+int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_config *cfg)
+{
+	int err, lost;
+
+	if (!b || !cfg || !bus_name_valid(name))
+		return -EINVAL;
+	if ((err = bus_ctl_lost(b)) != 0)
+		return err;
+	err = topic_create(b, name, cfg);
+	lost = bus_ctl_lost(b);
+	return lost ? lost : err;
+}
+
+int bus_topic_delete(struct bus *b, const char *name)
+{
+	int err, lost;
+
+	if (!b || !bus_name_valid(name))
+		return -EINVAL;
+	if ((err = bus_ctl_lost(b)) != 0)
+		return err;
+	err = topic_delete(b, name);
+	lost = bus_ctl_lost(b);
+	return lost ? lost : err;
+}
+
 static int slot_info(struct bus *b, uint32_t idx, uint64_t w, struct bus_topic_info *out)
 {
 	struct bus_topic_cfg_disk d;
@@ -582,21 +613,24 @@ static int slot_info(struct bus *b, uint32_t idx, uint64_t w, struct bus_topic_i
 
 int bus_topic_describe(struct bus *b, const char *name, struct bus_topic_info *out)
 {
-	int reuse, idx;
+	int reuse, idx, lost;
 	uint64_t w;
 
 	if (!b || !out || !bus_name_valid(name))
 		return -EINVAL;
 	idx = slot_find(b, name, FIND_LOOKUP, &reuse, &w);
-	if (idx < 0)
-		return idx;
-	idx = slot_info(b, (uint32_t)idx, w, out);
-	return idx == -EAGAIN ? -ENOENT : idx;
+	if (idx >= 0) {
+		idx = slot_info(b, (uint32_t)idx, w, out);
+		if (idx == -EAGAIN)
+			idx = -ENOENT;
+	}
+	lost = bus_ctl_lost(b);
+	return lost ? lost : idx;
 }
 
 int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_info *ti), void *ctx)
 {
-	int bad = 0;
+	int bad = 0, lost;
 
 	if (!b || !fn)
 		return -EINVAL;
@@ -608,6 +642,9 @@ int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_in
 		if (BUS_SLOT_STATE(w) != BUS_SLOT_READY)
 			continue;
 		err = slot_info(b, i, w, &ti);
+		/* Before the call: no zeros are handed out as a topic. */
+		if (bus_ctl_lost(b))
+			break;
 		if (err == -EAGAIN)
 			continue; /* deleted while we looked */
 		if (err) {
@@ -621,7 +658,8 @@ int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_in
 		if (err)
 			return err;
 	}
-	return bad;
+	lost = bus_ctl_lost(b);
+	return lost ? lost : bad;
 }
 
 /* ---------------------------------------------------------------- cache */
@@ -716,12 +754,10 @@ static int topic_open(struct bus *b, const char *name, struct bus_topic **out)
  * their read-side section, the updater acquires it after synchronize_rcu. */
 static char rcu_gp_token;
 
-int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
+static int topic_get(struct bus *b, const char *name, struct bus_topic **out)
 {
 	unsigned long hash = name_hash(name);
 
-	if (!bus_name_valid(name))
-		return -EINVAL;
 	for (;;) {
 		struct cds_lfht_iter iter;
 		struct cds_lfht_node *node, *ret;
@@ -765,6 +801,28 @@ int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
 		}
 		topic_free(t); /* another thread won; use its handle */
 	}
+}
+
+int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out)
+{
+	struct bus_topic *t = NULL;
+	int err, lost;
+
+	if (!bus_name_valid(name))
+		return -EINVAL;
+	if ((err = bus_ctl_lost(b)) != 0)
+		return err;
+	err = topic_get(b, name, &t);
+	/* The table read as zeros: "no such topic" is not the answer. */
+	lost = bus_ctl_lost(b);
+	if (lost) {
+		if (!err)
+			bus_topic_put(t);
+		return lost;
+	}
+	if (!err)
+		*out = t;
+	return err;
 }
 
 void bus_topics_fini(struct bus *b)
@@ -832,6 +890,12 @@ int bus_partition_describe(struct bus *b, const char *topic, uint32_t partition,
 			out->disk_next_offset = sb.next;
 			out->disk_bytes = sb.disk_bytes;
 		}
+	}
+	{
+		/* The header read above may have been zeros. */
+		int lost = bus_ring_lost(t, r);
+		if (lost)
+			err = lost;
 	}
 	bus_topic_put(t);
 	return err;

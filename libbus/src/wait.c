@@ -21,6 +21,16 @@
  * return at once.  A producer with no sleepers pays one load, no system
  * call.  Where membarrier is not available, producers fence instead, and
  * sleepers also wake every 10 ms as a safety net.
+ *
+ * Truncation.  A ring or control region truncated under the mapping
+ * (mapguard.h) wakes nobody: a producer that faults on the ring wakes the
+ * topic's sleepers (bus_ring_lost_slow()), but the control region's own
+ * futex word may be what was cut, and a ring cut while no producer writes
+ * is found only by touching it.  So a sleeper wakes at least every
+ * BUS_WAIT_RECHECK_NS to look (consumer.c, poll_wait(): it probes its
+ * rings' last pages), and @check() says "ready" once a truncation was
+ * found, so that nobody sleeps on zeros.  The price: an idle consumer
+ * makes one wake-up a second.
  */
 #include <limits.h>
 #include <linux/futex.h>
@@ -77,6 +87,8 @@ void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
 		}
 		if (!mb && (wait < 0 || wait > 10000000))
 			wait = 10000000;
+		if (wait < 0 || wait > BUS_WAIT_RECHECK_NS)
+			wait = BUS_WAIT_RECHECK_NS;
 		if (wait >= 0) {
 			tmo.tv_sec = wait / 1000000000;
 			tmo.tv_nsec = wait % 1000000000;

@@ -20,6 +20,22 @@
  * Errors: see bus/error.h.  The library never prints; it reports events
  * (for example which kind of memory backs a ring) through an optional log
  * callback in struct bus_opts.
+ *
+ * Shared files truncated under a mapping
+ *   A ring file or the control region truncated (ftruncate) by another
+ *   process while this one has it mapped would kill this one with SIGBUS
+ *   at its next access.  bus_open() installs a SIGBUS handler (see there)
+ *   that turns such a fault into zeros, and from then on every call that
+ *   would hand out or acknowledge data of that file returns -BUS_ECORRUPT
+ *   ("file is corrupt, truncated or not a bus file"), the log callback
+ *   naming the file once (ERROR).  No record is acknowledged that the
+ *   truncation took, and no zeros are handed out as a record; records the
+ *   truncation took after they were acknowledged (and before busd spilled
+ *   them) are lost, and readers are told by the same error.  A partition's
+ *   truncated ring fails that partition's calls only; a truncated control
+ *   region fails every call on the bus.  The file stays unusable: delete
+ *   and re-create the topic (or, for the control region, stop every
+ *   process of the bus and remove the file).
  */
 #ifndef BUS_BUS_H
 #define BUS_BUS_H
@@ -96,6 +112,19 @@ struct bus;
  * -ENOMEM, -BUS_ECORRUPT, -BUS_EVERSION, or another -errno from the file
  * system.  Thread-safe; process-safe (any number of processes may create the
  * same bus at once: exactly one initialises it).
+ *
+ * The first bus_open() of a process installs a SIGBUS handler with
+ * sigaction(2) (once per process), which guards the mappings of the control
+ * region and of every ring the process maps: a fault on a page the file
+ * lost is turned into zeros and reported as above (the top of this file).
+ * Any other SIGBUS is handed to the action installed before it (the default
+ * action: the process dies as it would have; an SA_SIGINFO or plain handler:
+ * called, without its sa_mask and flags applied).  An application that
+ * installs its own SIGBUS action after bus_open() replaces the library's,
+ * and a truncation is then its handler's to deal with.  A thread that
+ * blocks SIGBUS is not covered (the kernel kills the process).  At most
+ * 8192 mappings are guarded at once per process; past that a mapping goes
+ * unguarded (a WARN through the log callback, once per process).
  */
 int bus_open(struct bus **out, const struct bus_opts *opts);
 
@@ -201,7 +230,9 @@ struct bus_topic_info {
  */
 int bus_topic_list(struct bus *b, int (*fn)(void *ctx, const struct bus_topic_info *ti), void *ctx);
 
-/** bus_topic_describe() - info of @name into @out.  Returns 0, -ENOENT. */
+/** bus_topic_describe() - info of @name into @out.  Returns 0, -ENOENT,
+ *  -BUS_ECORRUPT (the control region was truncated under this process's
+ *  mapping: see the top of this file; so for every call on the table). */
 int bus_topic_describe(struct bus *b, const char *name, struct bus_topic_info *out);
 
 struct bus_partition_info {
@@ -223,7 +254,8 @@ struct bus_partition_info {
 };
 
 /** bus_partition_describe() - state of one partition.  Returns 0, -ENOENT,
- *  -BUS_ECORRUPT, -BUS_ESTALE.  Thread-safe. */
+ *  -BUS_ECORRUPT (also: its ring or the control region was truncated under
+ *  this process's mapping), -BUS_ESTALE.  Thread-safe. */
 int bus_partition_describe(struct bus *b, const char *topic, uint32_t partition,
 			   struct bus_partition_info *out);
 
@@ -325,7 +357,10 @@ void bus_producer_close(struct bus_producer *p);
  * behind, or busd never took this ring, and no busd runs), -BUS_ECORRUPT
  * (busd stopped spilling this partition: a corrupt frame or log, see its
  * log; or the ring's tail is one no producer leaves: a damaged or hostile
- * ring header, nothing written), -EMSGSIZE, -EINVAL (also: more than
+ * ring header, nothing written; or the partition's ring or the control
+ * region was truncated under this process's mapping: the record may or may
+ * not have reached readers, retry elsewhere; see the top of this file),
+ * -EMSGSIZE, -EINVAL (also: more than
  * 65535 headers), -BUS_EBUSY, -EUSERS (BUS_PRODUCERS_MAX producers
  * already append to that partition), -BUS_ESTALE, -BUS_EREPAIRED (a stalled
  * claim was repaired by another process).
@@ -355,7 +390,9 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 		       uint32_t key_len, uint32_t value_len, struct bus_claim *c);
 
 /** bus_producer_commit() - publish claim @c with @timestamp (0: now).
- *  Returns 0 or -BUS_EREPAIRED (the claim was repaired meanwhile). */
+ *  Returns 0, -BUS_EREPAIRED (the claim was repaired meanwhile), or
+ *  -BUS_ECORRUPT (the ring or the control region was truncated under this
+ *  process's mapping: as bus_produce()). */
 int bus_producer_commit(struct bus_producer *p, struct bus_claim *c, int64_t timestamp);
 
 /** bus_producer_abort() - turn claim @c into padding.  Its offset is
@@ -368,7 +405,8 @@ enum bus_wait {
 	BUS_WAIT_SPIN = 0,  /**< busy-spin: lowest latency, one core */
 	BUS_WAIT_YIELD = 1, /**< spin, then sched_yield() */
 	BUS_WAIT_SLEEP = 2, /**< spin, then sleep on a futex in shared memory;
-	                         an idle consumer uses no CPU */
+	                         an idle consumer uses no CPU but a wake-up a
+	                         second (to find a ring truncated under it) */
 };
 
 enum bus_seek {
@@ -414,13 +452,14 @@ struct bus_consumer;
  * directory, an open segment and a read buffer (256 KiB), or a read-only
  * mapping of 4 MiB of a sealed segment: by default the process measures
  * once, on the first sealed segment it reads, whether reading or mapping
- * is faster, and BUS_REPLAY=read|map in the environment forces one.  A
- * process that maps history installs a SIGBUS handler (once, chained to the
- * action installed before it), so that a segment truncated by hand under a
- * mapping is reported as -BUS_ECORRUPT rather than killing the process
- * (views already returned from the lost pages then read as zeros; a thread
- * that blocks SIGBUS is not covered); with BUS_REPLAY=read nothing is
- * mapped or installed.
+ * is faster, and BUS_REPLAY=read|map in the environment forces one.  The
+ * SIGBUS handler of bus_open() guards these mappings too, so that a
+ * segment truncated by hand under a mapping is reported as -BUS_ECORRUPT
+ * rather than killing the process (views already returned from the lost
+ * pages then read as zeros; a thread that blocks SIGBUS is not covered);
+ * with BUS_REPLAY=read no segment is mapped.  Returns -BUS_ECORRUPT also
+ * when a ring of the topic or the control region was truncated under this
+ * process's mapping.
  */
 int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consumer_opts *opts,
 		      struct bus_consumer **out);
@@ -441,8 +480,9 @@ void bus_consumer_close(struct bus_consumer *c);
  * offset is before the earliest record still held, or after the next
  * offset: "offset out of range"), -ENOENT, -EINVAL, -EAGAIN (the producers
  * moved too fast: retry), -BUS_ECORRUPT (the ring's header holds what no
- * producer writes: a horizon or a checkpoint past its tail), or an -errno
- * opening or reading the log (as bus_consumer_open()).  On failure the
+ * producer writes: a horizon or a checkpoint past its tail; or a ring of
+ * @c or the control region was truncated under this process's mapping), or
+ * an -errno opening or reading the log (as bus_consumer_open()).  On failure the
  * partition's position is unchanged (with BUS_PARTITION_ANY, partitions
  * before the failing one have moved).
  */
@@ -490,7 +530,9 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
  * A reader lapped on a persistent topic goes on from disk without loss.
  * Returns the number of views (0 on timeout), or -BUS_ESTALE,
  * -BUS_ECORRUPT (a frame or the ring's header holds what no producer
- * writes), -ERANGE (a partition's position is no longer held: the
+ * writes; or a ring of @c or the control region was truncated under this
+ * process's mapping, see the top of this file: then no view is returned,
+ * and a wait ends, within a second, with this error), -ERANGE (a partition's position is no longer held: the
  * retention deleted it; returned until the partition is sought again, unless
  * a BUS_CONSUMER_RESET_* flag resets it), or an -errno opening or reading a
  * log (-EMFILE, -EACCES, -EIO, -ENOMEM, ...): the partition's position then
@@ -505,7 +547,10 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
  * bus_consumer_check() - after using the @n views of the last poll, check
  * they were not overwritten meanwhile.  Returns how many leading views are
  * still whole (== @n: all good).  When fewer, the consumer is moved back to
- * the first bad one, whose record the next poll reports as lost.
+ * the first bad one, whose record the next poll reports as lost.  Returns
+ * -BUS_ECORRUPT when a ring of @c or the control region was truncated under
+ * this process's mapping (the views may have read as zeros: none is good),
+ * -EINVAL on bad arguments.
  */
 int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, unsigned n);
 
@@ -531,7 +576,7 @@ struct bus_msg {
  * overwritten during the copy are counted in lost_before of the next one.
  * Returns the number of records, 0 on timeout, -EMSGSIZE when @buf cannot
  * hold even the next record (its size is then in msgs[0].value_len), or
- * the errors of bus_consumer_poll().
+ * the errors of bus_consumer_poll() and bus_consumer_check().
  */
 int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max, void *buf,
 		      size_t buf_len, int64_t timeout_ns);

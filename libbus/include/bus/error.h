@@ -29,7 +29,10 @@ extern "C" {
 
 enum bus_error {
 	/** A shared file (control region, ring) is corrupt, truncated or
-	 *  hostile: a size, offset or magic failed validation. */
+	 *  hostile: a size, offset or magic failed validation; or the file
+	 *  was truncated under this process's mapping (the library caught the
+	 *  SIGBUS, see bus_open()), and calls on it return this from then on
+	 *  (the log callback names the file once). */
 	BUS_ECORRUPT = BUS_EBASE + 1,
 	/** A shared file was written by an incompatible layout version or a
 	 *  build with another struct layout. */
