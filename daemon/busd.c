@@ -481,6 +481,23 @@ static void signals_setup(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* ----------------------------------------------------- truncation */
+
+bool busd_ctl_lost(struct busd *d)
+{
+	if (BUS_LIKELY(bus_mapguard_hits() == 0) || !bus_mapguard_hit(d->b->ctl_guard))
+		return false;
+	if (!d->ctl_lost)
+		busd_log(BUS_LOG_ERROR,
+			 "the control region %s/bus.%s.ctl was truncated under busd's mapping "
+			 "(SIGBUS caught): the topic table is gone; busd stops after spilling what "
+			 "the rings hold (the logs stay; stop every process of the bus, remove the "
+			 "file, and start again)",
+			 bus_shm_dir(d->b), bus_name(d->b));
+	d->ctl_lost = true;
+	return true;
+}
+
 /* --------------------------------------------------------- heartbeat */
 
 /* The heartbeat thread: stores the time in the control region every
@@ -519,8 +536,13 @@ static void heartbeat_start(struct busd *d, pthread_t *th)
 	/* RD1: the first heartbeat before the pid: a reader that sees the pid
 	 * (acquire) sees a heartbeat. */
 	st_release(&d->b->ctl->daemon_pid, d->pid);
-	/* The signals are the main thread's: the thread starts with all blocked. */
+	/* The signals are the main thread's: the thread starts with all blocked
+	 * but SIGBUS, which a fault raises in the faulting thread: blocked, the
+	 * kernel kills the process instead of running the handler that turns
+	 * a control region truncated under the heartbeat's store into zeros
+	 * (mapguard.h). */
 	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	err = pthread_create(th, NULL, heartbeat_main, d);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -709,7 +731,7 @@ static void run(struct busd *d)
 	struct idler idle = { 0, 0 };
 	int wfd = watch_open(d);
 
-	while (!sig_stop) {
+	while (!sig_stop && !busd_ctl_lost(d)) {
 		int64_t now = bus_mono_ns();
 
 		if (sig_hup) {
@@ -870,5 +892,5 @@ int main(int argc, char **argv)
 	free(d.scratch);
 	bus_close(d.b);
 	busd_log(BUS_LOG_INFO, "stopped");
-	return BUSD_EXIT_OK;
+	return d.ctl_lost ? BUSD_EXIT_FAIL : BUSD_EXIT_OK;
 }

@@ -152,6 +152,8 @@ struct dpart {
 	bool appended;              /* frames handed to the writer since the
 	                               last flush that succeeded */
 	bool stopped;               /* a bad frame: this partition stays stopped */
+	bool lost;                  /* its ring was truncated under busd (spill.c,
+	                               part_lost()): stopped, writer abandoned */
 	bool reopen;                /* reopen the writer at the next safe point */
 	/* Write failures (full disk...): one ERROR per episode, retries with
 	 * exponential backoff, one INFO when it works again. */
@@ -203,7 +205,17 @@ struct busd {
 	_Atomic uint64_t hb_ms;     /* atomic: the heartbeat thread reads it */
 	_Atomic bool hb_stop;       /* atomic */
 	int hb_efd;                 /* eventfd that wakes the heartbeat thread */
+	bool ctl_lost;              /* the control region was truncated under
+	                               busd: it stops (busd_ctl_lost()) */
 };
+
+/* busd_ctl_lost() - whether the control region was truncated under busd's
+ * mapping (mapguard.h: it reads as zeros now): logged once (ERROR), and
+ * d->ctl_lost set, which ends the main loop (busd drains the rings, which
+ * are whole, and exits 1).  Nothing that reads the topic table may act on
+ * what it read (drop a "deleted" topic, retire its logs) without asking
+ * this after the read.  One relaxed load while nothing was ever truncated. */
+bool busd_ctl_lost(struct busd *d);
 
 /* The spill pass: every partition of every held topic once.  Returns the
  * bytes (or frames) of work done: 0 means the pass was idle. */

@@ -65,6 +65,21 @@
  * producers feel back-pressure; it is logged once, retried with backoff
  * from 10 ms doubling to 1 s, and its end is logged.  A frame that does not
  * parse stops its partition for good (ERROR) instead of crashing busd.
+ *
+ * TRUNCATION.  A ring file truncated under busd's mapping (by hand or a
+ * hostile process) reads as zeros from the first fault on (mapguard.h).
+ * busd then stops the partition with one ERROR naming the file
+ * (part_lost()) and serves the others.  The writer may hold frames
+ * appended in place that point into the lost pages: written out, they
+ * would be zeros under the CRCs of the records that were there.  So busd
+ * checks after its reads of a ring and before every writer call that may
+ * write out (append, flush), and abandons the writer of a lost partition
+ * without writing anything out (it keeps it, open, until it exits: the
+ * writer has no call that drops what it holds).  Between that check and
+ * the write-out, busd touches no page of the ring (the kernel's copy in
+ * pwritev() does, and gets EFAULT for a page truncated meanwhile: a failed
+ * write-out, retried, and the next pass finds the truncation: it probes
+ * the ring's last page first, which any truncation takes).
  */
 #include <string.h>
 
@@ -175,6 +190,56 @@ static void writer_opts(const struct busd *d, const struct dpart *dp, uint64_t f
 	o->log = busd_lib_log;
 }
 
+/* Writers of lost partitions (part_lost()): never written out nor closed,
+ * kept reachable until busd exits. */
+struct lost_writer {
+	struct bus_seg_writer *w;
+	struct lost_writer *next;
+};
+static struct lost_writer *lost_writers;
+
+/* Whether @dp's ring was truncated under busd's mapping (see TRUNCATION
+ * above).  The first time: one ERROR naming the file, the partition
+ * stopped, its writer abandoned without a write-out, and the topic's
+ * sleeping consumers woken (they find the truncation in turn).  One
+ * relaxed load while nothing was ever truncated. */
+static bool part_lost(struct dpart *dp)
+{
+	struct bus_topic *t = dp->dt->t;
+	char path[PATH_MAX];
+	uint64_t have = dp->pub_off;
+
+	if (BUS_LIKELY(bus_mapguard_hits() == 0) || !bus_ring_hit(dp->r))
+		return false;
+	if (dp->lost)
+		return true;
+	if (dp->w) {
+		struct bus_seg_writer_stats st;
+		struct lost_writer *lw = malloc(sizeof(*lw));
+
+		bus_seg_writer_stats(dp->w, &st);
+		have = st.written_offset;
+		if (lw) {
+			lw->w = dp->w;
+			lw->next = lost_writers;
+			lost_writers = lw;
+		} /* else it leaks: still never written out */
+		dp->w = NULL;
+		dp->appended = false;
+	}
+	dp->lost = dp->stopped = true;
+	bus_ring_path(t->bus, t->name, t->gen, dp->idx, path, sizeof(path));
+	busd_log(BUS_LOG_ERROR,
+		 "topic '%s' partition %u: its ring file %s was truncated under busd's mapping "
+		 "(SIGBUS caught): spilling of this partition stops; its log ends at offset %llu, "
+		 "and the records the ring held past it are lost (delete and re-create the topic)",
+		 dp->dt->name, dp->idx, path, (unsigned long long)have);
+	/* Their futex is in the control region, which is whole. */
+	if (!bus_mapguard_hit(t->bus->ctl_guard))
+		bus_wake_slow(t->ts);
+	return true;
+}
+
 /* Stop @dp for good after a frame that does not parse (or a log that
  * does not fit the ring): one ERROR, no crash.  Its spiller_pid becomes
  * -pid: producers that would have to wait for the spiller get
@@ -184,6 +249,8 @@ static void part_stop(struct dpart *dp, const char *why)
 {
 	uint64_t w = ld_acquire(&frame_at(dp->r, dp->pos)->commit); /* for the message */
 
+	if (part_lost(dp))
+		return; /* it read zeros: that is the error */
 	busd_log(BUS_LOG_ERROR,
 		 "topic '%s' partition %u: %s at ring position %llu (offset %llu, commit word "
 		 "%#llx): spilling of this partition stops; records from offset %llu on stay in "
@@ -423,6 +490,8 @@ static bool cursor_valid(struct dpart *dp, uint64_t sp, uint64_t s)
 	uint64_t tp = ld_acquire(&h->tail.pos);
 	uint64_t to = ld_acquire(&h->tail.off) & ~BUS_TAIL_EXCL;
 
+	if (part_lost(dp))
+		return false; /* zeros */
 	if (sp % BUS_FRAME_ALIGN == 0 && sp <= tp && tp - sp <= dp->r->size && s <= to)
 		return true;
 	busd_log(BUS_LOG_ERROR,
@@ -506,7 +575,7 @@ static int part_open(struct busd *d, struct dpart *dp)
 		return 0;
 	}
 	if (n > s) {
-		if (resume_ahead(dp, n) == 0)
+		if (resume_ahead(dp, n) == 0 || part_lost(dp))
 			return 0;
 		busd_log(BUS_LOG_ERROR,
 			 "topic '%s' partition %u: the log in %s ends at offset %llu, past what "
@@ -520,6 +589,8 @@ static int part_open(struct busd *d, struct dpart *dp)
 		return 0;
 	}
 	err = resume_behind(dp, n);
+	if (part_lost(dp))
+		return 0; /* it read zeros: the writer is abandoned */
 	if (err) {
 		bus_seg_writer_close(dp->w);
 		dp->w = NULL;
@@ -598,6 +669,9 @@ static int append_copy(struct busd *d, struct dpart *dp, uint32_t len)
 	atomic_thread_fence(memory_order_acquire);
 	if (ld_relaxed(&r->hdr->horizon) > dp->pos + r->size)
 		return 1;
+	/* The copy may be of zeros; the append may write out (TRUNCATION). */
+	if (part_lost(dp))
+		return 0;
 	/* The copy is the frame whose commit word and sizes were checked. */
 	return bus_seg_append(dp->w, (const struct bus_frame *)(const void *)d->scratch, dp->off);
 }
@@ -695,6 +769,10 @@ static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t
 		uint32_t len;
 		bool copy;
 
+		/* After the previous frame's reads (and its append's), before
+		 * any writer call (TRUNCATION above). */
+		if (part_lost(dp))
+			return 0;
 		bus_ring_prefetch(r, &pf, dp->pos, PREFETCH_AHEAD); /* see PREFETCH_AHEAD */
 
 		if (dp->off < dp->gap_to) {
@@ -756,7 +834,13 @@ static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t
 					continue;
 				return 0;
 			}
+			if (dp->lost)
+				return 0;
 		} else {
+			/* The frame's commit word and sizes were read from
+			 * zeros, or the append may write out frames that were. */
+			if (part_lost(dp))
+				return 0;
 			/* In place: the frame is protected (above the cursor,
 			 * which moves only after the flush that writes it out),
 			 * so the writer writes it straight from the ring, with
@@ -809,6 +893,11 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 		budget = BATCH_MAX;
 	if (dp->stopped || (dp->err && now < dp->retry_at))
 		return 0;
+	/* A truncation takes the ring's last page: touched here, it faults if
+	 * nothing else did (a quiet ring, or a write-out that got EFAULT). */
+	bus_ring_probe(dp->r);
+	if (part_lost(dp))
+		return 0;
 	if (!dp->w) {
 		err = part_open(d, dp);
 		if (err) {
@@ -838,6 +927,8 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 		}
 	}
 	err = part_read(d, dp, budget, &done);
+	if (part_lost(dp))
+		return done; /* nothing written out */
 	if (dp->appended) {
 		int ferr = part_flush(dp, now);
 		if (!err)

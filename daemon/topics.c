@@ -574,6 +574,8 @@ static void scan_slot(struct busd *d, struct scan *sc, uint32_t i)
 	}
 	if (err == -ENOENT)
 		return; /* deleted meanwhile */
+	if (err && busd_ctl_lost(d))
+		return; /* zeros: the table is gone, not this slot */
 	if (err) {
 		if (slot_bad[i] != w)
 			busd_log(BUS_LOG_ERROR,
@@ -601,11 +603,18 @@ uint32_t topics_scan(struct busd *d)
 	sc.n = 0;
 	for (uint32_t i = 0; i < BUS_TOPICS_MAX; i++)
 		scan_slot(d, &sc, i);
+	/* A table truncated under busd reads as zeros: every topic would look
+	 * deleted, and its logs be removed.  Asked after every read of the
+	 * table that a decision follows. */
+	if (busd_ctl_lost(d))
+		return d->ntopics;
 	for (uint32_t i = 0; i < d->ntopics; i++)
 		d->topics[i]->seen = false;
 	/* Deleted ones first, so that their places are free for new ones. */
 	for (uint32_t i = 0; i < d->ntopics;) {
 		if (d->topics[i]->t && bus_topic_check(d->topics[i]->t) != 0) {
+			if (busd_ctl_lost(d))
+				return d->ntopics;
 			topic_drop(d, i, true);
 			dropped = true;
 			continue;
@@ -647,6 +656,8 @@ uint32_t topics_scan(struct busd *d)
 		/* Deleted (a handle that no longer matches its slot), or never
 		 * opened and no longer listed. */
 		if (dt->t ? bus_topic_check(dt->t) != 0 : !dt->seen) {
+			if (busd_ctl_lost(d))
+				return d->ntopics;
 			topic_drop(d, i, true);
 			dropped = true;
 			continue;

@@ -1239,22 +1239,30 @@ Test(busd, a_corrupt_topic_slot_does_not_hide_the_topics_after_it)
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
-/* The ring file of partition 0 of @topic (a @size-byte ring), mapped
- * (munmap with *len); its header follows the ring. */
-static void *ring_map(const char *topic, size_t *len)
+/* The path of the ring file of partition 0 of @topic. */
+static void ring_path(const char *topic, char *path, size_t len)
 {
-	char cmd[700], path[600];
-	struct stat st;
+	char cmd[700];
 	FILE *f;
-	void *m;
-	int fd;
 
 	snprintf(cmd, sizeof cmd, "ls %s/bus.%s.%s.*.0", e.shm_dir, e.name, topic);
 	f = popen(cmd, "r");
 	cr_assert(f);
-	cr_assert(fgets(path, sizeof path, f), "no ring file for %s", topic);
+	cr_assert(fgets(path, (int)len, f), "no ring file for %s", topic);
 	pclose(f);
 	path[strcspn(path, "\n")] = 0;
+}
+
+/* The ring file of partition 0 of @topic (a @size-byte ring), mapped
+ * (munmap with *len); its header follows the ring. */
+static void *ring_map(const char *topic, size_t *len)
+{
+	char path[600];
+	struct stat st;
+	void *m;
+	int fd;
+
+	ring_path(topic, path, sizeof path);
 	fd = open(path, O_RDWR);
 	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
 	cr_assert_eq(fstat(fd, &st), 0);
@@ -1309,6 +1317,118 @@ Test(busd, a_hostile_spill_cursor_stops_its_partition_with_an_error)
 	}
 	cr_assert(kill(busd, 0) == 0, "busd still runs");
 	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+/* CPU seconds (user and system) that process @pid has used so far. */
+static double cpu_secs(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long ut, stt;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	cr_assert(f, "%s: %s", path, strerror(errno));
+	cr_assert(fgets(buf, sizeof buf, f));
+	fclose(f);
+	p = strrchr(buf, ')');
+	cr_assert(p);
+	cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &stt),
+		     2);
+	return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The log of @topic's partition 0 holds records 0..@n-1, whole, and no
+ * more. */
+static void expect_log_holds(const char *topic, uint64_t n)
+{
+	struct bus_seg_reader *rd;
+	struct bus_seg_record rec;
+	char dir[512];
+
+	snprintf(dir, sizeof dir, "%s/%s/0", e.data_dir, topic);
+	cr_assert_eq(bus_seg_reader_open(&rd, dir), 0, "%s: no log", dir);
+	for (uint64_t off = 0; off < n; off++) {
+		int rc = bus_seg_next(rd, &rec);
+		cr_assert_eq(rc, 1, "%s: offset %" PRIu64 ": %d (%s)", dir, off, rc,
+			     bus_strerror(rc));
+		cr_assert_eq(rec.offset, off);
+		cr_assert_eq(rec.type, BUS_FRAME_DATA);
+	}
+	cr_assert_eq(bus_seg_next(rd, &rec), 0, "%s: more than %" PRIu64 " records", dir, n);
+	bus_seg_reader_close(rd);
+}
+
+/* A ring file truncated (by hand, or a hostile process) under busd's
+ * mapping killed busd with SIGBUS, and every other topic with it.  Now
+ * busd logs one ERROR naming the partition and the file, stops that
+ * partition without writing anything of the lost pages to its log, and
+ * goes on spilling the others, without spinning.  A producer in another
+ * process is told (-BUS_ECORRUPT). */
+Test(busd, a_ring_truncated_under_busd_stops_its_partition_with_one_error)
+{
+	struct bus_record r = { .value = "x", .value_len = 1 };
+	struct bus_producer *p;
+	char path[600], want[800];
+	double cpu;
+	int err;
+
+	busd_start();
+	mk_topic("cut", 1, 64 * 1024, 0, 0);
+	mk_topic("fine", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("cut", 0, 0, 100, 100, 0, 0), 0);
+	cr_assert_eq(produce_n("fine", 0, 0, 100, 100, 0, 0), 0);
+	wait_spilled("cut", 1);
+	wait_spilled("fine", 1);
+	ring_path("cut", path, sizeof path);
+	cr_assert_eq(truncate(path, 0), 0, "truncate %s: %s", path, strerror(errno));
+	snprintf(want, sizeof want,
+		 "ERROR topic 'cut' partition 0: its ring file %s was truncated under busd's "
+		 "mapping",
+		 path);
+	wait_log(want, 10000);
+	/* The other topic is served: 2000 records fill its ring several
+	 * times over, which only a spiller lets through. */
+	cr_assert_eq(produce_n("fine", 0, 100, 2000, 100, 0, 0), 0);
+	wait_spilled("fine", 1);
+	cr_assert_eq(bus_producer_open(tb, "cut", NULL, &p), 0);
+	err = bus_produce(p, 0, &r, NULL, NULL);
+	cr_expect_eq(err, -BUS_ECORRUPT, "produce on the cut ring: %d (%s)", err, bus_strerror(err));
+	bus_producer_close(p);
+	cpu = cpu_secs(busd);
+	sleep_ms(2000);
+	cpu = cpu_secs(busd) - cpu;
+	cr_expect(cpu < 0.5, "busd used %.2f s of CPU in 2 s after the truncation", cpu);
+	cr_assert(kill(busd, 0) == 0, "busd still runs");
+	cr_expect_eq(log_count("ERROR topic 'cut'"), 1, "one ERROR for the partition (see %s)",
+		     busd_log);
+	expect_log_holds("cut", 100);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+/* The control region truncated under busd: busd died of SIGBUS (its
+ * heartbeat writes there).  Read as zeros, the table would say every
+ * topic was deleted, and busd would remove their logs.  Now busd logs one
+ * ERROR naming the file, spills what the rings hold, keeps every log, and
+ * exits 1. */
+Test(busd, a_control_region_truncated_under_busd_stops_it_and_keeps_the_logs)
+{
+	char path[600];
+	int st;
+
+	busd_start();
+	mk_topic("keep", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("keep", 0, 0, 100, 100, 0, 0), 0);
+	wait_spilled("keep", 1);
+	snprintf(path, sizeof path, "%s/bus.%s.ctl", e.shm_dir, e.name);
+	cr_assert_eq(truncate(path, 0), 0, "truncate %s: %s", path, strerror(errno));
+	st = busd_wait_exit(20000);
+	cr_expect_eq(st, 1, "busd's exit status %d (see %s)", st, busd_log);
+	cr_expect_eq(log_count("was truncated under busd's mapping"), 1, "one ERROR (see %s)",
+		     busd_log);
+	cr_expect(log_has(path), "the ERROR names %s", path);
+	cr_expect(!log_has("logs are removed") && !log_has("removed "), "busd removed logs");
+	expect_log_holds("keep", 100);
 }
 
 /* An fsync interval whose nanoseconds do not fit in 64 bits is refused at

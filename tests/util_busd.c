@@ -114,6 +114,30 @@ int busd_stop(int sig)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+int busd_wait_exit(int ms)
+{
+	int st = 0;
+
+	cr_assert(busd > 0);
+	cr_assert(twait_status(busd, ms, &st) == 0, "busd did not exit within %d ms", ms);
+	busd = -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int log_count(const char *needle)
+{
+	char line[4096];
+	FILE *f = fopen(busd_log, "r");
+	int n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof line, f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
 bool log_has(const char *needle)
 {
 	char buf[1 << 16];

@@ -39,9 +39,14 @@ void busd_start(void);
 /* Send @sig to busd and wait for its exit (30 s deadline, else the test
  * fails).  Returns its exit status, or -1 when a signal killed it. */
 int busd_stop(int sig);
-/* Whether busd_log contains @needle; wait_log() waits up to @ms for it. */
+/* Wait up to @ms for busd to exit on its own (the test fails if it does
+ * not).  Returns its exit status, or -1 when a signal killed it. */
+int busd_wait_exit(int ms);
+/* Whether busd_log contains @needle; wait_log() waits up to @ms for it;
+ * log_count() counts the lines that contain it. */
 bool log_has(const char *needle);
 void wait_log(const char *needle, int ms);
+int log_count(const char *needle);
 /* Partition @p of @topic, described (fails the test on error). */
 struct bus_partition_info pinfo(const char *topic, uint32_t p);
 /* Wait (60 s deadline) until busd has spilled everything produced to the
