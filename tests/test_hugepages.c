@@ -421,6 +421,108 @@ Test(hugepages, topic_larger_than_the_pool_fails_with_enospc_not_sigbus)
 	cr_expect_eq(pi.hugepages, 1);
 }
 
+struct cut_job {
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	char ring[4300], ctl[4300];
+	off_t to;
+	int ret[8];
+	int n;
+};
+
+static int count_cb(void *ctx, const struct bus_topic_info *ti)
+{
+	(void)ti;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* In a child: cut the ring under the producer and the consumer, then the
+ * control region under the bus. */
+static int cut_child(void *arg)
+{
+	struct cut_job *j = arg;
+	struct bus_record r = { .value = "after", .value_len = 5 };
+	struct bus_view v[8];
+	int n = 0;
+
+	j->ret[j->n++] = bus_consumer_poll(j->c, v, 8, 0); /* views before the cut */
+	if (truncate(j->ring, j->to))
+		return 2;
+	j->ret[j->n++] = bus_consumer_check(j->c, v, (unsigned)(j->ret[0] > 0 ? j->ret[0] : 0));
+	j->ret[j->n++] = bus_produce(j->p, 0, &r, NULL, NULL);
+	j->ret[j->n++] = bus_consumer_poll(j->c, v, 8, 2000 * 1000000ll);
+	if (truncate(j->ctl, 0))
+		return 3;
+	j->ret[j->n++] = bus_topic_list(hp.b, count_cb, &n);
+	j->ret[j->n++] = n;
+	return 0;
+}
+
+/* A ring and the control region on hugetlbfs cut under a producer, a
+ * consumer and the bus: -BUS_ECORRUPT, not SIGBUS.  The zeros that replace
+ * a window of huge pages must not split a huge page (mmap(2) refuses a
+ * 4 KiB aligned MAP_FIXED inside a hugetlbfs mapping, and the process dies
+ * anyway): they replace the whole window, which starts and ends on huge
+ * pages.  The cut takes the ring's second huge page (its header), or all
+ * of it; hugetlbfs cuts whole huge pages only. */
+Test(hugepages, a_ring_and_control_region_cut_under_their_mappings_are_ecorrupt_not_sigbus)
+{
+	const uint64_t ring = 2ull << 20;
+	static const off_t to[] = { 2 << 20, 0 };
+
+	hp_prepare(2 * pages_needed(1, ring));
+	open_bus();
+	for (int i = 0; i < 2; i++) {
+		struct cut_job *j = mmap(NULL, sizeof(*j), PROT_READ | PROT_WRITE,
+					 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		struct bus_record r = { .value = "before", .value_len = 6 };
+		struct bus_topic_info ti;
+		char name[16];
+		pid_t pid;
+		int st, err;
+
+		cr_assert(j != MAP_FAILED);
+		memset(j, 0, sizeof(*j));
+		snprintf(name, sizeof(name), "cut%d", i);
+		err = mk_topic(name, 1, ring);
+		cr_assert_eq(err, 0, "create: %d (%s)", err, bus_strerror(err));
+		cr_assert_eq(bus_topic_describe(hp.b, name, &ti), 0);
+		snprintf(j->ring, sizeof(j->ring), "%s/bus.%s.%s.%u.0", hp.mnt, env.name, name,
+			 ti.generation);
+		snprintf(j->ctl, sizeof(j->ctl), "%s/bus.%s.ctl", hp.mnt, env.name);
+		j->to = to[i];
+		cr_assert_eq(bus_producer_open(hp.b, name, NULL, &j->p), 0);
+		cr_assert_eq(bus_consumer_open(hp.b, name, NULL, &j->c), 0);
+		for (int k = 0; k < 10; k++)
+			cr_assert_eq(bus_produce(j->p, 0, &r, NULL, NULL), 0);
+		pid = tfork(cut_child, j);
+		if (twait_status(pid, CHILD_MS, &st) < 0)
+			cr_assert_fail("cut %d: the calls did not return within %d ms", i, CHILD_MS);
+		cr_assert(!WIFSIGNALED(st), "cut %d: killed by signal %d (%s)", i, WTERMSIG(st),
+			  strsignal(WTERMSIG(st)));
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "cut %d: exit %d", i,
+			  WEXITSTATUS(st));
+		cr_assert_eq(j->n, 6);
+		cr_expect_eq(j->ret[0], 8, "cut %d: poll before the cut: %d", i, j->ret[0]);
+		for (int k = 1; k < 5; k++)
+			cr_expect_eq(j->ret[k], -BUS_ECORRUPT, "cut %d: call %d: %d (%s)", i, k,
+				     j->ret[k], bus_strerror(j->ret[k]));
+		cr_expect_eq(j->ret[5], 0, "cut %d: listed %d topics from zeros", i, j->ret[5]);
+		/* This process never touched the cut files: its handles close. */
+		bus_consumer_close(j->c);
+		bus_producer_close(j->p);
+		if (i == 0) {
+			/* The control region is cut now: made again. */
+			bus_close(hp.b);
+			hp.b = NULL;
+			cr_assert_eq(unlink(j->ctl), 0);
+			open_bus();
+		}
+		munmap(j, sizeof(*j));
+	}
+}
+
 /* hugetlbfs mounts listed in /proc/mounts. */
 static int hugetlbfs_mounts(void)
 {
