@@ -764,9 +764,11 @@ static bool any_ready(void *arg)
 	return false;
 }
 
-/* bus_consumer_poll() but for the final check of a truncation. */
-static inline int poll_wait(struct bus_consumer *c, struct bus_view *views, unsigned max,
-			    int64_t timeout_ns)
+/* bus_consumer_poll() but for the final check of a truncation (its
+ * callers make it).  Inlined into both, as it was into poll before: no
+ * call more on the path of a record. */
+static inline __attribute__((always_inline)) int
+poll_wait(struct bus_consumer *c, struct bus_view *views, unsigned max, int64_t timeout_ns)
 {
 	int64_t deadline = -1;
 	uint32_t spins = 0;
@@ -842,14 +844,9 @@ static inline int poll_wait(struct bus_consumer *c, struct bus_view *views, unsi
 	}
 }
 
-int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
-		      int64_t timeout_ns)
+/* The end of bus_consumer_poll(): @rc, unless a truncation was read. */
+static inline int poll_end(struct bus_consumer *c, int rc)
 {
-	int rc;
-
-	if (BUS_UNLIKELY(!c || (!views && max)))
-		return -EINVAL;
-	rc = poll_wait(c, views, max, timeout_ns);
 	/* The batch's check, after the last read of the ring (the seqlock
 	 * check of poll_part(), behind its acquire fence A1) and of the
 	 * control region.  INVARIANT: no view is returned whose bytes were
@@ -868,6 +865,14 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
 			return lost;
 	}
 	return rc;
+}
+
+int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
+		      int64_t timeout_ns)
+{
+	if (BUS_UNLIKELY(!c || (!views && max)))
+		return -EINVAL;
+	return poll_end(c, poll_wait(c, views, max, timeout_ns));
 }
 
 /* Move every partition that has a view at or after @from back to its first
@@ -935,9 +940,11 @@ int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max
 		return -EINVAL;
 	if (max > 64)
 		max = 64;
-	got = bus_consumer_poll(c, v, max, timeout_ns);
+	/* Records: bus_consumer_check() below makes the truncation's check,
+	 * after the copies (one per call, as for poll). */
+	got = poll_wait(c, v, max, timeout_ns);
 	if (got <= 0)
-		return got;
+		return poll_end(c, got);
 	n = (unsigned)got;
 	for (; copied < n; copied++) {
 		size_t need = (size_t)v[copied].key_len + v[copied].headers_len + v[copied].value_len;
@@ -946,7 +953,7 @@ int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max
 			if (copied == 0) {
 				rewind_from(c, v, n, 0);
 				msgs[0].value_len = (uint32_t)need;
-				return -EMSGSIZE;
+				return poll_end(c, -EMSGSIZE);
 			}
 			break;
 		}

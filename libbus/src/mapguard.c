@@ -81,7 +81,7 @@ struct guard_slot {
 	atomic_int inside; /* handlers looking at this slot */
 };
 
-_Atomic unsigned long bus_mapguard_nhits;
+struct bus_mapguard_count bus_mapguard_nhits;
 
 static struct guard_slot slots[BUS_MAPGUARD_SLOTS];
 static _Atomic size_t top; /* one past the highest slot ever taken */
@@ -163,7 +163,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 				/* The mark and the count before the zeros (file
 				 * head, ORDERING). */
 				atomic_store_explicit(&s->hit, 1, memory_order_relaxed);
-				atomic_fetch_add_explicit(&bus_mapguard_nhits, 1,
+				atomic_fetch_add_explicit(&bus_mapguard_nhits.n, 1,
 							  memory_order_seq_cst);
 				ours = mmap((void *)pg, hi - pg,
 					    PROT_READ | ((fl & BUS_MAPGUARD_WRITE) ? PROT_WRITE : 0),

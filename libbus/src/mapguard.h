@@ -48,6 +48,7 @@
 #ifndef BUS_MAPGUARD_H
 #define BUS_MAPGUARD_H
 
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -88,9 +89,15 @@ void bus_mapguard_del(int slot);
 bool bus_mapguard_hit(int slot);
 
 /* Faults turned into zeros in this process so far, in any window: written
- * by the handler only (see mapguard.c for the ordering).  Read it with
+ * by the handler only (see mapguard.c for the ordering), on a cache line
+ * of its own, so that the hot paths' load of it is a hit in their cache
+ * (no other variable's writes take the line away).  Read it with
  * bus_mapguard_hits(). */
-extern _Atomic unsigned long bus_mapguard_nhits __attribute__((visibility("hidden")));
+struct bus_mapguard_count {
+	alignas(64) _Atomic unsigned long n;
+	char pad[64 - sizeof(unsigned long)];
+};
+extern struct bus_mapguard_count bus_mapguard_nhits __attribute__((visibility("hidden")));
 
 /*
  * bus_mapguard_hits() - bus_mapguard_nhits, one relaxed load: the hot
@@ -101,7 +108,7 @@ extern _Atomic unsigned long bus_mapguard_nhits __attribute__((visibility("hidde
  */
 static inline unsigned long bus_mapguard_hits(void)
 {
-	return atomic_load_explicit(&bus_mapguard_nhits, memory_order_relaxed);
+	return atomic_load_explicit(&bus_mapguard_nhits.n, memory_order_relaxed);
 }
 
 #endif
