@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "layout.h"
+#include "mapguard.h"
 #include "util.h"
 
 TestSuite(safety, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 120);
@@ -1375,7 +1376,7 @@ struct cut {
 	int ret[24];
 	int n;
 	int64_t ms;      /* how long the awaited call took */
-	char log[4096];  /* the ERROR lines logged in the child */
+	char log[4096];  /* the ERROR and WARN lines logged in the child */
 };
 
 static void cut_log(void *ctx, enum bus_log_level lvl, const char *msg)
@@ -1383,7 +1384,7 @@ static void cut_log(void *ctx, enum bus_log_level lvl, const char *msg)
 	struct cut *k = ctx;
 	size_t n = strlen(k->log);
 
-	if (lvl == BUS_LOG_ERROR && n + strlen(msg) + 2 < sizeof(k->log))
+	if (lvl <= BUS_LOG_WARN && n + strlen(msg) + 2 < sizeof(k->log))
 		snprintf(k->log + n, sizeof(k->log) - n, "%s\n", msg);
 }
 
@@ -1718,6 +1719,50 @@ Test(safety, a_control_region_truncated_under_a_bus_is_ecorrupt_not_sigbus)
 		cr_expect_eq(ring_files, 0, "%s: the create made %d ring files", what, ring_files);
 		munmap(k, sizeof(*k));
 	}
+}
+
+static int guard_full(void *arg)
+{
+	struct cut *k = arg;
+	struct bus_record r = { .value = "x", .value_len = 1 };
+	struct bus_producer *p;
+	struct bus *x;
+	void *m = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (m == MAP_FAILED)
+		return 1;
+	while (bus_mapguard_add(m, 4096) >= 0)
+		k->ret[0]++;
+	x = cut_bus(k);
+	if (!x)
+		return 2;
+	CUT_RET(k, bus_producer_open(x, "many", NULL, &p));
+	if (k->ret[k->n - 1] == 0) {
+		CUT_RET(k, bus_produce(p, 0, &r, NULL, NULL));
+		bus_producer_close(p);
+	}
+	bus_close(x);
+	return 0;
+}
+
+/* Past the guard's capacity a mapping goes unguarded: the bus works as it
+ * did before the guard, and the log says so once per process. */
+Test(safety, past_the_sigbus_guards_capacity_mappings_work_unguarded_and_it_is_said_once)
+{
+	struct cut *k = cut_new("", 0);
+	const char *w;
+
+	mk_topic("many", 2, BUS_RING_MIN);
+	k->n = 1;
+	run_bounded(guard_full, k, CHILD_MS, "guard full");
+	cr_expect(k->ret[0] > BUS_MAPGUARD_SLOTS - 64, "only %d windows guarded", k->ret[0]);
+	cr_expect_eq(k->ret[1], 0, "producer_open: %s", bus_strerror(k->ret[1]));
+	cr_expect_eq(k->ret[2], 0, "produce: %s", bus_strerror(k->ret[2]));
+	w = strstr(k->log, "not protected against a truncation");
+	cr_expect(w, "no WARN that mappings go unguarded: %s", k->log);
+	cr_expect(w && !strstr(w + 1, "not protected against a truncation"), "said more than once: %s",
+		  k->log);
+	munmap(k, sizeof(*k));
 }
 
 /* --------------------------------------------------------- permissions */
