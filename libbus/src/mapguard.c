@@ -48,13 +48,15 @@
  *     before the truncation.)
  * Loads that read a value: the caller orders them before its load of the
  * counter (consumer.c: the acquire fence A1 of its seqlock check).  A
- * store (producer.c: the commit): on x86-64 the load may execute before
- * the store drains, but not before the store's address is translated
- * through the page tables, and the argument above is about that
- * translation.  On machines that flush TLBs without interrupting the
- * other CPUs (arm64 broadcasts TLBI), the second case is not covered
- * without a full fence between the access and the load (the first case
- * is, everywhere).
+ * store (producer.c: the commit) may still sit in the store buffer when
+ * the load executes, which TSO allows; what decides where it lands is the
+ * page its address was translated to, and interrupts are precise: the
+ * store and the load both retire before the shootdown interrupt (the
+ * store translated to the file's page), or the load retires after it and
+ * returns the increment.  On machines that flush TLBs without
+ * interrupting the other CPUs (arm64 broadcasts TLBI), the second case is
+ * not covered without a full fence between the access and the load (the
+ * first case is, everywhere).
  * A non-zero count sends the reader to bus_mapguard_hit(), whose acquire
  * fence pairs with the increment's release: it sees the mark of every hit
  * counted.
