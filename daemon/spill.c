@@ -187,6 +187,12 @@ static void writer_opts(const struct busd *d, const struct dpart *dp, uint64_t f
 	o->first_offset = first;
 	o->prealloc_bytes = d->cfg.preallocate ? (int64_t)d->cfg.preallocate : -1;
 	o->file_mode = (dp->dt->cfg.flags & BUS_TOPIC_PRIVATE) ? 0600 : 0; /* 0: 0640 */
+	/* The topic's dir is made when busd takes the topic (conf_sync());
+	 * gone, it was renamed by bus_topic_delete(): making it again would
+	 * leave a stray log that a topic created later under the name would
+	 * continue (its offsets, its floor).  The open then fails (-ENOENT)
+	 * until the next scan drops the topic. */
+	o->no_parents = 1;
 	o->log = busd_lib_log;
 }
 

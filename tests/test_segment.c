@@ -733,6 +733,40 @@ Test(segment, a_second_writer_is_refused_while_one_holds_the_dir)
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 }
 
+/* busd's partition dirs are <data>/<topic>/<partition>, and
+ * bus_topic_delete() renames <data>/<topic> away.  A writer opened after
+ * that (a partition taken late, reopened at a reload, or retried after an
+ * error) must not make the deleted topic's dir again: a topic created
+ * later under the name would continue the stray log (its offsets, its
+ * floor), and busd would not retire a dir it did not make. */
+Test(segment, a_writer_without_parents_does_not_make_a_deleted_topics_dir_again)
+{
+	struct bus_seg_opts o = { .no_parents = 1 };
+	struct bus_seg_writer *w = NULL;
+	char topic[600], gone[640];
+
+	snprintf(topic, sizeof(topic), "%s/topic", env.data_dir);
+	snprintf(gone, sizeof(gone), "%s/.deleted.topic.1.1", env.data_dir);
+	cr_assert_eq(bus_seg_writer_open(&w, dir, &o), -ENOENT, "no topic dir yet");
+	cr_assert_null(w);
+	cr_assert(!exists(topic));
+	cr_assert_eq(mkdir(topic, 0750), 0);
+	w = wopen(&o); /* the partition's own dir is made */
+	append_range(w, 0, 10, 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+
+	cr_assert_eq(rename(topic, gone), 0, "the topic is deleted");
+	w = NULL;
+	cr_assert_eq(bus_seg_writer_open(&w, dir, &o), -ENOENT);
+	cr_assert_null(w);
+	cr_assert(!exists(topic), "the deleted topic's dir is not made again");
+
+	/* Without the option, the parents are made (tools and tests). */
+	w = wopen(NULL);
+	cr_assert_eq(bus_seg_writer_next_offset(w), 0u, "a new log");
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+}
+
 /* --------------------------------------------------------------- rolls */
 
 Test(segment, roll_by_size_names_segments_by_base_offset_and_reads_cross_them)

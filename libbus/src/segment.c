@@ -2373,7 +2373,10 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 		goto fail;
 	}
 	dmode = (mode_t)(w->o.file_mode | ((w->o.file_mode & 0444) >> 2));
-	err = mkdir_p(dir, dmode);
+	if (!w->o.no_parents)
+		err = mkdir_p(dir, dmode);
+	else if (mkdir(dir, dmode) && errno != EEXIST)
+		err = -errno; /* -ENOENT: the parent is gone, and stays gone */
 	if (err)
 		goto fail;
 	err = open_dir(dir);

@@ -219,6 +219,10 @@ struct bus_seg_opts {
 	                            last checkpoint, and the tail of every
 	                            sealed segment whose seal entry does not
 	                            match its .log (see bus_seg_writer_open()) */
+	uint32_t no_parents;     /* 1: make @dir itself if it is missing, never
+	                            its parents: a missing parent is -ENOENT
+	                            (busd: a topic's dir gone means the topic
+	                            was deleted, and must not come back) */
 	bus_log_fn log;          /* recovery and write errors; NULL: none */
 	void *log_ctx;
 };
@@ -247,8 +251,8 @@ struct bus_seg_writer_stats {
 struct bus_seg_writer;
 
 /*
- * bus_seg_writer_open() - open (creating it and its parents if needed) the
- * log in @dir for appending.
+ * bus_seg_writer_open() - open (creating it, and unless o->no_parents its
+ * parents, if needed) the log in @dir for appending.
  * @w:   receives the handle; untouched on failure.
  * @o:   options, NULL for the defaults; copied.
  *
@@ -286,6 +290,7 @@ struct bus_seg_writer;
  * disk) are retried by later write-outs.
  *
  * Returns 0, -EINVAL (bad option), -EBUSY (another writer holds @dir),
+ * -ENOENT (o->no_parents and the parent of @dir does not exist),
  * -BUS_ECORRUPT / -BUS_EVERSION (the active segment's header), -ENOMEM, or
  * -errno from the file system (-EACCES, -ENOSPC, -EIO, ...).
  */
