@@ -767,6 +767,148 @@ Test(segment, a_writer_without_parents_does_not_make_a_deleted_topics_dir_again)
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 }
 
+/* Names of a log's files that are not regular files: a FIFO (an open for
+ * reading waited for a writer forever: bus_seg_bounds(), a reader, `bus
+ * stats` hung), a symlink (the writer's recovery cut or wrote over its
+ * target, outside the dir; a dangling one's target was made), a
+ * directory.  Each is a corrupt file to every call, at once, and nothing
+ * outside the dir changes.  (The timeout fails the test where a call
+ * waits.) */
+static char victim[600];
+
+static void plant(const char *what, uint64_t base, const char *ext)
+{
+	char path[600];
+
+	if (ext)
+		seg_path(path, sizeof(path), base, ext);
+	else
+		snprintf(path, sizeof(path), "%s/%s", dir, BUS_SEG_FLOOR_FILE);
+	unlink(path);
+	if (strcmp(what, "fifo") == 0)
+		cr_assert_eq(mkfifo(path, 0600), 0, "mkfifo %s: %s", path, strerror(errno));
+	else if (strcmp(what, "dir") == 0)
+		cr_assert_eq(mkdir(path, 0700), 0);
+	else
+		cr_assert_eq(symlink(victim, path), 0);
+}
+
+static void victim_make(const char *text)
+{
+	FILE *f = fopen(victim, "w");
+
+	cr_assert(f);
+	cr_assert_eq(fputs(text, f) >= 0, 1);
+	cr_assert_eq(fclose(f), 0);
+}
+
+static void victim_expect(const char *text)
+{
+	size_t n;
+	char *p = slurp(victim, &n);
+
+	cr_assert(n == strlen(text) && memcmp(p, text, n) == 0, "the file outside the dir changed");
+	free(p);
+}
+
+/* The writer's open on the log in `dir` says it is corrupt, and so does
+ * every other call when the .log is what is planted (@log); else they
+ * read the log as it is (@next: its end). */
+static void all_corrupt(bool log, uint64_t next)
+{
+	struct bus_seg_writer *w = NULL;
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	struct bus_seg_bounds bd;
+
+	cr_assert_eq(bus_seg_writer_open(&w, dir, NULL), -BUS_ECORRUPT);
+	cr_assert_null(w);
+	if (!log) {
+		cr_assert_eq(bus_seg_bounds(dir, &bd), 0);
+		cr_assert_eq(bd.next, next);
+		return;
+	}
+	cr_assert_eq(bus_seg_bounds(dir, &bd), -BUS_ECORRUPT);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	cr_assert_eq(bus_seg_next(r, &rec), -BUS_ECORRUPT);
+	cr_assert_eq(bus_seg_seek_offset(r, 0), -BUS_ECORRUPT);
+	cr_assert_eq(bus_seg_seek_time(r, 0, NULL), -BUS_ECORRUPT);
+	bus_seg_reader_close(r);
+}
+
+Test(segment, files_that_are_not_regular_files_are_corrupt_never_followed_or_waited_on,
+     .timeout = 20)
+{
+	static const char text[] = "a file outside the log's dir, shorter than a header\n";
+	struct bus_seg_writer *w;
+	uint64_t floor = 1;
+	char path[600];
+
+	snprintf(victim, sizeof(victim), "%s/victim", env.data_dir);
+	victim_make(text);
+
+	/* A FIFO, a directory, a symlink (to a file shorter than a header:
+	 * recovery took it for a .log cut while being created, and wrote a
+	 * header over it), as the active .log. */
+	snprintf(dir, sizeof(dir), "%s/fifo/0", env.data_dir);
+	write_log(NULL, 0);
+	plant("fifo", 0, "log");
+	all_corrupt(true, 0);
+	snprintf(dir, sizeof(dir), "%s/dir/0", env.data_dir);
+	write_log(NULL, 0);
+	plant("dir", 0, "log");
+	all_corrupt(true, 0);
+	snprintf(dir, sizeof(dir), "%s/link/0", env.data_dir);
+	write_log(NULL, 0);
+	plant("link", 0, "log");
+	all_corrupt(true, 0);
+	victim_expect(text);
+
+	/* Index files: the writer's recovery cut the symlink's target to the
+	 * entries it kept; a dangling one's target was made.  Readers pass
+	 * over them (the indexes only speed seeks up). */
+	snprintf(dir, sizeof(dir), "%s/index/0", env.data_dir);
+	write_log(&(struct bus_seg_opts){ .index_interval = 256 }, 300);
+	plant("link", 0, "index");
+	all_corrupt(false, 300);
+	victim_expect(text);
+	read_all(0, 300);
+	read_all(250, 300);
+	plant("fifo", 0, "index");
+	all_corrupt(false, 300);
+	read_all(250, 300);
+	unlink(victim);
+	plant("link", 0, "timeindex");
+	all_corrupt(false, 300);
+	cr_assert(!exists(victim), "the dangling symlink's target is not made");
+	read_all(250, 300);
+
+	/* The offset floor: a FIFO hung bus_seg_floor_read() (so
+	 * bus_topic_create() over the log), and the writer's open. */
+	victim_make(text);
+	snprintf(dir, sizeof(dir), "%s/floor/0", env.data_dir);
+	write_log(NULL, 10);
+	plant("fifo", 0, NULL);
+	cr_assert_eq(bus_seg_floor_read(dir, &floor), -BUS_ECORRUPT);
+	cr_assert_eq(floor, 0u);
+	w = wopen(NULL); /* no valid floor: known from the log only */
+	cr_assert_eq(bus_seg_writer_floor_raise(w, 100, 0), -BUS_ECORRUPT);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	plant("link", 0, NULL);
+	cr_assert_eq(bus_seg_floor_read(dir, &floor), -BUS_ECORRUPT);
+	w = wopen(NULL);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, 100, 0), -BUS_ECORRUPT);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	victim_expect(text);
+	snprintf(path, sizeof(path), "%s/%s", dir, BUS_SEG_FLOOR_FILE);
+	cr_assert_eq(unlink(path), 0);
+	w = wopen(NULL);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, 100, 0), 0, "a regular file again");
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert_eq(bus_seg_floor_read(dir, &floor), 0);
+	cr_assert_eq(floor, 100u);
+}
+
 /* --------------------------------------------------------------- rolls */
 
 Test(segment, roll_by_size_names_segments_by_base_offset_and_reads_cross_them)

@@ -156,14 +156,37 @@ static int open_dir(const char *dir)
 	return fd < 0 ? -errno : fd;
 }
 
+/* Open @name in @dfd, a regular file only: anything else under the name
+ * of one of ours is -BUS_ECORRUPT.  O_NOFOLLOW: a symlink is not followed
+ * (the writer would cut or write over its target, outside the dir, and
+ * O_CREAT would make a dangling one's target); O_NONBLOCK: the open of a
+ * FIFO does not wait for a peer forever (the flag does nothing to a
+ * regular file's I/O, open(2)).  Returns the fd or -errno. */
+static int open_reg(int dfd, const char *name, int flags, mode_t mode)
+{
+	struct stat st;
+	int fd = openat(dfd, name, flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, mode);
+
+	if (fd < 0) /* a symlink; O_RDWR on a dir; a socket */
+		return errno == ELOOP || errno == EISDIR || errno == ENXIO ? -BUS_ECORRUPT : -errno;
+	if (fstat(fd, &st)) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		close(fd);
+		return -BUS_ECORRUPT;
+	}
+	return fd;
+}
+
 static int open_seg_file(int dfd, uint64_t base, const char *ext, int flags, mode_t mode)
 {
 	char name[BUS_SEG_NAME_MAX];
-	int fd;
 
 	seg_name(name, base, ext);
-	fd = openat(dfd, name, flags | O_CLOEXEC, mode);
-	return fd < 0 ? -errno : fd;
+	return open_reg(dfd, name, flags, mode);
 }
 
 static void hdr_make(struct bus_seg_hdr *h, uint64_t base)
@@ -1458,12 +1481,15 @@ static int seg_create(struct bus_seg_writer *w, uint64_t base, int fds[3])
 
 	fds[0] = fds[1] = fds[2] = -1;
 	for (i = 0; i < 3 && !err; i++) {
-		seg_name(name, base, ext[i]);
-		fds[i] = openat(w->dfd, name,
-				O_RDWR | O_CREAT | O_CLOEXEC | (i == 0 ? O_EXCL : O_TRUNC),
-				(mode_t)w->o.file_mode);
+		fds[i] = open_seg_file(w->dfd, base, ext[i],
+				       O_RDWR | O_CREAT | (i == 0 ? O_EXCL : O_TRUNC),
+				       (mode_t)w->o.file_mode);
 		if (fds[i] < 0) {
-			err = -errno;
+			err = fds[i];
+			fds[i] = -1;
+			if (err == -BUS_ECORRUPT)
+				wlog(w, BUS_LOG_ERROR, "%020" PRIu64 ".%s is not a regular file",
+				     base, ext[i]);
 			break;
 		}
 		if (i == 0) {
@@ -1792,11 +1818,11 @@ static int floor_load(int dfd, uint64_t *floor, uint64_t *seq)
 {
 	struct bus_seg_floor_slot sl;
 	bool any = false, other_version = false;
-	int fd = openat(dfd, BUS_SEG_FLOOR_FILE, O_RDONLY | O_CLOEXEC);
+	int fd = open_reg(dfd, BUS_SEG_FLOOR_FILE, O_RDONLY, 0);
 
 	*floor = *seq = 0;
 	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
+		return fd == -ENOENT ? 0 : fd;
 	for (uint32_t i = 0; i < 2; i++) {
 		ssize_t got = pread_full(fd, &sl, sizeof(sl), (uint64_t)i * BUS_SEG_FLOOR_SLOT);
 
@@ -1850,10 +1876,11 @@ int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t
 	if (need <= w->floor)
 		return 0;
 	if (w->floor_fd < 0) {
-		w->floor_fd = openat(w->dfd, BUS_SEG_FLOOR_FILE, O_RDWR | O_CREAT | O_CLOEXEC,
-				     (mode_t)w->o.file_mode);
-		if (w->floor_fd < 0)
-			return -errno;
+		int fd = open_reg(w->dfd, BUS_SEG_FLOOR_FILE, O_RDWR | O_CREAT,
+				  (mode_t)w->o.file_mode);
+		if (fd < 0)
+			return fd;
+		w->floor_fd = fd;
 	}
 	memset(&sl, 0, sizeof(sl));
 	sl.magic = BUS_SEG_FLOOR_MAGIC;
@@ -1996,6 +2023,8 @@ static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool 
 
 	w->pidx_n = w->ptidx_n = 0; /* a second pass starts over */
 	rc = open_seg_file(w->dfd, base, "log", O_RDWR, 0);
+	if (rc == -BUS_ECORRUPT)
+		wlog(w, BUS_LOG_ERROR, "segment %" PRIu64 ": its .log is not a regular file", base);
 	if (rc < 0)
 		return rc;
 	fds[0] = rc;
@@ -2034,6 +2063,9 @@ static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool 
 	for (int i = 1; i < 3; i++) {
 		rc = open_seg_file(w->dfd, base, i == 1 ? "index" : "timeindex", O_RDWR | O_CREAT,
 				   (mode_t)w->o.file_mode);
+		if (rc == -BUS_ECORRUPT)
+			wlog(w, BUS_LOG_ERROR, "segment %" PRIu64 ": its .%s is not a regular file",
+			     base, i == 1 ? "index" : "timeindex");
 		if (rc < 0)
 			goto out;
 		fds[i] = rc;
@@ -2257,6 +2289,12 @@ static int seal_repair(struct bus_seg_writer *w, uint64_t base)
 	bool ok;
 
 	fd = open_seg_file(w->dfd, base, "log", O_RDWR, 0);
+	if (fd == -BUS_ECORRUPT) {
+		/* Not a segment: readers report it, as a bad header below. */
+		wlog(w, BUS_LOG_ERROR, "sealed segment %" PRIu64 ": its .log is not a regular file; "
+		     "left as it is", base);
+		return 0;
+	}
 	if (fd < 0)
 		return fd == -ENOENT ? 0 : fd; /* deleted by retention meanwhile */
 	io_init(&io, fd, NULL, NULL);
@@ -2396,8 +2434,10 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 		/* The floor we found may be a write a killed writer did not
 		 * sync yet (the page cache has it, the disk may not): make it
 		 * durable, name included, before anything relies on it. */
-		int ffd = openat(w->dfd, BUS_SEG_FLOOR_FILE, O_RDWR | O_CLOEXEC);
-		if (ffd < 0 || fdatasync(ffd) || fsync(w->dfd))
+		int ffd = open_reg(w->dfd, BUS_SEG_FLOOR_FILE, O_RDWR, 0);
+		if (ffd < 0)
+			err = ffd;
+		else if (fdatasync(ffd) || fsync(w->dfd))
 			err = -errno;
 		if (ffd >= 0)
 			close(ffd);
@@ -3064,7 +3104,7 @@ static uint64_t file_size(int dfd, uint64_t base, const char *ext, bool *exists)
 	struct stat st;
 
 	seg_name(name, base, ext);
-	if (fstatat(dfd, name, &st, 0)) {
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW)) {
 		if (exists)
 			*exists = false;
 		return 0;

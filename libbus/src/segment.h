@@ -12,7 +12,10 @@
  *   00000000000000000000.timeindex  sparse time index
  *
  * A segment exists when its .log does; the two index files are derived from
- * it and rebuilt when missing or corrupt.  The segment with the highest base
+ * it and rebuilt when missing or corrupt.  Every file of a log is a regular
+ * file: under one of these names (offset.floor too), a symlink is never
+ * followed, and it, a FIFO or a directory is a corrupt file (-BUS_ECORRUPT;
+ * readers ignore such an index file, the writer refuses to open).  The segment with the highest base
  * is the active one (the only one written to); the others are sealed.
  * Offsets are dense within a segment (base, base + 1, ...), and the next
  * segment's base is the offset that follows the last record of the previous
@@ -104,8 +107,9 @@
  * -BUS_ECORRUPT there, as it does after a short read.
  *
  * ERRORS.  Every call returns 0 (or a count) on success, else -errno or
- * -BUS_ECORRUPT (a file is not a segment, or a sealed segment holds a bad
- * frame) or -BUS_EVERSION (another format version or byte order).
+ * -BUS_ECORRUPT (a file is not a segment or not a regular file, or a sealed
+ * segment holds a bad frame) or -BUS_EVERSION (another format version or
+ * byte order).
  */
 #ifndef BUS_SEGMENT_H
 #define BUS_SEGMENT_H
@@ -460,7 +464,8 @@ _Static_assert(sizeof(struct bus_seg_floor_slot) == 32, "floor slot size");
  * Sets *floor to 0 when the dir or its floor file does not exist.  Safe in
  * any thread or process, concurrently with the writer (a slot being
  * written fails its CRC; the other one is read).  Returns 0, -BUS_ECORRUPT
- * (the file exists but holds no valid slot; *floor = 0), -BUS_EVERSION
+ * (the file exists but holds no valid slot, or is not a regular file;
+ * *floor = 0), -BUS_EVERSION
  * (another version), -EINVAL, or -errno.
  */
 int bus_seg_floor_read(const char *dir, uint64_t *floor);
@@ -469,11 +474,13 @@ int bus_seg_floor_read(const char *dir, uint64_t *floor);
  * bus_seg_writer_floor_raise() - make the durable floor at least @need:
  * when it is below, write need + @step and fdatasync the floor file
  * (creating it with the writer's file mode).  No system call when the
- * floor is already high enough.  Returns 0 or -errno (-ENOSPC, -EIO...):
+ * floor is already high enough.  Returns 0, -BUS_ECORRUPT (the floor
+ * file is not a regular file: see FILES), or -errno (-ENOSPC, -EIO...):
  * then the floor is unchanged and the caller must not hand out the
  * offsets it wanted to cover (busd does not publish its cursor).  The
  * writer starts from the floor its dir holds (a corrupt file counts as
- * none, with an ERROR from the log callback, and is overwritten).
+ * none, with an ERROR from the log callback, and is overwritten if it is
+ * a regular file).
  */
 int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t step);
 
