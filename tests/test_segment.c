@@ -909,6 +909,108 @@ Test(segment, files_that_are_not_regular_files_are_corrupt_never_followed_or_wai
 	cr_assert_eq(floor, 100u);
 }
 
+/* A segment made by hand: base @base (in its name and header), then @n
+ * DATA frames of offsets base, base + 1, ... as uint64_t counts them (past
+ * 2^64 - 1, 0), each whole and with its CRC right. */
+static void hand_segment(uint64_t base, unsigned n)
+{
+	struct bus_seg_hdr h = { .magic = BUS_SEG_MAGIC, .version = BUS_SEG_VERSION,
+				 .hdr_size = BUS_SEG_HDR_SIZE, .base_offset = base,
+				 .frame_hdr = BUS_FRAME_HDR, .frame_align = BUS_FRAME_ALIGN };
+	char path[600];
+	FILE *f;
+
+	h.hdr_crc = bus_crc32c(0, &h, sizeof(h));
+	seg_path(path, sizeof(path), base, "log");
+	f = fopen(path, "wb");
+	cr_assert(f);
+	cr_assert_eq(fwrite(&h, sizeof(h), 1, f), 1);
+	for (unsigned i = 0; i < n; i++) {
+		_Alignas(8) uint8_t fr[BUS_FRAME_HDR + 8] = { 0 };
+		struct bus_seg_fhdr fh = { .offset = base + i, .timestamp = TS0, .value_len = 8 };
+		fh.commit = BUS_COMMIT(BUS_FRAME_DATA, sizeof(fr), fh.offset);
+		memcpy(fr, &fh, sizeof(fh));
+		memcpy(fr + BUS_FRAME_HDR, "hand-put", 8);
+		fh.crc = bus_seg_frame_crc(fh.commit, fr, sizeof(fr));
+		memcpy(fr, &fh, sizeof(fh));
+		cr_assert_eq(fwrite(fr, sizeof(fr), 1, f), 1);
+	}
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* Offsets stay below BUS_SEG_OFFSET_MAX (2^63 - 1): a log's next offset
+ * is where a ring made over it starts, and a ring's tail keeps bit 63 for
+ * a flag.  A writer went on past 2^64 - 1 to offset 0 (readers then read
+ * offsets going backwards), and a segment or a floor past 2^63 (a name
+ * that parses, a hand-made file) gave bus_topic_create() a next offset
+ * with the flag set. */
+Test(segment, offsets_stay_below_2_pow_63_and_files_beyond_are_no_part_of_the_log)
+{
+	struct bus_seg_opts o = { .first_offset = BUS_SEG_OFFSET_MAX - 2 };
+	struct bus_seg_writer *w = NULL;
+	struct bus_seg_floor_slot sl = { .magic = BUS_SEG_FLOOR_MAGIC,
+					 .version = BUS_SEG_FLOOR_VERSION, .seq = 1,
+					 .floor = BUS_SEG_OFFSET_MAX + 1 };
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	struct bus_seg_bounds bd;
+	uint64_t floor = 1;
+	char path[600];
+	FILE *f;
+
+	/* The writer's limits. */
+	cr_assert_eq(bus_seg_writer_open(&w, dir,
+					 &(struct bus_seg_opts){ .first_offset = UINT64_MAX - 1 }),
+		     -EINVAL);
+	cr_assert_null(w);
+	w = wopen(&o);
+	append_range(w, BUS_SEG_OFFSET_MAX - 2, BUS_SEG_OFFSET_MAX, 0);
+	cr_assert_eq(bus_seg_append(w, mk_frame(BUS_SEG_OFFSET_MAX, NULL), BUS_SEG_OFFSET_MAX),
+		     -EOVERFLOW, "the log is full");
+	cr_assert_eq(bus_seg_writer_skip(w, BUS_SEG_OFFSET_MAX + 1), -EINVAL);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, BUS_SEG_OFFSET_MAX + 1, 0), -EINVAL);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, BUS_SEG_OFFSET_MAX - 1, 1000), 0);
+	cr_assert_eq(bus_seg_writer_floor(w), BUS_SEG_OFFSET_MAX, "the step stops at the limit");
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	read_all(BUS_SEG_OFFSET_MAX - 2, BUS_SEG_OFFSET_MAX);
+
+	/* Files past the limit, by hand, next to a log of 0..9. */
+	snprintf(dir, sizeof(dir), "%s/topic/1", env.data_dir);
+	write_log(NULL, 10);
+	hand_segment(UINT64_MAX - 1, 4); /* offsets 2^64 - 2, 2^64 - 1, 0, 1 */
+	hand_segment(BUS_SEG_OFFSET_MAX + 1, 1);
+	cr_assert_eq(bus_seg_bounds(dir, &bd), 0);
+	cr_assert_eq(bd.segments, 1u, "only the log's own segment");
+	cr_assert_eq(bd.next, 10u);
+	read_all(0, 10);
+	w = wopen(NULL);
+	cr_assert_eq(bus_seg_writer_next_offset(w), 10u, "the log goes on where it ends");
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	sl.crc = bus_crc32c(0, &sl, sizeof(sl));
+	snprintf(path, sizeof(path), "%s/%s", dir, BUS_SEG_FLOOR_FILE);
+	f = fopen(path, "wb");
+	cr_assert(f);
+	cr_assert_eq(fwrite(&sl, sizeof(sl), 1, f), 1);
+	cr_assert_eq(fclose(f), 0);
+	cr_assert_eq(bus_seg_floor_read(dir, &floor), -BUS_ECORRUPT, "a floor past the limit");
+	cr_assert_eq(floor, 0u);
+
+	/* A segment whose frames run into the limit ends before it. */
+	snprintf(dir, sizeof(dir), "%s/topic/2", env.data_dir);
+	cr_assert_eq(mkdir(dir, 0750), 0);
+	hand_segment(BUS_SEG_OFFSET_MAX - 1, 3);
+	cr_assert_eq(bus_seg_bounds(dir, &bd), 0);
+	cr_assert_eq(bd.next, BUS_SEG_OFFSET_MAX);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	cr_assert_eq(bus_seg_next(r, &rec), 1);
+	cr_assert_eq(rec.offset, BUS_SEG_OFFSET_MAX - 1);
+	cr_assert_eq(bus_seg_next(r, &rec), 0, "the end");
+	bus_seg_reader_close(r);
+	w = wopen(NULL);
+	cr_assert_eq(bus_seg_writer_next_offset(w), BUS_SEG_OFFSET_MAX, "the rest cut as a torn tail");
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+}
+
 /* --------------------------------------------------------------- rolls */
 
 Test(segment, roll_by_size_names_segments_by_base_offset_and_reads_cross_them)

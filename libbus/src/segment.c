@@ -79,7 +79,7 @@ static int pwrite_full(int fd, const void *buf, size_t n, uint64_t pos, size_t *
 	return 0;
 }
 
-/* Parse "<20 digits>.<ext>". */
+/* Parse "<20 digits>.<ext>", a base up to BUS_SEG_OFFSET_MAX. */
 static bool parse_name(const char *name, const char *ext, uint64_t *base)
 {
 	uint64_t v = 0;
@@ -92,6 +92,8 @@ static bool parse_name(const char *name, const char *ext, uint64_t *base)
 			return false;
 		v = v * 10 + d;
 	}
+	if (v > BUS_SEG_OFFSET_MAX)
+		return false;
 	*base = v;
 	return true;
 }
@@ -252,7 +254,7 @@ static uint32_t fhdr_len(const struct bus_seg_fhdr *h)
 	uint64_t want = bus_frame_len(h->key_len, h->headers_len, h->value_len, h->slack);
 
 	if ((type != BUS_FRAME_DATA && type != BUS_FRAME_LOST) || (h->crc >> 32) || want != len ||
-	    BUS_COMMIT_TAG(h->commit) != (uint32_t)h->offset)
+	    BUS_COMMIT_TAG(h->commit) != (uint32_t)h->offset || h->offset >= BUS_SEG_OFFSET_MAX)
 		return 0;
 	if (type == BUS_FRAME_LOST && (len != BUS_FRAME_HDR || h->slack))
 		return 0;
@@ -1076,6 +1078,8 @@ static int opts_resolve(struct bus_seg_opts *d, const struct bus_seg_opts *o)
 	if (d->fsync != BUS_SEG_FSYNC_NEVER && d->fsync != BUS_SEG_FSYNC_MS &&
 	    d->fsync != BUS_SEG_FSYNC_BYTES)
 		return -EINVAL;
+	if (d->first_offset > BUS_SEG_OFFSET_MAX)
+		return -EINVAL;
 	if (d->segment_ms > 1000000000000ull)
 		d->segment_ms = 0; /* over 30 years: never */
 	if (!d->file_mode)
@@ -1660,6 +1664,8 @@ static int append(struct bus_seg_writer *w, struct bus_frame *f, uint64_t expect
 	type = BUS_COMMIT_TYPE(h.commit);
 	if (expected_offset != w->next_off || BUS_COMMIT_TAG(h.commit) != (uint32_t)expected_offset)
 		return -EINVAL;
+	if (expected_offset >= BUS_SEG_OFFSET_MAX)
+		return -EOVERFLOW;
 	if (type == BUS_FRAME_DATA) {
 		plen = (uint64_t)h.key_len + h.headers_len + h.value_len;
 		len64 = bus_frame_len(h.key_len, h.headers_len, h.value_len, h.slack);
@@ -1831,7 +1837,7 @@ static int floor_load(int dfd, uint64_t *floor, uint64_t *seq)
 			return (int)got;
 		}
 		if ((size_t)got < sizeof(sl) || sl.magic != BUS_SEG_FLOOR_MAGIC ||
-		    sl.crc != floor_crc(&sl))
+		    sl.crc != floor_crc(&sl) || sl.floor > BUS_SEG_OFFSET_MAX)
 			continue;
 		if (sl.version != BUS_SEG_FLOOR_VERSION) {
 			other_version = true;
@@ -1871,7 +1877,7 @@ int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t
 	size_t done;
 	int err;
 
-	if (!w)
+	if (!w || need > BUS_SEG_OFFSET_MAX)
 		return -EINVAL;
 	if (need <= w->floor)
 		return 0;
@@ -1886,7 +1892,7 @@ int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t
 	sl.magic = BUS_SEG_FLOOR_MAGIC;
 	sl.version = BUS_SEG_FLOOR_VERSION;
 	sl.seq = w->floor_seq + 1;
-	sl.floor = need > UINT64_MAX - step ? UINT64_MAX : need + step;
+	sl.floor = step > BUS_SEG_OFFSET_MAX - need ? BUS_SEG_OFFSET_MAX : need + step;
 	sl.crc = floor_crc(&sl);
 	/* The slot the current floor is not in: a torn write leaves it. */
 	err = pwrite_full(w->floor_fd, &sl, sizeof(sl), (sl.seq & 1) * BUS_SEG_FLOOR_SLOT, &done);
@@ -1915,7 +1921,7 @@ int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to)
 
 	/* to == next offset: the retry of a skip whose new segment could not
 	 * be made (sealed, next_off already moved). */
-	if (!w || to < w->next_off || (to == w->next_off && !w->sealed))
+	if (!w || to < w->next_off || (to == w->next_off && !w->sealed) || to > BUS_SEG_OFFSET_MAX)
 		return -EINVAL;
 	old = w->next_off;
 	/* The seal entry at the segment's real end (an empty segment stays,

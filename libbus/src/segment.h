@@ -127,6 +127,14 @@
 /* Names: 20 digits, a dot, an extension, a NUL. */
 #define BUS_SEG_NAME_MAX 32u
 
+/* The largest next offset of a log: records have offsets below it.  A
+ * ring made over a log starts at the log's next offset (bus_topic_create()),
+ * and a ring's tail keeps bit 63 for a flag (BUS_TAIL_EXCL, layout.h), so
+ * no offset reaches 2^63 - 1.  A file named with a larger base is not a
+ * segment (listings pass over it), a frame of offset BUS_SEG_OFFSET_MAX or
+ * more is not valid (as a bad CRC), nor is a floor slot above it. */
+#define BUS_SEG_OFFSET_MAX (BUS_TAIL_EXCL - 1)
+
 #define BUS_SEG_BYTES_DEFAULT (1ull << 30)
 #define BUS_SEG_BYTES_MIN 1024ull
 #define BUS_SEG_BYTES_MAX (1ull << 31) /* file positions are u32 in indexes */
@@ -212,7 +220,8 @@ struct bus_seg_opts {
 	enum bus_seg_fsync fsync;
 	uint64_t fsync_ms;       /* BUS_SEG_FSYNC_MS: 0 syncs every write-out */
 	uint64_t fsync_bytes;    /* BUS_SEG_FSYNC_BYTES */
-	uint64_t first_offset;   /* base of the first segment of an empty dir */
+	uint64_t first_offset;   /* base of the first segment of an empty dir;
+	                            at most BUS_SEG_OFFSET_MAX */
 	uint32_t file_mode;      /* 0: 0640 (directories get x where r) */
 	int64_t prealloc_bytes;  /* reserve the .log's blocks this far ahead
 	                            of the writes (fallocate, the size
@@ -322,7 +331,8 @@ void bus_seg_writer_stats(const struct bus_seg_writer *w, struct bus_seg_writer_
  * Nothing is visible to readers before it is written out.
  *
  * Returns 0 (the frame is taken: the next offset advanced), -EINVAL (wrong
- * offset, a PAD frame, or sizes that do not add up to the length), -ENOMEM,
+ * offset, a PAD frame, or sizes that do not add up to the length),
+ * -EOVERFLOW (the next offset is BUS_SEG_OFFSET_MAX: the log is full), -ENOMEM,
  * or an error from the write-out or the roll it needed (-ENOSPC, -EIO,
  * ...): then the frame is not taken, the files hold whole frames only, and
  * the same call may be retried later, unless the writer is poisoned (a
@@ -472,7 +482,8 @@ int bus_seg_floor_read(const char *dir, uint64_t *floor);
 
 /*
  * bus_seg_writer_floor_raise() - make the durable floor at least @need:
- * when it is below, write need + @step and fdatasync the floor file
+ * when it is below, write need + @step (at most BUS_SEG_OFFSET_MAX; @need
+ * beyond it is -EINVAL) and fdatasync the floor file
  * (creating it with the writer's file mode).  No system call when the
  * floor is already high enough.  Returns 0, -BUS_ECORRUPT (the floor
  * file is not a regular file: see FILES), or -errno (-ENOSPC, -EIO...):
@@ -494,7 +505,8 @@ uint64_t bus_seg_writer_floor(const struct bus_seg_writer *w);
  * segment (an empty one stays, sealed empty) and starts a segment with
  * base @to, as a roll does (fsync policy included); readers see the
  * skipped offsets as a gap between segments.  Returns 0, -EINVAL (@to
- * below the next offset, or equal to it with no skip pending), or the
+ * below the next offset, or equal to it with no skip pending, or above
+ * BUS_SEG_OFFSET_MAX), or the
  * error of the write-out or of the new segment's creation: then the next
  * offset is already @to and the segment is made by the next append's roll,
  * or by calling this again with the same @to (a poisoned writer returns its
