@@ -1540,6 +1540,34 @@ Test(segment, seek_by_offset_lands_exactly_and_scans_at_most_one_interval)
 	bus_seg_reader_close(r);
 }
 
+/* An offset 2^32 or more past the active segment's base (a consumer's seek
+ * far past the end) starts from its last checkpoint too: it scanned the
+ * whole segment from its start (a full 1 GiB one: 1 GiB read). */
+Test(segment, a_seek_far_past_the_end_scans_at_most_one_interval)
+{
+	struct bus_seg_opts o = { .index_interval = 1024 };
+	const uint64_t far[] = { (1ull << 32) - 1, 1ull << 32, (1ull << 32) + 5, 1ull << 40,
+				 BUS_SEG_OFFSET_MAX, UINT64_MAX };
+	struct bus_seg_reader *r;
+	struct bus_seg_reader_stats st;
+	struct bus_seg_record rec;
+	const uint64_t N = 3000;
+
+	write_log(&o, N);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	cr_assert_eq(bus_seg_seek_offset(r, 100), 0);
+	for (size_t i = 0; i < sizeof(far) / sizeof(far[0]); i++) {
+		cr_assert_eq(bus_seg_seek_offset(r, far[i]), -ERANGE);
+		bus_seg_reader_stats(r, &st);
+		cr_assert(st.seek_scan_bytes <= o.index_interval, "seek %llu scanned %llu bytes",
+			  (unsigned long long)far[i], (unsigned long long)st.seek_scan_bytes);
+	}
+	cr_assert_eq(bus_seg_reader_position(r), 100u, "a failed seek leaves the position");
+	cr_assert_eq(bus_seg_next(r, &rec), 1);
+	cr_assert(rec_ok(&rec, 100));
+	bus_seg_reader_close(r);
+}
+
 /* The first DATA record at or after @t, by brute force. */
 static uint64_t first_at_or_after(int64_t t, uint64_t n)
 {

@@ -746,10 +746,14 @@ static int seg_find_offset(struct seg_ctx *c, uint64_t off, uint64_t *pos, uint6
 	struct seg_ix x;
 	const uint8_t *p;
 	uint32_t len;
+	/* Past every entry's rel (a u32) when @off lies 2^32 or more past the
+	 * base, beyond the segment's end: from the last checkpoint then, not
+	 * from the start. */
+	uint64_t rel = off - c->base > UINT32_MAX ? UINT32_MAX : off - c->base;
 	int rc;
 
 	ix_open(&x, c->dfd, c->base, "index", sizeof(struct bus_seg_idx), c->index_reads);
-	if (x.n && off - c->base <= UINT32_MAX) {
+	if (x.n) {
 		uint64_t lo = 0, hi = x.n; /* first entry with rel > target */
 		struct bus_seg_idx e;
 		bool ok = true;
@@ -759,7 +763,7 @@ static int seg_find_offset(struct seg_ctx *c, uint64_t off, uint64_t *pos, uint6
 				ok = false;
 				break;
 			}
-			if (e.rel <= off - c->base)
+			if (e.rel <= rel)
 				lo = mid + 1;
 			else
 				hi = mid;
