@@ -1917,6 +1917,46 @@ Test(segment, corrupt_or_missing_indexes_are_rebuilt_identically)
 	read_all(1234, 2000);
 }
 
+/* An index file grown far past what its .log can index (a file system's
+ * damage, or a hand): recovery loaded it whole, 1 TiB of a sparse file
+ * here (-ENOMEM, or its size in memory and reads, and the partition could
+ * not be spilled).  It reads only the entries that can be valid, and
+ * rebuilds the file. */
+Test(segment, an_index_file_grown_huge_is_rebuilt_not_loaded_whole, .timeout = 20)
+{
+	struct bus_seg_opts o = { .index_interval = 512, .log = cap_log };
+	struct bus_seg_writer *w;
+	struct bus_seg_writer_stats st;
+	char ipath[600], tpath[600];
+	size_t in, tn, n2;
+	void *iorig, *torig, *cur;
+
+	write_log(&o, 2000);
+	seg_path(ipath, sizeof(ipath), 0, "index");
+	seg_path(tpath, sizeof(tpath), 0, "timeindex");
+	iorig = slurp(ipath, &in);
+	torig = slurp(tpath, &tn);
+	for (int round = 0; round < 2; round++) {
+		cr_assert_eq(truncate(round ? tpath : ipath, (off_t)1 << 40), 0, "%s",
+			     strerror(errno));
+		w = wopen(&o);
+		bus_seg_writer_stats(w, &st);
+		cr_assert_eq(st.next_offset, 2000u);
+		cr_assert_eq(st.recovered_dropped_bytes, 0u);
+		cr_assert_eq(bus_seg_writer_close(w), 0);
+		cur = slurp(ipath, &n2);
+		cr_assert(n2 == in && memcmp(cur, iorig, in) == 0, "round %d: .index rebuilt", round);
+		free(cur);
+		cur = slurp(tpath, &n2);
+		cr_assert(n2 == tn && memcmp(cur, torig, tn) == 0, "round %d: .timeindex rebuilt",
+			  round);
+		free(cur);
+	}
+	free(iorig);
+	free(torig);
+	read_all(1234, 2000);
+}
+
 /* Make segment @base's .timeindex the one entry @t. */
 static void timeindex_set(uint64_t base, const struct bus_seg_tidx *t)
 {

@@ -1951,9 +1951,11 @@ int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to)
 	return 0;
 }
 
-/* Load an index file whole (recovery only).  *n receives the number of
- * whole entries. */
-static int load_file(int fd, size_t esz, void **out, size_t *n)
+/* Load an index file whole (recovery only), at most @max entries: more
+ * cannot be valid (a file grown past that, by damage or by hand, would
+ * cost its size in memory and reads; what is past them is cut with the
+ * invalid entries).  *n receives the number of whole entries loaded. */
+static int load_file(int fd, size_t esz, uint64_t max, void **out, size_t *n)
 {
 	struct stat st;
 	ssize_t got;
@@ -1962,7 +1964,7 @@ static int load_file(int fd, size_t esz, void **out, size_t *n)
 	*n = 0;
 	if (fstat(fd, &st))
 		return -errno;
-	*n = (size_t)st.st_size / esz;
+	*n = (size_t)((uint64_t)st.st_size / esz < max ? (uint64_t)st.st_size / esz : max);
 	if (!*n)
 		return 0;
 	*out = malloc(*n * esz);
@@ -2084,9 +2086,12 @@ static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool 
 	}
 	{
 		void *ob = NULL, *tb = NULL;
-		rc = load_file(fds[1], sizeof(*oi), &ob, &no);
+		/* Entries inside the log: rel and pos rise, pos >= HDR + rel *
+		 * BUS_FRAME_HDR (idx_entry_ok()); one more for a seal entry. */
+		uint64_t max = (io.size - HDR) / BUS_FRAME_HDR + 1;
+		rc = load_file(fds[1], sizeof(*oi), max, &ob, &no);
 		if (!rc)
-			rc = load_file(fds[2], sizeof(*ti), &tb, &nt);
+			rc = load_file(fds[2], sizeof(*ti), max, &tb, &nt);
 		oi = ob;
 		ti = tb;
 		if (rc)
