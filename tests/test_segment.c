@@ -1957,6 +1957,37 @@ Test(segment, an_index_file_grown_huge_is_rebuilt_not_loaded_whole, .timeout = 2
 	read_all(1234, 2000);
 }
 
+/* Segments that overlap (made by hand: segment 5 next to a segment 0 that
+ * holds 0..9): a reader at the end of segment 0 went on with segment 5
+ * from its start, and read offsets 5..9 again, going backwards.  It goes
+ * on where a seek finds its position: offset 10, in segment 5. */
+Test(segment, a_reader_reads_no_offset_twice_where_segments_overlap)
+{
+	struct bus_seg_opts o5 = { .first_offset = 5 };
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	static const char *const ext[3] = { "log", "index", "timeindex" };
+	char other[sizeof(dir)], from[700], to[700];
+
+	write_log(NULL, 10);
+	snprintf(other, sizeof(other), "%s", dir);
+	snprintf(dir, sizeof(dir), "%s/topic/1", env.data_dir);
+	write_log(&o5, 20);
+	for (int e = 0; e < 3; e++) {
+		seg_path(from, sizeof(from), 5, ext[e]);
+		snprintf(to, sizeof(to), "%s/%020d.%s", other, 5, ext[e]);
+		cr_assert_eq(rename(from, to), 0);
+	}
+	snprintf(dir, sizeof(dir), "%s", other);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	read_expect(r, 0, 20);
+	cr_assert_eq(bus_seg_seek_offset(r, 7), 0);
+	cr_assert_eq(bus_seg_next(r, &rec), 1);
+	cr_assert(rec_ok(&rec, 7));
+	cr_assert_eq(rec.segment_base, 5u, "a seek finds offsets from 5 on in segment 5");
+	bus_seg_reader_close(r);
+}
+
 /* Make segment @base's .timeindex the one entry @t. */
 static void timeindex_set(uint64_t base, const struct bus_seg_tidx *t)
 {

@@ -2705,8 +2705,11 @@ static int reader_hdr(struct bus_seg_reader *r)
 /* The segment after the current one, opened: 1 (*fd, *base), 0 when there
  * is none yet, 2 when the current one was deleted before anything was read
  * from it (a roll that failed, or retention: seek to the position again,
- * which tells the two apart), -ERANGE when retention deleted the current
- * segment and the records after it, else an error. */
+ * which tells the two apart) or when the next one starts below the
+ * position (segments that overlap, made by hand: seek to the position,
+ * where a seek finds it, rather than read offsets again), -ERANGE when
+ * retention deleted the current segment and the records after it, else an
+ * error. */
 static int next_segment(struct bus_seg_reader *r, int *fd, uint64_t *base)
 {
 	uint64_t nlink = 1;
@@ -2741,6 +2744,8 @@ static int next_segment(struct bus_seg_reader *r, int *fd, uint64_t *base)
 			continue;
 		if (nlink == 0)
 			return -ERANGE; /* records from next_off on were deleted */
+		if (r->segs[i] < r->next_off)
+			return 2;
 		/* A gap (a power loss lost the end of this segment): go on. */
 		*fd = open_seg_file(r->dfd, r->segs[i], "log", O_RDONLY, 0);
 		if (*fd < 0)
