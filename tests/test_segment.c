@@ -3,6 +3,7 @@
  * reader process, a full disk, a failed write-back. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,6 +299,28 @@ static void *slurp(const char *path, size_t *n)
 	cr_assert_eq(fread(p, 1, *n, f), *n);
 	fclose(f);
 	return p;
+}
+
+/* ------------------------------------------------- injected failures */
+
+/* Failures the file systems at hand do not give on demand.  The library's
+ * calls land here (the test links libbus statically, and the program's own
+ * definition wins), and go on to the C library's unless a test asks. */
+static int readdir_fails_after = -1; /* entries returned, then EIO; -1: never */
+
+struct dirent *readdir(DIR *d)
+{
+	static struct dirent *(*real)(DIR *);
+
+	if (!real)
+		real = (struct dirent * (*)(DIR *)) dlsym(RTLD_NEXT, "readdir");
+	if (readdir_fails_after == 0) {
+		errno = EIO;
+		return NULL;
+	}
+	if (readdir_fails_after > 0)
+		readdir_fails_after--;
+	return real(d);
 }
 
 /* ---------------------------------------------------------------- CRC */
@@ -1009,6 +1032,63 @@ Test(segment, offsets_stay_below_2_pow_63_and_files_beyond_are_no_part_of_the_lo
 	w = wopen(NULL);
 	cr_assert_eq(bus_seg_writer_next_offset(w), BUS_SEG_OFFSET_MAX, "the rest cut as a torn tail");
 	cr_assert_eq(bus_seg_writer_close(w), 0);
+}
+
+/* A listing of the dir that fails part-way (readdir(3): EIO, from a
+ * damaged directory) was taken for a shorter one: the writer recovered an
+ * older segment as the active one, or made a new segment over the first
+ * one (-EEXIST), and removed the index files of the segments it missed;
+ * bounds and seeks saw a shorter log.  It is the error. */
+Test(segment, a_listing_that_fails_is_an_error_not_a_shorter_log)
+{
+	struct bus_seg_opts o = { .segment_bytes = 16384, .log = cap_log };
+	struct bus_seg_writer *w;
+	struct bus_seg_reader *r;
+	struct bus_seg_bounds bd;
+	uint64_t bases[64], first;
+	size_t n;
+	int entries, rc;
+
+	write_log(&o, 200);
+	n = list_logs(bases, 64);
+	cr_assert(n >= 3, "%zu segments", n);
+	entries = (int)n * 3 + 2; /* with "." and ".." */
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	for (int k = 0; k < entries; k++) {
+		w = NULL;
+		readdir_fails_after = k;
+		rc = bus_seg_writer_open(&w, dir, &o);
+		readdir_fails_after = -1;
+		cr_assert_eq(rc, -EIO, "readdir failing after %d entries: writer %d (%s)", k, rc,
+			     bus_strerror(rc));
+		cr_assert_null(w);
+		readdir_fails_after = k;
+		rc = bus_seg_bounds(dir, &bd);
+		readdir_fails_after = -1;
+		cr_assert_eq(rc, -EIO, "after %d: bounds %d", k, rc);
+		readdir_fails_after = k;
+		rc = bus_seg_earliest(dir, &first);
+		readdir_fails_after = -1;
+		cr_assert_eq(rc, -EIO, "after %d: earliest %d", k, rc);
+		readdir_fails_after = k;
+		rc = bus_seg_seek_offset(r, 150);
+		readdir_fails_after = -1;
+		cr_assert_eq(rc, -EIO, "after %d: seek %d", k, rc);
+		readdir_fails_after = k;
+		rc = bus_seg_retain(dir, INT64_MAX, 0, 1, NULL);
+		readdir_fails_after = -1;
+		cr_assert_eq(rc, -EIO, "after %d: retention %d", k, rc);
+	}
+	bus_seg_reader_close(r);
+	for (size_t i = 0; i < n; i++) {
+		char path[600];
+		seg_path(path, sizeof(path), bases[i], "index");
+		cr_assert(exists(path), "segment %llu keeps its .index", (unsigned long long)bases[i]);
+	}
+	w = wopen(&o);
+	cr_assert_eq(bus_seg_writer_next_offset(w), 200u);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	read_all(0, 200);
 }
 
 /* --------------------------------------------------------------- rolls */

@@ -105,7 +105,9 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* The bases of the files "<base>.<ext>" in @dfd, sorted; *out is malloc'ed
- * (NULL when there are none).  Returns 0 or -errno. */
+ * (NULL when there are none).  Returns 0 or -errno: a readdir() that fails
+ * is an error, never a shorter listing (the writer would take an older
+ * segment for the active one, and remove the indexes of those it missed). */
 static int seg_list_ext(int dfd, const char *ext, uint64_t **out, size_t *n)
 {
 	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -124,7 +126,17 @@ static int seg_list_ext(int dfd, const char *ext, uint64_t **out, size_t *n)
 		close(fd);
 		return err;
 	}
-	while ((de = readdir(d))) {
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			int err = -errno;
+			if (!err)
+				break;
+			free(v);
+			closedir(d);
+			return err;
+		}
 		if (!parse_name(de->d_name, ext, &base))
 			continue;
 		if (cnt == cap) {
