@@ -323,6 +323,19 @@ struct dirent *readdir(DIR *d)
 	return real(d);
 }
 
+static bool dir_fsync_fails; /* fsync() of a directory: EIO */
+
+int fsync(int fd)
+{
+	struct stat st;
+
+	if (dir_fsync_fails && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fsync, fd);
+}
+
 /* ---------------------------------------------------------------- CRC */
 
 /* Every CRC path this CPU has, and the one bus_crc32c() takes, gives the
@@ -1089,6 +1102,37 @@ Test(segment, a_listing_that_fails_is_an_error_not_a_shorter_log)
 	cr_assert_eq(bus_seg_writer_next_offset(w), 200u);
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 	read_all(0, 200);
+}
+
+/* With an fsync policy, the writer's open makes the active segment's name
+ * durable before a sync of its .log counts: the first segment's name (its
+ * fsync's failure was ignored), or one that a writer which died made at a
+ * roll before its fsync of the dir (the recovery did none). */
+Test(segment, the_writers_open_syncs_the_dir_and_reports_a_failure)
+{
+	struct bus_seg_opts o = { .fsync = BUS_SEG_FSYNC_BYTES, .fsync_bytes = 1,
+				  .log = cap_log };
+	struct bus_seg_writer *w = NULL;
+	int rc;
+
+	dir_fsync_fails = true;
+	rc = bus_seg_writer_open(&w, dir, &o);
+	dir_fsync_fails = false;
+	cr_assert_eq(rc, -EIO, "a new log: %d (%s)", rc, bus_strerror(rc));
+	cr_assert_null(w);
+	write_log(&o, 10); /* the segment left is taken over */
+	dir_fsync_fails = true;
+	rc = bus_seg_writer_open(&w, dir, &o);
+	dir_fsync_fails = false;
+	cr_assert_eq(rc, -EIO, "a log recovered: %d (%s)", rc, bus_strerror(rc));
+	cr_assert_null(w);
+	/* fsync "never": no fsync asked. */
+	dir_fsync_fails = true;
+	w = wopen(NULL);
+	dir_fsync_fails = false;
+	cr_assert_eq(bus_seg_writer_next_offset(w), 10u);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	read_all(0, 10);
 }
 
 /* --------------------------------------------------------------- rolls */

@@ -2492,8 +2492,6 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 			goto fail;
 		seg_activate(w, w->o.first_offset, fds);
 		w->next_off = w->written_off = w->synced_off = w->o.first_offset;
-		if (w->o.fsync != BUS_SEG_FSYNC_NEVER)
-			fsync(w->dfd);
 	} else {
 		bool sync_failed = false;
 		err = recover(w, segs[n - 1], false, &sync_failed);
@@ -2506,6 +2504,15 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 		}
 		if (err)
 			goto fail;
+	}
+	/* The active segment's name durable before a sync of its .log counts
+	 * (synced_offset): the one just made, or one that a writer which died
+	 * made at a roll before its fsync of the dir.  (A failure leaves the
+	 * segment; the next open syncs again.) */
+	if (w->o.fsync != BUS_SEG_FSYNC_NEVER && fsync(w->dfd)) {
+		err = -errno;
+		wlog(w, BUS_LOG_ERROR, "fsync of the dir failed: %s", strerror(-err));
+		goto fail;
 	}
 	free(segs);
 	w->last_sync_ns = bus_mono_ns();

@@ -289,7 +289,9 @@ struct bus_seg_writer;
  * it died before it could cut the log: see bus_seg_flush()), the segment's
  * pages are dropped from the page cache (POSIX_FADV_DONTNEED) and it is
  * recovered again, every frame checked as the disk holds it (ERROR from
- * the log callback).  With verify_all,
+ * the log callback); and the dir is fsync'ed, so that the active segment's
+ * name is as durable as what a sync of its .log covers (a failure fails
+ * the open).  With verify_all,
  * each sealed segment's seal entry is also checked against its .log's
  * size (one stat and one read each): a power loss with fsync "never" can
  * cut a sealed segment inside a frame, or lose its seal entry.  Where they
