@@ -2735,8 +2735,9 @@ static int next_segment(struct bus_seg_reader *r, int *fd, uint64_t *base)
 	bool look;
 	int rc;
 
-	/* Segments are never empty when rolled: the next one's base is above
-	 * this one's. */
+	/* A roll by size or age never leaves an empty segment, so the next
+	 * one's base is above this one's; an empty one (sealed at a skip) is
+	 * followed after a gap, which only the listing below finds. */
 	*fd = r->next_off > r->base ? open_seg_file(r->dfd, r->next_off, "log", O_RDONLY, 0)
 				    : -ENOENT;
 	if (*fd >= 0) {
