@@ -15,6 +15,9 @@
  * writer on the dir (recovery: the torn tail is cut), appends a record and
  * reads the log again; with FL_VERIFY (every frame checked, as busd after a
  * reboot), an active segment recovered must then read whole from its start.
+ * FL_FLOOR also makes the .index bytes the offset.floor file (FL_FIX: with
+ * each slot's CRC right); with FL_RECOVER, a raise of the floor must then
+ * read back, whatever the slots held.
  *
  * Built two ways.  make fuzz: with clang's libFuzzer (-fsanitize=fuzzer),
  * which calls LLVMFuzzerTestOneInput().  make test: with main() below,
@@ -292,9 +295,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		flags &= (uint8_t)~FL_SEALED;
 	}
 	if (flags & FL_FLOOR) {
+		uint8_t fl[2 * BUS_SEG_FLOOR_SLOT];
+		size_t n_fl = n_idx < sizeof(fl) ? n_idx : sizeof(fl);
 		uint64_t floor;
 
-		put_file(BUS_SEG_FLOOR_FILE, data, n_idx);
+		memcpy(fl, data, n_fl);
+		for (size_t at = 0; (flags & FL_FIX) && at + sizeof(struct bus_seg_floor_slot) <= n_fl;
+		     at += BUS_SEG_FLOOR_SLOT) {
+			struct bus_seg_floor_slot sl;
+
+			memcpy(&sl, fl + at, sizeof(sl));
+			sl.crc = 0;
+			sl.crc = bus_crc32c(0, &sl, sizeof(sl));
+			memcpy(fl + at, &sl, sizeof(sl));
+		}
+		put_file(BUS_SEG_FLOOR_FILE, fl, n_fl);
 		(void)bus_seg_floor_read(dir, &floor);
 	}
 	setenv("BUS_REPLAY", flags & FL_MAP ? "map" : "read", 1);
@@ -318,6 +333,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct bus_seg_writer *w;
 
 		rc = bus_seg_writer_open(&w, dir, &o);
+		if (rc == 0 && (flags & FL_FLOOR)) {
+			/* A raise reads back: no slot the file held hides it. */
+			uint64_t f = bus_seg_writer_floor(w), got = 0;
+
+			for (int k = 0; k < 3 && f < BUS_SEG_OFFSET_MAX; k++, f++) {
+				rc = bus_seg_writer_floor_raise(w, f + 1, 0);
+				check(rc == 0, "floor raise to %" PRIu64 ": %d", f + 1, rc);
+				rc = bus_seg_floor_read(dir, &got);
+				check(rc == 0 && got == f + 1,
+				      "floor raised to %" PRIu64 " reads %" PRIu64 " (%d)", f + 1, got,
+				      rc);
+			}
+			rc = 0;
+		}
 		if (rc == 0) {
 			uint64_t next = bus_seg_writer_next_offset(w);
 

@@ -2385,6 +2385,90 @@ Test(segment, the_offset_floor_is_raised_in_steps_and_survives_a_torn_write)
 	cr_assert_eq(f, 15);
 }
 
+/* mkdir -p @path (the test's dirs are under the private data folder). */
+static int mkdir_p_test(const char *path)
+{
+	char tmp[600];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0750) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	return mkdir(tmp, 0750) && errno != EEXIST ? -errno : 0;
+}
+/* Write slot @i of @dir's floor file: {seq, floor} with a valid CRC. */
+static void floor_slot_put(uint32_t i, uint64_t seq, uint64_t floor)
+{
+	struct bus_seg_floor_slot sl = { .magic = BUS_SEG_FLOOR_MAGIC,
+					 .version = BUS_SEG_FLOOR_VERSION,
+					 .seq = seq,
+					 .floor = floor };
+	char path[600];
+	int fd;
+
+	sl.crc = bus_crc32c(0, &sl, sizeof(sl));
+	cr_assert_eq(mkdir_p_test(dir), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, BUS_SEG_FLOOR_FILE);
+	fd = open(path, O_RDWR | O_CREAT, 0640);
+	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(pwrite(fd, &sl, sizeof(sl), (off_t)i * BUS_SEG_FLOOR_SLOT), (ssize_t)sizeof(sl));
+	close(fd);
+}
+
+/* A slot's seq is 64 bits, and the newest slot won by the larger seq: a
+ * damaged or hostile floor file whose slot held seq 2^64 - 1 hid the
+ * writer's next raise (seq 0, in the other slot) from every later read,
+ * so a reboot went back to the floor before it and could give out
+ * offsets twice.  Slots are compared by serial-number order, and a raise
+ * always writes the slot the floor was not read from, so that the slot
+ * just written is the newest whatever seqs the file held. */
+Test(segment, a_floor_slot_at_the_largest_seq_does_not_hide_the_raises_after_it)
+{
+	static const uint64_t seqs[] = { UINT64_MAX, UINT64_MAX - 1, 1ull << 63,
+					 (1ull << 63) - 1, (1ull << 63) + 1, 0 };
+	char base[sizeof(dir) - 8];
+
+	cr_assert_lt(strlen(dir), sizeof(base));
+	snprintf(base, sizeof(base), "%s", dir);
+	for (size_t c = 0; c < 4 * sizeof(seqs) / sizeof(seqs[0]); c++) {
+		uint64_t seq = seqs[c / 4], f = 0;
+		uint32_t slot = c % 2;
+		bool both = (c / 2) % 2; /* the other slot valid too, one seq before */
+		struct bus_seg_writer *w;
+
+		snprintf(dir, sizeof(dir), "%s.%zu", base, c);
+		floor_slot_put(slot, seq, 1000);
+		if (both)
+			floor_slot_put(slot ^ 1, seq - 1, 900);
+		cr_assert_eq(bus_seg_floor_read(dir, &f), 0);
+		cr_assert_eq(f, 1000, "seq %llu in slot %u: floor %llu", (unsigned long long)seq, slot,
+			     (unsigned long long)f);
+		w = wopen(NULL);
+		cr_assert_eq(bus_seg_writer_floor(w), 1000);
+		for (uint64_t k = 1; k <= 4; k++) {
+			cr_assert_eq(bus_seg_writer_floor_raise(w, 1000 + k * 100, 0), 0);
+			cr_assert_eq(bus_seg_floor_read(dir, &f), 0);
+			cr_assert_eq(f, 1000 + k * 100,
+				     "seq %llu in slot %u%s, raise %llu: the floor reads %llu",
+				     (unsigned long long)seq, slot, both ? " (both valid)" : "",
+				     (unsigned long long)k, (unsigned long long)f);
+		}
+		cr_assert_eq(bus_seg_writer_close(w), 0);
+		w = wopen(NULL);
+		cr_assert_eq(bus_seg_writer_floor(w), 1400);
+		cr_assert_eq(bus_seg_writer_floor_raise(w, 1500, 0), 0);
+		cr_assert_eq(bus_seg_writer_close(w), 0);
+		cr_assert_eq(bus_seg_floor_read(dir, &f), 0);
+		cr_assert_eq(f, 1500);
+	}
+	snprintf(dir, sizeof(dir), "%s", base);
+}
+
 /* Skipping to an offset: the active segment is sealed (or, empty,
  * replaced), a segment starts at the new offset, readers see a gap between
  * segments, and a reopened writer and the bounds go on from there. */

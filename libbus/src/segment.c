@@ -1046,8 +1046,12 @@ struct bus_seg_writer {
 	                    SYNC ERRORS), every call but close returns it */
 	bool cut_pending; /* poisoned, and the cut to synced_pos is not done */
 	/* The offset floor (see segment.h): durable value, the seq of its
-	 * slot, the file (opened at the first raise; -1 before). */
+	 * slot and the slot's index (seq_newer()), whether this writer or
+	 * the open synced the file and the dir's entry of it, the file
+	 * (opened at the first raise; -1 before). */
 	uint64_t floor, floor_seq;
+	uint32_t floor_slot;
+	bool floor_written;
 	int floor_fd;
 };
 
@@ -1834,15 +1838,28 @@ static uint32_t floor_crc(const struct bus_seg_floor_slot *sl)
 	return bus_crc32c(0, &c, sizeof(c));
 }
 
-/* The floor in the dir @dfd: *floor and the *seq of its slot (0, 0 when
- * there is no file).  Returns 0, -BUS_ECORRUPT, -BUS_EVERSION, -errno. */
-static int floor_load(int dfd, uint64_t *floor, uint64_t *seq)
+/* Whether seq @a is newer than seq @b: serial-number order (RFC 1982), so
+ * that seq 0 follows 2^64 - 1.  Each raise writes seq + 1 to the slot the
+ * floor was not read from, so the slot just written is always the newer
+ * one, whatever seqs the file held before (a plain comparison let a slot
+ * at 2^64 - 1, damaged or hostile, hide the raise after it). */
+static bool seq_newer(uint64_t a, uint64_t b)
+{
+	return (int64_t)(a - b) > 0;
+}
+
+/* The floor in the dir @dfd: *floor, the *seq of its slot and *slot, the
+ * slot's index (0, 0, 0 when there is no file).  On a tie (two slots
+ * neither newer, which no writer leaves) slot 0 counts.  Returns 1 (a
+ * valid slot), 0 (no file), -BUS_ECORRUPT, -BUS_EVERSION, -errno. */
+static int floor_load(int dfd, uint64_t *floor, uint64_t *seq, uint32_t *slot)
 {
 	struct bus_seg_floor_slot sl;
 	bool any = false, other_version = false;
 	int fd = open_reg(dfd, BUS_SEG_FLOOR_FILE, O_RDONLY, 0);
 
 	*floor = *seq = 0;
+	*slot = 0;
 	if (fd < 0)
 		return fd == -ENOENT ? 0 : fd;
 	for (uint32_t i = 0; i < 2; i++) {
@@ -1859,21 +1876,23 @@ static int floor_load(int dfd, uint64_t *floor, uint64_t *seq)
 			other_version = true;
 			continue;
 		}
-		if (!any || sl.seq > *seq) {
+		if (!any || seq_newer(sl.seq, *seq)) {
 			*floor = sl.floor;
 			*seq = sl.seq;
+			*slot = i;
 		}
 		any = true;
 	}
 	close(fd);
 	if (any)
-		return 0;
+		return 1;
 	return other_version ? -BUS_EVERSION : -BUS_ECORRUPT;
 }
 
 int bus_seg_floor_read(const char *dir, uint64_t *floor)
 {
 	uint64_t seq;
+	uint32_t slot;
 	int dfd, err;
 
 	if (!dir || !floor)
@@ -1882,9 +1901,9 @@ int bus_seg_floor_read(const char *dir, uint64_t *floor)
 	dfd = open_dir(dir);
 	if (dfd < 0)
 		return dfd == -ENOENT ? 0 : dfd;
-	err = floor_load(dfd, floor, &seq);
+	err = floor_load(dfd, floor, &seq, &slot);
 	close(dfd);
-	return err;
+	return err < 0 ? err : 0;
 }
 
 int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t step)
@@ -1910,17 +1929,21 @@ int bus_seg_writer_floor_raise(struct bus_seg_writer *w, uint64_t need, uint64_t
 	sl.seq = w->floor_seq + 1;
 	sl.floor = step > BUS_SEG_OFFSET_MAX - need ? BUS_SEG_OFFSET_MAX : need + step;
 	sl.crc = floor_crc(&sl);
-	/* The slot the current floor is not in: a torn write leaves it. */
-	err = pwrite_full(w->floor_fd, &sl, sizeof(sl), (sl.seq & 1) * BUS_SEG_FLOOR_SLOT, &done);
+	/* The slot the current floor is not in: a torn write leaves it (and
+	 * the seq just above its own makes this one the newer: seq_newer()). */
+	err = pwrite_full(w->floor_fd, &sl, sizeof(sl),
+			  (uint64_t)(w->floor_slot ^ 1) * BUS_SEG_FLOOR_SLOT, &done);
 	if (!err && fdatasync(w->floor_fd))
 		err = -errno;
 	if (err)
 		return err; /* the caller reports it (busd: once per episode) */
 	/* A new file's name must be durable too (once). */
-	if (w->floor_seq == 0 && fsync(w->dfd))
+	if (!w->floor_written && fsync(w->dfd))
 		return -errno;
 	w->floor = sl.floor;
 	w->floor_seq = sl.seq;
+	w->floor_slot ^= 1;
+	w->floor_written = true;
 	w->st.floor_syncs++;
 	return 0;
 }
@@ -2456,8 +2479,8 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 	if (err)
 		goto fail;
 	remove_orphans(w, segs, n);
-	err = floor_load(w->dfd, &w->floor, &w->floor_seq);
-	if (!err && w->floor_seq) {
+	err = floor_load(w->dfd, &w->floor, &w->floor_seq, &w->floor_slot);
+	if (err > 0) {
 		/* The floor we found may be a write a killed writer did not
 		 * sync yet (the page cache has it, the disk may not): make it
 		 * durable, name included, before anything relies on it. */
@@ -2466,10 +2489,13 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 			err = ffd;
 		else if (fdatasync(ffd) || fsync(w->dfd))
 			err = -errno;
+		else
+			err = 0;
 		if (ffd >= 0)
 			close(ffd);
 		if (err)
 			goto fail;
+		w->floor_written = true;
 	}
 	if (err == -BUS_ECORRUPT || err == -BUS_EVERSION) {
 		wlog(w, BUS_LOG_ERROR,
@@ -2477,6 +2503,7 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 		     "raise; until then offsets are only known from the log",
 		     BUS_SEG_FLOOR_FILE, bus_strerror(err));
 		w->floor = w->floor_seq = 0;
+		w->floor_slot = 0;
 	} else if (err) {
 		goto fail;
 	}

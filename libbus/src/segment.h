@@ -452,8 +452,13 @@ int bus_seg_writer_close(struct bus_seg_writer *w);
  * FILE.  "offset.floor" in the log's dir: two 32-byte slots, at 0 and 512
  * (separate sectors), written in turn with pwrite + fdatasync; a slot is
  * {magic, version, crc, seq, floor}, little-endian, its CRC32C over the
- * slot with crc = 0.  The valid slot with the larger seq holds the floor,
+ * slot with crc = 0.  The valid slot with the newer seq holds the floor,
  * so a write torn by a power loss leaves the previous floor readable.
+ * Seqs are compared in serial-number order (RFC 1982: a is newer than b
+ * when a - b, as a signed 64-bit number, is positive; slot 0 on a tie),
+ * and a writer writes seq + 1 to the slot the floor was not read from, so
+ * the slot it wrote is the newer one whatever seqs the file held (seq 0
+ * follows 2^64 - 1).
  */
 
 /* "BUSFLOOR" read as a little-endian u64. */
