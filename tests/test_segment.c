@@ -325,14 +325,18 @@ struct dirent *readdir(DIR *d)
 }
 
 static bool dir_fsync_fails; /* fsync() of a directory: EIO */
+static unsigned dir_fsyncs;   /* fsync() calls on a directory */
 
 int fsync(int fd)
 {
 	struct stat st;
 
-	if (dir_fsync_fails && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-		errno = EIO;
-		return -1;
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		dir_fsyncs++;
+		if (dir_fsync_fails) {
+			errno = EIO;
+			return -1;
+		}
 	}
 	return (int)syscall(SYS_fsync, fd);
 }
@@ -1134,6 +1138,79 @@ Test(segment, the_writers_open_syncs_the_dir_and_reports_a_failure)
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 	read_all(0, 10);
 }
+
+/* With an fsync policy, a roll makes the new segment's name durable (an
+ * fsync of the dir) before a sync of its .log counts.  When that fsync
+ * failed, the append that rolled returned the error, but its retry went
+ * on in the new segment without syncing the dir again: its records were
+ * reported synced (synced_offset; busd publishes on it) while a power loss
+ * could still take the file's name, and every record in it.  Now the dir
+ * sync is retried first, and no sync of the new segment counts before it
+ * succeeds. */
+Test(segment, a_roll_whose_dir_sync_failed_syncs_it_before_its_records_count_as_synced)
+{
+	struct bus_seg_opts o = { .segment_bytes = 4096, .fsync = BUS_SEG_FSYNC_BYTES,
+				  .fsync_bytes = 1, .log = cap_log };
+	struct bus_seg_writer *w = wopen(&o);
+	struct bus_seg_writer_stats st;
+	struct bus_seg_reader *r;
+	uint64_t off, base;
+	unsigned before;
+	int rc = 0;
+
+	dir_fsync_fails = true;
+	for (off = 0; off < 1000; off++) {
+		rc = bus_seg_append(w, mk_frame(off, NULL), off);
+		if (rc)
+			break;
+	}
+	cr_assert_eq(rc, -EIO, "the roll's dir sync fails: %d (%s)", rc, bus_strerror(rc));
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.rolls, 1);
+	base = st.active_base;
+	cr_assert_eq(base, off, "the new segment starts at the record not taken");
+	for (int k = 0; k < 3; k++) {
+		/* Retried (busd retries with backoff): nothing of the new
+		 * segment may count as synced while its name is not. */
+		if (bus_seg_append(w, mk_frame(off, NULL), off) == 0)
+			off++;
+		(void)bus_seg_flush(w);
+		bus_seg_writer_stats(w, &st);
+		cr_assert_leq(st.synced_offset, base,
+			      "retry %d: synced_offset %llu past the new segment's base %llu, "
+			      "whose name was never synced",
+			      k, (unsigned long long)st.synced_offset, (unsigned long long)base);
+	}
+	dir_fsync_fails = false;
+	before = dir_fsyncs;
+	for (; off < base + 20; off++) {
+		rc = bus_seg_append(w, mk_frame(off, NULL), off);
+		cr_assert_eq(rc, 0, "append %llu once the dir syncs: %s", (unsigned long long)off,
+			     bus_strerror(rc));
+	}
+	cr_assert_eq(bus_seg_flush(w), 0);
+	cr_assert_gt(dir_fsyncs, before, "the dir is synced");
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.synced_offset, off);
+
+	/* A skip rolls too: retried with the same offset, it syncs the dir. */
+	dir_fsync_fails = true;
+	cr_assert_eq(bus_seg_writer_skip(w, off + 100), -EIO);
+	cr_assert_eq(bus_seg_writer_skip(w, off + 100), -EIO, "retried while the dir fails");
+	dir_fsync_fails = false;
+	cr_assert_eq(bus_seg_writer_skip(w, off + 100), 0, "retried once it works");
+	off += 100;
+	cr_assert_eq(bus_seg_append(w, mk_frame(off, NULL), off), 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.synced_offset, off + 1);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	read_expect_some(r, 0, base + 20);
+	read_expect(r, off, off + 1); /* after the gap the skip left */
+	bus_seg_reader_close(r);
+}
+
 
 /* --------------------------------------------------------------- rolls */
 

@@ -1042,6 +1042,9 @@ struct bus_seg_writer {
 	uint64_t unsynced;    /* bytes written since the last sync */
 	bool failing;         /* the last write-out failed */
 	struct bus_seg_writer_stats st;
+	bool dir_unsynced; /* the active segment's name is not durable yet:
+	                      the fsync of the dir after a roll failed
+	                      (sync_dir()) */
 	int sync_err;    /* a failed fdatasync: the writer is poisoned (see
 	                    SYNC ERRORS), every call but close returns it */
 	bool cut_pending; /* poisoned, and the cut to synced_pos is not done */
@@ -1439,9 +1442,27 @@ static int poison(struct bus_seg_writer *w, int err)
 	return err;
 }
 
+/* Make the active segment's name durable, if a roll left that to do: an
+ * fsync of the dir, which the roll did and which failed.  Until it
+ * succeeds, every append retries it first (maybe_roll()), and no sync of
+ * the segment's .log counts (sync_log()): its records would be reported
+ * synced while a power loss could still take the file.  A failed fsync
+ * of the dir is an error to retry, not poison (its pages are the file
+ * system's metadata, which a journal either commits or stops at). */
+static int sync_dir(struct bus_seg_writer *w)
+{
+	if (!w->dir_unsynced)
+		return 0;
+	if (fsync(w->dfd))
+		return -errno;
+	w->dir_unsynced = false;
+	return 0;
+}
+
 static int sync_log(struct bus_seg_writer *w, bool force)
 {
 	int64_t now;
+	int err;
 
 	if (w->written_off == w->synced_off)
 		return 0;
@@ -1454,6 +1475,9 @@ static int sync_log(struct bus_seg_writer *w, bool force)
 		if (w->o.fsync == BUS_SEG_FSYNC_BYTES && w->unsynced < w->o.fsync_bytes)
 			return 0;
 	}
+	err = sync_dir(w);
+	if (err)
+		return err;
 	now = bus_mono_ns();
 	if (fdatasync(w->log_fd))
 		return poison(w, -errno);
@@ -1605,13 +1629,18 @@ static int roll(struct bus_seg_writer *w)
 	seg_close_fds(w);
 	seg_activate(w, w->next_off, fds);
 	w->st.rolls++;
-	if (w->o.fsync != BUS_SEG_FSYNC_NEVER && fsync(w->dfd))
-		return -errno; /* the segment is in place; only its name may not be durable */
-	return 0;
+	/* The segment is in place; a failure leaves only its name to make
+	 * durable, which the next append or sync retries (sync_dir()). */
+	w->dir_unsynced = w->o.fsync != BUS_SEG_FSYNC_NEVER;
+	return sync_dir(w);
 }
 
 static int maybe_roll(struct bus_seg_writer *w, uint32_t len)
 {
+	int err = sync_dir(w);
+
+	if (err)
+		return err;
 	if (!w->sealed) {
 		if (w->next_off == w->base)
 			return 0; /* never roll an empty segment */
@@ -1958,9 +1987,15 @@ int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to)
 	uint64_t old;
 	int err;
 
+	if (!w)
+		return -EINVAL;
+	/* The retry of a skip whose new segment was made, but whose name the
+	 * fsync of the dir could not make durable. */
+	if (to == w->next_off && !w->sealed && w->base == to && w->dir_unsynced)
+		return w->sync_err ? w->sync_err : sync_dir(w);
 	/* to == next offset: the retry of a skip whose new segment could not
 	 * be made (sealed, next_off already moved). */
-	if (!w || to < w->next_off || (to == w->next_off && !w->sealed) || to > BUS_SEG_OFFSET_MAX)
+	if (to < w->next_off || (to == w->next_off && !w->sealed) || to > BUS_SEG_OFFSET_MAX)
 		return -EINVAL;
 	old = w->next_off;
 	/* The seal entry at the segment's real end (an empty segment stays,

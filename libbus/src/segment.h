@@ -327,6 +327,11 @@ void bus_seg_writer_stats(const struct bus_seg_writer *w, struct bus_seg_writer_
  *     the commit word's tag, and (DATA) the frame's offset field.
  *
  * Rolls first when the active segment is full or old (see the options).
+ * Unless the fsync policy is "never", a roll syncs the sealed segment, then
+ * makes the new one and fsyncs the dir, so that the new file's name is
+ * durable before any sync of its .log counts (synced_offset); when that
+ * fsync of the dir fails, the roll is done but for it: the next append
+ * and the next sync retry it first, and fail while it does.
  * The frame is copied into the write buffer (256 KiB); a full buffer, or
  * write_bytes pending (1 MiB, frames in place included), is written out
  * first, as bus_seg_flush() does (fsync policy included).
@@ -514,10 +519,11 @@ uint64_t bus_seg_writer_floor(const struct bus_seg_writer *w);
  * skipped offsets as a gap between segments.  Returns 0, -EINVAL (@to
  * below the next offset, or equal to it with no skip pending, or above
  * BUS_SEG_OFFSET_MAX), or the
- * error of the write-out or of the new segment's creation: then the next
- * offset is already @to and the segment is made by the next append's roll,
- * or by calling this again with the same @to (a poisoned writer returns its
- * fdatasync's error and does nothing).
+ * error of the write-out, of the new segment's creation or of the fsync of
+ * the dir after it: then the next offset is already @to and the segment is
+ * made (or its name synced) by the next append, or by calling this again
+ * with the same @to (a poisoned writer returns its fdatasync's error and
+ * does nothing).
  */
 int bus_seg_writer_skip(struct bus_seg_writer *w, uint64_t to);
 
