@@ -2402,6 +2402,66 @@ Test(segment, verify_all_cuts_a_sealed_segments_torn_tail_and_readers_go_on_past
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 }
 
+/* A sealed segment whose .log is shorter than its header (a power loss
+ * with fsync "never" right after a roll, or a cut by hand) read as the
+ * end of the log: bus_seg_next() returned 0 for good and the segments
+ * after it were never reached; a seek into it was -ERANGE, and a seek by
+ * time passed over it.  It is -BUS_ECORRUPT to readers, as a sealed
+ * segment cut inside a frame, until a writer opened with verify_all
+ * writes its header again; then readers go on past it, the offsets it
+ * held a gap. */
+Test(segment, a_sealed_segment_shorter_than_its_header_is_corrupt_until_repaired)
+{
+	struct bus_seg_opts o = { .segment_bytes = 16384, .log = cap_log };
+	struct bus_seg_writer *w;
+	struct bus_seg_reader *r, *r2;
+	struct bus_seg_record rec;
+	uint64_t bases[64], at = 0;
+	char path[600];
+	size_t n;
+	int rc;
+
+	write_log(&o, 300);
+	n = list_logs(bases, 64);
+	cr_assert_geq(n, 3u);
+	/* A reader that listed the segments before the cut, one after. */
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	seg_path(path, sizeof(path), bases[1], "log");
+	cr_assert_eq(truncate(path, 30), 0);
+	cr_assert_eq(bus_seg_reader_open(&r2, dir), 0);
+
+	read_expect_some(r, 0, bases[1]);
+	for (int k = 0; k < 2; k++) {
+		rc = bus_seg_next(r, &rec);
+		cr_assert_eq(rc, -BUS_ECORRUPT, "call %d at the cut header: %d (%s)", k, rc,
+			     bus_strerror(rc));
+	}
+	rc = bus_seg_seek_offset(r2, bases[1] + 1);
+	cr_assert_eq(rc, -BUS_ECORRUPT, "a seek into it: %d (%s)", rc, bus_strerror(rc));
+	rc = bus_seg_seek_time(r2, ts_of(bases[1] + 1), &at);
+	cr_assert_eq(rc, -BUS_ECORRUPT, "a seek by time to one of its records: %d (at %llu)", rc,
+		     (unsigned long long)at);
+	cr_assert_eq(bus_seg_seek_offset(r2, bases[1]), 0, "its base: the position");
+	cr_assert_eq(bus_seg_next(r2, &rec), -BUS_ECORRUPT);
+
+	o.verify_all = 1;
+	w = wopen(&o);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	/* Both go on past the gap. */
+	rc = bus_seg_next(r, &rec);
+	cr_assert_eq(rc, 1, "after the repair: %d (%s)", rc, bus_strerror(rc));
+	cr_assert(rec_ok(&rec, bases[2]), "got %llu", (unsigned long long)rec.offset);
+	read_expect(r, bases[2] + 1, 300);
+	rc = bus_seg_next(r2, &rec);
+	cr_assert_eq(rc, 1, "after the repair: %d (%s)", rc, bus_strerror(rc));
+	cr_assert(rec_ok(&rec, bases[2]), "got %llu", (unsigned long long)rec.offset);
+	cr_assert_eq(bus_seg_seek_offset(r2, bases[1] + 1), 0);
+	cr_assert_eq(bus_seg_next(r2, &rec), 1);
+	cr_assert_eq(rec.offset, bases[2]);
+	bus_seg_reader_close(r);
+	bus_seg_reader_close(r2);
+}
+
 /* ------------------------------------------------------- offset floor */
 
 static void floor_poke(uint64_t at, uint8_t x)

@@ -2764,6 +2764,18 @@ static int open_switch(struct bus_seg_reader *r, uint64_t base)
 	return 0;
 }
 
+/* What a segment whose .log is shorter than a header is to a reader: 0
+ * (empty, the header being written) while it is the active one, else
+ * -BUS_ECORRUPT.  A roll writes a segment's header before it makes the
+ * next segment, so a sealed one was cut short after (a power loss with
+ * fsync "never", or by hand), as a sealed segment cut inside a frame is,
+ * and stays corrupt until a writer opened with verify_all writes its
+ * header again (seal_repair()).  From the reader's last listing. */
+static int hdr_short(const struct bus_seg_reader *r, uint64_t base)
+{
+	return seg_sealed(r, base) ? -BUS_ECORRUPT : 0;
+}
+
 /* 1 when the current segment's header is in and valid, 0 while it is not
  * written yet, else an error. */
 static int reader_hdr(struct bus_seg_reader *r)
@@ -2887,11 +2899,18 @@ int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out)
 			return rc;
 		if (rc == 0) {
 			/* Being created; or removed by a roll that failed (then
-			 * the position is in another segment, or not yet). */
+			 * the position is in another segment, or not yet); or
+			 * sealed, and cut short (hdr_short()).  The dir is
+			 * listed again only while the header is short. */
 			uint64_t nlink = 1;
 			if (io_stat(&r->io, &nlink) == 0 && nlink == 0)
 				goto reseek;
-			return 0;
+			if (!seg_sealed(r, r->base)) {
+				rc = relist(r);
+				if (rc)
+					return rc;
+			}
+			return hdr_short(r, r->base);
 		}
 		rc = frame_at(&r->io, r->pos, r->next_off, &p, &len);
 		if (rc == 1)
@@ -3106,8 +3125,9 @@ int bus_seg_seek_offset(struct bus_seg_reader *r, uint64_t off)
 	if (rc)
 		return rc == -ENOENT ? -ERANGE : rc; /* deleted by retention meanwhile */
 	if (!v.hdr_ok) {
-		/* Being created: empty. */
-		rc = off == v.base ? 1 : -ERANGE;
+		/* Being created: empty; sealed: cut short (hdr_short()).  Its
+		 * base is a position either way, as a bad first frame's is. */
+		rc = off == v.base ? 1 : hdr_short(r, v.base) ? -BUS_ECORRUPT : -ERANGE;
 		pos = HDR;
 	} else {
 		c = view_ctx(r, &v);
@@ -3153,7 +3173,7 @@ int bus_seg_seek_time(struct bus_seg_reader *r, int64_t ts_ns, uint64_t *off_out
 			continue; /* deleted by retention meanwhile */
 		if (rc)
 			return rc == -ENOENT ? -ERANGE : rc;
-		rc = 0; /* being created: empty */
+		rc = hdr_short(r, r->segs[i]); /* being created: empty */
 		if (v.hdr_ok) {
 			c = view_ctx(r, &v);
 			rc = seg_find_time(&c, ts_ns, &pos, &o);

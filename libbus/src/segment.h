@@ -613,9 +613,11 @@ int bus_seg_reader_relist(struct bus_seg_reader *r);
  * from where the offset is now, or returns 0 until it is written.  A gap between segments (offsets skipped at the
  * floor, or lost with a sealed segment's torn tail: see the format) is
  * skipped: the offsets of the records show it.  A sealed segment that ends
- * inside a frame is -BUS_ECORRUPT until a writer opened with verify_all cuts
- * that tail (busd does after a reboot); the next call then goes on with the
- * next segment.  A segment removed by a roll that failed
+ * inside a frame, or whose .log is shorter than its header, is
+ * -BUS_ECORRUPT until a writer opened with verify_all cuts that tail or
+ * writes the header again (busd does after a reboot); the next call then
+ * goes on with the next segment.  (The active segment's header may be
+ * short only while it is being made: 0.)  A segment removed by a roll that failed
  * (before anything was written to it) is left for wherever the position's
  * records are then written.
  */
@@ -639,9 +641,11 @@ int bus_seg_next_buffered(struct bus_seg_reader *r, struct bus_seg_record *out);
  * or lost with a segment's end) positions the reader at the next segment's
  * first record.
  * Returns 0, -ERANGE (before the earliest record, after the end, or no
- * segment at all), -BUS_ECORRUPT, -errno; on failure the position is
- * unchanged.  Indexes that disagree with the log are ignored (the segment
- * is scanned from its start).
+ * segment at all), -BUS_ECORRUPT (a bad frame of a sealed segment before
+ * @off, or a sealed segment whose .log is shorter than its header, @off
+ * past its base), -errno; on failure the position is unchanged.  Indexes
+ * that disagree with the log are ignored (the segment is scanned from its
+ * start).
  */
 int bus_seg_seek_offset(struct bus_seg_reader *r, uint64_t off);
 
@@ -652,8 +656,9 @@ int bus_seg_seek_offset(struct bus_seg_reader *r, uint64_t off);
  * skipped on their seal entry; in the segment that holds the record, the
  * time and offset indexes bound the scan to about index_interval bytes (see
  * the format).  *@off_out (may be NULL) receives the offset found.
- * Returns 0, -ERANGE (no segment at all), -BUS_ECORRUPT, -errno; on
- * failure the position is unchanged.
+ * Returns 0, -ERANGE (no segment at all), -BUS_ECORRUPT (a bad frame, or
+ * a .log shorter than its header, in a sealed segment the search must
+ * read), -errno; on failure the position is unchanged.
  */
 int bus_seg_seek_time(struct bus_seg_reader *r, int64_t ts_ns, uint64_t *off_out);
 
