@@ -341,6 +341,30 @@ int fsync(int fd)
 	return (int)syscall(SYS_fsync, fd);
 }
 
+static bool fdatasync_fails; /* fdatasync(): EIO (the pages stay as they are) */
+
+int fdatasync(int fd)
+{
+	if (fdatasync_fails) {
+		errno = EIO;
+		return -1;
+	}
+	return (int)syscall(SYS_fdatasync, fd);
+}
+
+/* Descriptors open in this process. */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+
+	cr_assert(d, "/proc/self/fd: %s", strerror(errno));
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
 /* ---------------------------------------------------------------- CRC */
 
 /* Every CRC path this CPU has, and the one bus_crc32c() takes, gives the
@@ -1211,6 +1235,71 @@ Test(segment, a_roll_whose_dir_sync_failed_syncs_it_before_its_records_count_as_
 	bus_seg_reader_close(r);
 }
 
+
+/* busd abandons the writer of a ring truncated under it: the frames it
+ * holds in place may read as zeros, and a close would write them out
+ * under the CRCs of the records that were there.  It kept such writers
+ * open until it exited (no call dropped what they held): their
+ * descriptors, and the dir's lock, which kept every other writer out.
+ * bus_seg_writer_abandon() frees a writer without writing anything more:
+ * the log holds what was written out before, no descriptor stays open,
+ * and a next writer opens the log at once and continues it there. */
+Test(segment, an_abandoned_writer_writes_nothing_more_and_leaves_no_descriptor)
+{
+	struct bus_seg_opts o = { .fsync = BUS_SEG_FSYNC_BYTES, .fsync_bytes = 1,
+				  .log = cap_log };
+	struct bus_seg_writer_stats st;
+	struct bus_seg_writer *w;
+	int fds = count_fds();
+	char path[600];
+	uint64_t size;
+
+	w = wopen(&o);
+	cr_assert_eq(bus_seg_writer_floor_raise(w, 1000, 0), 0, "its floor file open too");
+	append_range(w, 0, 100, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	seg_path(path, sizeof(path), 0, "log");
+	size = fsize(path);
+	/* Frames in place, then copied ones, all buffered; then the memory
+	 * of those in place reads as zeros (a ring truncated). */
+	ring_pos = 0;
+	for (uint64_t off = 100; off < 150; off++)
+		cr_assert_eq(bus_seg_append_inplace(w, ring_put(off), off), 0);
+	append_range(w, 150, 160, 0);
+	memset(ring, 0, ring_pos);
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.written_offset, 100u);
+	cr_assert_eq(st.next_offset, 160u);
+	logbuf[0] = 0;
+	cr_assert_eq(bus_seg_writer_abandon(w), 0);
+	cr_assert(strstr(logbuf, "records 100..159 dropped unwritten"), "log: %s", logbuf);
+	cr_assert_eq(count_fds(), fds, "descriptors left open");
+	cr_assert_eq(fsize(path), size, "nothing written");
+	w = wopen(&o); /* the lock is free */
+	cr_assert_eq(bus_seg_writer_next_offset(w), 100u);
+	cr_assert_eq(bus_seg_writer_floor(w), 1000u);
+	append_range(w, 100, 120, 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	read_all(0, 120);
+
+	/* Poisoned (a failed fdatasync): the log is back at its last sync,
+	 * and the abandon returns the error, as a close would. */
+	w = wopen(&o);
+	append_range(w, 120, 130, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	append_range(w, 130, 140, 0);
+	fdatasync_fails = true;
+	cr_assert_eq(bus_seg_flush(w), -EIO);
+	fdatasync_fails = false;
+	cr_assert_eq(bus_seg_writer_abandon(w), -EIO);
+	cr_assert_eq(count_fds(), fds, "descriptors left open");
+	w = wopen(&o);
+	cr_assert_eq(bus_seg_writer_next_offset(w), 130u);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	read_all(0, 130);
+
+	cr_assert_eq(bus_seg_writer_abandon(NULL), 0);
+}
 
 /* --------------------------------------------------------------- rolls */
 

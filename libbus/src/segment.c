@@ -2470,6 +2470,22 @@ static void remove_orphans(struct bus_seg_writer *w, const uint64_t *segs, size_
 	}
 }
 
+/* Close every file of @w (the dir's too: its lock goes) and free it. */
+static void writer_free(struct bus_seg_writer *w)
+{
+	seg_close_fds(w);
+	if (w->dfd >= 0)
+		close(w->dfd);
+	if (w->floor_fd >= 0)
+		close(w->floor_fd);
+	free(w->buf);
+	free(w->pc);
+	free(w->pidx);
+	free(w->ptidx);
+	free(w->dir);
+	free(w);
+}
+
 int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const struct bus_seg_opts *o)
 {
 	struct bus_seg_writer *w;
@@ -2582,17 +2598,7 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 	return 0;
 fail:
 	free(segs);
-	seg_close_fds(w);
-	if (w->dfd >= 0)
-		close(w->dfd);
-	if (w->floor_fd >= 0)
-		close(w->floor_fd);
-	free(w->pidx);
-	free(w->ptidx);
-	free(w->buf);
-	free(w->pc);
-	free(w->dir);
-	free(w);
+	writer_free(w);
 	return err;
 }
 
@@ -2612,16 +2618,29 @@ int bus_seg_writer_close(struct bus_seg_writer *w)
 	if (err)
 		wlog(w, BUS_LOG_ERROR, "closing with %" PRIu64 " records unwritten: %s",
 		     w->next_off - w->written_off, strerror(-err));
-	seg_close_fds(w);
-	close(w->dfd);
-	if (w->floor_fd >= 0)
-		close(w->floor_fd);
-	free(w->buf);
-	free(w->pc);
-	free(w->pidx);
-	free(w->ptidx);
-	free(w->dir);
-	free(w);
+	writer_free(w);
+	return err;
+}
+
+int bus_seg_writer_abandon(struct bus_seg_writer *w)
+{
+	int err;
+
+	if (!w)
+		return 0;
+	/* Nothing here reads the pieces: frames appended in place may lie in
+	 * pages that are gone (busd: a ring truncated under it). */
+	err = w->sync_err;
+	if (err)
+		cut_unsynced(w); /* if it failed before */
+	else
+		prealloc_trim(w); /* the size stays: the file ends at log_size */
+	if (w->next_off > w->written_off)
+		wlog(w, BUS_LOG_INFO,
+		     "abandoned: records %" PRIu64 "..%" PRIu64 " dropped unwritten; the log ends "
+		     "at offset %" PRIu64,
+		     w->written_off, w->next_off - 1, w->written_off);
+	writer_free(w);
 	return err;
 }
 

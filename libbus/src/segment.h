@@ -434,6 +434,34 @@ int bus_seg_flush(struct bus_seg_writer *w);
  */
 int bus_seg_writer_close(struct bus_seg_writer *w);
 
+/*
+ * bus_seg_writer_abandon() - free @w without writing anything more: the
+ * frames it buffers (copied, or appended in place) and the index entries
+ * it has not written yet are dropped without being read, and nothing is
+ * fdatasync'ed.  For a writer whose pending frames must not reach the log:
+ * busd abandons the writer of a ring truncated under it, whose frames in
+ * place may now read as zeros (and bus_seg_writer_close() would write
+ * them out under the CRCs computed before).
+ *
+ * The log keeps what earlier write-outs put in its files, whole frames
+ * only (written_offset in the stats, as unsynced as the fsync policy left
+ * it), and a next writer continues it from there; the index entries not
+ * written are rebuilt by that writer's recovery.  The files are closed,
+ * the dir's lock released (another writer may open the log at once), and
+ * the blocks reserved ahead of the .log's end given back (PREALLOCATION in
+ * segment.c; the size is unchanged).  A poisoned writer (a failed
+ * fdatasync, see bus_seg_flush()) cuts the log back to its last sync if
+ * that is still to do, as bus_seg_writer_close() does.  The handle is
+ * freed whatever the result, and the caller may then reuse or unmap the
+ * memory of frames appended in place.  An INFO from the log callback names
+ * the records dropped, when there are any.
+ *
+ * Returns 0, or a poisoned writer's fdatasync error.  NULL is a no-op (0).
+ * Not thread-safe, as every writer call: no other call on @w may run
+ * concurrently; readers of the log may.
+ */
+int bus_seg_writer_abandon(struct bus_seg_writer *w);
+
 /* ------------------------------------------------------- offset floor
  *
  * WHY.  Offsets are handed out by producers in shared memory, before busd
