@@ -74,8 +74,8 @@
  * would be zeros under the CRCs of the records that were there.  So busd
  * checks after its reads of a ring and before every writer call that may
  * write out (append, flush), and abandons the writer of a lost partition
- * without writing anything out (it keeps it, open, until it exits: the
- * writer has no call that drops what it holds).  Between that check and
+ * (bus_seg_writer_abandon(): its files closed and its dir unlocked, nothing
+ * it holds written out).  Between that check and
  * the write-out, busd touches no page of the ring (the kernel's copy in
  * pwritev() does, and gets EFAULT for a page truncated meanwhile: a failed
  * write-out, retried, and the next pass finds the truncation: it probes
@@ -196,14 +196,6 @@ static void writer_opts(const struct busd *d, const struct dpart *dp, uint64_t f
 	o->log = busd_lib_log;
 }
 
-/* Writers of lost partitions (part_lost()): never written out nor closed,
- * kept reachable until busd exits. */
-struct lost_writer {
-	struct bus_seg_writer *w;
-	struct lost_writer *next;
-};
-static struct lost_writer *lost_writers;
-
 /* Whether @dp's ring was truncated under busd's mapping (see TRUNCATION
  * above).  The first time: one ERROR naming the file, the partition
  * stopped, its writer abandoned without a write-out, and the topic's
@@ -221,15 +213,12 @@ static bool part_lost(struct dpart *dp)
 		return true;
 	if (dp->w) {
 		struct bus_seg_writer_stats st;
-		struct lost_writer *lw = malloc(sizeof(*lw));
 
 		bus_seg_writer_stats(dp->w, &st);
-		have = st.written_offset;
-		if (lw) {
-			lw->w = dp->w;
-			lw->next = lost_writers;
-			lost_writers = lw;
-		} /* else it leaks: still never written out */
+		/* Frames in place may be zeros now: none is written out.  The
+		 * writer logs a poisoning's cut itself. */
+		have = st.sync_failed ? st.synced_offset : st.written_offset;
+		(void)bus_seg_writer_abandon(dp->w);
 		dp->w = NULL;
 		dp->appended = false;
 	}

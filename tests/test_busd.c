@@ -3,9 +3,11 @@
  * claims, single instance and signals.  Each test runs its own busd
  * (build/bin/busd --foreground) on a private bus and data dir. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1403,6 +1405,71 @@ Test(busd, a_ring_truncated_under_busd_stops_its_partition_with_one_error)
 	cr_expect_eq(log_count("ERROR topic 'cut'"), 1, "one ERROR for the partition (see %s)",
 		     busd_log);
 	expect_log_holds("cut", 100);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+/* Descriptors of process @pid open on files under @prefix. */
+static int fds_under(pid_t pid, const char *prefix)
+{
+	char path[64], link[PATH_MAX + 1], fd_path[64 + sizeof(((struct dirent *)0)->d_name)];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	cr_assert(d, "%s: %s", path, strerror(errno));
+	while ((de = readdir(d)) != NULL) {
+		ssize_t k;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(fd_path, sizeof fd_path, "%s/%s", path, de->d_name);
+		k = readlink(fd_path, link, sizeof link - 1);
+		if (k <= 0)
+			continue; /* closed meanwhile */
+		link[k] = 0;
+		if (strncmp(link, prefix, strlen(prefix)) == 0)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* busd kept the writer of a partition whose ring was truncated under it
+ * open until it exited (the writer had no call that dropped the frames it
+ * held, which may read as zeros): the log's descriptors stayed open, and
+ * the dir's lock kept every other writer out (-EBUSY).  Now busd abandons
+ * the writer (bus_seg_writer_abandon()): nothing of it written out, its
+ * files closed, the log whole up to what was spilled before, and free for
+ * another writer. */
+Test(busd, a_ring_truncated_under_busd_releases_its_log)
+{
+	struct bus_seg_writer *w = NULL;
+	char path[600], want[800], dir[512];
+	int err;
+
+	busd_start();
+	mk_topic("cut", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("cut", 0, 0, 100, 100, 0, 0), 0);
+	wait_spilled("cut", 1);
+	snprintf(dir, sizeof dir, "%s/cut/0", e.data_dir);
+	cr_assert_gt(fds_under(busd, dir), 0, "busd spills into %s", dir);
+	ring_path("cut", path, sizeof(path));
+	cr_assert_eq(truncate(path, 0), 0, "truncate %s: %s", path, strerror(errno));
+	snprintf(want, sizeof want,
+		 "ERROR topic 'cut' partition 0: its ring file %s was truncated under busd's "
+		 "mapping",
+		 path);
+	wait_log(want, 10000); /* logged once the writer is let go */
+	cr_expect_eq(fds_under(busd, dir), 0, "busd still holds files in %s", dir);
+	err = bus_seg_writer_open(&w, dir, NULL);
+	cr_assert_eq(err, 0, "a writer on the lost partition's log: %d (%s)", err,
+		     bus_strerror(err));
+	cr_assert_eq(bus_seg_writer_next_offset(w), 100u);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	expect_log_holds("cut", 100);
+	cr_assert(kill(busd, 0) == 0, "busd still runs");
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
