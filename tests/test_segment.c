@@ -1301,6 +1301,62 @@ Test(segment, an_abandoned_writer_writes_nothing_more_and_leaves_no_descriptor)
 	cr_assert_eq(bus_seg_writer_abandon(NULL), 0);
 }
 
+/* A reader grew its buffer to the largest frame it read and kept it for
+ * its life: a consumer that once replayed an 8 MiB record held 8 MiB per
+ * partition until it closed.  Grown past 1 MiB, the buffer now goes back
+ * to 256 KiB at the first read that fits in that. */
+Test(segment, a_readers_buffer_grown_for_a_large_frame_shrinks_back)
+{
+	const uint32_t vlen = 8u << 20;
+	struct bus_seg_writer *w = wopen(NULL);
+	struct bus_seg_reader_stats st;
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	struct bus_seg_fhdr h = { 0 };
+	uint8_t *big = aligned_alloc(8, BUS_FRAME_HDR + vlen);
+	const uint8_t *v;
+
+	cr_assert(big);
+	append_range(w, 0, 10, 0);
+	h.commit = BUS_COMMIT(BUS_FRAME_DATA, BUS_FRAME_HDR + vlen, 10);
+	h.offset = 10;
+	h.timestamp = ts_of(10);
+	h.value_len = vlen;
+	memcpy(big, &h, sizeof(h));
+	for (uint32_t i = 0; i < vlen; i++)
+		big[BUS_FRAME_HDR + i] = (uint8_t)(i * 7 + 1);
+	cr_assert_eq(bus_seg_append(w, (const struct bus_frame *)(const void *)big, 10), 0);
+	append_range(w, 11, 20, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	read_expect_some(r, 0, 10);
+	cr_assert_eq(bus_seg_next(r, &rec), 1);
+	cr_assert_eq(rec.offset, 10u);
+	cr_assert_eq(rec.value_len, vlen);
+	v = rec.value;
+	cr_assert(memcmp(v, big + BUS_FRAME_HDR, vlen) == 0, "the large record intact");
+	bus_seg_reader_stats(r, &st);
+	cr_assert_geq(st.buf_bytes, BUS_FRAME_HDR + vlen, "grown: %llu",
+		      (unsigned long long)st.buf_bytes);
+	read_expect(r, 11, 20);
+	append_range(w, 20, 30, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	read_expect(r, 20, 30);
+	bus_seg_reader_stats(r, &st);
+	cr_assert_eq(st.buf_bytes, 256u * 1024, "after small reads: %llu bytes held",
+		     (unsigned long long)st.buf_bytes);
+	/* And it grows again when it must. */
+	cr_assert_eq(bus_seg_seek_offset(r, 10), 0);
+	cr_assert_eq(bus_seg_next(r, &rec), 1);
+	cr_assert_eq(rec.value_len, vlen);
+	cr_assert(memcmp(rec.value, big + BUS_FRAME_HDR, vlen) == 0);
+	read_expect(r, 11, 30);
+	bus_seg_reader_close(r);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	free(big);
+}
+
 /* --------------------------------------------------------------- rolls */
 
 Test(segment, roll_by_size_names_segments_by_base_offset_and_reads_cross_them)

@@ -33,6 +33,9 @@
 #define SEEK_CHUNK (16u * 1024) /* reads of a seek: a checkpoint's stretch */
 #define MAP_WINDOW (4u << 20)   /* mappings of a sequential reader */
 #define PREFETCH_AHEAD 4096u    /* of a sequential reader */
+/* A read buffer grown past this for a large frame goes back to IO_CHUNK
+ * at the first read that fits in IO_CHUNK (io_get()). */
+#define BUF_KEEP (4u * IO_CHUNK)
 
 /* ------------------------------------------------------------ helpers */
 
@@ -582,6 +585,17 @@ static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out
 			return -ENOMEM;
 		io->buf = nb;
 		io->cap = want;
+	} else if (io->cap > BUF_KEEP && want <= IO_CHUNK) {
+		/* Grown for one large frame: not held for the reader's life.
+		 * (Up to BUF_KEEP stays: frames of that size among small ones
+		 * would cost an allocation, and its page faults, each.)  The
+		 * window is read again below: no view into it is kept. */
+		uint8_t *nb = malloc(IO_CHUNK);
+		if (nb) {
+			free(io->buf);
+			io->buf = nb;
+			io->cap = IO_CHUNK;
+		}
 	}
 	io->wlen = 0;
 	got = pread_full(io->fd, io->buf, want, pos);
@@ -2727,6 +2741,7 @@ void bus_seg_reader_close(struct bus_seg_reader *r)
 void bus_seg_reader_stats(const struct bus_seg_reader *r, struct bus_seg_reader_stats *st)
 {
 	*st = r->st;
+	st->buf_bytes = r->io.cap;
 }
 
 uint64_t bus_seg_reader_position(const struct bus_seg_reader *r)

@@ -585,6 +585,8 @@ struct bus_seg_reader_stats {
 	uint64_t index_reads; /* pread calls on index files */
 	uint64_t seek_scan_bytes; /* bytes of frames the last seek passed over */
 	uint64_t segments_opened;
+	uint64_t buf_bytes;  /* the read buffer's size now (see
+				bus_seg_reader_open()) */
 };
 
 struct bus_seg_reader;
@@ -593,7 +595,8 @@ struct bus_seg_reader;
  * bus_seg_reader_open() - a reader of the log in @dir, positioned at its
  * earliest record (or, while @dir holds no segment, at the first one to
  * appear).  Reads with pread(2) into a buffer of its own (256 KiB, grown for
- * larger frames), or maps sealed segments in 4 MiB windows (see
+ * larger frames; grown past 1 MiB, it shrinks back to 256 KiB at the first
+ * read that fits in that), or maps sealed segments in 4 MiB windows (see
  * CONCURRENCY above for which, and what a truncation under a mapping
  * does).  Returns 0, -ENOENT (no such dir), -ENOMEM, -errno.
  */
