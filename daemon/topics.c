@@ -16,7 +16,9 @@
  * start and whenever it notices a deletion (its handle's bus_topic_check()
  * fails).  If the topic's dir is still in place and is the one busd made
  * for that generation (busd made it after the rename, or the rename
- * failed), busd moves it away itself.
+ * failed), busd moves it away itself.  busd makes a topic's dir only when
+ * it takes the topic; gone after that, it is never made again
+ * (conf_sync()), so no stray dir outlives the topic.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -239,18 +241,39 @@ static int conf_write(const char *dir, const char *topic, const struct bus_topic
 	return err;
 }
 
-/* Make sure <data_dir>/<topic>/topic.conf holds @dt's live config; note
- * which directory is the topic's. */
+/*
+ * conf_sync() - make sure <data_dir>/<topic>/topic.conf holds @dt's live
+ * config, making the topic's dir (and its parents) the first time, and
+ * noting which dir it is (retire_stray()).  Once noted, the dir is never
+ * made again: gone or another one, it was renamed away by
+ * bus_topic_delete() (the next scan drops the topic), or by hand.  Made
+ * again by a retry (the topic.conf of a topic whose first write failed is
+ * written again at every scan), it was a stray that busd did not retire
+ * (not the dir it had noted) and whose topic.conf re-created the deleted
+ * topic at busd's next start.  Then a WARN, once, and nothing written.
+ */
 static void conf_sync(struct busd *d, struct dtopic *dt)
 {
 	char dir[PATH_MAX], path[PATH_MAX + 16], why[PATH_MAX + 128];
 	struct bus_topic_cfg_disk have;
 	struct stat st;
-	int err, rd;
+	int err = 0, rd;
 
 	if (bus_topic_dir(d->b, dt->name, dir, sizeof(dir)))
 		return;
-	err = busd_mkdir_p(dir, 0750);
+	if (!dt->dir_known) {
+		err = busd_mkdir_p(dir, 0750);
+	} else if (stat(dir, &st) || st.st_dev != dt->dir_dev || st.st_ino != dt->dir_ino) {
+		if (dt->conf_err != -ENOENT) /* once per episode */
+			busd_log(BUS_LOG_WARN,
+				 "topic '%s': its folder %s is gone (deleted with the topic?) or "
+				 "is another one: busd does not make it again, nor writes its "
+				 "topic.conf there",
+				 dt->name, dir);
+		dt->conf_err = -ENOENT;
+		dt->conf_ok = false;
+		return;
+	}
 	if (!err && (dt->cfg.flags & BUS_TOPIC_PRIVATE) && chmod(dir, 0700))
 		err = -errno; /* the parents stay 0750: other topics live there */
 	if (!err && !dt->dir_known && stat(dir, &st) == 0) {

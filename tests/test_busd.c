@@ -1473,6 +1473,52 @@ Test(busd, a_ring_truncated_under_busd_releases_its_log)
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
+/* busd retries a topic.conf it could not write at every scan (100 ms),
+ * and the retry made <data>/<topic> again (mkdir -p) when the folder was
+ * gone.  bus_topic_delete() renames that folder away before busd notices
+ * the deletion; a retry in between brought back a stray folder with a
+ * topic.conf in it, which busd did not retire (not the folder it had
+ * noted) and from which its next start re-created the deleted topic.
+ * Here the folder goes by hand while the topic lives (the deletion's
+ * rename, without the deletion), deterministically: busd must not make
+ * it again, and says why once; the deletion then leaves nothing behind. */
+Test(busd, a_topic_conf_retried_after_its_folder_went_does_not_make_the_folder_again)
+{
+	char tdir[512], conf[600], moved[512], want[700];
+	struct bus_topic_info ti;
+	int64_t deadline;
+	int err;
+
+	busd_start();
+	snprintf(tdir, sizeof tdir, "%s/gone", e.data_dir);
+	snprintf(conf, sizeof conf, "%s/topic.conf", tdir);
+	snprintf(moved, sizeof moved, "%s/.moved", e.data_dir);
+	/* topic.conf cannot be written: a folder holds its name. */
+	cr_assert_eq(mkdir(tdir, 0750), 0);
+	cr_assert_eq(mkdir(conf, 0750), 0);
+	mk_topic("gone", 1, 64 * 1024, 0, 0);
+	wait_log("topic 'gone': cannot write", 10000);
+	cr_assert_eq(rename(tdir, moved), 0);
+	snprintf(want, sizeof want, "topic 'gone': its folder %s is gone", tdir);
+	deadline = tnow_ms() + 10000;
+	while (!log_has(want) && access(tdir, F_OK) != 0) {
+		cr_assert_lt(tnow_ms(), deadline, "busd neither retried nor said why (see %s)",
+			     busd_log);
+		sleep_ms(5);
+	}
+	cr_assert_neq(access(tdir, F_OK), 0, "busd made %s again (see %s)", tdir, busd_log);
+	cr_assert_eq(log_count(want), 1, "said once (see %s)", busd_log);
+
+	cr_assert_eq(bus_topic_delete(tb, "gone"), 0);
+	wait_log("topic 'gone' was deleted", 10000);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	busd_start(); /* returns once busd published itself: after its recovery */
+	err = bus_topic_describe(tb, "gone", &ti);
+	cr_assert_eq(err, -ENOENT, "the deleted topic is back after a restart: %d", err);
+	cr_assert_neq(access(tdir, F_OK), 0, "%s", tdir);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
 /* The control region truncated under busd: busd died of SIGBUS (its
  * heartbeat writes there).  Read as zeros, the table would say every
  * topic was deleted, and busd would remove their logs.  Now busd logs one
