@@ -5,6 +5,8 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1355,6 +1358,120 @@ Test(segment, a_readers_buffer_grown_for_a_large_frame_shrinks_back)
 	bus_seg_reader_close(r);
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 	free(big);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static char big_top[64]; /* the next test's folder on tmpfs, or "" */
+
+static void big_fini(void)
+{
+	if (big_top[0])
+		nftw(big_top, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	big_top[0] = 0;
+}
+
+/* A .log over 4 GiB is no segment a writer makes (segment_bytes is at most
+ * 2 GiB), but a damaged or hostile one can be recovered as the active
+ * segment.  Recovery wrote its checkpoints past 4 GiB with their positions
+ * wrapped to 32 bits: readers still read right (each entry is checked
+ * against the frame it points to, offset included), but every seek past
+ * there scanned the segment from its start, and every later open found the
+ * index out of order and rebuilt it from the start.  Now no entry is
+ * written past what an entry holds.  The file is sparse (frames of 256 MiB
+ * of zeros), on tmpfs, where holes read from the zero page. */
+Test(segment, a_hostile_active_log_over_4_gib_gets_no_wrapped_index_entries, .fini = big_fini)
+{
+	const uint32_t big = 1u << 28, nbig = 17, nsmall = 200;
+	struct bus_seg_writer_stats st;
+	struct bus_seg_reader_stats rst;
+	struct bus_seg_writer *w;
+	struct bus_seg_reader *r;
+	struct bus_seg_record rec;
+	struct bus_seg_hdr h = { 0 };
+	struct bus_seg_idx e, prev = { 0, BUS_SEG_HDR_SIZE };
+	char keep[sizeof(dir)], path[600];
+	uint64_t pos = BUS_SEG_HDR_SIZE, n = nbig + nsmall;
+	struct statfs sf;
+	uint8_t *z;
+	FILE *f;
+	int fd;
+
+	if (statfs("/dev/shm", &sf) || sf.f_type != TMPFS_MAGIC)
+		cr_skip_test("needs a tmpfs at /dev/shm (sparse reads from the zero page)");
+	snprintf(big_top, sizeof(big_top), "/dev/shm/bus-test-seg-XXXXXX");
+	cr_assert(mkdtemp(big_top), "mkdtemp: %s", strerror(errno));
+	snprintf(keep, sizeof(keep), "%s", dir);
+	snprintf(dir, sizeof(dir), "%s/0", big_top);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	seg_path(path, sizeof(path), 0, "log");
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	cr_assert(fd >= 0);
+	h.magic = BUS_SEG_MAGIC;
+	h.version = BUS_SEG_VERSION;
+	h.hdr_size = BUS_SEG_HDR_SIZE;
+	h.frame_hdr = BUS_FRAME_HDR;
+	h.frame_align = BUS_FRAME_ALIGN;
+	h.created_ns = TS0;
+	h.hdr_crc = bus_crc32c(0, &h, sizeof(h));
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	z = calloc(1, big); /* zero pages: no memory until written */
+	cr_assert(z);
+	for (uint64_t off = 0; off < n; off++) {
+		uint32_t len = off < nbig ? big : 64;
+		struct bus_seg_fhdr fh = { 0 };
+
+		fh.commit = BUS_COMMIT(BUS_FRAME_DATA, len, off);
+		fh.offset = off;
+		fh.timestamp = ts_of(off);
+		fh.value_len = len - BUS_FRAME_HDR;
+		memcpy(z, &fh, sizeof(fh));
+		fh.crc = bus_seg_frame_crc(fh.commit, z, len);
+		cr_assert_eq(pwrite(fd, &fh, sizeof(fh), (off_t)pos), (ssize_t)sizeof(fh));
+		pos += len;
+	}
+	free(z);
+	cr_assert_eq(ftruncate(fd, (off_t)pos), 0);
+	close(fd);
+	cr_assert_gt(pos, 1ull << 32);
+
+	w = wopen(NULL);
+	cr_assert_eq(bus_seg_writer_next_offset(w), n, "every frame valid");
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	seg_path(path, sizeof(path), 0, "index");
+	f = fopen(path, "rb");
+	cr_assert(f);
+	while (fread(&e, sizeof(e), 1, f) == 1) {
+		cr_assert(e.rel > prev.rel && e.pos > prev.pos,
+			  "entry {%u, %u} after {%u, %u}: wrapped", e.rel, e.pos, prev.rel, prev.pos);
+		prev = e;
+	}
+	fclose(f);
+	w = wopen(NULL);
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.recovered_index_rebuilt, 0u, "the index was taken as written");
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	cr_assert_eq(bus_seg_seek_offset(r, n - 5), 0);
+	bus_seg_reader_stats(r, &rst);
+	/* From the last checkpoint below 4 GiB: two large frames before. */
+	cr_assert_lt(rst.seek_scan_bytes, 3ull * big, "scanned %llu bytes",
+		     (unsigned long long)rst.seek_scan_bytes);
+	for (uint64_t off = n - 5; off < n; off++) {
+		cr_assert_eq(bus_seg_next(r, &rec), 1);
+		cr_assert_eq(rec.offset, off);
+		cr_assert_eq(rec.timestamp, ts_of(off));
+	}
+	cr_assert_eq(bus_seg_next(r, &rec), 0);
+	bus_seg_reader_close(r);
+
+	snprintf(dir, sizeof(dir), "%s", keep);
 }
 
 /* --------------------------------------------------------------- rolls */

@@ -1182,6 +1182,13 @@ static void checkpoint(struct bus_seg_writer *w, uint64_t pos, uint64_t off, uin
 
 	if (pos <= w->last_ckpt || pos + len - w->last_ckpt <= w->o.index_interval)
 		return;
+	/* Past what an entry holds (32 bits: see the format), which only a
+	 * .log this writer did not make reaches (recovered as the active
+	 * segment, damaged or hostile): no entry, rather than one that wraps
+	 * and that readers and the next recovery would find wrong.  Readers
+	 * scan from the last checkpoint. */
+	if (pos > UINT32_MAX || off - w->base > UINT32_MAX)
+		return;
 	if (w->max_ts > w->last_m) {
 		w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){ w->max_ts, rel, (uint32_t)pos };
 		w->last_m = w->max_ts;
@@ -1610,9 +1617,12 @@ static int seal(struct bus_seg_writer *w)
 	err = pend_reserve(w);
 	if (err)
 		return err;
-	w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){
-		w->max_ts, (uint32_t)(w->next_off - w->base), (uint32_t)w->end
-	};
+	/* None past what an entry holds (see checkpoint()): readers then find
+	 * the segment's end by a scan, as for a lost seal entry. */
+	if (w->end <= UINT32_MAX && w->next_off - w->base <= UINT32_MAX)
+		w->ptidx[w->ptidx_n++] = (struct bus_seg_tidx){
+			w->max_ts, (uint32_t)(w->next_off - w->base), (uint32_t)w->end
+		};
 	w->sealed = true;
 	err = write_out(w);
 	if (!err)
@@ -2406,6 +2416,14 @@ static int seal_repair(struct bus_seg_writer *w, uint64_t base)
 	ix_close(&xt);
 	if (ok)
 		goto out;
+	if (size > UINT32_MAX) {
+		/* No seal entry holds its end (see checkpoint()); larger than
+		 * any segment a writer makes, it is no log of ours to repair:
+		 * readers scan it, and report a bad frame in it. */
+		wlog(w, BUS_LOG_WARN, "sealed segment %" PRIu64 ": its .log of %" PRIu64 " bytes is "
+		     "larger than a segment can be; left as it is", base, size);
+		goto out;
+	}
 	if (size < HDR) {
 		/* Cut before its header was written out: empty, header again. */
 		struct bus_seg_hdr h;

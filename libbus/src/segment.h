@@ -82,7 +82,11 @@
  * what was not synced; the writer repairs the active segment when it
  * opens, and readers check the entry a scan starts from against the frame
  * it points to.)  A .log holds at most 2 GiB plus one frame: positions fit in
- * 32 bits, and so do relative offsets.
+ * 32 bits, and so do relative offsets.  A longer one is no writer's (a
+ * damaged or hostile file): a writer that recovers it as its active
+ * segment writes no index entry past what 32 bits hold, nor a seal entry
+ * when it seals it; readers read it correctly, scanning from the last
+ * entry it has.
  *
  * CONCURRENCY.  One writer per directory (the writer holds an flock on the
  * directory; a second one gets -EBUSY).  A writer handle is used by one
