@@ -1,7 +1,8 @@
 /* test_consumer.c - what a consumer reports: log errors passed up rather
- * than taken for "no log", resets that count every record they skip, and
- * stats that count each record, loss and lap once.  Tests that need logs
- * run their own busd (build/bin/busd --foreground) on a private bus. */
+ * than taken for "no log", resets that count every record they skip,
+ * stats that count each record, loss and lap once, and the edges of its
+ * arguments.  Tests that need logs run their own busd (build/bin/busd
+ * --foreground) on a private bus. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -362,3 +363,50 @@ Test(consumer, a_poll_cut_short_by_a_partition_error_counts_its_records)
 	bus_consumer_close(c);
 	bus_producer_close(p);
 }
+
+/* ------------------------------------------------------ arguments */
+
+static void mk_ephemeral(const char *name, uint32_t parts, uint32_t overflow)
+{
+	struct bus_topic_config cfg;
+
+	bus_topic_config_init(&cfg);
+	cfg.partitions = parts;
+	cfg.ring_size = BUS_RING_MIN;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cfg.overflow = overflow;
+	cr_assert_eq(bus_topic_create(tb, name, &cfg), 0);
+}
+
+/* A poll or read of at most 0 records is a bad argument: it used to wait
+ * out its timeout spinning (for ever with a negative one) over a record it
+ * could never return. */
+Test(consumer, a_poll_or_read_of_zero_records_is_einval)
+{
+	struct bus_consumer *c;
+	struct bus_producer *p;
+	struct bus_view v[1];
+	struct bus_msg m[1];
+	char buf[64];
+	int64_t t0;
+	int n;
+
+	mk_ephemeral("z", 1, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(tb, "z", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(tb, "z", NULL, &c), 0);
+	produce(p, 1, 10);
+	t0 = tnow_ms();
+	n = bus_consumer_poll(c, v, 0, 2000000000ll);
+	cr_expect_eq(n, -EINVAL, "poll of 0: %d after %lld ms", n, (long long)(tnow_ms() - t0));
+	t0 = tnow_ms();
+	n = bus_consumer_read(c, m, 0, buf, sizeof buf, 2000000000ll);
+	cr_expect_eq(n, -EINVAL, "read of 0: %d after %lld ms", n, (long long)(tnow_ms() - t0));
+	cr_expect_eq(bus_consumer_poll(c, NULL, 0, 0), -EINVAL);
+	/* Nothing was consumed. */
+	n = bus_consumer_poll(c, v, 1, 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(v[0].offset, 0u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+

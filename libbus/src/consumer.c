@@ -870,7 +870,7 @@ static inline int poll_end(struct bus_consumer *c, int rc)
 int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned max,
 		      int64_t timeout_ns)
 {
-	if (BUS_UNLIKELY(!c || (!views && max)))
+	if (BUS_UNLIKELY(!c || !views || !max))
 		return -EINVAL;
 	return poll_end(c, poll_wait(c, views, max, timeout_ns));
 }
@@ -936,7 +936,7 @@ int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max
 	unsigned n, copied = 0;
 	int got, ok;
 
-	if (!c || !msgs || (!buf && buf_len))
+	if (!c || !msgs || !max || (!buf && buf_len))
 		return -EINVAL;
 	if (max > 64)
 		max = 64;

@@ -519,6 +519,7 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
  * bus_consumer_poll() - up to @max records as views into the ring (or, for
  * records read from disk, into the consumer's read buffer or its mapping
  * of a sealed segment).
+ * @max:        at least 1 (0: -EINVAL); @views holds @max.
  * @timeout_ns: 0 returns at once; < 0 waits forever; else waits up to it
  *              with the consumer's wait strategy.
  *
@@ -528,7 +529,8 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
  * uses it: call bus_consumer_check() after use to learn whether it was.
  * Views read from disk stay valid until the next poll, read or seek on @c.
  * A reader lapped on a persistent topic goes on from disk without loss.
- * Returns the number of views (0 on timeout), or -BUS_ESTALE,
+ * Returns the number of views (0 on timeout), or -EINVAL (a NULL @c or
+ * @views, or @max 0), -BUS_ESTALE,
  * -BUS_ECORRUPT (a frame or the ring's header holds what no producer
  * writes; or a ring of @c or the control region was truncated under this
  * process's mapping, see the top of this file: then no view is returned,
@@ -575,8 +577,11 @@ struct bus_msg {
  * record returned is guaranteed whole (validated after the copy); records
  * overwritten during the copy are counted in lost_before of the next one.
  * Returns the number of records, 0 on timeout, -EMSGSIZE when @buf cannot
- * hold even the next record (its size is then in msgs[0].value_len), or
- * the errors of bus_consumer_poll() and bus_consumer_check().
+ * hold even the next record (the bytes its key, headers and value need are
+ * then in msgs[0].value_len; the record stays the next one read, its
+ * lost_before kept), -EINVAL (a NULL @c or @msgs, @max 0, or a NULL @buf
+ * with a length), or the errors of bus_consumer_poll() and
+ * bus_consumer_check().
  */
 int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max, void *buf,
 		      size_t buf_len, int64_t timeout_ns);
