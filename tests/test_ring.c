@@ -4,6 +4,7 @@
 #include <numa.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -1329,6 +1330,125 @@ Test(ring, numa_node_binds_rings_or_is_refused_when_absent)
 	cr_assert_eq(bus_topic_create(b, "numa2", &cfg), -ENODEV);
 	cr_assert_eq(bus_topic_describe(b, "numa2", &(struct bus_topic_info){ 0 }), -ENOENT,
 		     "a refused topic leaves nothing behind");
+}
+
+/* ------------------------------------------- the producer API's edges */
+
+static atomic_int edge_done;
+
+struct edge_job {
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	int err;
+};
+
+static void *edge_poll(void *arg)
+{
+	struct edge_job *j = arg;
+	struct bus_view v[1];
+
+	j->err = bus_consumer_poll(j->c, v, 1, INT64_MAX);
+	if (j->err == 1 && bus_consumer_check(j->c, v, 1) != 1)
+		j->err = -1000;
+	atomic_store(&edge_done, 1);
+	return NULL;
+}
+
+/* A timeout of INT64_MAX ns waits (as long as it takes): the deadline
+ * saturates, where now + timeout overflowed (undefined behaviour, which
+ * make asan test aborts on). */
+Test(ring, a_poll_timeout_of_int64_max_waits_for_the_record)
+{
+	struct bus_consumer_opts co = { .partition = 0, .wait = BUS_WAIT_SLEEP, .spin_count = 1 };
+	struct bus_producer *p;
+	struct bus_topic *t;
+	struct edge_job j = { 0 };
+	pthread_t th;
+	int64_t deadline;
+
+	mk_topic("pollmax", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "pollmax", &t), 0);
+	cr_assert_eq(bus_consumer_open(b, "pollmax", &co, &j.c), 0);
+	cr_assert_eq(bus_producer_open(b, "pollmax", NULL, &p), 0);
+	atomic_store(&edge_done, 0);
+	cr_assert_eq(pthread_create(&th, NULL, edge_poll, &j), 0);
+	/* Asleep: past its deadline's computation. */
+	deadline = tnow_ms() + 10000;
+	while (ld_acquire(&t->ts->sleepers) == 0 && !atomic_load(&edge_done))
+		cr_assert(tnow_ms() < deadline, "the consumer never slept");
+	cr_assert_eq(produce_str(p, 0, NULL, "late", NULL, NULL), 0);
+	pthread_join(th, NULL);
+	cr_assert_eq(j.err, 1, "poll: %d", j.err);
+	bus_consumer_close(j.c);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
+static void *edge_produce_one(void *arg)
+{
+	struct edge_job *j = arg;
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+
+	j->err = bus_produce(j->p, 0, &r, NULL, NULL);
+	atomic_store(&edge_done, 1);
+	return NULL;
+}
+
+/* The same for a producer's block_timeout_ns: INT64_MAX waits for room.
+ * The producer is known to be waiting (past its deadline's computation)
+ * once it has freed, in two turns of its wait, a gating slot planted
+ * with a dead pid. */
+Test(ring, a_block_timeout_of_int64_max_waits_for_room)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = INT64_MAX };
+	struct bus_producer_opts nb = { .flags = BUS_PRODUCER_NONBLOCK };
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_producer *fill;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_gating *g;
+	struct bus_view v[64];
+	struct edge_job j = { 0 };
+	char val[1000] = { 0 };
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	pthread_t th;
+	int64_t deadline;
+	int err, n;
+
+	mk_topic("blockmax", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "blockmax", &t), 0);
+	cr_assert_eq(bus_consumer_open(b, "blockmax", &co, &c), 0);
+	cr_assert_eq(bus_producer_open(b, "blockmax", &nb, &fill), 0);
+	while ((err = bus_produce(fill, 0, &r, NULL, NULL)) == 0)
+		;
+	cr_assert_eq(err, -EAGAIN);
+	cr_assert_eq(bus_producer_open(b, "blockmax", &po, &j.p), 0);
+	g = &t->rings[0].hdr->gating[BUS_GATING_MAX - 1];
+	cr_assert_eq(ld_acquire(&g->pid), 0);
+	atomic_store(&edge_done, 0);
+	cr_assert_eq(pthread_create(&th, NULL, edge_produce_one, &j), 0);
+	for (int turn = 0; turn < 2; turn++) {
+		st_relaxed(&g->pos, 0);
+		st_release(&g->pid, dead_pid());
+		deadline = tnow_ms() + 10000;
+		while (ld_acquire(&g->pid) != 0 && !atomic_load(&edge_done))
+			cr_assert(tnow_ms() < deadline, "the producer does not wait for room");
+	}
+	cr_assert_eq(atomic_load(&edge_done), 0, "produced into a full ring: %d", j.err);
+	/* Room: the gating consumer reads on. */
+	deadline = tnow_ms() + 10000;
+	while (!atomic_load(&edge_done)) {
+		n = bus_consumer_poll(c, v, 64, 0);
+		cr_assert_geq(n, 0);
+		cr_assert(tnow_ms() < deadline, "the producer did not take the room");
+	}
+	pthread_join(th, NULL);
+	cr_assert_eq(j.err, 0, "produce: %s", bus_strerror(j.err));
+	bus_consumer_close(c);
+	bus_producer_close(j.p);
+	bus_producer_close(fill);
+	bus_topic_put(t);
 }
 
 /* The library's wall clock (clock.c): extrapolated from the TSC where the

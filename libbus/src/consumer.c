@@ -818,7 +818,7 @@ poll_wait(struct bus_consumer *c, struct bus_view *views, unsigned max, int64_t 
 		if (BUS_UNLIKELY(bus_mapguard_hits() != 0) && (err = consumer_lost(c)) != 0)
 			return err;
 		if (deadline < 0 && timeout_ns > 0)
-			deadline = bus_mono_ns() + timeout_ns;
+			deadline = bus_deadline_ns(timeout_ns);
 		if (deadline >= 0 && bus_mono_ns() >= deadline)
 			return 0;
 		if (++spins < c->spin_count || c->wait == BUS_WAIT_SPIN) {

@@ -171,6 +171,16 @@ static inline int64_t bus_mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
+/* The monotonic time @timeout_ns (> 0) from now, INT64_MAX when that is
+ * past what an int64_t holds (a timeout of INT64_MAX: as good as none),
+ * rather than a signed overflow. */
+static inline int64_t bus_deadline_ns(int64_t timeout_ns)
+{
+	int64_t now = bus_mono_ns();
+
+	return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+}
+
 /* --------------------------------------------------------------- bus */
 
 struct bus {

@@ -340,7 +340,7 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 		if (bus_topic_check(p->t))
 			return -BUS_ESTALE;
 		if (deadline < 0 && p->block_timeout_ns > 0)
-			deadline = bus_mono_ns() + p->block_timeout_ns;
+			deadline = bus_deadline_ns(p->block_timeout_ns);
 		if (deadline >= 0 && bus_mono_ns() > deadline)
 			return -ETIMEDOUT;
 		if (++spins < 100) {

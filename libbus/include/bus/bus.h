@@ -521,7 +521,8 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
  * of a sealed segment).
  * @max:        at least 1 (0: -EINVAL); @views holds @max.
  * @timeout_ns: 0 returns at once; < 0 waits forever; else waits up to it
- *              with the consumer's wait strategy.
+ *              with the consumer's wait strategy (INT64_MAX: as forever).
+ *              A signal does not end the wait.
  *
  * Every returned view was whole when poll returned (checked after the read,
  * as a seqlock reader does; records from disk are checked by their CRC).
