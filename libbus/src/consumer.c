@@ -930,16 +930,20 @@ int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, uns
 int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max, void *buf,
 		      size_t buf_len, int64_t timeout_ns)
 {
+	static uint8_t none; /* where a read without a buffer (NULL, 0) points */
 	struct bus_view v[64];
-	uint8_t *dst = buf;
-	size_t used = 0;
-	unsigned n, copied = 0;
+	uint8_t *dst = buf ? buf : &none;
+	size_t used;
+	unsigned n, copied;
 	int got, ok;
 
 	if (!c || !msgs || !max || (!buf && buf_len))
 		return -EINVAL;
 	if (max > 64)
 		max = 64;
+again:
+	used = 0;
+	copied = 0;
 	/* Records: bus_consumer_check() below makes the truncation's check,
 	 * after the copies (one per call, as for poll). */
 	got = poll_wait(c, v, max, timeout_ns);
@@ -976,6 +980,17 @@ int bus_consumer_read(struct bus_consumer *c, struct bus_msg *msgs, unsigned max
 	if (copied < n)
 		rewind_from(c, v, n, copied);
 	ok = bus_consumer_check(c, v, copied);
+	if (ok == 0 && timeout_ns != 0) {
+		/* Every record copied was overwritten during the copy (a
+		 * reader lapped on an overwrite topic): the cursor is back on
+		 * the first, which the next poll finds lost and counts.  0
+		 * would say "nothing came in time", which is not so: read
+		 * again, waiting no longer than asked (after a lap the records
+		 * are there already: a wait of 0 finds them). */
+		if (timeout_ns > 0)
+			timeout_ns = 0;
+		goto again;
+	}
 	return ok;
 }
 

@@ -577,6 +577,11 @@ struct bus_msg {
  * records into @buf (of @buf_len bytes) and describes them in @msgs.  Every
  * record returned is guaranteed whole (validated after the copy); records
  * overwritten during the copy are counted in lost_before of the next one.
+ * At most 64 records per call (a larger @max is taken as 64).  @buf may be
+ * NULL when @buf_len is 0 (records with neither key, headers nor value).
+ * A batch whose every record was overwritten during the copy (a reader
+ * lapped on an overwrite topic) is not returned as 0: the call reads
+ * again, and the next record reports them in lost_before.
  * Returns the number of records, 0 on timeout, -EMSGSIZE when @buf cannot
  * hold even the next record (the bytes its key, headers and value need are
  * then in msgs[0].value_len; the record stays the next one read, its
