@@ -439,6 +439,24 @@ Test(consumer, an_empty_record_is_read_without_a_buffer)
 	bus_producer_close(p);
 }
 
+/* A partition number below BUS_PARTITION_ANY is a bad argument for a
+ * seek, as it is for bus_consumer_open() and bus_produce(); one past the
+ * topic's partitions is -ENOENT. */
+Test(consumer, a_seek_of_a_negative_partition_is_einval)
+{
+	struct bus_consumer *c;
+	uint64_t pos;
+
+	mk_ephemeral("n", 2, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_consumer_open(tb, "n", NULL, &c), 0);
+	cr_expect_eq(bus_consumer_seek(c, -2, BUS_SEEK_EARLIEST, 0), -EINVAL);
+	cr_expect_eq(bus_consumer_seek(c, INT32_MIN, BUS_SEEK_LATEST, 0), -EINVAL);
+	cr_expect_eq(bus_consumer_seek(c, 2, BUS_SEEK_EARLIEST, 0), -ENOENT);
+	cr_expect_eq(bus_consumer_seek(c, 1, (enum bus_seek)7, 0), -EINVAL);
+	cr_expect_eq(bus_consumer_position(c, 2, &pos), -ENOENT);
+	cr_expect_eq(bus_consumer_position(c, 1, NULL), -EINVAL);
+	bus_consumer_close(c);
+}
 
 static atomic_int big_stop;
 

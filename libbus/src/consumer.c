@@ -1257,7 +1257,7 @@ int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek w
 {
 	int err;
 
-	if (!c)
+	if (!c || (partition < 0 && partition != BUS_PARTITION_ANY))
 		return -EINVAL;
 	if ((err = bus_topic_check(c->t)) == 0) {
 		err = partition == BUS_PARTITION_ANY ? 0 : -ENOENT;

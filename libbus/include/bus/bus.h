@@ -443,7 +443,9 @@ struct bus_consumer;
  * bus_consumer_open() - a consumer on @topic, positioned at opts->start
  * (default: EARLIEST: on a persistent topic the oldest record on disk, read
  * through busd's logs in BUS_DATA_DIR).  @opts may be NULL.  Returns 0,
- * -ENOENT, -EINVAL (bad options, or both RESET flags), -ENOSPC (no free
+ * -ENOENT (no such topic, or opts->partition is not one of its partitions),
+ * -EINVAL (bad options: also a negative partition other than
+ * BUS_PARTITION_ANY; or both RESET flags), -ENOSPC (no free
  * gating slot), -BUS_ECORRUPT, -ENOMEM, -EAGAIN (producers moved the ring
  * on too fast: retry), or an -errno opening or reading a log (-EMFILE,
  * -EACCES, -EIO, ...: on a persistent topic only a log that does not exist
@@ -478,7 +480,9 @@ void bus_consumer_close(struct bus_consumer *c);
  * EARLIEST is the oldest record on disk or in the ring; OFFSET and TIME use
  * the logs' indexes (no scan of a whole log).  Returns 0, -ERANGE (the
  * offset is before the earliest record still held, or after the next
- * offset: "offset out of range"), -ENOENT, -EINVAL, -EAGAIN (the producers
+ * offset: "offset out of range"), -ENOENT (@partition is not one that @c
+ * reads), -EINVAL (a NULL @c, an unknown @whence, a negative @partition
+ * other than BUS_PARTITION_ANY), -EAGAIN (the producers
  * moved too fast: retry), -BUS_ECORRUPT (the ring's header holds what no
  * producer writes: a horizon or a checkpoint past its tail; or a ring of
  * @c or the control region was truncated under this process's mapping), or
@@ -489,7 +493,9 @@ void bus_consumer_close(struct bus_consumer *c);
 int bus_consumer_seek(struct bus_consumer *c, int32_t partition, enum bus_seek whence,
 		      int64_t value);
 
-/** bus_consumer_position() - next offset @c reads in @partition. */
+/** bus_consumer_position() - the next offset @c reads in @partition, into
+ *  *@offset.  Returns 0, -ENOENT (@partition is not one that @c reads) or
+ *  -EINVAL (NULL @c or @offset). */
 int bus_consumer_position(struct bus_consumer *c, uint32_t partition, uint64_t *offset);
 
 /** A record as seen by a consumer: pointers into the ring (zero copy). */
