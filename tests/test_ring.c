@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <numa.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1449,6 +1450,68 @@ Test(ring, a_block_timeout_of_int64_max_waits_for_room)
 	bus_producer_close(j.p);
 	bus_producer_close(fill);
 	bus_topic_put(t);
+}
+
+static void *edge_produce_ring(void *arg)
+{
+	struct edge_job *j = arg;
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+
+	memset(val, 'p', sizeof(val));
+	for (int i = 0; i < 2 * (int)(BUS_RING_MIN / sizeof(val)) && !j->err; i++)
+		j->err = bus_produce(j->p, 0, &r, NULL, NULL);
+	atomic_store(&edge_done, 1);
+	return NULL;
+}
+
+/* stuck_claim_ns of 2^63 ns or more means "never" for a live claimant:
+ * the producers that need to lap its claim wait for it (here until it
+ * commits) rather than take the huge timeout for a negative one and
+ * repair the claim at once. */
+Test(ring, a_stuck_claim_timeout_of_2_63_ns_or_more_never_repairs_a_live_claim)
+{
+	struct bus_opts o = env.opts;
+	struct bus *b2;
+	struct bus_producer *a;
+	struct bus_topic *t;
+	struct bus_claim cl;
+	struct edge_job j = { 0 };
+	pthread_t th;
+	int64_t deadline;
+	int err;
+
+	o.stuck_claim_ns = UINT64_MAX;
+	cr_assert_eq(bus_open(&b2, &o), 0);
+	mk_topic("forever", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_topic_get(b2, "forever", &t), 0);
+	cr_assert_eq(bus_producer_open(b2, "forever", NULL, &a), 0);
+	cr_assert_eq(bus_producer_open(b2, "forever", NULL, &j.p), 0);
+	cr_assert_eq(bus_producer_claim(a, 0, NULL, 0, 8, &cl), 0);
+	atomic_store(&edge_done, 0);
+	cr_assert_eq(pthread_create(&th, NULL, edge_produce_ring, &j), 0);
+	/* The other producer claims a lap past the open claim, then waits to
+	 * raise the horizon over it... */
+	deadline = tnow_ms() + 10000;
+	while (ld_acquire(&t->rings[0].hdr->tail.pos) + BUS_FRAME_ALIGN <= cl.priv_pos + BUS_RING_MIN &&
+	       !atomic_load(&edge_done))
+		cr_assert(tnow_ms() < deadline, "the producer did not come a lap past the claim");
+	/* ... and does not repair it (a live claim, no timeout): give it
+	 * 200 ms to show it would. */
+	deadline = tnow_ms() + 200;
+	while (tnow_ms() < deadline && ld_acquire(&t->rings[0].hdr->repaired) == 0)
+		sched_yield();
+	cr_assert_eq(ld_acquire(&t->rings[0].hdr->repaired), 0,
+		     "a live claim was repaired under a timeout of 2^64 - 1 ns");
+	memset(cl.value, 'a', 8);
+	err = bus_producer_commit(a, &cl, 0);
+	cr_assert_eq(err, 0, "commit: %s", bus_strerror(err));
+	pthread_join(th, NULL);
+	cr_assert_eq(j.err, 0, "produce: %s", bus_strerror(j.err));
+	bus_producer_close(j.p);
+	bus_producer_close(a);
+	bus_topic_put(t);
+	bus_close(b2);
 }
 
 /* The library's wall clock (clock.c): extrapolated from the TSC where the

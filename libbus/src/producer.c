@@ -407,7 +407,9 @@ static bool unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint6
 		off = ld_acquire(&sl->off);
 		if (!*since)
 			*since = bus_mono_ns();
-		late = bus_mono_ns() - *since > (int64_t)p->b->stuck_claim_ns;
+		/* Unsigned: a timeout of 2^63 ns or more is "never", not a
+		 * negative one. */
+		late = (uint64_t)(bus_mono_ns() - *since) > p->b->stuck_claim_ns;
 		if (late || !bus_pid_alive(pid))
 			rc = bus_ring_repair(r, pos, off, late);
 		/* An intent whose claim is repaired has served; past the

@@ -96,7 +96,8 @@ struct bus_opts {
 	 *  A producer must not hold a claim longer than this: past it, its
 	 *  commit returns -BUS_EREPAIRED, and what it still writes into the
 	 *  claimed bytes after other producers lapped them lands on newer
-	 *  records.  0: 1 second. */
+	 *  records.  0: 1 second; 2^63 or more: never (a live producer's
+	 *  claim is then waited for as long as it stays open). */
 	uint64_t stuck_claim_ns;
 };
 
