@@ -1,6 +1,7 @@
 /* test_ring.c - appends and reads: density, ordering, keys, headers,
  * zero copy, seeks, exclusive mode, back-pressure, lapping. */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <numa.h>
 #include <pthread.h>
 #include <sched.h>
@@ -1512,6 +1513,65 @@ Test(ring, a_stuck_claim_timeout_of_2_63_ns_or_more_never_repairs_a_live_claim)
 	bus_producer_close(a);
 	bus_topic_put(t);
 	bus_close(b2);
+}
+
+/* A claim repaired past the stuck-claim timeout and lapped since: its late
+ * commit (or abort) writes nothing into the ring, its timestamp included,
+ * for the place is newer records' (their readers validated them, and a
+ * persistent topic's producer summed them).  It used to store the
+ * timestamp into the frame that now starts there. */
+static void late_end(const char *topic, bool abort)
+{
+	struct bus_opts o = env.opts;
+	struct bus *b2;
+	struct bus_producer *a, *p;
+	struct bus_consumer *c;
+	struct bus_claim cl;
+	struct bus_view v[64];
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val), .timestamp = 12345 };
+	uint64_t seen = 0;
+	int n, err;
+
+	memset(val, 'p', sizeof(val));
+	o.stuck_claim_ns = 20000000; /* 20 ms */
+	cr_assert_eq(bus_open(&b2, &o), 0);
+	mk_topic(topic, 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_producer_open(b2, topic, NULL, &a), 0);
+	cr_assert_eq(bus_producer_open(b2, topic, NULL, &p), 0);
+	cr_assert_eq(bus_producer_claim(a, 0, NULL, 0, 8, &cl), 0);
+	/* More than two rings: the frames of the last lap start where the
+	 * claim did (each lap's first frame at the lap's start). */
+	for (int i = 0; i < 2 * (int)(BUS_RING_MIN / sizeof(val)) + 8; i++)
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	err = abort ? bus_producer_abort(a, &cl) : bus_producer_commit(a, &cl, 777);
+	cr_assert_eq(err, -BUS_EREPAIRED, "%s", bus_strerror(err));
+	cr_assert_eq(bus_consumer_open(b2, topic, NULL, &c), 0);
+	while ((n = bus_consumer_poll(c, v, 64, 0)) > 0) {
+		for (int i = 0; i < n; i++) {
+			cr_assert_eq(v[i].timestamp, 12345, "record %" PRIu64 " has timestamp %" PRId64,
+				     v[i].offset, v[i].timestamp);
+			cr_assert_eq(v[i].value_len, sizeof(val));
+			seen++;
+		}
+		cr_assert_eq(bus_consumer_check(c, v, (unsigned)n), n);
+	}
+	cr_assert_geq(n, 0, "%s", bus_strerror(n));
+	cr_assert_gt(seen, 0);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_producer_close(a);
+	bus_close(b2);
+}
+
+Test(ring, a_late_commit_writes_nothing_into_the_newer_records_that_lapped_it)
+{
+	late_end("latecommit", false);
+}
+
+Test(ring, a_late_abort_writes_nothing_into_the_newer_records_that_lapped_it)
+{
+	late_end("lateabort", true);
 }
 
 /* The library's wall clock (clock.c): extrapolated from the TSC where the

@@ -695,17 +695,32 @@ static inline void raise_ahead(struct bus_producer *p, struct bus_pstate *ps, ui
 	bus_ring_raise_horizon(ps->r, to, limit, &ps->hz);
 }
 
-/* Publish the frame at @fpos: zero ahead, then the commit word; then raise
- * the horizon ahead when it comes near (raise_ahead()). */
+/* Publish the frame at @fpos: its timestamp *@ts first when given (a
+ * claim's), zero ahead, then the commit word; then raise the horizon ahead
+ * when it comes near (raise_ahead()). */
 static inline __attribute__((always_inline)) int
 publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t flen, uint64_t off,
-	uint32_t type)
+	uint32_t type, const int64_t *ts)
 {
 	struct bus_ring *r = ps->r;
 	struct bus_frame *f = (struct bus_frame *)(r->data + (fpos & r->mask));
 	uint64_t end = fpos + flen;
 	uint64_t cw = BUS_COMMIT(type, flen, off);
 
+	if (ts) {
+		/* A claim's end (claim_end()), which may come late: the claim
+		 * repaired and lapped (see below) before any store of this
+		 * call, the timestamp, the sum and its padding, lands on the
+		 * newer records that hold the place now.  (bus_produce() wrote
+		 * its frame just now: no such check before the sum.)  An
+		 * exclusive producer's claim is never repaired while it lives. */
+		if (!(p->flags & BUS_PRODUCER_EXCLUSIVE) &&
+		    BUS_UNLIKELY(ld_acquire(&r->hdr->horizon) > fpos + r->size)) {
+			st_release(&ps->sl->pos, BUS_INTENT_IDLE);
+			return -BUS_EREPAIRED;
+		}
+		f->timestamp = *ts;
+	}
 	if (p->persistent && type == BUS_FRAME_DATA) {
 		/* The sum (layout.h): the frame as the log stores it, padding
 		 * zeroed, CRC computed here while its lines are in this core's
@@ -881,7 +896,7 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 		headers_encode(payload + rec->key_len, rec->headers, rec->header_count);
 	if (rec->value_len)
 		memcpy(payload + rec->key_len + hlen, rec->value, rec->value_len);
-	err = publish(p, ps, fpos, flen, off, BUS_FRAME_DATA);
+	err = publish(p, ps, fpos, flen, off, BUS_FRAME_DATA, NULL);
 	if (BUS_UNLIKELY(err))
 		return produce_err(p, ps, err);
 	if (out_partition)
@@ -933,17 +948,18 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 static int claim_end(struct bus_producer *p, struct bus_claim *c, uint32_t type, int64_t ts)
 {
 	struct bus_pstate *ps;
-	struct bus_frame *f;
+	int64_t stamp;
 	int err;
 
 	if (!p || !c || !p->claim_open || !c->priv_frame || c->partition >= p->t->cfg.partitions)
 		return -EINVAL;
-	f = c->priv_frame;
-	f->timestamp = ts ? ts : bus_now_ns();
+	stamp = ts ? ts : bus_now_ns();
 	p->claim_open = false;
 	c->priv_frame = NULL;
 	ps = &p->parts[c->partition];
-	err = publish(p, ps, c->priv_pos, (uint32_t)c->priv_commit, c->offset, type);
+	/* The timestamp is stored by publish(), once it knows the frame is
+	 * still this claim's. */
+	err = publish(p, ps, c->priv_pos, (uint32_t)c->priv_commit, c->offset, type, &stamp);
 	return BUS_UNLIKELY(err) ? produce_err(p, ps, err) : 0;
 }
 
