@@ -1574,6 +1574,67 @@ Test(ring, a_late_abort_writes_nothing_into_the_newer_records_that_lapped_it)
 	late_end("lateabort", true);
 }
 
+/* A claim still open when its producer is closed is aborted there: readers
+ * go on past it at once, its offset counted as one lost record, instead of
+ * waiting for the stuck-claim timeout (here a minute) to repair it. */
+static void close_with_a_claim_open(const char *topic, unsigned flags)
+{
+	struct bus_opts o = env.opts;
+	struct bus_producer_opts po = { .flags = flags };
+	struct bus *b2;
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_consumer_stats st;
+	struct bus_claim cl;
+	struct bus_view v[4];
+	uint64_t pos;
+	int64_t deadline;
+	int n = 0;
+
+	o.stuck_claim_ns = 60000000000ull;
+	cr_assert_eq(bus_open(&b2, &o), 0);
+	mk_topic(topic, 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_consumer_open(b2, topic, NULL, &c), 0);
+	cr_assert_eq(bus_producer_open(b2, topic, &po, &p), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "before", NULL, NULL), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 16, &cl), 0);
+	cr_assert_eq(cl.offset, 1u);
+	memset(cl.value, 'c', 16);
+	bus_producer_close(p); /* the claim still open */
+	cr_assert_eq(bus_producer_open(b2, topic, &po, &p), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "after", NULL, NULL), 0);
+	deadline = tnow_ms() + 5000;
+	while (n < 2 && tnow_ms() < deadline) {
+		int got = bus_consumer_poll(c, v + n, (unsigned)(2 - n), 100000000);
+		cr_assert_geq(got, 0, "poll: %s", bus_strerror(got));
+		n += got;
+	}
+	cr_assert_eq(n, 2, "the reader waits at the claim left open by a closed producer");
+	cr_assert_eq(v[0].offset, 0u);
+	cr_assert_eq(v[1].offset, 2u);
+	cr_assert_eq(v[1].lost_before, 1u, "the aborted claim is one lost record");
+	cr_assert(v[1].value_len == 5 && memcmp(v[1].value, "after", 5) == 0);
+	cr_assert_eq(bus_consumer_check(c, v, 2), 2);
+	bus_consumer_stats(c, &st);
+	cr_assert_eq(st.records, 2u);
+	cr_assert_eq(st.lost, 1u);
+	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
+	cr_assert_eq(pos, 3u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_close(b2);
+}
+
+Test(ring, closing_a_producer_aborts_its_open_claim)
+{
+	close_with_a_claim_open("openclaim", 0);
+}
+
+Test(ring, closing_an_exclusive_producer_aborts_its_open_claim)
+{
+	close_with_a_claim_open("openclaimx", BUS_PRODUCER_EXCLUSIVE);
+}
+
 /* The library's wall clock (clock.c): extrapolated from the TSC where the
  * kernel keeps time with it (clocksource tsc, or kvm-clock read by the
  * vDSO), it stays within a few µs of CLOCK_REALTIME

@@ -29,6 +29,8 @@ struct bus_producer {
 	int32_t pid;
 	uint32_t rr;
 	struct bus_pstate *parts;
+	/* Cold, after the fields of the hot paths: */
+	struct bus_claim open_claim; /* while claim_open: for bus_producer_close() */
 };
 
 int bus_producer_open(struct bus *b, const char *topic, const struct bus_producer_opts *opts,
@@ -193,10 +195,17 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 	return 0;
 }
 
+static int claim_end(struct bus_producer *p, struct bus_claim *c, uint32_t type, int64_t ts);
+
 void bus_producer_close(struct bus_producer *p)
 {
 	if (!p)
 		return;
+	/* A claim left open is aborted, as bus_producer_abort() would: left
+	 * unpublished, it held every reader of its partition (and, through
+	 * gating readers, its producers) until the stuck-claim timeout. */
+	if (p->claim_open)
+		(void)claim_end(p, &p->open_claim, BUS_FRAME_LOST, 0);
 	for (uint32_t i = 0; i < p->t->cfg.partitions; i++) {
 		struct bus_pstate *ps = &p->parts[i];
 		if (ps->excl) {
@@ -205,7 +214,7 @@ void bus_producer_close(struct bus_producer *p)
 			atomic_compare_exchange_strong(&ps->r->hdr->excl_pid, &self, 0);
 		}
 		if (ps->sl) {
-			/* No claim is open (bus.h): the intent is idle. */
+			/* No claim is open (aborted above): the intent is idle. */
 			st_release(&ps->sl->pos, BUS_INTENT_IDLE);
 			st_release(&ps->sl->pid, 0);
 		}
@@ -941,6 +950,7 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
 	c->priv_frame = f;
 	c->priv_pos = fpos;
 	c->priv_commit = flen;
+	p->open_claim = *c;
 	p->claim_open = true;
 	return 0;
 }

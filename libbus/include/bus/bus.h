@@ -344,7 +344,9 @@ int bus_producer_open(struct bus *b, const char *topic, const struct bus_produce
 		      struct bus_producer **out);
 
 /** bus_producer_close() - release exclusive ownership, free @p (NULL ok).
- *  Claims must be committed or aborted first. */
+ *  A claim still open is aborted first, as bus_producer_abort() does: its
+ *  offset reaches consumers as one lost record (the memory its value
+ *  pointed to is no longer the caller's). */
 void bus_producer_close(struct bus_producer *p);
 
 /**
