@@ -1635,6 +1635,39 @@ Test(ring, closing_an_exclusive_producer_aborts_its_open_claim)
 	close_with_a_claim_open("openclaimx", BUS_PRODUCER_EXCLUSIVE);
 }
 
+/* What bus.h says of a claim's end: a claim is ended once, by a commit or
+ * an abort; another claim, or a bus_produce(), while one is open is
+ * -EINVAL and changes nothing; a failed commit ends it all the same. */
+Test(ring, a_claim_ends_once_and_blocks_other_appends_of_its_producer)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_claim cl, cl2, copy;
+	struct bus_view v[4];
+	struct bus_record r = { .value = "r", .value_len = 1 };
+
+	mk_topic("once", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "once", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "once", NULL, &c), 0);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), -EINVAL, "no claim yet");
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 1, &cl), 0);
+	copy = cl;
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 1, &cl2), -EINVAL);
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), -EINVAL);
+	memcpy(cl.value, "c", 1);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), 0);
+	cr_assert_eq(bus_producer_commit(p, &cl, 0), -EINVAL, "committed twice");
+	cr_assert_eq(bus_producer_abort(p, &cl), -EINVAL, "aborted after its commit");
+	cr_assert_eq(bus_producer_abort(p, &copy), -EINVAL, "a copy of an ended claim");
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 2);
+	cr_assert_eq(v[0].offset, 0u);
+	cr_assert_eq(v[1].offset, 1u);
+	cr_assert_eq(v[1].lost_before, 0u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
 /* The library's wall clock (clock.c): extrapolated from the TSC where the
  * kernel keeps time with it (clocksource tsc, or kvm-clock read by the
  * vDSO), it stays within a few µs of CLOCK_REALTIME

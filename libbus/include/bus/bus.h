@@ -268,6 +268,9 @@ uint32_t bus_partition_for_key(const void *key, size_t key_len, uint32_t partiti
 
 /* ------------------------------------------------------------- records */
 
+/** A header.  On the producer side @name and @value must point to
+ *  @name_len and @value_len bytes (NULL only for a length of 0: not
+ *  checked, as memcpy(3) does not check). */
 struct bus_header {
 	const char *name; /**< not NUL-terminated on the consumer side */
 	uint16_t name_len;
@@ -363,8 +366,12 @@ void bus_producer_close(struct bus_producer *p);
  * ring header, nothing written; or the partition's ring or the control
  * region was truncated under this process's mapping: the record may or may
  * not have reached readers, retry elsewhere; see the top of this file),
- * -EMSGSIZE, -EINVAL (also: more than
- * 65535 headers), -BUS_EBUSY, -EUSERS (BUS_PRODUCERS_MAX producers
+ * -EMSGSIZE (the frame, 48 bytes plus the key, the value and the headers
+ * (6 bytes each plus name and value), is more than half the ring),
+ * -ENOENT (@partition is not one of the topic's), -EINVAL (a NULL @p or
+ * @r, a NULL key, value or headers with a length, more than 65535
+ * headers, a negative @partition other than BUS_PARTITION_ANY, or a claim
+ * of @p still open), -BUS_EBUSY, -EUSERS (BUS_PRODUCERS_MAX producers
  * already append to that partition), -BUS_ESTALE, -BUS_EREPAIRED (a stalled
  * claim was repaired by another process).
  */
@@ -387,19 +394,23 @@ struct bus_claim {
  * bus_producer_claim() - reserve a record of @value_len bytes with @key in
  * the ring and return a pointer to its value, to be built in place.
  * Headers are not available on this path.  Same returns as bus_produce().
- * At most one claim may be outstanding per producer.
+ * At most one claim may be outstanding per producer: another claim, or a
+ * bus_produce(), while one is open returns -EINVAL.
  */
 int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *key,
 		       uint32_t key_len, uint32_t value_len, struct bus_claim *c);
 
 /** bus_producer_commit() - publish claim @c with @timestamp (0: now).
- *  Returns 0, -BUS_EREPAIRED (the claim was repaired meanwhile), or
- *  -BUS_ECORRUPT (the ring or the control region was truncated under this
- *  process's mapping: as bus_produce()). */
+ *  Ends the claim, also when it fails (but for -EINVAL).  Returns 0,
+ *  -BUS_EREPAIRED (the claim was repaired meanwhile), -BUS_ECORRUPT (the
+ *  ring or the control region was truncated under this process's mapping:
+ *  as bus_produce()), or -EINVAL (no claim of @p is open: never made, or
+ *  committed or aborted already). */
 int bus_producer_commit(struct bus_producer *p, struct bus_claim *c, int64_t timestamp);
 
-/** bus_producer_abort() - turn claim @c into padding.  Its offset is
- *  consumed and reported to consumers as one lost record. */
+/** bus_producer_abort() - give up claim @c: it is published as a lost
+ *  frame, whose offset is consumed and reported to consumers as one lost
+ *  record (lost_before, stats.lost).  Returns as bus_producer_commit(). */
 int bus_producer_abort(struct bus_producer *p, struct bus_claim *c);
 
 /* ------------------------------------------------------------ consumer */
@@ -612,6 +623,9 @@ struct bus_consumer_stats {
 	uint64_t laps;    /**< times the consumer found itself lapped */
 };
 
+/** bus_consumer_stats() - @c's counters so far into *@out (nothing when
+ *  either is NULL).  Reads only @c: one thread at a time, as every call
+ *  on a consumer. */
 void bus_consumer_stats(const struct bus_consumer *c, struct bus_consumer_stats *out);
 
 #ifdef __cplusplus
