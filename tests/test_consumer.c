@@ -439,6 +439,34 @@ Test(consumer, an_empty_record_is_read_without_a_buffer)
 	bus_producer_close(p);
 }
 
+/* A header naming a NULL name or value with a length is a bad argument
+ * (before, bus_produce() copied from NULL: SIGSEGV); nothing is written,
+ * so the next record takes offset 0. */
+Test(consumer, a_header_with_a_null_name_or_value_and_a_length_is_einval)
+{
+	struct bus_header h[2] = { { "k", 1, "v", 1 }, { NULL, 3, "v", 1 } };
+	struct bus_record r = { .value = "x", .value_len = 1, .headers = h, .header_count = 2 };
+	struct bus_consumer *c;
+	struct bus_producer *p;
+	struct bus_view v;
+	uint64_t off = 99;
+
+	mk_ephemeral("h", 1, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(tb, "h", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(tb, "h", NULL, &c), 0);
+	cr_expect_eq(bus_produce(p, 0, &r, NULL, &off), -EINVAL);
+	h[1] = (struct bus_header){ "n", 1, NULL, 5 };
+	cr_expect_eq(bus_produce(p, 0, &r, NULL, &off), -EINVAL);
+	cr_expect_eq(off, 99u, "a refused record must hand out no offset");
+	h[1] = (struct bus_header){ NULL, 0, NULL, 0 };
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, &off), 0);
+	cr_expect_eq(off, 0u);
+	cr_assert_eq(bus_consumer_poll(c, &v, 1, 0), 1);
+	cr_expect_eq(v.offset, 0u);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
 /* A partition number below BUS_PARTITION_ANY is a bad argument for a
  * seek, as it is for bus_consumer_open() and bus_produce(); one past the
  * topic's partitions is -ENOENT. */

@@ -833,11 +833,18 @@ static void frame_fill(struct bus_producer *p, struct bus_frame *f, uint64_t off
 }
 
 /* Encoded headers: per header u16 name_len, u32 value_len, name, value. */
+/* Encoded size of @n headers, or UINT64_MAX when one of them has a NULL
+ * name or value with a length (bus_produce() says -EINVAL).  Only records
+ * with headers pay the check, one test per header. */
 static uint64_t headers_size(const struct bus_header *hs, uint32_t n)
 {
 	uint64_t sz = 0;
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
+		if (BUS_UNLIKELY((hs[i].name_len && !hs[i].name) ||
+				 (hs[i].value_len && !hs[i].value)))
+			return UINT64_MAX;
 		sz += 6 + (uint64_t)hs[i].name_len + hs[i].value_len;
+	}
 	return sz;
 }
 
@@ -879,6 +886,8 @@ int bus_produce(struct bus_producer *p, int32_t partition, const struct bus_reco
 	 * time as possible to pull the line back. */
 	ts = rec->timestamp ? rec->timestamp : bus_now_ns();
 	hlen = rec->header_count ? headers_size(rec->headers, rec->header_count) : 0;
+	if (BUS_UNLIKELY(hlen == UINT64_MAX))
+		return -EINVAL;
 	flen64 = (uint64_t)BUS_FRAME_HDR + rec->key_len + hlen + rec->value_len;
 	if (BUS_UNLIKELY(flen64 > ps->r->size / 2))
 		return -EMSGSIZE;

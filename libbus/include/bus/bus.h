@@ -369,8 +369,8 @@ void bus_producer_close(struct bus_producer *p);
  * -EMSGSIZE (the frame, 48 bytes plus the key, the value and the headers
  * (6 bytes each plus name and value), is more than half the ring),
  * -ENOENT (@partition is not one of the topic's), -EINVAL (a NULL @p or
- * @r, a NULL key, value or headers with a length, more than 65535
- * headers, a negative @partition other than BUS_PARTITION_ANY, or a claim
+ * @r, a NULL key, value or headers with a length, a header whose name
+ * or value is NULL with a length, more than 65535 headers, a negative @partition other than BUS_PARTITION_ANY, or a claim
  * of @p still open), -BUS_EBUSY, -EUSERS (BUS_PRODUCERS_MAX producers
  * already append to that partition), -BUS_ESTALE, -BUS_EREPAIRED (a stalled
  * claim was repaired by another process).
