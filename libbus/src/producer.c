@@ -853,8 +853,11 @@ static void headers_encode(uint8_t *dst, const struct bus_header *hs, uint32_t n
 	for (uint32_t i = 0; i < n; i++) {
 		memcpy(dst, &hs[i].name_len, 2);
 		memcpy(dst + 2, &hs[i].value_len, 4);
-		memcpy(dst + 6, hs[i].name, hs[i].name_len);
-		memcpy(dst + 6 + hs[i].name_len, hs[i].value, hs[i].value_len);
+		/* An empty name or value may be NULL: no memcpy() from it. */
+		if (hs[i].name_len)
+			memcpy(dst + 6, hs[i].name, hs[i].name_len);
+		if (hs[i].value_len)
+			memcpy(dst + 6 + hs[i].name_len, hs[i].value, hs[i].value_len);
 		dst += 6 + hs[i].name_len + hs[i].value_len;
 	}
 }
