@@ -305,8 +305,11 @@ Test(consumer, stats_count_each_lost_record_once_while_lapped)
 		     expect, got, lost);
 	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
 	bus_consumer_stats(c, &st);
+	/* Said on stderr, not with cr_log_warn(): Criterion 2.4 fails the
+	 * whole suite (exit 1) on any warning, although every test passed. */
 	if (rejected == 0)
-		cr_log_warn("no view was overwritten while in use: rewinds untested this run");
+		fprintf(stderr, "note: no view was overwritten while in use: rewinds untested "
+				"this run\n");
 	cr_expect_eq(st.records, got, "stats.records %" PRIu64 ", returned %" PRIu64, st.records, got);
 	cr_expect_eq(st.lost, pos - got,
 		     "stats.lost %" PRIu64 ", lost %" PRIu64 " (position %" PRIu64 " - %" PRIu64

@@ -602,9 +602,11 @@ Test(segment, the_active_log_reserves_blocks_ahead_and_gives_them_back)
 	last_log(first, sizeof(first));
 	if (disk_bytes(first) < (1 << 20)) {
 		/* The file system reserves nothing (or cannot): say so. */
-		cr_log_warn("%s: no blocks reserved past the end (%llu bytes on disk): "
-			    "the file system does not take fallocate; not checked",
-			    first, (unsigned long long)disk_bytes(first));
+		/* On stderr: Criterion 2.4 fails the suite on a cr_log_warn(). */
+		fprintf(stderr,
+			"note: %s: no blocks reserved past the end (%llu bytes on disk): "
+			"the file system does not take fallocate; not checked\n",
+			first, (unsigned long long)disk_bytes(first));
 		cr_assert_eq(bus_seg_writer_close(w), 0);
 		return;
 	}
