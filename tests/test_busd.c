@@ -1547,21 +1547,28 @@ Test(busd, a_control_region_truncated_under_busd_stops_it_and_keeps_the_logs)
 /* An fsync interval whose nanoseconds do not fit in 64 bits is refused at
  * start (it wrapped around to a sync every second or so, and overflowed a
  * signed product in the idle sync), as every other value out of range. */
-Test(busd, an_fsync_interval_too_long_to_count_is_a_usage_error)
+/* Start busd on the config written and expect it to exit 2 (a usage
+ * error) without ever starting; @what names the config in messages.
+ * Either it exits, or it started (then the teardown kills it). */
+static void expect_busd_usage_exit(const char *what)
 {
 	int64_t deadline = tnow_ms() + 20000;
 	int st = 0;
 
-	write_conf("fsync = 213504d\n");
 	busd = busd_spawn();
-	/* Either it exits, or it started (then the teardown kills it). */
 	while (waitpid(busd, &st, WNOHANG) == 0) {
-		cr_assert(bus_daemon_pid(tb) != busd, "busd started with fsync = 213504d");
+		cr_assert(bus_daemon_pid(tb) != busd, "busd started with %s", what);
 		cr_assert(tnow_ms() < deadline, "busd neither started nor exited in 20 s");
 		sleep_ms(2);
 	}
 	busd = -1;
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
+}
+
+Test(busd, an_fsync_interval_too_long_to_count_is_a_usage_error)
+{
+	write_conf("fsync = 213504d\n");
+	expect_busd_usage_exit("fsync = 213504d");
 	cr_assert(log_has("fsync"), "the error names the key");
 }
 
@@ -1657,20 +1664,11 @@ Test(busd, many_partitions_are_spilled_past_a_low_soft_descriptor_limit)
 Test(busd, a_nul_byte_in_a_config_line_is_a_usage_error)
 {
 	static const char text[] = "log_level = info\nsegment_bytes = 1K\0 and garbage\n";
-	int64_t deadline = tnow_ms() + 20000;
 	FILE *f = fopen(busd_conf, "w");
-	int st = 0;
 
 	cr_assert(f);
 	cr_assert_eq(fwrite(text, 1, sizeof text - 1, f), sizeof text - 1);
 	fclose(f);
-	busd = busd_spawn();
-	while (waitpid(busd, &st, WNOHANG) == 0) {
-		cr_assert(bus_daemon_pid(tb) != busd, "busd started with a NUL in its config");
-		cr_assert(tnow_ms() < deadline, "busd neither started nor exited in 20 s");
-		sleep_ms(2);
-	}
-	busd = -1;
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
+	expect_busd_usage_exit("a NUL in its config");
 	cr_assert(log_has(":2"), "the error names the line");
 }

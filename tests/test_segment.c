@@ -305,6 +305,18 @@ static void *slurp(const char *path, size_t *n)
 	return p;
 }
 
+/* Assert that @path holds exactly the @n bytes of @want (an index file
+ * rebuilt by recovery as the writer first wrote it). */
+static void expect_file_is(const char *path, const void *want, size_t n, int round)
+{
+	size_t got;
+	void *cur = slurp(path, &got);
+
+	cr_assert(got == n && memcmp(cur, want, n) == 0, "round %d: %s rebuilt as it was", round,
+		  path);
+	free(cur);
+}
+
 /* ------------------------------------------------- injected failures */
 
 /* Failures the file systems at hand do not give on demand.  The library's
@@ -2324,8 +2336,8 @@ Test(segment, corrupt_or_missing_indexes_are_rebuilt_identically)
 	struct bus_seg_writer *w;
 	struct bus_seg_writer_stats st;
 	char ipath[600], tpath[600];
-	size_t in, tn, n2;
-	void *iorig, *torig, *cur;
+	size_t in, tn;
+	void *iorig, *torig;
 	uint8_t *junk;
 	FILE *f;
 
@@ -2369,13 +2381,8 @@ Test(segment, corrupt_or_missing_indexes_are_rebuilt_identically)
 		if (round != 2)
 			cr_assert_eq(st.recovered_index_rebuilt, 1u, "round %d", round);
 		cr_assert_eq(bus_seg_writer_close(w), 0);
-		cur = slurp(ipath, &n2);
-		cr_assert(n2 == in && memcmp(cur, iorig, in) == 0, "round %d: .index rebuilt", round);
-		free(cur);
-		cur = slurp(tpath, &n2);
-		cr_assert(n2 == tn && memcmp(cur, torig, tn) == 0, "round %d: .timeindex rebuilt",
-			  round);
-		free(cur);
+		expect_file_is(ipath, iorig, in, round);
+		expect_file_is(tpath, torig, tn, round);
 	}
 	free(iorig);
 	free(torig);
@@ -2393,8 +2400,8 @@ Test(segment, an_index_file_grown_huge_is_rebuilt_not_loaded_whole)
 	struct bus_seg_writer *w;
 	struct bus_seg_writer_stats st;
 	char ipath[600], tpath[600];
-	size_t in, tn, n2;
-	void *iorig, *torig, *cur;
+	size_t in, tn;
+	void *iorig, *torig;
 
 	write_log(&o, 2000);
 	seg_path(ipath, sizeof(ipath), 0, "index");
@@ -2409,13 +2416,8 @@ Test(segment, an_index_file_grown_huge_is_rebuilt_not_loaded_whole)
 		cr_assert_eq(st.next_offset, 2000u);
 		cr_assert_eq(st.recovered_dropped_bytes, 0u);
 		cr_assert_eq(bus_seg_writer_close(w), 0);
-		cur = slurp(ipath, &n2);
-		cr_assert(n2 == in && memcmp(cur, iorig, in) == 0, "round %d: .index rebuilt", round);
-		free(cur);
-		cur = slurp(tpath, &n2);
-		cr_assert(n2 == tn && memcmp(cur, torig, tn) == 0, "round %d: .timeindex rebuilt",
-			  round);
-		free(cur);
+		expect_file_is(ipath, iorig, in, round);
+		expect_file_is(tpath, torig, tn, round);
 	}
 	free(iorig);
 	free(torig);
