@@ -225,15 +225,18 @@ static char start_cwd[PATH_MAX];
 /* @path made absolute against the directory busd was started in, into
  * @out: at start, and as well at a SIGHUP reload after busd detached (a
  * relative data_dir in the config file then still names the same place,
- * instead of one under /).  An empty @path gives "". */
-static void absolute(const char *path, char *out, size_t len)
+ * instead of one under /).  An empty @path gives "".  Returns 0, or
+ * -ENAMETOOLONG when the result does not fit: a usage error at start, a
+ * failed reload (the config in force stays) at SIGHUP. */
+static int absolute(const char *path, char *out, size_t len)
 {
 	if (!path[0] || path[0] == '/' || !start_cwd[0]) {
 		snprintf(out, len, "%s", path);
-		return;
+		return 0;
 	}
 	if (snprintf(out, len, "%s/%s", start_cwd, path) >= (int)len)
-		usage_fail("path too long: %s", path);
+		return -ENAMETOOLONG;
+	return 0;
 }
 
 /* ---------------------------------------------------------- detaching */
@@ -612,7 +615,13 @@ static void reload(struct busd *d)
 		return;
 	}
 	busd_config_merge(&nc, &d->cli);
-	absolute(nc.data_dir, dd, sizeof(dd));
+	if (absolute(nc.data_dir, dd, sizeof(dd))) {
+		busd_log(BUS_LOG_ERROR,
+			 "config reload failed: %s: data_dir: path too long once made absolute "
+			 "against %s; keeping the config in force",
+			 d->config_path, start_cwd);
+		return;
+	}
 	if (dd[0] && strcmp(dd, bus_data_dir(d->b)) != 0)
 		busd_log(BUS_LOG_WARN,
 			 "config reload: data_dir changes only when busd restarts: keeping %s",
@@ -825,7 +834,8 @@ int main(int argc, char **argv)
 	if (!o.bus && env && *env && !bus_name_valid(env))
 		usage_fail("bad bus name '%s' in BUS_NAME", env);
 	if (o.config) {
-		absolute(o.config, cfgpath, sizeof(cfgpath));
+		if (absolute(o.config, cfgpath, sizeof(cfgpath)))
+			usage_fail("path too long: %s", o.config);
 		d.config_path = cfgpath;
 		if (busd_config_load(&d.cfg, cfgpath, err, sizeof(err))) {
 			fprintf(stderr, "busd: %s\n", err);
@@ -838,11 +848,15 @@ int main(int argc, char **argv)
 	{
 		/* Not in place: absolute() reads its input while it writes. */
 		char dd[sizeof(d.cfg.data_dir)];
-		absolute(d.cfg.data_dir[0] ? d.cfg.data_dir : env ? env : "", dd, sizeof(dd));
+		const char *want = d.cfg.data_dir[0] ? d.cfg.data_dir : env ? env : "";
+
+		if (absolute(want, dd, sizeof(dd)))
+			usage_fail("path too long: %s", want);
 		memcpy(d.cfg.data_dir, dd, sizeof(dd));
 	}
 	env = getenv("BUS_SHM_DIR");
-	absolute(env ? env : "", shm, sizeof(shm));
+	if (absolute(env ? env : "", shm, sizeof(shm)))
+		usage_fail("path too long: %s", env);
 
 	/* From here on a stop request is noted, not fatal: start-up completes,
 	 * then the drain runs.  (Detached, the child installs them: the

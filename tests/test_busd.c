@@ -1672,3 +1672,34 @@ Test(busd, a_nul_byte_in_a_config_line_is_a_usage_error)
 	expect_busd_usage_exit("a NUL in its config");
 	cr_assert(log_has(":2"), "the error names the line");
 }
+
+/* SIGHUP with a config whose relative data_dir is too long to be made
+ * absolute (against the folder busd was started in): the reload fails,
+ * busd says so and runs on with the config in force, as for any bad
+ * file.  It used to exit 2 at once, without spilling what the rings held
+ * nor letting go of its partitions. */
+Test(busd, a_reload_with_a_data_dir_too_long_keeps_the_config)
+{
+	char *text = malloc(PATH_MAX + 32);
+	int n;
+
+	cr_assert(text);
+	write_conf("log_level = info\n");
+	busd_start();
+	mk_topic("hup", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("hup", 0, 0, 100, 100, 0, 0), 0);
+	/* PATH_MAX - 1 bytes: a valid value, but not once the folder busd
+	 * was started in goes in front of it. */
+	n = snprintf(text, PATH_MAX + 32, "data_dir = ");
+	memset(text + n, 'd', PATH_MAX - 1);
+	snprintf(text + n + PATH_MAX - 1, 32, "\n");
+	write_conf(text);
+	free(text);
+	kill(busd, SIGHUP);
+	wait_log("path too long", 10000);
+	cr_assert(log_has("keeping the config in force"), "the reload says it kept the config");
+	cr_assert_eq(produce_n("hup", 0, 100, 100, 100, 0, 0), 0);
+	wait_spilled("hup", 1);
+	cr_assert_eq(bus_daemon_pid(tb), busd, "busd runs on");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
