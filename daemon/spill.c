@@ -164,17 +164,22 @@ static int ring_earliest(struct bus_ring *r, uint64_t *pos, uint64_t *off)
 	return err;
 }
 
-/* The writer options for @dp from the config in force.  A topic with a
- * retention time rolls its segments at least that often, so that
- * retention (which never deletes the active segment) can work on a quiet
- * topic too. */
+/* The writer options for @dp from the config in force.  Retention never
+ * deletes the active segment, so a topic's retention bounds its segments:
+ * a retention time rolls them at least that often (so that retention can
+ * work on a quiet topic too), and a retention in bytes rolls them at half
+ * of it (at least BUS_SEG_BYTES_MIN), so that the log keeps between half
+ * the retention and the retention, instead of growing to a whole segment
+ * (1 GiB by default) whatever the retention. */
 static void writer_opts(const struct busd *d, const struct dpart *dp, uint64_t first,
 			struct bus_seg_opts *o)
 {
-	uint64_t rms = dp->dt->cfg.retention_ms;
+	uint64_t rms = dp->dt->cfg.retention_ms, rbytes = dp->dt->cfg.retention_bytes;
 
 	memset(o, 0, sizeof(*o));
 	o->segment_bytes = d->cfg.segment_bytes;
+	if (rbytes && rbytes / 2 < o->segment_bytes)
+		o->segment_bytes = rbytes / 2 > BUS_SEG_BYTES_MIN ? rbytes / 2 : BUS_SEG_BYTES_MIN;
 	o->segment_ms = d->cfg.segment_ms;
 	if (rms && (!o->segment_ms || rms < o->segment_ms))
 		o->segment_ms = rms;

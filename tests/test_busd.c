@@ -1703,3 +1703,62 @@ Test(busd, a_reload_with_a_data_dir_too_long_keeps_the_config)
 	cr_assert_eq(bus_daemon_pid(tb), busd, "busd runs on");
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+/* The bytes of the .log files in @dir (a file retention deletes
+ * meanwhile counts 0). */
+static uint64_t log_bytes(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	uint64_t sum = 0;
+
+	cr_assert(d, "%s: %s", dir, strerror(errno));
+	while ((de = readdir(d)) != NULL) {
+		size_t n = strlen(de->d_name);
+		struct stat st;
+
+		if (n > 4 && strcmp(de->d_name + n - 4, ".log") == 0 &&
+		    fstatat(dirfd(d), de->d_name, &st, 0) == 0)
+			sum += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	return sum;
+}
+
+/* A retention in bytes below the segment size (1 GiB by default): the
+ * active segment is never deleted, so unless busd rolls segments below
+ * the retention the log grew to a whole segment (1 GiB per partition for
+ * a topic kept to a few MiB), and a quiet topic stayed there.  The log's
+ * .log files stay within the retention (plus one record), and the
+ * earliest records go first. */
+Test(busd, a_retention_in_bytes_below_the_segment_size_bounds_the_log)
+{
+	const uint64_t keep = 128 * 1024;
+	int64_t deadline;
+	struct bus_partition_info pi;
+
+	write_conf("retention_check_ms = 20\n"); /* segment_bytes: the default, 1G */
+	busd_start();
+	mk_topic("small", 1, 64 * 1024, 0, keep);
+	cr_assert_eq(produce_n("small", 0, 0, 2000, 1000, 0, 0), 0); /* ~2 MiB */
+	wait_spilled("small", 1);
+	deadline = tnow_ms() + 15000;
+	for (;;) {
+		char dir[600];
+		uint64_t logs;
+
+		pi = pinfo("small", 0);
+		snprintf(dir, sizeof dir, "%s/small/0", e.data_dir);
+		logs = log_bytes(dir);
+		if (pi.disk_first_offset > 0 && logs <= keep + 1100)
+			break;
+		cr_assert(tnow_ms() < deadline,
+			  "the log keeps %" PRIu64 " bytes in %u segments from offset %" PRIu64
+			  " for a retention of %" PRIu64,
+			  logs, pi.disk_segments, pi.disk_first_offset, keep);
+		sleep_ms(5);
+	}
+	cr_assert_eq(pi.disk_next_offset, 2000, "the newest records stay");
+	cr_assert_gt(pi.disk_next_offset - pi.disk_first_offset, 30, "not everything went");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
