@@ -163,7 +163,9 @@ struct dpart {
 	/* A claimed frame that stays unpublished at stall_pos. */
 	uint64_t stall_pos;
 	int64_t stall_since, stall_try;
-	int64_t last_flush;         /* monotonic ns */
+	int64_t unsynced_since;     /* monotonic ns: since when the log holds
+	                               records no sync covers (fsync = DURATION
+	                               only; 0: none; spill.c, part_idle_sync()) */
 	int retain_err;             /* last retention error, logged once */
 	uint64_t drain_to;          /* at a stop: the next offset when it began */
 	/* The offset floor's step and the time of its last raise (spill.c,

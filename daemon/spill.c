@@ -346,8 +346,26 @@ static void part_check_sync(struct dpart *dp, int err)
 	dp->appended = false;
 }
 
+/* With fsync = DURATION: note since when @dp's log holds records that no
+ * sync covers (@now, the pass's start, is at or before the write-out of
+ * the first of them), for part_idle_sync(). */
+static void note_unsynced(const struct busd *d, struct dpart *dp, int64_t now)
+{
+	struct bus_seg_writer_stats st;
+
+	if (d->cfg.fsync != BUS_SEG_FSYNC_MS || d->cfg.fsync_arg == 0 || !dp->w) {
+		dp->unsynced_since = 0;
+		return;
+	}
+	bus_seg_writer_stats(dp->w, &st);
+	if (st.synced_offset == st.written_offset)
+		dp->unsynced_since = 0;
+	else if (!dp->unsynced_since)
+		dp->unsynced_since = now;
+}
+
 /* Write out what was appended, then publish the cursor. */
-static int part_flush(struct dpart *dp, int64_t now)
+static int part_flush(const struct busd *d, struct dpart *dp, int64_t now)
 {
 	int err = bus_seg_flush(dp->w);
 
@@ -355,7 +373,7 @@ static int part_flush(struct dpart *dp, int64_t now)
 	if (err)
 		return err;
 	dp->appended = false;
-	dp->last_flush = now;
+	note_unsynced(d, dp, now);
 	return part_publish(dp);
 }
 
@@ -538,7 +556,7 @@ static int part_open(struct busd *d, struct dpart *dp)
 	dp->skip_below = dp->gap_to = 0;
 	dp->appended = false;
 	dp->stall_since = 0;
-	dp->last_flush = bus_mono_ns();
+	dp->unsynced_since = 0; /* the open synced the log, unless fsync = never */
 	/* FLOOR: producers may already hold offsets up to the cursor's bound
 	 * (a previous busd let them); then they may go on (floor_ok, release:
 	 * after the floor's fdatasync; pairs with the acquire in
@@ -864,23 +882,28 @@ static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t
 	return 0;
 }
 
-/* Sync a quiet partition whose data stayed unsynced past fsync_ms (the
- * writer evaluates its policy only when called). */
+/* Sync a quiet partition whose oldest unsynced record was written out
+ * fsync_ms ago or more (the writer evaluates its policy only when called,
+ * at a write-out).  Counted from that record, not from the last
+ * write-out: records written less than fsync_ms apart, none of them
+ * synced by its own write-out, stayed unsynced for up to twice fsync_ms.
+ * The writer syncs when fsync_ms have passed since its last sync, which
+ * came before that record: at once, or (a sync during the pass that
+ * wrote it) at a later pass. */
 static void part_idle_sync(struct busd *d, struct dpart *dp, int64_t now)
 {
-	struct bus_seg_writer_stats st;
+	int err;
 
-	if (d->cfg.fsync != BUS_SEG_FSYNC_MS || d->cfg.fsync_arg == 0 ||
-	    now - dp->last_flush < (int64_t)d->cfg.fsync_arg * BUSD_MS)
+	if (d->cfg.fsync != BUS_SEG_FSYNC_MS || d->cfg.fsync_arg == 0 || !dp->unsynced_since ||
+	    now - dp->unsynced_since < (int64_t)d->cfg.fsync_arg * BUSD_MS)
 		return;
-	dp->last_flush = now;
-	bus_seg_writer_stats(dp->w, &st);
-	if (st.synced_offset != st.written_offset) {
-		int err = bus_seg_flush(dp->w);
-		part_check_sync(dp, err);
-		if (err)
-			part_fail(dp, err, now, "sync its log");
+	err = bus_seg_flush(dp->w);
+	part_check_sync(dp, err);
+	if (err) {
+		part_fail(dp, err, now, "sync its log");
+		return;
 	}
+	note_unsynced(d, dp, now);
 }
 
 /* One pass over partition @dp.  Returns the work done (0: idle). */
@@ -920,7 +943,7 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 	}
 	if (dp->appended) {
 		/* A write-out failed: the same frames first. */
-		err = part_flush(dp, now);
+		err = part_flush(d, dp, now);
 		if (err) {
 			part_fail(dp, err, now, "write to its log or offset floor");
 			return 0;
@@ -930,7 +953,7 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 	if (part_lost(dp))
 		return done; /* nothing written out */
 	if (dp->appended) {
-		int ferr = part_flush(dp, now);
+		int ferr = part_flush(d, dp, now);
 		if (!err)
 			err = ferr;
 	} else if (!err) {
@@ -974,7 +997,7 @@ void spill_part_close(struct busd *d, struct dpart *dp)
 		/* Publish what the close writes out only if a flush first
 		 * succeeds; the close then has nothing left to lose. */
 		if (dp->appended)
-			(void)part_flush(dp, bus_mono_ns());
+			(void)part_flush(d, dp, bus_mono_ns());
 		(void)bus_seg_writer_close(dp->w); /* it logs its own failure */
 		dp->w = NULL;
 	}
