@@ -404,7 +404,7 @@ static void take_locks(struct busd *d, int *shm_fd, int *data_fd)
 	lock_write(fd, text);
 	*shm_fd = fd;
 
-	err = busd_mkdir_p(bus_data_dir(d->b), 0750);
+	err = bus_seg_mkdir(bus_data_dir(d->b), 0750, true);
 	if (err)
 		start_fail("cannot create the data dir %s: %s", bus_data_dir(d->b),
 			   bus_strerror(err));

@@ -250,7 +250,5 @@ bool topics_table_changed(struct busd *d);
 void topics_release_all(struct busd *d);
 /* Remove <data_dir>/.deleted.* directories of topics busd does not hold. */
 void topics_sweep_deleted(struct busd *d);
-/* mkdir -p: create @path and its missing parents with @mode.  0 or -errno. */
-int busd_mkdir_p(const char *path, mode_t mode);
 
 #endif

@@ -32,29 +32,6 @@
 
 #define TOPIC_CONF "topic.conf"
 
-/* mkdir -p: create @path and its missing parents with @mode. */
-int busd_mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[PATH_MAX];
-	int n = snprintf(tmp, sizeof(tmp), "%s", path);
-
-	if (n < 0 || (size_t)n >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	for (char *p = tmp + 1;; p++) {
-		char c = *p;
-
-		if (c && c != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, mode) && errno != EEXIST)
-			return -errno;
-		*p = c;
-		if (!c)
-			break;
-	}
-	return 0;
-}
-
 /* ---------------------------------------------------------- topic.conf */
 
 static bool cfg_equal(const struct bus_topic_cfg_disk *a, const struct bus_topic_cfg_disk *b)
@@ -262,7 +239,7 @@ static void conf_sync(struct busd *d, struct dtopic *dt)
 	if (bus_topic_dir(d->b, dt->name, dir, sizeof(dir)))
 		return;
 	if (!dt->dir_known) {
-		err = busd_mkdir_p(dir, 0750);
+		err = bus_seg_mkdir(dir, 0750, true);
 	} else if (stat(dir, &st) || st.st_dev != dt->dir_dev || st.st_ino != dt->dir_ino) {
 		if (dt->conf_err != -ENOENT) /* once per episode */
 			busd_log(BUS_LOG_WARN,

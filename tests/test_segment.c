@@ -849,6 +849,34 @@ Test(segment, a_writer_without_parents_does_not_make_a_deleted_topics_dir_again)
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 }
 
+/* bus_seg_mkdir(), which the writer and busd make their folders with
+ * (durably: each new folder's entry is fsynced in its parent, which only a
+ * power loss would show; strace shows the fsyncs): parents made only when
+ * asked, folders that exist left alone, a file in the way an error. */
+Test(segment, folders_are_made_with_their_parents_only_when_asked)
+{
+	char a[600], abc[620], f[620], fx[640];
+	mode_t um = umask(0);
+	struct stat st;
+
+	umask(um);
+
+	snprintf(a, sizeof(a), "%s/mk", env.data_dir);
+	snprintf(abc, sizeof(abc), "%s/b/c/", a);
+	cr_assert_eq(bus_seg_mkdir(abc, 0750, false), -ENOENT);
+	cr_assert(!exists(a));
+	cr_assert_eq(bus_seg_mkdir(abc, 0750, true), 0);
+	cr_assert_eq(stat(abc, &st), 0);
+	cr_assert(S_ISDIR(st.st_mode));
+	cr_assert_eq(st.st_mode & 0777, 0750 & ~um);
+	cr_assert_eq(bus_seg_mkdir(abc, 0750, true), 0, "it exists: fine");
+	cr_assert_eq(bus_seg_mkdir(abc, 0750, false), 0);
+	snprintf(f, sizeof(f), "%s/file", a);
+	close(creat(f, 0600));
+	snprintf(fx, sizeof(fx), "%s/x", f);
+	cr_assert_eq(bus_seg_mkdir(fx, 0750, true), -ENOTDIR);
+}
+
 /* Names of a log's files that are not regular files: a FIFO (an open for
  * reading waited for a writer forever: bus_seg_bounds(), a reader, `bus
  * stats` hung), a symlink (the writer's recovery cut or wrote over its

@@ -1127,7 +1127,29 @@ static int opts_resolve(struct bus_seg_opts *d, const struct bus_seg_opts *o)
 	return 0;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
+/* fsync the folder that holds @path's last component (its entry). */
+static int sync_parent(const char *path)
+{
+	char *tmp = strdup(path), *slash;
+	int fd, err = 0;
+
+	if (!tmp)
+		return -ENOMEM;
+	slash = strrchr(tmp, '/');
+	if (slash == tmp)
+		slash[1] = '\0'; /* "/x": the root */
+	else if (slash)
+		*slash = '\0';
+	fd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd))
+		err = -errno;
+	if (fd >= 0)
+		close(fd);
+	free(tmp);
+	return err;
+}
+
+int bus_seg_mkdir(const char *path, mode_t mode, bool parents)
 {
 	char *tmp = strdup(path);
 	int err = 0;
@@ -1138,13 +1160,17 @@ static int mkdir_p(const char *path, mode_t mode)
 		if (*p && *p != '/')
 			continue;
 		char c = *p;
+		bool last = !c || !p[1];
+
 		*p = 0;
-		if (mkdir(tmp, mode) && errno != EEXIST) {
-			err = -errno;
-			break;
+		if ((parents || last) && p[-1] != '/') {
+			if (mkdir(tmp, mode) == 0)
+				err = sync_parent(tmp);
+			else if (errno != EEXIST)
+				err = -errno; /* -ENOENT: a parent is missing */
 		}
 		*p = c;
-		if (!c)
+		if (err || !c)
 			break;
 	}
 	free(tmp);
@@ -2544,10 +2570,8 @@ int bus_seg_writer_open(struct bus_seg_writer **out, const char *dir, const stru
 		goto fail;
 	}
 	dmode = (mode_t)(w->o.file_mode | ((w->o.file_mode & 0444) >> 2));
-	if (!w->o.no_parents)
-		err = mkdir_p(dir, dmode);
-	else if (mkdir(dir, dmode) && errno != EEXIST)
-		err = -errno; /* -ENOENT: the parent is gone, and stays gone */
+	/* -ENOENT with no_parents: the parent is gone, and stays gone */
+	err = bus_seg_mkdir(dir, dmode, !w->o.no_parents);
 	if (err)
 		goto fail;
 	err = open_dir(dir);

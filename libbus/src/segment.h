@@ -119,7 +119,9 @@
 #define BUS_SEGMENT_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "layout.h"
 
@@ -314,6 +316,20 @@ struct bus_seg_writer;
  * -errno from the file system (-EACCES, -ENOSPC, -EIO, ...).
  */
 int bus_seg_writer_open(struct bus_seg_writer **w, const char *dir, const struct bus_seg_opts *o);
+
+/*
+ * bus_seg_mkdir() - make the folder @path with @mode, and with @parents its
+ * missing parents too (mkdir -p), durably: after each mkdir that makes a
+ * folder, the folder holding its entry is fsynced, so that a power loss
+ * cannot lose a folder (and the files synced in it, such as an offset
+ * floor) that its maker went on to rely on.  Folders that exist are left
+ * as they are (also a non-folder under the name: the caller's open of
+ * it says -ENOTDIR).  Returns 0, -ENOENT (a parent is missing and not
+ * @parents), -ENOMEM, or -errno of mkdir(2), open(2) or fsync(2).
+ * Thread- and process-safe: makers racing for a folder all succeed, and
+ * the one whose mkdir made it syncs its entry.
+ */
+int bus_seg_mkdir(const char *path, mode_t mode, bool parents);
 
 /* The offset the next bus_seg_append() must carry. */
 uint64_t bus_seg_writer_next_offset(const struct bus_seg_writer *w);
