@@ -459,6 +459,27 @@ expect 0 "$BUS" topic list
 usage_error "bus name" "$BUS" --bus 'no/slash' topic list
 ok
 
+# A standard stream closed by the caller is not taken over by the files
+# the library opens: output written there or input read from there would
+# land in or come from the bus's shared memory (the control region).
+CHECK="closed-std-fds"
+expect 0 "$BUS" --bus fds-bus topic create fds --partitions 1 --ring-size 1M --ephemeral
+expect 0 bash -c '"$1" --bus fds-bus topic create fds2 --partitions 1 --ring-size 64K --ephemeral 2>&-' _ "$BUS"
+expect 0 "$BUS" --bus fds-bus topic list
+[ "$(sort "$TMP/out" | tr '\n' ' ')" = "fds fds2 " ] || fail "after a create with stderr closed, the bus lists '$(tr '\n' ' ' <"$TMP/out")'"
+expect 1 bash -c '"$1" --bus fds-bus produce fds <&-' _ "$BUS"
+one_error_line "reading stdin"
+grep -qF "0 records written" "$TMP/err" || fail "the error does not say how many records were written"
+seq 3000 >"$TMP/in"
+expect 1 bash -c '"$1" --bus fds-bus produce fds --print-offsets <"$2" >&-' _ "$BUS" "$TMP/in"
+one_error_line "writing to stdout"
+expect 0 "$BUS" --bus fds-bus consume fds -e
+cmp -s "$TMP/out" "$TMP/in" || fail "after a produce with stdout closed, fds holds $(wc -l <"$TMP/out") of 3000 records"
+expect 1 bash -c '"$1" --bus fds-bus consume fds -e >&-' _ "$BUS"
+one_error_line "writing to stdout"
+expect 0 "$BUS" --bus fds-bus topic list
+ok
+
 # ------------------------------------------------------- runtime errors
 CHECK="unknown-topic"
 for cmd in "consume nosuch -e" "produce nosuch" "topic describe nosuch" "topic delete nosuch"; do
