@@ -108,6 +108,15 @@ expect 0 "$BUS" help consume
 grep -q '^usage: bus consume' "$TMP/out" || fail "'bus help consume' prints no usage"
 ok
 
+# Output that could not be written is an error, for the top-level --help
+# and --version as for every command.
+CHECK="stdout-full"
+for args in "--version" "--help" "help" "consume --help"; do
+	expect 1 bash -c '"$1" $2 >/dev/full' _ "$BUS" "$args"
+	one_error_line "writing to stdout"
+done
+ok
+
 # ------------------------------------------------------ usage errors
 CHECK="usage-errors"
 usage_error "missing command" "$BUS"

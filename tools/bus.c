@@ -465,10 +465,12 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'h':
 			print_main_help(stdout);
-			return CLI_OK;
+			rc = CLI_OK;
+			goto flush;
 		case 'V':
 			printf("bus %s (libbus %s)\n", BUS_VERSION_STRING, bus_version());
-			return CLI_OK;
+			rc = CLI_OK;
+			goto flush;
 		default:
 			return CLI_USAGE;
 		}
@@ -481,6 +483,7 @@ int main(int argc, char **argv)
 		rc = run_help(argc, argv);
 	else
 		rc = run_command(argc, argv);
+flush:
 	/* Output not written is a failure, unless one was reported already. */
 	errno = 0;
 	if ((fflush(stdout) != 0 || ferror(stdout)) && rc == CLI_OK) {
