@@ -132,6 +132,9 @@ usage_error "unknown option '--bogus'" "$BUS" consume t1 --bogus
 usage_error "needs a value" "$BUS" consume t1 -p
 usage_error "--from" "$BUS" consume t1 --from yesterday
 usage_error "--from" "$BUS" consume t1 --from @2026-13-01T00:00:00Z
+for at in @2026-11-24T10:00:00+01: @2026-11-24T10:00:00+01:0 @2026-11-24T10:00:00+1 @2026-11-24T10:00:00.Z; do
+	usage_error "--from" "$BUS" consume t1 --from "$at"
+done
 usage_error "-c" "$BUS" consume t1 -c 0
 usage_error "unknown field" "$BUS" consume t1 -f '%x'
 usage_error "consumer groups are not implemented yet" "$BUS" consume t1 -g g1

@@ -188,9 +188,9 @@ static int parse_iso8601(const char *s, int64_t *out)
 		if (fixed(p, 2, &zh))
 			return -EINVAL;
 		p += 2;
-		if (*p == ':')
-			p++;
-		if (*p) {
+		if (*p) { /* hhmm or hh:mm: after a ':', the minutes */
+			if (*p == ':')
+				p++;
 			if (fixed(p, 2, &zm))
 				return -EINVAL;
 			p += 2;
