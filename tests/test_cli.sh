@@ -141,6 +141,9 @@ usage_error "consumer groups are not implemented yet" "$BUS" consume t1 -g g1
 usage_error "standby" "$BUS" produce t1 --acks all
 usage_error "--acks" "$BUS" produce t1 --acks 2
 usage_error "NAME=VALUE" "$BUS" produce t1 -H novalue
+# 0 is the library's "now": taken as given, it stamped records with now.
+usage_error "--timestamp" "$BUS" produce t1 --timestamp 0
+usage_error "--timestamp" "$BUS" produce t1 --timestamp 9223372036854775808
 usage_error "--retention" "$BUS" topic create t1 --partitions 1 --retention 5x
 usage_error "--overflow" "$BUS" topic create t1 --partitions 1 --overflow sometimes
 usage_error "missing TOPIC" "$BUS" produce

@@ -27,8 +27,8 @@ static const char usage_produce[] =
 	"                       FNV-1a; records without a key round-robin)\n"
 	"  --acks 0|1|all       0 and 1: the record is in the ring when written;\n"
 	"                       all needs a standby (not available yet)\n"
-	"  --timestamp NS       the records' timestamp, ns since the epoch\n"
-	"                       (default: the time of each append)\n"
+	"  --timestamp NS       the records' timestamp, ns since the epoch, at\n"
+	"                       least 1 (default: the time of each append)\n"
 	"  -H, --header NAME=VALUE\n"
 	"                       add a header to every record (repeatable)\n"
 	"  --print-offsets      print \"PARTITION OFFSET\" per record on stdout\n"
@@ -115,8 +115,10 @@ int cmd_produce(int argc, char **argv)
 				return cli_usage("--acks '%s': expected 0, 1 or all", optarg);
 			break; /* 0 and 1: a written record is in the ring either way */
 		case OPT_TIMESTAMP:
-			if (parse_u64(optarg, &v) || v > INT64_MAX)
-				return cli_usage("--timestamp '%s': expected nanoseconds since the epoch", optarg);
+			/* 0 is the library's "now", not the epoch. */
+			if (parse_u64(optarg, &v) || v == 0 || v > INT64_MAX)
+				return cli_usage("--timestamp '%s': expected nanoseconds since the epoch, "
+						 "from 1 to %" PRId64, optarg, INT64_MAX);
 			timestamp = (int64_t)v;
 			break;
 		case OPT_PRINT_OFFSETS:
