@@ -472,6 +472,9 @@ expect 0 env BUS_NAME=other-bus "$BUS" topic list
 expect 0 "$BUS" topic list
 ! grep -qx elsewhere "$TMP/out" || fail "a topic of bus other-bus shows on bus $BUS_NAME"
 usage_error "bus name" "$BUS" --bus 'no/slash' topic list
+usage_error "BUS_NAME" env BUS_NAME='no/slash' "$BUS" topic list
+grep -qF "outside [A-Za-z0-9._-]" "$TMP/err" || fail "the error does not say what is wrong with BUS_NAME"
+expect 0 env BUS_NAME='no/slash' "$BUS" --bus other-bus topic list
 ok
 
 # A standard stream closed by the caller is not taken over by the files

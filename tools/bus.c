@@ -215,6 +215,10 @@ int cli_open_bus(struct bus **out)
 	char why[512];
 	int r;
 
+	/* $BUS_NAME is checked as --bus is: a usage error naming the rule. */
+	if (!cli.bus_name && getenv("BUS_NAME") && *getenv("BUS_NAME") &&
+	    cli_check_name("BUS_NAME: bus", getenv("BUS_NAME")) != CLI_OK)
+		return CLI_USAGE;
 	memset(&o, 0, sizeof o);
 	o.name = cli.bus_name; /* NULL: the library reads $BUS_NAME */
 	o.flags = cli.bus_flags;

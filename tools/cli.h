@@ -90,7 +90,8 @@ int cli_fail(const struct bus *b, int err, const char *fmt, ...) __attribute__((
 const char *cli_why(const struct bus *b, int err, char *buf, size_t len);
 
 /** cli_open_bus() - bus_open() with the common options and the log
- *  callback; prints the error and returns CLI_FAIL when it fails. */
+ *  callback; prints the error and returns CLI_FAIL when it fails, or
+ *  CLI_USAGE when $BUS_NAME (used without --bus) is not a bus name. */
 int cli_open_bus(struct bus **out);
 
 /** cli_check_name() - CLI_OK, or a usage error when @name cannot be a
