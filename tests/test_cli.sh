@@ -146,6 +146,11 @@ usage_error "--timestamp" "$BUS" produce t1 --timestamp 0
 usage_error "--timestamp" "$BUS" produce t1 --timestamp 9223372036854775808
 usage_error "--retention" "$BUS" topic create t1 --partitions 1 --retention 5x
 usage_error "--overflow" "$BUS" topic create t1 --partitions 1 --overflow sometimes
+# Well-formed values beyond what is held say so, not "expected <that form>".
+usage_error "out of range" "$BUS" consume t1 --from @9999-12-31T23:59:59Z
+usage_error "out of range" "$BUS" consume t1 --from @9223372036855
+usage_error "too large" "$BUS" topic create t1 --partitions 1 --retention 300000000000d
+usage_error "too large" "$BUS" topic create t1 --partitions 1 --retention-bytes 20000000000G
 usage_error "missing TOPIC" "$BUS" produce
 ok
 

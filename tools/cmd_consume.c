@@ -247,13 +247,22 @@ int cmd_consume(int argc, char **argv)
 			} else if (strcmp(optarg, "latest") == 0 || strcmp(optarg, "end") == 0) {
 				from = FROM_LATEST;
 			} else if (optarg[0] == '@') {
-				if (parse_time_ns(optarg + 1, &from_value))
+				r = parse_time_ns(optarg + 1, &from_value);
+				if (r == -ERANGE)
+					return cli_usage("--from '%s': out of range: a time from 1970-01-01T00:00:00Z "
+							 "to 2262-04-11T23:47:16Z",
+							 optarg);
+				if (r < 0)
 					return cli_usage("--from '%s': expected @ and a time: epoch milliseconds or "
 							 "ISO-8601 such as 2026-11-24T10:00:00Z",
 							 optarg);
 				from = FROM_TIME;
 			} else {
-				if (parse_u64(optarg, &v) || v > INT64_MAX)
+				r = parse_u64(optarg, &v);
+				if (r == -ERANGE || (r == 0 && v > INT64_MAX))
+					return cli_usage("--from '%s': out of range: offsets go up to %" PRId64, optarg,
+							 INT64_MAX);
+				if (r < 0)
 					return cli_usage("--from '%s': expected earliest, latest, an offset or @TIME",
 							 optarg);
 				from_value = (int64_t)v;

@@ -212,13 +212,21 @@ static int topic_create(int argc, char **argv)
 			cfg.flags |= BUS_TOPIC_EPHEMERAL;
 			break;
 		case OPT_RETENTION:
-			if (parse_duration_ms(optarg, &v))
+			r = parse_duration_ms(optarg, &v);
+			if (r == -ERANGE)
+				return cli_usage("--retention '%s': too large: at most %" PRIu64 "ms", optarg,
+						 UINT64_MAX);
+			if (r < 0)
 				return cli_usage("--retention '%s': expected a duration such as 500ms, 30s, 15m, 12h, 7d",
 						 optarg);
 			cfg.retention_ms = v;
 			break;
 		case OPT_RETENTION_BYTES:
-			if (parse_size(optarg, &v))
+			r = parse_size(optarg, &v);
+			if (r == -ERANGE)
+				return cli_usage("--retention-bytes '%s': too large: at most %" PRIu64 " bytes",
+						 optarg, UINT64_MAX);
+			if (r < 0)
 				return cli_usage("--retention-bytes '%s': expected a size such as 512M or 10G", optarg);
 			cfg.retention_bytes = v;
 			break;

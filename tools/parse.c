@@ -154,7 +154,7 @@ static int parse_iso8601(const char *s, int64_t *out)
 	    fixed(p + 8, 2, &day))
 		return -EINVAL;
 	p += 10;
-	if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || year < 1970)
+	if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon))
 		return -EINVAL;
 	if (*p == 'T' || *p == 't' || *p == ' ') {
 		p++;
@@ -200,6 +200,8 @@ static int parse_iso8601(const char *s, int64_t *out)
 	}
 	if (*p != '\0')
 		return -EINVAL;
+	if (year < 1970)
+		return -ERANGE;
 
 	memset(&tm, 0, sizeof tm);
 	tm.tm_year = year - 1900;

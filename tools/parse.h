@@ -9,7 +9,8 @@
 #include <stdio.h>
 
 
-/* Parsers return 0, or -EINVAL (malformed) or -ERANGE (too large). */
+/* Parsers return 0, or -EINVAL (malformed) or -ERANGE (well-formed, but
+ * beyond what the result holds: too large, or a time before 1970). */
 
 /** parse_digits() - the leading decimal digits of @s into *@out: how many
  *  were read (0: none), or -ERANGE on overflow. */
