@@ -346,6 +346,21 @@ printf 'timed|0|4|k1|2|v1|2|%d|h1=x,h2=y=z|%%\t\\\n' $((T2 / 1000000)) >"$TMP/wa
 cmp -s "$TMP/out" "$TMP/want" || fail "printed '$(cat "$TMP/out")', expected '$(cat "$TMP/want")'"
 ok
 
+# Records without a key go round-robin over the partitions, also when each
+# `bus produce` writes one record: every invocation used to start at
+# partition 0, so a script producing line by line filled partition 0 only.
+CHECK="unkeyed-round-robin"
+expect 0 "$BUS" topic create rr --partitions 4 --ring-size 64K --ephemeral
+seq 8 | "$BUS" produce rr || fail "produce to rr"
+expect 0 "$BUS" consume rr -e -f '%p\n'
+[ "$(sort "$TMP/out" | uniq -c | awk '{ print $1 }' | tr '\n' ' ')" = "2 2 2 2 " ] ||
+	fail "8 records without a key in one produce are spread as $(sort "$TMP/out" | uniq -c | tr '\n' ' ')"
+expect 0 "$BUS" topic create rr1 --partitions 4 --ring-size 64K --ephemeral
+for i in $(seq 40); do echo "$i" | "$BUS" produce rr1 || fail "produce to rr1"; done
+expect 0 "$BUS" consume rr1 -e -f '%p\n'
+[ "$(sort -u "$TMP/out" | wc -l)" -gt 1 ] || fail "40 one-record produces all went to partition $(head -n 1 "$TMP/out")"
+ok
+
 # A record larger than consume's first buffer, at the end of partition 2
 # (a one-partition consumer of a partition other than 0).
 CHECK="long-line"

@@ -7,6 +7,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -38,6 +40,24 @@ static const char usage_produce[] =
 enum { OPT_ACKS = OPT_CMD_BASE, OPT_TIMESTAMP, OPT_PRINT_OFFSETS };
 
 #define HEADERS_MAX 64
+
+/* Where the round-robin of records without a key starts: anywhere, so
+ * that one-record invocations spread over the partitions as one long
+ * invocation does (the library's own round-robin starts at 0 for each
+ * producer). */
+static uint32_t rr_start(void)
+{
+	struct timespec ts;
+	uint64_t x;
+	uint32_t r;
+
+	if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r)
+		return r;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	x = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)ts.tv_nsec;
+	x *= 0x9e3779b97f4a7c15ull;
+	return (uint32_t)(x >> 32);
+}
 
 /* Nothing more to read on stdin right now (so that buffered output is
  * worth flushing before getline() blocks). */
@@ -72,7 +92,7 @@ int cmd_produce(int argc, char **argv)
 	uint64_t v, written = 0;
 	int64_t timestamp = 0;
 	int32_t partition = BUS_PARTITION_ANY;
-	uint32_t nheaders = 0;
+	uint32_t nheaders = 0, rr;
 	int c, r, rc, print_offsets = 0;
 	ssize_t n;
 
@@ -164,9 +184,11 @@ int cmd_produce(int argc, char **argv)
 	rec.timestamp = timestamp;
 	rec.headers = nheaders ? headers : NULL;
 	rec.header_count = nheaders;
+	rr = rr_start();
 	rc = CLI_OK;
 	for (;;) {
 		char *val, *k;
+		int32_t p;
 		size_t len;
 		uint32_t out_p;
 		uint64_t out_o;
@@ -210,8 +232,13 @@ int cmd_produce(int argc, char **argv)
 		}
 		rec.value = val;
 		rec.value_len = (uint32_t)(len - (size_t)(val - line));
+		/* Without -p: a key picks the partition (in the library), no
+		 * key the next one round-robin. */
+		p = partition;
+		if (p == BUS_PARTITION_ANY && rec.key_len == 0)
+			p = (int32_t)(rr++ % ti.config.partitions);
 		do
-			r = bus_produce(prod, partition, &rec, &out_p, &out_o);
+			r = bus_produce(prod, p, &rec, &out_p, &out_o);
 		while (r == -ETIMEDOUT && !cli_stop);
 		if (r < 0) {
 			char why[512];
