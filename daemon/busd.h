@@ -185,6 +185,7 @@ struct dtopic {
 	bool conf_ok;               /* topic.conf matches the live config */
 	int conf_err;               /* last error writing it, logged once */
 	bool dir_known;
+	bool dir_gone;              /* its "folder is gone" WARN logged */
 	dev_t dir_dev;              /* the topic's log dir, as busd made it */
 	ino_t dir_ino;
 	struct dpart *parts;        /* cfg.partitions */

@@ -241,16 +241,21 @@ static void conf_sync(struct busd *d, struct dtopic *dt)
 	if (!dt->dir_known) {
 		err = bus_seg_mkdir(dir, 0750, true);
 	} else if (stat(dir, &st) || st.st_dev != dt->dir_dev || st.st_ino != dt->dir_ino) {
-		if (dt->conf_err != -ENOENT) /* once per episode */
+		/* Once per episode; not keyed on conf_err: a write that
+		 * failed with -ENOENT, the folder renamed between this stat
+		 * and it, must not silence this. */
+		if (!dt->dir_gone)
 			busd_log(BUS_LOG_WARN,
 				 "topic '%s': its folder %s is gone (deleted with the topic?) or "
 				 "is another one: busd does not make it again, nor writes its "
 				 "topic.conf there",
 				 dt->name, dir);
+		dt->dir_gone = true;
 		dt->conf_err = -ENOENT;
 		dt->conf_ok = false;
 		return;
 	}
+	dt->dir_gone = false;
 	if (!err && (dt->cfg.flags & BUS_TOPIC_PRIVATE) && chmod(dir, 0700))
 		err = -errno; /* the parents stay 0750: other topics live there */
 	if (!err && !dt->dir_known && stat(dir, &st) == 0) {
