@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "busd.h"
+#include "../tools/parse.h"
 
 #define SCAN_INTERVAL (100 * BUSD_MS)
 #define SIGNATURE_INTERVAL 0
@@ -825,6 +826,15 @@ int main(int argc, char **argv)
 	int shm_fd, data_fd, rc;
 	pthread_t hb;
 
+	/* A stderr the caller closed (`busd 2>&-`) would be the next file
+	 * opened, the control region or a log, and every log line would be
+	 * written into it. */
+	rc = reopen_closed_std_fds();
+	if (rc < 0) {
+		fprintf(stderr, "busd: reopening a closed standard stream on /dev/null: %s\n",
+			strerror(-rc));
+		return BUSD_EXIT_FAIL;
+	}
 	if (!getcwd(start_cwd, sizeof(start_cwd)))
 		start_cwd[0] = '\0';
 	busd_config_defaults(&d.cfg);

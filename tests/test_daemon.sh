@@ -120,4 +120,22 @@ wait "$DPID" || fail "busd did not stop cleanly"
 DPID=
 ok
 
+CHECK=std-streams-closed
+# busd started with its standard streams closed: its log lines must not go
+# into the next file it opens (the control region: the bus was corrupt).
+BUS_NAME=daemon-test-fd "$BUSD" --foreground 2>&- &
+DPID=$!
+wait_for "busd to publish its pid" sh -c "[ -s '$BUS_SHM_DIR/bus.daemon-test-fd.busd' ]"
+BUS_NAME=daemon-test-fd "$BUS" topic create t3 --partitions 1 --ring-size 64K >/dev/null 2>"$TMP/err" ||
+	fail "create: $(cat "$TMP/err")"
+seq 1 100 | BUS_NAME=daemon-test-fd "$BUS" produce t3
+wait_for "the log of t3" sh -c "ls '$BUS_DATA_DIR'/t3/0/*.log >/dev/null"
+BUS_NAME=daemon-test-fd "$BUS" topic list >/dev/null 2>"$TMP/err" || fail "the bus: $(cat "$TMP/err")"
+[ "$(BUS_NAME=daemon-test-fd "$BUS" consume t3 --from earliest -e | wc -l)" -eq 100 ] ||
+	fail "records lost"
+kill -TERM "$DPID"
+wait "$DPID" || fail "busd did not stop cleanly"
+DPID=
+ok
+
 echo "test_daemon: all passed"

@@ -422,34 +422,6 @@ static int run_help(int argc, char **argv)
 	return run_command(n, args);
 }
 
-/*
- * Standard streams the caller closed (`bus ... >&-`) are reopened on
- * /dev/null before anything else is opened: the library would otherwise
- * get those descriptors for the bus's control region or a ring, and stdio
- * would write output and messages into shared memory, or read stdin's
- * records from it.  Each is opened in the direction its stream does not
- * use (stdin write-only, stdout and stderr read-only) so that using it
- * still fails with EBADF, as on a closed stream.  0, or -errno.
- */
-static int reopen_closed_std_fds(void)
-{
-	int fd, nfd;
-
-	for (fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
-		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
-			continue;
-		/* The lower ones are open: open() takes the lowest free. */
-		nfd = open("/dev/null", (fd == STDIN_FILENO ? O_WRONLY : O_RDONLY));
-		if (nfd < 0)
-			return -errno;
-		if (nfd != fd) {
-			close(nfd);
-			return -EBADF;
-		}
-	}
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {

@@ -5,8 +5,10 @@
 #endif
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -308,4 +310,25 @@ void json_str(FILE *f, const char *s)
 		}
 	}
 	fputc('"', f);
+}
+
+/* See parse.h.  Before anything else is opened: open() takes the lowest
+ * free descriptor. */
+int reopen_closed_std_fds(void)
+{
+	int fd, nfd;
+
+	for (fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+			continue;
+		/* The lower ones are open: open() takes the lowest free. */
+		nfd = open("/dev/null", (fd == STDIN_FILENO ? O_WRONLY : O_RDONLY));
+		if (nfd < 0)
+			return -errno;
+		if (nfd != fd) {
+			close(nfd);
+			return -EBADF;
+		}
+	}
+	return 0;
 }

@@ -44,4 +44,12 @@ const char *fmt_duration(uint64_t ms, char *buf, size_t len);
 /** json_str() - @s as a JSON string literal, quotes included. */
 void json_str(FILE *f, const char *s);
 
+/** reopen_closed_std_fds() - open each of descriptors 0-2 that the caller
+ * closed on /dev/null, the wrong way round (stdin write-only, stdout and
+ * stderr read-only): using it still fails (EBADF) as a closed stream
+ * would, and no file opened later (the bus's control region, a ring, a
+ * log) gets one of these numbers, which stdio and the log write to.  Call
+ * first thing in main().  0, or -errno. */
+int reopen_closed_std_fds(void);
+
 #endif
