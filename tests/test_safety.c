@@ -265,6 +265,74 @@ Test(safety, ctl_from_another_layout_is_eversion)
 	ctl_cases(cs, sizeof(cs) / sizeof(cs[0]));
 }
 
+/* The ERROR lines a bus_open() logged. */
+static void collect_log(void *ctx, enum bus_log_level lvl, const char *msg)
+{
+	char *buf = ctx;
+	size_t n = strlen(buf);
+
+	if (lvl == BUS_LOG_ERROR && n + strlen(msg) + 2 < 4096)
+		snprintf(buf + n, 4096 - n, "%s\n", msg);
+}
+
+/* Refusing another layout names the file's version and the library's, and
+ * the file: a user of another build learns which of the two to change,
+ * where -BUS_EVERSION alone says neither. */
+Test(safety, ctl_from_another_layout_is_refused_with_a_message_naming_both_versions)
+{
+	char name[128], path[512], want[64];
+	static char log[4096];
+	struct bus_opts o = env.opts;
+	struct bus *x = NULL;
+	uint8_t *h;
+	uint32_t v = 7777;
+	int err;
+
+	snprintf(name, sizeof(name), "%s-v7777", env.name);
+	mk_bus(name);
+	ctl_file(name, path, sizeof(path));
+	h = map_file(path, BUS_CTL_SIZE);
+	memcpy(h + offsetof(struct bus_ctl_hdr, layout_version), &v, sizeof(v));
+	munmap(h, BUS_CTL_SIZE);
+
+	o.name = name;
+	o.log = collect_log;
+	o.log_ctx = log;
+	log[0] = 0;
+	err = bus_open(&x, &o);
+	if (err == 0)
+		bus_close(x);
+	cr_assert_eq(err, -BUS_EVERSION, "bus_open: %s", bus_strerror(err));
+	cr_expect(strstr(log, path), "the refusal does not name %s; logged: '%s'", path, log);
+	cr_expect(strstr(log, "version 7777"), "the file's version is not named; logged: '%s'",
+		  log);
+	snprintf(want, sizeof(want), "version %u", BUS_LAYOUT_VERSION);
+	cr_expect(strstr(log, want), "the library's version (%s) is not named; logged: '%s'", want,
+		  log);
+
+	/* Same version, another build's struct layout: both signatures. */
+	snprintf(name, sizeof(name), "%s-sig", env.name);
+	mk_bus(name);
+	ctl_file(name, path, sizeof(path));
+	h = map_file(path, BUS_CTL_SIZE);
+	{
+		uint64_t sig = bus_layout_signature() ^ 0xf00d;
+		memcpy(h + offsetof(struct bus_ctl_hdr, signature), &sig, sizeof(sig));
+	}
+	munmap(h, BUS_CTL_SIZE);
+	o.name = name;
+	log[0] = 0;
+	err = bus_open(&x, &o);
+	if (err == 0)
+		bus_close(x);
+	cr_assert_eq(err, -BUS_EVERSION, "bus_open: %s", bus_strerror(err));
+	snprintf(want, sizeof(want), "%016llx", (unsigned long long)(bus_layout_signature() ^ 0xf00d));
+	cr_expect(strstr(log, want), "the file's signature %s is not named; logged: '%s'", want, log);
+	snprintf(want, sizeof(want), "%016llx", (unsigned long long)bus_layout_signature());
+	cr_expect(strstr(log, want), "this build's signature %s is not named; logged: '%s'", want,
+		  log);
+}
+
 Test(safety, ctl_with_hostile_sizes_is_ecorrupt)
 {
 	const struct ctl_case cs[] = {

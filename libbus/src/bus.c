@@ -93,20 +93,53 @@ const char *bus_data_dir(const struct bus *b)
 	return b->data_dir;
 }
 
-/* Validate a mapped control region.  Every field is checked against what
- * this build expects before anything else is read from the file. */
-static int ctl_validate(const struct bus_ctl_hdr *h, uint64_t file_size)
+/* Validate a mapped control region (@path, @file_size bytes on disk).
+ * Every field is checked against what this build expects before anything
+ * else is read from the file.  A refusal is logged (ERROR) naming the file
+ * and, for another layout, the file's version or signature and this
+ * build's: -BUS_EVERSION alone does not tell the user which side to
+ * change. */
+static int ctl_validate(const struct bus *b, const char *path, const struct bus_ctl_hdr *h,
+			uint64_t file_size)
 {
-	if (h->magic != BUS_CTL_MAGIC)
+	if (h->magic != BUS_CTL_MAGIC) {
+		bus_log(b, BUS_LOG_ERROR, "%s is not a bus control region (magic %016llx%s)", path,
+			(unsigned long long)h->magic,
+			h->magic == __builtin_bswap64(BUS_CTL_MAGIC)
+				? ": made on a host of the other byte order"
+				: "");
 		return -BUS_ECORRUPT;
-	if (h->layout_version != BUS_LAYOUT_VERSION)
+	}
+	if (h->layout_version != BUS_LAYOUT_VERSION) {
+		bus_log(b, BUS_LOG_ERROR,
+			"control region %s has layout version %u; this libbus (%s) reads layout "
+			"version %u only: use a libbus of the file's version, or stop every process "
+			"of bus '%s' and remove the file",
+			path, h->layout_version, BUS_VERSION_STRING, BUS_LAYOUT_VERSION, b->name);
 		return -BUS_EVERSION;
-	if (h->signature != bus_layout_signature() || h->hdr_size != sizeof(*h))
+	}
+	if (h->signature != bus_layout_signature() || h->hdr_size != sizeof(*h)) {
+		bus_log(b, BUS_LOG_ERROR,
+			"control region %s has layout version %u as this libbus (%s), but was made "
+			"by a build with another struct layout (signature %016llx, header %u bytes; "
+			"this build: %016llx, %zu bytes): use the same build in every process of bus "
+			"'%s'",
+			path, h->layout_version, BUS_VERSION_STRING, (unsigned long long)h->signature,
+			h->hdr_size, (unsigned long long)bus_layout_signature(), sizeof(*h), b->name);
 		return -BUS_EVERSION;
+	}
 	if (h->file_size != BUS_CTL_SIZE || file_size < BUS_CTL_SIZE ||
 	    h->topics_off != BUS_CTL_TOPICS_OFF || h->topics_max != BUS_TOPICS_MAX ||
-	    h->topic_slot_size != sizeof(struct bus_topic_slot))
+	    h->topic_slot_size != sizeof(struct bus_topic_slot)) {
+		bus_log(b, BUS_LOG_ERROR,
+			"control region %s: its sizes are not this layout's (file %llu bytes, header "
+			"says %llu; topics at %llu, %u slots of %u bytes; want %llu, %u, %u, %zu)",
+			path, (unsigned long long)file_size, (unsigned long long)h->file_size,
+			(unsigned long long)h->topics_off, h->topics_max, h->topic_slot_size,
+			(unsigned long long)BUS_CTL_SIZE, BUS_CTL_TOPICS_OFF, BUS_TOPICS_MAX,
+			sizeof(struct bus_topic_slot));
 		return -BUS_ECORRUPT;
+	}
 	return 0;
 }
 
@@ -209,7 +242,7 @@ static int ctl_open(struct bus *b)
 			b->ctl_guard = bus_shm_guard(b, path, h, len, (size_t)bus_shm_round(b, 1));
 			/* A0: pairs with R0. */
 			if (ld_acquire(&h->ready) != 0) {
-				err = ctl_validate(h, (uint64_t)st.st_size);
+				err = ctl_validate(b, path, h, (uint64_t)st.st_size);
 				if (!err) {
 					b->ctl_fd = fd;
 					b->ctl = h;

@@ -111,7 +111,9 @@ struct bus;
  * The control region is validated (magic, layout version, build signature,
  * every size) before use.  Returns 0, or -EINVAL (bad name), -EACCES,
  * -ENOMEM, -BUS_ECORRUPT, -BUS_EVERSION, or another -errno from the file
- * system.  Thread-safe; process-safe (any number of processes may create the
+ * system.  A control region refused as corrupt or of another layout is
+ * named in an ERROR through opts->log, with, for -BUS_EVERSION, the file's
+ * layout version (or build signature) and this library's.  Thread-safe; process-safe (any number of processes may create the
  * same bus at once: exactly one initialises it).
  *
  * The first bus_open() of a process installs a SIGBUS handler with
