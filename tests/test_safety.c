@@ -6,6 +6,7 @@
  * ("hung", "crashed: signal N") instead of stalling the run.  The child shares
  * the parent's mappings and reports through a shared anonymous mapping. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -195,17 +196,174 @@ Test(safety, ctl_never_made_ready_is_ecorrupt_after_the_wait)
 	char name[128], path[512];
 	static uint8_t zeros[BUS_CTL_SIZE];
 
-	/* Created and never sized: its creator died right after open(). */
+	/* Files at the bus's path that no creator of this build leaves there
+	 * (it makes the file whole beside, then renames it): left by an
+	 * older build's creator, or by hand.  Created and never sized. */
 	snprintf(name, sizeof(name), "%s-empty", env.name);
 	ctl_file(name, path, sizeof(path));
 	write_new_file(path, zeros, 0);
 	expect_open_refused(name, -BUS_ECORRUPT, HALF_MADE_MS, "empty ctl");
 
-	/* Sized, `ready` never stored: its creator died while initialising. */
+	/* Sized, `ready` never stored. */
 	snprintf(name, sizeof(name), "%s-zeros", env.name);
 	ctl_file(name, path, sizeof(path));
 	write_new_file(path, zeros, sizeof(zeros));
 	expect_open_refused(name, -BUS_ECORRUPT, HALF_MADE_MS, "full-size ctl with ready == 0");
+}
+
+static int count_topics_cb(void *ctx, const struct bus_topic_info *ti)
+{
+	(void)ti;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* Entries of the shm dir whose name contains "bus.<bus>.ctl" (the control
+ * region and whatever its creators leave beside it). */
+static int ctl_entries(const char *bus)
+{
+	char key[256];
+	struct dirent *de;
+	DIR *d = opendir(env.shm_dir);
+	int n = 0;
+
+	cr_assert(d, "opendir %s: %s", env.shm_dir, strerror(errno));
+	snprintf(key, sizeof(key), "bus.%s.ctl", bus);
+	while ((de = readdir(d)) != NULL)
+		if (strstr(de->d_name, key))
+			n++;
+	closedir(d);
+	return n;
+}
+
+static int open_and_close_main(void *arg)
+{
+	struct bus *x;
+
+	if (open_named(arg, 0, &x, NULL))
+		return 1;
+	bus_close(x);
+	return 0;
+}
+
+/* A process killed while it creates a bus's control region (the first
+ * bus_open() of the bus, interrupted by Ctrl-C, the OOM killer...) leaves
+ * nothing that keeps the bus from being opened: the next bus_open()
+ * creates it, promptly, and no file of the dead attempt stays. */
+Test(safety, a_creator_killed_while_making_the_ctl_leaves_nothing_that_blocks_the_bus)
+{
+	for (int it = 0; it < 40; it++) {
+		char name[128], path[512];
+		struct stat sb;
+		int64_t ms, deadline = tnow_ms() + 10000;
+		struct bus *x = NULL;
+		pid_t pid;
+		int err, st;
+
+		snprintf(name, sizeof(name), "%s-k%d", env.name, it);
+		ctl_file(name, path, sizeof(path));
+		pid = tfork(open_and_close_main, name);
+		/* Kill it as soon as its control region shows under the bus's
+		 * name (a stat(), fast enough to catch it being made where it
+		 * is made in place), or on odd rounds any file of its bus (a
+		 * readdir(), slower: it may find a file made beside). */
+		while (it % 2 ? ctl_entries(name) == 0 : stat(path, &sb) != 0) {
+			if (waitpid(pid, &st, WNOHANG) == pid) {
+				pid = -1;
+				break;
+			}
+			cr_assert(tnow_ms() < deadline, "iteration %d: the creator made no file", it);
+		}
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			twait(pid, 10000);
+		}
+		err = open_named(name, 0, &x, &ms);
+		cr_assert_eq(err, 0, "iteration %d: bus_open after the creator was killed: %s", it,
+			     bus_strerror(err));
+		cr_expect(ms < 1000, "iteration %d: bus_open took %lld ms", it, (long long)ms);
+		bus_close(x);
+		cr_assert_eq(ctl_entries(name), 1, "iteration %d: files of the dead attempt stay",
+			     it);
+	}
+}
+
+struct opener {
+	const char *bus;
+	int go_fd;
+	int id;
+};
+
+/* Wait for the go byte, open the bus, create a topic of its own on it. */
+static int opener_main(void *arg)
+{
+	struct opener *op = arg;
+	struct bus_topic_config cfg;
+	struct bus *x;
+	char c, topic[32];
+	int err;
+
+	if (read(op->go_fd, &c, 1) != 1)
+		return 91;
+	if (open_named(op->bus, 0, &x, NULL))
+		return 1;
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = BUS_RING_MIN;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	snprintf(topic, sizeof(topic), "by-%d", op->id);
+	err = bus_topic_create(x, topic, &cfg);
+	bus_close(x);
+	return err ? 2 : 0;
+}
+
+/* Processes that open a new bus at the same moment all attach to one
+ * control region (exactly one of them makes it): the topics each creates
+ * are all in it, and nothing but it is left in the shm dir. */
+Test(safety, processes_opening_a_new_bus_at_once_share_one_control_region)
+{
+	enum { N = 4 };
+
+	for (int round = 0; round < 10; round++) {
+		struct opener op[N];
+		char name[128];
+		pid_t pid[N];
+		int go[2], n = 0;
+		struct bus *x;
+
+		snprintf(name, sizeof(name), "%s-race%d", env.name, round);
+		cr_assert_eq(pipe(go), 0);
+		for (int i = 0; i < N; i++) {
+			op[i] = (struct opener){ .bus = name, .go_fd = go[0], .id = i };
+			pid[i] = tfork(opener_main, &op[i]);
+		}
+		cr_assert_eq(write(go[1], "xxxx", N), N);
+		for (int i = 0; i < N; i++)
+			cr_assert_eq(twait(pid[i], 10000), 0, "round %d: opener %d failed", round, i);
+		close(go[0]);
+		close(go[1]);
+		cr_assert_eq(open_named(name, 0, &x, NULL), 0);
+		cr_assert_eq(bus_topic_list(x, count_topics_cb, &n), 0);
+		bus_close(x);
+		cr_assert_eq(n, N, "round %d: %d topics, want one per opener", round, n);
+		cr_assert_eq(ctl_entries(name), 1, "round %d: more than the control region", round);
+	}
+}
+
+/* Something at the control region's path that is not a regular file is
+ * refused at once, not waited for as a control region being made. */
+Test(safety, ctl_that_is_not_a_regular_file_is_ecorrupt_at_once)
+{
+	char name[128], path[512];
+
+	snprintf(name, sizeof(name), "%s-fifo", env.name);
+	ctl_file(name, path, sizeof(path));
+	cr_assert_eq(mkfifo(path, 0660), 0, "mkfifo: %s", strerror(errno));
+	expect_open_refused(name, -BUS_ECORRUPT, 1000, "a FIFO");
+
+	snprintf(name, sizeof(name), "%s-dev", env.name);
+	ctl_file(name, path, sizeof(path));
+	cr_assert_eq(symlink("/dev/zero", path), 0, "symlink: %s", strerror(errno));
+	expect_open_refused(name, -BUS_ECORRUPT, 1000, "a symlink to /dev/zero");
 }
 
 struct ctl_case {

@@ -1,4 +1,5 @@
 /* bus.c - attaching to a bus: settings, the control region, logging. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -164,10 +165,128 @@ int bus_ctl_lost_slow(struct bus *b)
 	return -BUS_ECORRUPT;
 }
 
-/* Create the control region, or attach to the one another process made.
- * The creator initialises every field and stores `ready` last (release);
- * an attacher that finds the file waits for `ready` (acquire) up to a
- * deadline, and refuses a file whose creator died before finishing. */
+/* Temporary names of control regions being made: ".bus.<bus>.ctl.<pid>.<n>"
+ * beside the bus's (a leading '.': no bus or topic name starts with one).
+ * Writes the prefix up to the pid to @buf and returns its length, or
+ * -ENAMETOOLONG. */
+static int ctl_tmp_prefix(const struct bus *b, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, ".bus.%s.ctl.", b->name);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : n;
+}
+
+/* Remove the temporary files that creators of this bus which died before
+ * publishing their control region left in the shm dir.  A live creator's
+ * (its pid alive) is left alone. */
+static void ctl_sweep(const struct bus *b)
+{
+	char prefix[BUS_NAME_MAX + 32];
+	int plen = ctl_tmp_prefix(b, prefix, sizeof(prefix));
+	DIR *d = plen < 0 ? NULL : opendir(b->shm_dir);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		const char *p = de->d_name + plen;
+		char *end;
+		long pid;
+
+		if (strncmp(de->d_name, prefix, (size_t)plen) != 0 || *p < '0' || *p > '9')
+			continue;
+		pid = strtol(p, &end, 10);
+		if (*end != '.' || end[1] < '0' || end[1] > '9' || pid <= 0 || pid > INT32_MAX ||
+		    bus_pid_alive((int32_t)pid))
+			continue;
+		(void)unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+}
+
+/* Make the control region of @b and publish it at @path.  It is made whole
+ * under a temporary name beside @path, `ready` stored last, then moved to
+ * @path by one rename that fails when @path exists: a file at @path is
+ * never half made, so a creator killed at any point leaves nothing there
+ * that would keep the bus from being opened (only its temporary file,
+ * which the next creator removes: ctl_sweep()).  Returns 0 with @b's
+ * control region mapped, -EEXIST when another process's is at @path
+ * (attach to it), or -errno. */
+static int ctl_create(struct bus *b, const char *path, mode_t mode, size_t len)
+{
+	static _Atomic unsigned seq; /* threads of one process making one bus */
+	char tmp[4200];
+	struct bus_ctl_hdr *h;
+	int fd, err, n;
+
+	ctl_sweep(b);
+	n = snprintf(tmp, sizeof(tmp), "%s/.bus.%s.ctl.%d.%u", b->shm_dir, b->name, (int)getpid(),
+		     atomic_fetch_add(&seq, 1));
+	if (n < 0 || (size_t)n >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	if (fd < 0 && errno == EEXIST) {
+		/* Left by a process that had our pid: dead. */
+		(void)unlink(tmp);
+		fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+	}
+	if (fd < 0)
+		return -errno;
+	(void)fchmod(fd, mode); /* umask must not narrow the group bits */
+	if (ftruncate(fd, (off_t)len) < 0 || (errno = posix_fallocate(fd, 0, (off_t)len)) != 0) {
+		err = -errno;
+		goto fail_fd;
+	}
+	h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (h == MAP_FAILED) {
+		err = -errno;
+		goto fail_fd;
+	}
+	b->ctl_guard = bus_shm_guard(b, path, h, len, (size_t)bus_shm_round(b, 1));
+	h->magic = BUS_CTL_MAGIC;
+	h->layout_version = BUS_LAYOUT_VERSION;
+	h->hdr_size = sizeof(*h);
+	h->signature = bus_layout_signature();
+	h->file_size = BUS_CTL_SIZE;
+	h->topics_off = BUS_CTL_TOPICS_OFF;
+	h->topics_max = BUS_TOPICS_MAX;
+	h->topic_slot_size = sizeof(struct bus_topic_slot);
+	h->creator_pid = getpid();
+	snprintf(h->bus_name, sizeof(h->bus_name), "%s", b->name);
+	/* R0: publishes the header; pairs with A0 in attachers.  (The rename
+	 * below publishes the file as a whole; R0 stays for attachers of
+	 * files made in place by older builds, and as the header's own
+	 * licence to be read.) */
+	st_release(&h->ready, BUS_LAYOUT_VERSION);
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+		err = -errno;
+		if (err == -EINVAL || err == -ENOSYS) {
+			/* A file system without RENAME_NOREPLACE: link() too
+			 * fails when @path exists. */
+			err = link(tmp, path) < 0 ? -errno : 0;
+			(void)unlink(tmp);
+		}
+		if (err) {
+			bus_mapguard_del(b->ctl_guard);
+			b->ctl_guard = -1;
+			munmap(h, len);
+			goto fail_fd;
+		}
+	}
+	b->ctl_fd = fd;
+	b->ctl = h;
+	b->ctl_len = len;
+	/* Truncated while we made it: the header went to zeros. */
+	return bus_ctl_lost(b);
+fail_fd:
+	close(fd);
+	(void)unlink(tmp);
+	return err;
+}
+
+/* Attach to the control region at @path, or create it (ctl_create()).
+ * An attacher that finds a file whose `ready` is 0 (made in place by an
+ * older build, or by hand) waits for `ready` (acquire) up to a deadline,
+ * then refuses it. */
 static int ctl_open(struct bus *b)
 {
 	char path[4096];
@@ -179,48 +298,16 @@ static int ctl_open(struct bus *b)
 
 	if (err)
 		return err;
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-	if (fd >= 0) {
-		struct bus_ctl_hdr *h;
-
-		(void)fchmod(fd, mode); /* umask must not narrow the group bits */
-		if (ftruncate(fd, (off_t)len) < 0 ||
-		    (errno = posix_fallocate(fd, 0, (off_t)len)) != 0) {
-			err = -errno;
-			close(fd);
-			unlink(path);
+	/* Bounded: each turn, the file was there, then gone (removed by
+	 * hand), or absent, then there (made by another process). */
+	for (int tries = 0;; tries++) {
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd >= 0 || errno != ENOENT || tries == 8)
+			break;
+		err = ctl_create(b, path, mode, len);
+		if (err != -EEXIST)
 			return err;
-		}
-		h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-		if (h == MAP_FAILED) {
-			err = -errno;
-			close(fd);
-			unlink(path);
-			return err;
-		}
-		b->ctl_guard = bus_shm_guard(b, path, h, len, (size_t)bus_shm_round(b, 1));
-		h->magic = BUS_CTL_MAGIC;
-		h->layout_version = BUS_LAYOUT_VERSION;
-		h->hdr_size = sizeof(*h);
-		h->signature = bus_layout_signature();
-		h->file_size = BUS_CTL_SIZE;
-		h->topics_off = BUS_CTL_TOPICS_OFF;
-		h->topics_max = BUS_TOPICS_MAX;
-		h->topic_slot_size = sizeof(struct bus_topic_slot);
-		h->creator_pid = getpid();
-		snprintf(h->bus_name, sizeof(h->bus_name), "%s", b->name);
-		/* R0: publishes the header; pairs with A0 in attachers. */
-		st_release(&h->ready, BUS_LAYOUT_VERSION);
-		b->ctl_fd = fd;
-		b->ctl = h;
-		b->ctl_len = len;
-		/* Truncated while we made it: the header went to zeros. */
-		return bus_ctl_lost(b);
 	}
-	if (errno != EEXIST)
-		return -errno;
-
-	fd = open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	for (int64_t deadline = bus_mono_ns() + 2000000000ll;;) {
@@ -229,6 +316,13 @@ static int ctl_open(struct bus *b)
 
 		if (fstat(fd, &st) < 0) {
 			err = -errno;
+			break;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			/* A FIFO, a device: nobody is making a bus there. */
+			bus_log(b, BUS_LOG_ERROR, "%s is not a regular file: not a bus control region",
+				path);
+			err = -BUS_ECORRUPT;
 			break;
 		}
 		if ((uint64_t)st.st_size >= BUS_CTL_SIZE) {
@@ -258,7 +352,8 @@ static int ctl_open(struct bus *b)
 			b->ctl_guard = -1;
 			munmap(h, len);
 		} else if (st.st_size > 0) {
-			/* The creator sizes the file right after creating it: a
+			/* Made whole before it is put here (ctl_create()), or
+			 * sized right after its creation by older builds: a
 			 * short, non-empty file was truncated or is not ours. */
 			err = -BUS_ECORRUPT;
 			break;

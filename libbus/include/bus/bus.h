@@ -113,8 +113,17 @@ struct bus;
  * -ENOMEM, -BUS_ECORRUPT, -BUS_EVERSION, or another -errno from the file
  * system.  A control region refused as corrupt or of another layout is
  * named in an ERROR through opts->log, with, for -BUS_EVERSION, the file's
- * layout version (or build signature) and this library's.  Thread-safe; process-safe (any number of processes may create the
- * same bus at once: exactly one initialises it).
+ * layout version (or build signature) and this library's.
+ *
+ * Thread-safe; process-safe (any number of processes may create the same
+ * bus at once: exactly one initialises it).  The control region is
+ * made whole under a temporary name beside it (".bus.<bus>.ctl.<pid>.<n>")
+ * and renamed into place, so a process killed while creating it leaves
+ * nothing that keeps the bus from being opened; the next creator removes
+ * a dead creator's temporary file.  A control region at the bus's path
+ * whose `ready` word stays 0 (made in place by an older build, or by hand)
+ * is waited for up to 2 s, then refused with -BUS_ECORRUPT; one that is
+ * not a regular file is refused at once.
  *
  * The first bus_open() of a process installs a SIGBUS handler with
  * sigaction(2) (once per process), which guards the mappings of the control
