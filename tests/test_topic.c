@@ -1178,6 +1178,70 @@ Test(topic, delete_makes_open_handles_stale_and_recreate_starts_afresh)
 	bus_producer_close(p);
 }
 
+/* A consumer asleep in a poll on a topic that is deleted is told at once
+ * (the delete wakes the topic's sleepers), not when its wait next wakes by
+ * itself (once a second, or at its deadline). */
+struct sleeper {
+	const char *name;
+	int res_fd;
+};
+
+static int sleeper_main(void *arg)
+{
+	struct sleeper *sl = arg;
+	struct bus *cb = child_bus();
+	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY,
+					.wait = BUS_WAIT_SLEEP,
+					.spin_count = 1 };
+	struct bus_consumer *c;
+	struct bus_view v[4];
+	int err;
+
+	if (bus_consumer_open(cb, sl->name, &co, &c))
+		return 1;
+	err = bus_consumer_poll(c, v, 4, 10000000000ll);
+	if (write(sl->res_fd, &err, sizeof(err)) != (ssize_t)sizeof(err))
+		return 92;
+	bus_consumer_close(c);
+	bus_close(cb);
+	return 0;
+}
+
+Test(topic, a_consumer_asleep_in_poll_is_told_of_a_delete_at_once)
+{
+	struct bus_ctl_hdr *h = ctl_map();
+	struct sleeper sl = { .name = "sleepy" };
+	struct bus_topic_slot *ts;
+	int64_t deadline, t0, ms;
+	int res[2], err = 12345, s;
+	pid_t pid;
+
+	mk("sleepy", 2);
+	s = slot_of(h, "sleepy", BUS_SLOT_READY);
+	cr_assert(s >= 0);
+	ts = ctl_slot(h, (uint32_t)s);
+	cr_assert_eq(pipe(res), 0);
+	sl.res_fd = res[1];
+	pid = tfork(sleeper_main, &sl);
+	/* Until the consumer announced itself asleep on the topic's futex. */
+	deadline = tnow_ms() + 10000;
+	while (atomic_load(&ts->sleepers) == 0) {
+		cr_assert(tnow_ms() < deadline, "the consumer never went to sleep");
+		sched_yield();
+	}
+	t0 = tnow_ms();
+	cr_assert_eq(bus_topic_delete(b, "sleepy"), 0);
+	cr_assert_eq(read(res[0], &err, sizeof(err)), (ssize_t)sizeof(err));
+	ms = tnow_ms() - t0;
+	cr_assert_eq(err, -BUS_ESTALE, "poll: %s", bus_strerror(err));
+	cr_expect(ms < 300, "the sleeping consumer learnt of the delete after %lld ms",
+		  (long long)ms);
+	cr_assert_eq(twait(pid, 10000), 0);
+	close(res[0]);
+	close(res[1]);
+	munmap(h, BUS_CTL_SIZE);
+}
+
 /* ---------------------------------------------------------- full table */
 
 Test(topic, full_table_refuses_create_with_enomem_until_a_delete)

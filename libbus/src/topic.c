@@ -165,6 +165,25 @@ static void unlink_rings(struct bus *b, const char *name, uint32_t gen, uint32_t
 
 static void retire_logs(struct bus *b, const char *topic, uint32_t gen);
 
+/* Wake the consumers asleep on a topic that was just deleted (its slot's
+ * DELETED stored), so that each returns -BUS_ESTALE now rather than when
+ * its wait ends by itself (BUS_WAIT_RECHECK_NS, or its deadline).  Called
+ * whether or not `sleepers` reads 0: a consumer checks the topic
+ * (bus_topic_check()) before it announces itself, so a delete between its
+ * check and its increment would see no sleeper, yet it is about to sleep.
+ * ORDERING: the DELETED store (release) comes before the wake_seq bump and
+ * FUTEX_WAKE; a sleeper whose FUTEX_WAIT returns through that wake, or
+ * fails because wake_seq moved, observes the DELETED word (the futex calls
+ * order the waker's earlier stores before the waiter's later loads:
+ * kernel/futex, "smp_mb (A)/(B)").  One window is left: a consumer that
+ * checked the topic before the DELETED store and loads wake_seq after the
+ * bump sleeps on, and is told within BUS_WAIT_RECHECK_NS as before.
+ * Deletes are rare: the system call is paid whether or not one sleeps. */
+static void wake_stale(struct bus_topic_slot *ts)
+{
+	bus_wake_slow(ts);
+}
+
 /* A slot held by a dead process in a transient state becomes a tombstone.
  * A dead creator's rings are removed; a dead deleter's delete is finished
  * as bus_topic_delete() would have: its rings removed and, for a persistent
@@ -191,6 +210,8 @@ static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
 			retire_logs(b, name, BUS_SLOT_GEN(w));
 	}
 	st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
+	if (st == BUS_SLOT_DELETING)
+		wake_stale(ts);
 	return true;
 }
 
@@ -564,6 +585,7 @@ static int topic_delete(struct bus *b, const char *name)
 		}
 	}
 	st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, BUS_SLOT_GEN(w), 0));
+	wake_stale(ts);
 	return 0;
 }
 

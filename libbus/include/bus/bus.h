@@ -220,7 +220,8 @@ int bus_topic_create(struct bus *b, const char *name, const struct bus_topic_con
 /**
  * bus_topic_delete() - delete topic @name and unlink its rings.  Processes
  * that have it open keep their mappings; their next producer or consumer
- * call returns -BUS_ESTALE.  Returns 0, -ENOENT, -EINVAL.  Thread- and
+ * call returns -BUS_ESTALE, and a consumer asleep in bus_consumer_poll()
+ * is woken to return it.  Returns 0, -ENOENT, -EINVAL.  Thread- and
  * process-safe.
  */
 int bus_topic_delete(struct bus *b, const char *name);
