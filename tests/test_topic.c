@@ -1242,6 +1242,50 @@ Test(topic, a_consumer_asleep_in_poll_is_told_of_a_delete_at_once)
 	munmap(h, BUS_CTL_SIZE);
 }
 
+/* A topic deleted and created again at once, while a consumer of the old
+ * one was asleep on the slot's futex: the old consumer's leaving must not
+ * leave the new topic counting a sleeper below zero (2^32 - 1 sleepers:
+ * every produce on it would then make a FUTEX_WAKE system call). */
+Test(topic, recreating_a_topic_under_a_sleeping_consumer_leaves_no_phantom_sleeper)
+{
+	struct bus_ctl_hdr *h = ctl_map();
+
+	for (int it = 0; it < 5; it++) {
+		struct sleeper sl = { .name = "reborn" };
+		struct bus_topic_slot *ts;
+		int64_t deadline;
+		int res[2], err, s;
+		pid_t pid;
+
+		mk("reborn", 1);
+		s = slot_of(h, "reborn", BUS_SLOT_READY);
+		cr_assert(s >= 0);
+		ts = ctl_slot(h, (uint32_t)s);
+		cr_assert_eq(atomic_load(&ts->sleepers), 0u);
+		cr_assert_eq(pipe(res), 0);
+		sl.res_fd = res[1];
+		pid = tfork(sleeper_main, &sl);
+		deadline = tnow_ms() + 10000;
+		while (atomic_load(&ts->sleepers) == 0) {
+			cr_assert(tnow_ms() < deadline, "the consumer never went to sleep");
+			sched_yield();
+		}
+		cr_assert_eq(bus_topic_delete(b, "reborn"), 0);
+		mk("reborn", 1);
+		cr_assert_eq(slot_of(h, "reborn", BUS_SLOT_READY), s, "not made in the same slot");
+		cr_assert_eq(read(res[0], &err, sizeof(err)), (ssize_t)sizeof(err));
+		cr_assert_eq(err, -BUS_ESTALE, "poll: %s", bus_strerror(err));
+		cr_assert_eq(twait(pid, 10000), 0);
+		cr_assert_eq(atomic_load(&ts->sleepers), 0u,
+			     "round %d: %u sleepers counted on the new topic, none asleep", it,
+			     atomic_load(&ts->sleepers));
+		cr_assert_eq(bus_topic_delete(b, "reborn"), 0);
+		close(res[0]);
+		close(res[1]);
+	}
+	munmap(h, BUS_CTL_SIZE);
+}
+
 /* ---------------------------------------------------------- full table */
 
 Test(topic, full_table_refuses_create_with_enomem_until_a_delete)

@@ -72,7 +72,9 @@ struct bus_topic_slot {
 	/* Line 2: the topic's futex, shared by its partitions.  Sleeping
 	 * consumers increment `sleepers` and wait on `wake_seq`; producers bump
 	 * `wake_seq` and call FUTEX_WAKE only when `sleepers` != 0 (see
-	 * wait.c for the orderings). */
+	 * wait.c for the orderings).  Both outlive the topic: a re-creation
+	 * in the slot leaves them, so that the previous topic's sleepers
+	 * take back their own increments. */
 	alignas(BUS_CACHELINE) _Atomic uint32_t wake_seq;
 	_Atomic uint32_t sleepers;
 	char pad[BUS_CACHELINE - 8];

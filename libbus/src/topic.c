@@ -509,7 +509,12 @@ static int topic_create(struct bus *b, const char *name, const struct bus_topic_
 		}
 		ts->name_hash = name_hash(name);
 		ts->created_ns = bus_now_ns();
-		st_relaxed(&ts->sleepers, 0);
+		/* `sleepers` and `wake_seq` are left as they are: consumers of
+		 * the slot's previous topic may still be asleep on them (or
+		 * about to leave), and each takes back its own increment.
+		 * Zeroing the count under them made their decrements wrap it
+		 * to 2^32 - 1, and every produce on this topic then a
+		 * FUTEX_WAKE system call. */
 		/* R4: name and config visible before anyone reads them. */
 		st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, getpid()));
 
