@@ -349,6 +349,36 @@ Test(safety, processes_opening_a_new_bus_at_once_share_one_control_region)
 	}
 }
 
+/* A process that closed its stdout, opens a bus (creating it, or attaching
+ * to it) and then writes to its stdout, as printf after `prog >&-` does:
+ * the control region must not be descriptor 1. */
+static int closed_stdout_main(void *arg)
+{
+	static const char junk[] = "this line must not land in the control region\n";
+	struct bus *x;
+	int err;
+
+	close(STDOUT_FILENO);
+	err = open_named(arg, 0, &x, NULL);
+	if (err)
+		return 1;
+	(void)!write(STDOUT_FILENO, junk, sizeof junk - 1);
+	bus_close(x);
+	return 0;
+}
+
+Test(safety, a_process_with_stdout_closed_does_not_write_into_the_control_region)
+{
+	char name[128];
+	struct bus *x;
+
+	snprintf(name, sizeof(name), "%s-nostdout", env.name);
+	cr_assert_eq(twait(tfork(closed_stdout_main, name), 10000), 0, "creator");
+	cr_assert_eq(twait(tfork(closed_stdout_main, name), 10000), 0, "attacher");
+	cr_assert_eq(open_named(name, 0, &x, NULL), 0, "the bus is still whole");
+	bus_close(x);
+}
+
 /* Something at the control region's path that is not a regular file is
  * refused at once, not waited for as a control region being made. */
 Test(safety, ctl_that_is_not_a_regular_file_is_ecorrupt_at_once)

@@ -165,6 +165,24 @@ int bus_ctl_lost_slow(struct bus *b)
 	return -BUS_ECORRUPT;
 }
 
+/* The control region's descriptor, which stays open as long as the handle,
+ * never 0, 1 or 2: an application that closed a standard stream and later
+ * writes to it (printf after `prog >&-`) would write into the control
+ * region.  Moves @fd above them: returns the descriptor, or -1 with errno
+ * set (@fd closed).  @fd < 0 is returned as it is. */
+static int fd_above_std(int fd)
+{
+	int nfd, e;
+
+	if (fd < 0 || fd > 2)
+		return fd;
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	e = errno;
+	close(fd);
+	errno = e;
+	return nfd;
+}
+
 /* Temporary names of control regions being made: ".bus.<bus>.ctl.<pid>.<n>"
  * beside the bus's (a leading '.': no bus or topic name starts with one).
  * Writes the prefix up to the pid to @buf and returns its length, or
@@ -229,8 +247,12 @@ static int ctl_create(struct bus *b, const char *path, mode_t mode, size_t len)
 		(void)unlink(tmp);
 		fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	}
-	if (fd < 0)
-		return -errno;
+	fd = fd_above_std(fd);
+	if (fd < 0) {
+		err = -errno;
+		(void)unlink(tmp); /* our pid's name: ours, if it was made */
+		return err;
+	}
 	(void)fchmod(fd, mode); /* umask must not narrow the group bits */
 	if (ftruncate(fd, (off_t)len) < 0 || (errno = posix_fallocate(fd, 0, (off_t)len)) != 0) {
 		err = -errno;
@@ -301,7 +323,7 @@ static int ctl_open(struct bus *b)
 	/* Bounded: each turn, the file was there, then gone (removed by
 	 * hand), or absent, then there (made by another process). */
 	for (int tries = 0;; tries++) {
-		fd = open(path, O_RDWR | O_CLOEXEC);
+		fd = fd_above_std(open(path, O_RDWR | O_CLOEXEC));
 		if (fd >= 0 || errno != ENOENT || tries == 8)
 			break;
 		err = ctl_create(b, path, mode, len);
