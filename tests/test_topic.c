@@ -1126,6 +1126,38 @@ Test(topic, creator_resuming_after_another_made_the_same_topic_adopts_it)
 
 /* ------------------------------------------------------ stale handles */
 
+/* A slot's generation counts in 16 bits (its low 8 name the slot): after
+ * 65,536 re-creations of a topic its state word came round to the value
+ * an old handle held, and that handle, unused all along, produced into the
+ * unlinked ring of the first topic: 0 returned, the record lost.  The
+ * creation time tells them apart.  (Real re-creations, not a forged
+ * word: about 65,536 creates and deletes.) */
+Test(topic, a_handle_stays_stale_when_its_slot_generation_comes_round, .timeout = 240)
+{
+	struct bus_record r = { .value = "lost?", .value_len = 5 };
+	struct bus_topic_info t0, ti;
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v[8];
+	uint32_t n = 0;
+
+	mk("ouroboros", 1);
+	cr_assert_eq(bus_topic_describe(b, "ouroboros", &t0), 0);
+	cr_assert_eq(bus_producer_open(b, "ouroboros", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "ouroboros", NULL, &c), 0);
+	do {
+		cr_assert_eq(bus_topic_delete(b, "ouroboros"), 0);
+		mk("ouroboros", 1);
+		cr_assert_eq(bus_topic_describe(b, "ouroboros", &ti), 0);
+		cr_assert_lt(++n, 70000u, "the generation never came round");
+	} while (ti.generation != t0.generation);
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), -BUS_ESTALE,
+		     "a handle of the first topic wrote after %u re-creations", n);
+	cr_assert_eq(bus_consumer_poll(c, v, 8, 0), -BUS_ESTALE);
+	bus_producer_close(p);
+	bus_consumer_close(c);
+}
+
 Test(topic, delete_makes_open_handles_stale_and_recreate_starts_afresh)
 {
 	struct bus_producer *p, *p2;

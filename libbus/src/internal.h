@@ -358,6 +358,7 @@ struct bus_topic {
 	uint32_t slot;
 	uint32_t gen;
 	uint64_t ready_word; /* the slot's state word while this handle is valid */
+	int64_t created_ns;  /* and its created_ns */
 	struct bus_topic_slot *ts;
 	struct bus_topic_cfg_disk cfg;
 	_Atomic long refs;
@@ -368,10 +369,20 @@ struct bus_topic {
  * Returns 0, -ENOENT, -BUS_ECORRUPT, -ENOMEM. */
 int bus_topic_get(struct bus *b, const char *name, struct bus_topic **out);
 void bus_topic_put(struct bus_topic *t);
-/* 0 while the topic is the one this handle opened, else -BUS_ESTALE. */
+/* 0 while the topic is the one this handle opened, else -BUS_ESTALE.  The
+ * state word alone came round to its value after 65,536 re-creations in
+ * the slot (a handle left unused that long then produced into its topic's
+ * unlinked ring: records acknowledged and lost); the creation time, on the
+ * same cache line, tells them apart.  Both loads relaxed: the answer is a
+ * snapshot either way (a delete can follow it at once), and a creator
+ * stores created_ns before its state word (R4), so seeing the old time
+ * with a word that came round is seeing the slot as it was before. */
 static inline int bus_topic_check(const struct bus_topic *t)
 {
-	return BUS_LIKELY(ld_relaxed(&t->ts->state) == t->ready_word) ? 0 : -BUS_ESTALE;
+	uint64_t d = (ld_relaxed(&t->ts->state) ^ t->ready_word) |
+		     (uint64_t)(ld_relaxed(&t->ts->created_ns) ^ t->created_ns);
+
+	return BUS_LIKELY(d == 0) ? 0 : -BUS_ESTALE;
 }
 void bus_topics_fini(struct bus *b);
 

@@ -65,7 +65,11 @@ struct bus_topic_slot {
 	alignas(BUS_CACHELINE) _Atomic uint64_t state; /* BUS_SLOT_WORD */
 	uint32_t name_hash;
 	uint32_t reserved0;
-	int64_t created_ns;
+	/* Set by the creator before R4; with the state word, tells a handle
+	 * that the slot holds another topic although the word came round to
+	 * its value again (the generation's 16 counting bits wrap after 65,536
+	 * re-creations in the slot).  Relaxed: see bus_topic_check(). */
+	_Atomic int64_t created_ns;
 	struct bus_topic_cfg_disk cfg; /* 40 bytes */
 	/* Line 1: the name. */
 	alignas(BUS_CACHELINE) char name[BUS_NAME_MAX + 1];

@@ -508,7 +508,7 @@ static int topic_create(struct bus *b, const char *name, const struct bus_topic_
 			words_store(&ts->cfg, &d, sizeof(d));
 		}
 		ts->name_hash = name_hash(name);
-		ts->created_ns = bus_now_ns();
+		st_relaxed(&ts->created_ns, bus_now_ns()); /* published by R4 */
 		/* `sleepers` and `wake_seq` are left as they are: consumers of
 		 * the slot's previous topic may still be asleep on them (or
 		 * about to leave), and each takes back its own increment.
@@ -749,6 +749,9 @@ static int topic_open(struct bus *b, const char *name, struct bus_topic **out)
 	t->gen = BUS_SLOT_GEN(w);
 	t->ready_word = w;
 	t->ts = bus_slot(b, (uint32_t)idx);
+	/* Before slot_read()'s A5 fence and re-check: the creation time of the
+	 * topic whose state word is @w. */
+	t->created_ns = ld_relaxed(&t->ts->created_ns);
 	err = slot_read(t->ts, w, t->name, &t->cfg);
 	if (!err && !cfg_valid(&t->cfg))
 		err = -BUS_ECORRUPT;
