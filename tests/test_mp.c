@@ -369,6 +369,109 @@ Test(mp, idle_sleeping_consumer_uses_no_cpu_and_wakes_on_produce)
 	close(note[1]);
 }
 
+/* Ping-pong between sleepers: NECHO processes each read every ping (of
+ * two partitions) and answer on "pong"; the test's process reads the
+ * answers.  All sleep at once (spin_count 1), so every record meets a
+ * sleeping reader.  A lost wake-up leaves a reader asleep until its
+ * once-a-second recheck: a round that takes that long is one. */
+#define NECHO 3
+
+struct echo {
+	int id;
+	int rounds;
+	int note_fd;
+};
+
+static int echo_main(void *arg)
+{
+	struct echo *e = arg;
+	struct bus *cb = child_bus();
+	struct bus_consumer *c;
+	struct bus_producer *p;
+	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY, .wait = BUS_WAIT_SLEEP,
+					.spin_count = 1 };
+	struct bus_view v[4];
+	char x = 1;
+
+	if (bus_consumer_open(cb, "ping", &co, &c) || bus_producer_open(cb, "pong", NULL, &p))
+		return 60;
+	if (write(e->note_fd, &x, 1) != 1)
+		return 61;
+	for (int round = 0; round <= e->rounds;) {
+		int n = bus_consumer_poll(c, v, 4, 30000000000ll);
+		if (n <= 0)
+			return 62;
+		for (int i = 0; i < n; i++) {
+			uint32_t got[2] = { (uint32_t)e->id, 0 };
+			struct bus_record r = { .value = got, .value_len = sizeof(got) };
+			if (v[i].value_len != 4 || memcmp(v[i].value, &round, 4) != 0)
+				return 63;
+			if (round++ == e->rounds)
+				return 0; /* the last ping: stop */
+			got[1] = (uint32_t)round - 1;
+			if (bus_produce(p, 0, &r, NULL, NULL))
+				return 64;
+		}
+	}
+	return 65;
+}
+
+Test(mp, sleeping_readers_on_several_partitions_miss_no_wake_up)
+{
+	struct bus_consumer_opts co = { .partition = 0, .wait = BUS_WAIT_SLEEP, .spin_count = 1 };
+	struct echo e[NECHO];
+	pid_t pids[NECHO];
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v[NECHO];
+	int note[2], rounds = tstress() ? 20000 : 2000;
+	char x;
+
+	mk_topic("ping", 2, 64 * 1024);
+	mk_topic("pong", 1, 64 * 1024);
+	cr_assert_eq(pipe(note), 0);
+	cr_assert_eq(bus_producer_open(b, "ping", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "pong", &co, &c), 0);
+	for (int i = 0; i < NECHO; i++) {
+		e[i] = (struct echo){ .id = i, .rounds = rounds, .note_fd = note[1] };
+		pids[i] = tfork(echo_main, &e[i]);
+	}
+	for (int i = 0; i < NECHO; i++)
+		cr_assert_eq(read(note[0], &x, 1), 1);
+	for (int round = 0; round <= rounds; round++) {
+		struct bus_record r = { .value = &round, .value_len = 4 };
+		int64_t t0 = tnow_ms(), dt;
+		int seen = 0;
+
+		cr_assert_eq(bus_produce(p, round & 1, &r, NULL, NULL), 0);
+		if (round == rounds)
+			break; /* the echoes stop at this one */
+		while (seen < NECHO) {
+			int n = bus_consumer_poll(c, v, NECHO, 30000000000ll);
+			cr_assert(n > 0, "round %d: %d answers in 30 s", round, seen);
+			for (int i = 0; i < n; i++) {
+				const uint32_t *got = v[i].value;
+				cr_assert_eq(v[i].value_len, 8u);
+				cr_assert_eq(got[1], (uint32_t)round, "an answer to round %u in round %d",
+					     got[1], round);
+			}
+			seen += n;
+		}
+		/* A lost wake-up costs BUS_WAIT_RECHECK_NS (1 s); a round
+		 * takes microseconds (milliseconds on a loaded machine). */
+		dt = tnow_ms() - t0;
+		cr_assert(dt < 900, "round %d took %ld ms: a wake-up was lost", round, (long)dt);
+	}
+	for (int i = 0; i < NECHO; i++) {
+		int st = twait(pids[i], 30000);
+		cr_assert_eq(st, 0, "echo %d exited with %d", i, st);
+	}
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	close(note[0]);
+	close(note[1]);
+}
+
 /* ---------------------------------------------------- no system calls */
 
 static int nosys_main(void *arg)
