@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -365,6 +366,83 @@ Test(mp, idle_sleeping_consumer_uses_no_cpu_and_wakes_on_produce)
 	cr_assert_eq(bus_produce(p, 2, &r, NULL, NULL), 0);
 	cr_assert_eq(twait(pid, 5000), 0, "sleeper did not wake, or used CPU while idle");
 	bus_producer_close(p);
+	close(note[0]);
+	close(note[1]);
+}
+
+/* Whether @pid (single-threaded) is inside a futex system call: the
+ * sleeping consumer's FUTEX_WAIT. */
+static bool in_futex(pid_t pid)
+{
+	char path[64], buf[32] = "";
+	FILE *f;
+	bool yes;
+
+	snprintf(path, sizeof path, "/proc/%d/syscall", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	yes = fgets(buf, sizeof buf, f) && atoi(buf) == SYS_futex;
+	fclose(f);
+	return yes;
+}
+
+/* Opens a producer, sends ten records (the first may wake what an earlier
+ * sleeper announced), then sends 1000 in seccomp strict mode: a system
+ * call kills it. */
+static int strict_producer_main(void *arg)
+{
+	struct bus *cb = child_bus();
+	struct bus_producer *p;
+	struct bus_record r = { .value = "no syscall", .value_len = 10, .timestamp = 1 };
+
+	(void)arg;
+	if (bus_producer_open(cb, "mp", NULL, &p))
+		return 50;
+	for (int i = 0; i < 10; i++)
+		if (bus_produce(p, 0, &r, NULL, NULL))
+			return 51;
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) != 0)
+		return 52;
+	for (int i = 0; i < 1000; i++)
+		if (bus_produce(p, 0, &r, NULL, NULL))
+			syscall(SYS_exit, 53);
+	syscall(SYS_exit, 0);
+	return 0;
+}
+
+/* A consumer SIGKILLed while it sleeps leaves its announcement behind; it
+ * must not cost every later record of the topic a FUTEX_WAKE (at most the
+ * first: nobody can tell a dead sleeper from a slow one). */
+Test(mp, a_sleeper_killed_in_its_sleep_costs_producers_no_system_call)
+{
+	struct sleeper s = { .wait = BUS_WAIT_SLEEP };
+	struct bus_topic_config cfg;
+	int note[2], st;
+	int64_t deadline;
+	pid_t pid;
+	char x;
+
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = 64 * 1024;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cfg.overflow = BUS_OVERFLOW_OVERWRITE;
+	cr_assert_eq(bus_topic_create(b, "mp", &cfg), 0);
+	cr_assert_eq(pipe(note), 0);
+	s.note_fd = note[1];
+	pid = tfork(sleeper_main, &s);
+	cr_assert_eq(read(note[0], &x, 1), 1);
+	deadline = tnow_ms() + 10000;
+	while (!in_futex(pid)) {
+		cr_assert(tnow_ms() < deadline, "the consumer never slept");
+		usleep(1000);
+	}
+	kill(pid, SIGKILL);
+	cr_assert_eq(twait(pid, 10000), -1, "the sleeper was killed");
+	pid = tfork(strict_producer_main, NULL);
+	st = twait(pid, 60000);
+	cr_assert_eq(st, 0, "producer %s (exit %d): a system call per record for a dead sleeper",
+		     st < 0 ? "was killed" : "failed", st);
 	close(note[0]);
 	close(note[1]);
 }

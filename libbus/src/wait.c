@@ -1,14 +1,15 @@
 /* wait.c - sleeping consumers and the producers that wake them.
  *
- * The topic slot holds a futex word `wake_seq` and a count of `sleepers`.
+ * The topic slot holds a futex word `wake_seq` and a word `sleepers`: not
+ * a count but a flag, "someone announced a sleep since the last wake".
  *
  *   consumer (going to sleep)          producer (after each commit)
- *   s = load(wake_seq)                 store commit word (release, R3)
- *   sleepers += 1          (seq_cst)   [fence, only if not registered]
+ *   s = load(wake_seq)        (WA1)    store commit word (release, R3)
+ *   sleepers |= 1             (WR1)    [fence, only if not registered]
  *   membarrier(GLOBAL_EXPEDITED)       if load(sleepers) != 0:
- *   if nothing to read:                    wake_seq += 1; FUTEX_WAKE
- *       FUTEX_WAIT(wake_seq, s)
- *   sleepers -= 1
+ *   if nothing to read:                    xchg(sleepers, 0)     (WA2)
+ *       FUTEX_WAIT(wake_seq, s)            wake_seq += 1         (WR2)
+ *                                          FUTEX_WAKE(all)
  *
  * This is Dekker's pattern: each side stores, then loads what the other
  * stored.  Both need a store-load barrier between the two; the producer's
@@ -17,10 +18,32 @@
  * returns, every thread of every process registered for
  * MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED has executed a full barrier, so
  * either the consumer's re-check sees the commit, or the producer's load
- * sees sleepers != 0 and its wake bumps wake_seq, which makes FUTEX_WAIT
- * return at once.  A producer with no sleepers pays one load, no system
- * call.  Where membarrier is not available, producers fence instead, and
- * sleepers also wake every 10 ms as a safety net.
+ * sees the announcement (or a later value of the word: see below).  A
+ * producer with no sleepers pays one load, no system call.  Where
+ * membarrier is not available, producers fence instead, and sleepers also
+ * wake every 10 ms as a safety net.
+ *
+ * INVARIANT: a consumer whose announcement WR1 is in `sleepers` is
+ * woken by the next record committed (or its FUTEX_WAIT returns at once).
+ * Whoever clears the flag (WA2) takes every announcement made before it
+ * and bumps wake_seq (WR2) after: WR1 is an RMW, so the announcements
+ * form one release sequence that WA2 (acquire) reads, and each sleeper's
+ * WA1 happens before WR2, so its FUTEX_WAIT compares an older value and
+ * fails (or is queued before the FUTEX_WAKE: the futex's own guarantee).
+ * A consumer whose WA1 read a bump (acquire, pairs with WR2) announced
+ * after that bump's WA2 cleared the word, so its announcement stays for
+ * the next producer.  A producer that saw the flag bumps and wakes even
+ * when its exchange finds the word already cleared: the producer that
+ * cleared it may be preempted or killed before its own wake.
+ *
+ * Why a flag, not a count of sleepers: a consumer killed in its sleep
+ * (SIGKILL, a crash) never takes its count back, and every record of the
+ * topic would then cost its producer a FUTEX_WAKE, for as long as the
+ * topic lives.  A flag is cleared by the first wake: a dead sleeper, or a
+ * live one whose sleep ended by timeout or found a record in its re-check,
+ * costs one FUTEX_WAKE (one per producer that saw the flag before it was
+ * cleared), not one per record.  Sleepers never take their flag back
+ * (another may still sleep under it); they announce again at each sleep.
  *
  * Truncation.  A ring or control region truncated under the mapping
  * (mapguard.h) wakes nobody: a producer that faults on the ring wakes the
@@ -64,19 +87,30 @@ bool bus_wait_register_producer(void)
 
 void bus_wake_slow(struct bus_topic_slot *ts)
 {
+	/* WA2: takes the announcements (acquire: pairs with WR1).  Whatever
+	 * it finds, wake: a flag seen set by bus_wake() but cleared since
+	 * was cleared by a waker that may not live to wake (see above). */
+	(void)atomic_exchange_explicit(&ts->sleepers, 0, memory_order_acq_rel);
+	/* WR2: after WA2 (release; pairs with WA1 of the next sleeper). */
 	atomic_fetch_add_explicit(&ts->wake_seq, 1, memory_order_release);
+	/* Not FUTEX_PRIVATE_FLAG: the sleepers are other processes. */
 	syscall(SYS_futex, &ts->wake_seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
 void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
 		    int64_t deadline_ns)
 {
+	/* WA1: before WR1 (WR1 is a release RMW); pairs with WR2. */
 	uint32_t seq = ld_acquire(&ts->wake_seq);
 	bool mb = membarrier_usable();
 	struct timespec tmo, *tp = NULL;
 	int64_t wait = -1;
 
-	atomic_fetch_add_explicit(&ts->sleepers, 1, memory_order_seq_cst);
+	/* WR1: announce (an RMW, so that one WA2 takes every announcement).
+	 * Then the store-load barrier before @check() loads the commit
+	 * words: the fence here, membarrier() on the producers' side. */
+	atomic_fetch_or_explicit(&ts->sleepers, 1, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
 	if (mb && syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
 		mb = false;
 	if (!check(arg)) {
@@ -94,7 +128,9 @@ void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
 			tmo.tv_nsec = wait % 1000000000;
 			tp = &tmo;
 		}
+		/* Shared (not FUTEX_PRIVATE_FLAG); a relative timeout, on
+		 * CLOCK_MONOTONIC.  EINTR, a timeout or a spurious return: the
+		 * caller looks again and sleeps again. */
 		syscall(SYS_futex, &ts->wake_seq, FUTEX_WAIT, seq, tp, NULL, 0);
 	}
-	atomic_fetch_sub_explicit(&ts->sleepers, 1, memory_order_relaxed);
 }
