@@ -43,9 +43,19 @@
  * CLOCK_MONOTONIC_RAW (which NTP neither slews nor steps) since the last
  * anchor must be within 50 us + 500 ppm of it.  A miss starts the
  * calibration again; MAX_STRIKES misses in a row turn the TSC off for the
- * whole process (clock_gettime() from then on).  A sample whose two TSC
- * reads are more than SAMPLE_MAX_TICKS apart (a preemption between them)
- * is not used as an anchor or a calibration point.
+ * whole process (clock_gettime() from then on).
+ *
+ * SAMPLES.  A sample is {TSC, CLOCK_REALTIME, CLOCK_MONOTONIC_RAW}: two
+ * clock reads between two TSC reads, dated at the TSC's midpoint, so its
+ * error is up to half the window between the TSC reads.  Two vDSO reads
+ * take 150-300 ticks (60-120 ns), but an interrupt or a preemption in
+ * between stretches the window to tens of microseconds; such a sample
+ * anchored every timestamp of the next 50 ms off by half of it, and as a
+ * calibration point put mult off by that over 10 ms (0.1%: 50 us more by
+ * the end of the anchor).  So a sample whose TSC reads are more than
+ * SAMPLE_MAX_TICKS apart is taken again, up to SAMPLE_TRIES times, and is
+ * never used as an anchor or a calibration point (that call returns the
+ * clock as read; the next tries again).
  *
  * Elsewhere (another clocksource, not x86-64, BUS_CLOCK=syscall in the
  * environment), bus_now_ns() is clock_gettime(CLOCK_REALTIME).
@@ -64,7 +74,8 @@
 
 #define CAL_MIN_NS 10000000ll /* first baseline: 10 ms */
 #define RESYNC_NS 50000000ull /* anchor again every 50 ms */
-#define SAMPLE_MAX_TICKS 100000u /* 50 us at 2 GHz: two vDSO reads take ~150 */
+#define SAMPLE_MAX_TICKS 4000u /* 1.5 us at 2.6 GHz: two vDSO reads take ~150 */
+#define SAMPLE_TRIES 4
 #define MAX_STRIKES 3u
 
 #ifdef BUS_TSC_CLOCK
@@ -166,16 +177,19 @@ int64_t bus_now_slow(void)
 		clock_gettime(CLOCK_REALTIME, &rt);
 		return ts_ns(&rt);
 	}
-	t0 = __rdtsc();
-	clock_gettime(CLOCK_REALTIME, &rt);
-	clock_gettime(CLOCK_MONOTONIC_RAW, &raw);
-	t1 = __rdtsc();
-	t = t0 + (t1 - t0) / 2;
-	if (t1 >= t0 && t1 - t0 > SAMPLE_MAX_TICKS) {
-		/* Preempted between the reads: no anchor from this sample
-		 * (the current one, if any, stays). */
-		return ts_ns(&rt);
+	for (unsigned i = 0;; i++) {
+		t0 = __rdtsc();
+		clock_gettime(CLOCK_REALTIME, &rt);
+		clock_gettime(CLOCK_MONOTONIC_RAW, &raw);
+		t1 = __rdtsc();
+		if (t1 < t0 || t1 - t0 <= SAMPLE_MAX_TICKS)
+			break;
+		/* Interrupted between the reads (see SAMPLES): again, or no
+		 * anchor from this call (the current one, if any, stays). */
+		if (i + 1 == SAMPLE_TRIES)
+			return ts_ns(&rt);
 	}
+	t = t0 + (t1 - t0) / 2;
 	if (k->span) {
 		/* A new anchor tests the old one (see CHECKS). */
 		if (anchor_held(k, t, ts_ns(&raw))) {
