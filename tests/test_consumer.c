@@ -622,3 +622,55 @@ Test(consumer, timestamps_stay_within_microseconds_of_the_clock_when_samples_are
 		      run.worst_ns);
 	cr_expect(run.anchored, "clean samples never anchored the TSC extrapolation");
 }
+
+/* Run as a probe (BUS_TEST_CLOCK_PROBE set, from clock_probe() below): exit
+ * at once with 1 when this process takes timestamps from the TSC, else 0.
+ * A new process: the clock is chosen once per process. */
+__attribute__((constructor)) static void clock_probe_main(void)
+{
+	if (getenv("BUS_TEST_CLOCK_PROBE"))
+		_exit(bus_clock_tsc() ? 1 : 0);
+}
+
+/* Whether a new process with BUS_CLOCK=@value (NULL: unset) uses the TSC. */
+static int clock_probe(const char *value)
+{
+	char exe[4096];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	pid_t pid;
+	int st;
+
+	cr_assert(n > 0, "readlink: %s", strerror(errno));
+	exe[n] = 0;
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		char *argv[] = { exe, NULL };
+		setenv("BUS_TEST_CLOCK_PROBE", "1", 1);
+		if (value)
+			setenv("BUS_CLOCK", value, 1);
+		else
+			unsetenv("BUS_CLOCK");
+		execv(exe, argv);
+		_exit(2);
+	}
+	cr_assert_eq(twait_status(pid, 10000, &st), 0, "the probe hung");
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) <= 1, "the probe failed: status %d", st);
+	return WEXITSTATUS(st);
+}
+
+/* BUS_CLOCK=syscall turns the TSC off; unset, empty or auto leave the
+ * default; a value the library does not know (a typo of the escape
+ * hatch) is taken as syscall, not silently ignored. */
+Test(consumer, bus_clock_values_other_than_auto_turn_the_tsc_off)
+{
+	int dflt = clock_probe(NULL);
+
+	if (!dflt)
+		cr_skip_test("timestamps come from clock_gettime() here by default");
+	cr_expect_eq(clock_probe(""), 1, "BUS_CLOCK empty");
+	cr_expect_eq(clock_probe("auto"), 1, "BUS_CLOCK=auto");
+	cr_expect_eq(clock_probe("syscall"), 0, "BUS_CLOCK=syscall");
+	cr_expect_eq(clock_probe("sycall"), 0, "BUS_CLOCK=sycall (a typo) keeps the TSC");
+	cr_expect_eq(clock_probe("SYSCALL"), 0, "BUS_CLOCK=SYSCALL keeps the TSC");
+}

@@ -58,7 +58,12 @@
  * clock as read; the next tries again).
  *
  * Elsewhere (another clocksource, not x86-64, BUS_CLOCK=syscall in the
- * environment), bus_now_ns() is clock_gettime(CLOCK_REALTIME).
+ * environment), bus_now_ns() is clock_gettime(CLOCK_REALTIME).  BUS_CLOCK
+ * unset, empty or "auto" is the default; any other value is taken as
+ * "syscall": whoever sets it distrusts the TSC, and a misspelt escape
+ * hatch must not keep what it was set to escape (the library cannot
+ * print, and bus_now_ns() cannot fail).  Read once per process, at its
+ * first timestamp.
  *
  * THREADS.  All state is thread-local (bus_tclock): no sharing, no locks.
  * A forked child inherits its thread's anchor, which stays valid (same
@@ -120,8 +125,8 @@ static void tsc_check(void)
 	unsigned a, b, c, d;
 	FILE *f;
 
-	if (env && strcmp(env, "syscall") == 0)
-		return;
+	if (env && *env && strcmp(env, "auto") != 0)
+		return; /* "syscall", or a value we do not know: see above */
 	/* Invariant TSC: CPUID 0x80000007, EDX bit 8. */
 	__asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0x80000000u), "c"(0));
 	if (a < 0x80000007u)
