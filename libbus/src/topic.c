@@ -170,7 +170,8 @@ static void retire_logs(struct bus *b, const char *topic, uint32_t gen);
  * its wait ends by itself (BUS_WAIT_RECHECK_NS, or its deadline).  Called
  * whether or not `sleepers` reads 0: a consumer checks the topic
  * (bus_topic_check()) before it announces itself, so a delete between its
- * check and its increment would see no sleeper, yet it is about to sleep.
+ * check and its announcement would see no sleeper, yet it is about to
+ * sleep.
  * ORDERING: the DELETED store (release) comes before the wake_seq bump and
  * FUTEX_WAKE; a sleeper whose FUTEX_WAIT returns through that wake, or
  * fails because wake_seq moved, observes the DELETED word (the futex calls
@@ -511,10 +512,8 @@ static int topic_create(struct bus *b, const char *name, const struct bus_topic_
 		st_relaxed(&ts->created_ns, bus_now_ns()); /* published by R4 */
 		/* `sleepers` and `wake_seq` are left as they are: consumers of
 		 * the slot's previous topic may still be asleep on them (or
-		 * about to leave), and each takes back its own increment.
-		 * Zeroing the count under them made their decrements wrap it
-		 * to 2^32 - 1, and every produce on this topic then a
-		 * FUTEX_WAKE system call. */
+		 * about to sleep), and a cleared flag would leave them
+		 * unwoken until their recheck (wait.c). */
 		/* R4: name and config visible before anyone reads them. */
 		st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, getpid()));
 
