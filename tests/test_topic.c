@@ -1132,7 +1132,7 @@ Test(topic, creator_resuming_after_another_made_the_same_topic_adopts_it)
  * unlinked ring of the first topic: 0 returned, the record lost.  The
  * creation time tells them apart.  (Real re-creations, not a forged
  * word: about 65,536 creates and deletes.) */
-Test(topic, a_handle_stays_stale_when_its_slot_generation_comes_round, .timeout = 240)
+Test(topic, a_handle_stays_stale_when_its_slot_generation_comes_round)
 {
 	struct bus_record r = { .value = "lost?", .value_len = 5 };
 	struct bus_topic_info t0, ti;
