@@ -721,6 +721,31 @@ static void recover_one(struct busd *d, const char *name, const struct bus_topic
 
 /* Start-up recovery: remove deleted topics' logs, then re-create every
  * topic of a topic.conf that the table lacks. */
+/* Remove the temporary files (".topic.conf.<pid>") that a busd killed
+ * while it wrote a topic.conf left in the folder of topic @name.  busd
+ * holds the data dir's lock: no other busd is writing one now. */
+static void conf_sweep_tmp(int datafd, const char *name)
+{
+	static const char prefix[] = "." TOPIC_CONF ".";
+	int fd = openat(datafd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+	struct dirent *de;
+
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(dir)) != NULL) {
+		if (strncmp(de->d_name, prefix, sizeof(prefix) - 1) != 0)
+			continue;
+		if (unlinkat(dirfd(dir), de->d_name, 0) == 0)
+			busd_log(BUS_LOG_INFO, "topic '%s': removed %s, left by a busd killed "
+				 "while it wrote topic.conf", name, de->d_name);
+	}
+	closedir(dir);
+}
+
 void topics_recover(struct busd *d)
 {
 	const char *data = bus_data_dir(d->b);
@@ -744,6 +769,7 @@ void topics_recover(struct busd *d)
 
 		if (!bus_name_valid(de->d_name))
 			continue; /* ".", "..", .busd.lock, .deleted.* */
+		conf_sweep_tmp(dirfd(dir), de->d_name);
 		if (snprintf(path, sizeof(path), "%s/%s/" TOPIC_CONF, data, de->d_name) >=
 		    (int)sizeof(path))
 			continue;

@@ -1842,3 +1842,23 @@ Test(busd, an_fsync_interval_bounds_how_long_a_record_stays_unsynced)
 	}
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+/* A busd killed while it wrote a topic.conf leaves its temporary file
+ * (".topic.conf.<pid>") in the topic's folder; the next busd removes it
+ * when it starts, and recovers the topic from topic.conf as before. */
+Test(busd, a_topic_conf_temporary_left_by_a_killed_busd_is_removed_at_start)
+{
+	char tmp[600];
+	int fd;
+
+	spill_and_reboot("tmpconf", 10);
+	snprintf(tmp, sizeof tmp, "%s/tmpconf/.topic.conf.99999", e.data_dir);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	cr_assert(fd >= 0, "%s: %s", tmp, strerror(errno));
+	cr_assert_eq(write(fd, "partitions = ", 13), 13);
+	close(fd);
+	busd_start(); /* returns once busd published itself: after its recovery */
+	cr_assert_neq(access(tmp, F_OK), 0, "%s is still there (see %s)", tmp, busd_log);
+	consume_all("tmpconf", 1, 1, 10, 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
