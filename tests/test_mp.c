@@ -35,7 +35,8 @@ struct job {
 	int32_t partition;
 };
 
-static void mk_topic(const char *name, uint32_t parts, uint64_t ring)
+/* An ephemeral topic with the overflow policy @overflow. */
+static void mk_topic_of(const char *name, uint32_t parts, uint64_t ring, uint32_t overflow)
 {
 	struct bus_topic_config cfg;
 	int err;
@@ -44,8 +45,14 @@ static void mk_topic(const char *name, uint32_t parts, uint64_t ring)
 	cfg.partitions = parts;
 	cfg.ring_size = ring;
 	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cfg.overflow = overflow;
 	err = bus_topic_create(b, name, &cfg);
 	cr_assert_eq(err, 0, "create: %s", bus_strerror(err));
+}
+
+static void mk_topic(const char *name, uint32_t parts, uint64_t ring)
+{
+	mk_topic_of(name, parts, ring, BUS_OVERFLOW_BLOCK);
 }
 
 static struct bus *child_bus(void)
@@ -417,17 +424,12 @@ static int strict_producer_main(void *arg)
 Test(mp, a_sleeper_killed_in_its_sleep_costs_producers_no_system_call)
 {
 	struct sleeper s = { .wait = BUS_WAIT_SLEEP };
-	struct bus_topic_config cfg;
 	int note[2], st;
 	int64_t deadline;
 	pid_t pid;
 	char x;
 
-	bus_topic_config_init(&cfg);
-	cfg.ring_size = 64 * 1024;
-	cfg.flags = BUS_TOPIC_EPHEMERAL;
-	cfg.overflow = BUS_OVERFLOW_OVERWRITE;
-	cr_assert_eq(bus_topic_create(b, "mp", &cfg), 0);
+	mk_topic_of("mp", 1, 64 * 1024, BUS_OVERFLOW_OVERWRITE);
 	cr_assert_eq(pipe(note), 0);
 	s.note_fd = note[1];
 	pid = tfork(sleeper_main, &s);
@@ -583,15 +585,10 @@ static int nosys_main(void *arg)
 
 Test(mp, producer_and_consumer_make_no_system_call_on_the_hot_path)
 {
-	struct bus_topic_config cfg;
 	pid_t pid;
 	int st;
 
-	bus_topic_config_init(&cfg);
-	cfg.ring_size = 64 * 1024;
-	cfg.flags = BUS_TOPIC_EPHEMERAL;
-	cfg.overflow = BUS_OVERFLOW_OVERWRITE;
-	cr_assert_eq(bus_topic_create(b, "mp", &cfg), 0);
+	mk_topic_of("mp", 1, 64 * 1024, BUS_OVERFLOW_OVERWRITE);
 	pid = tfork(nosys_main, NULL);
 	st = twait(pid, 60000);
 	cr_assert_eq(st, 0, "child %s (exit %d): a system call on the hot path kills it",

@@ -953,14 +953,16 @@ Test(topic, slot_left_deleting_by_a_dead_process_is_reaped_on_lookup)
  * When P dies both go on to claim: A h+1, B h.  Whatever the interleaving,
  * the table must end with one topic T, both creates returning 0.
  */
-struct creator {
+/* What a child process of these tests works on, and where it writes its
+ * result (an int). */
+struct child {
 	const char *name;
 	int res_fd;
 };
 
 static int creator_main(void *arg)
 {
-	struct creator *cr = arg;
+	struct child *cr = arg;
 	struct bus *cb = child_bus();
 	struct bus_topic_config cfg;
 	int err;
@@ -1009,7 +1011,7 @@ struct clash {
 	struct bus_ctl_hdr *h;
 	const char *name;
 	struct blocker bl;
-	struct creator ca, cb;
+	struct child ca, cb;
 	int note[2], hold[2], res[2];
 	pid_t p, a, b;
 };
@@ -1044,7 +1046,7 @@ static void clash_setup(struct clash *k)
 	forge_dead_creating(k->h, home + 1, dead);
 
 	/* A passes h while X holds it, takes h+1, sleeps waiting for P. */
-	k->ca = (struct creator){ .name = k->name, .res_fd = k->res[1] };
+	k->ca = (struct child){ .name = k->name, .res_fd = k->res[1] };
 	k->a = tfork(creator_main, &k->ca);
 	slot_wait_deleted(k->h, home + 1);
 	wait_proc_state(k->a, 'S');
@@ -1052,7 +1054,7 @@ static void clash_setup(struct clash *k)
 	/* h becomes claimable; B takes it, reaps h+1, goes on to wait for P. */
 	cr_assert_eq(bus_topic_delete(b, x), 0);
 	forge_dead_creating(k->h, home + 1, dead);
-	k->cb = (struct creator){ .name = k->name, .res_fd = k->res[1] };
+	k->cb = (struct child){ .name = k->name, .res_fd = k->res[1] };
 	k->b = tfork(creator_main, &k->cb);
 	slot_wait_deleted(k->h, home + 1);
 	wait_proc_state(k->b, 'S');
@@ -1213,14 +1215,9 @@ Test(topic, delete_makes_open_handles_stale_and_recreate_starts_afresh)
 /* A consumer asleep in a poll on a topic that is deleted is told at once
  * (the delete wakes the topic's sleepers), not when its wait next wakes by
  * itself (once a second, or at its deadline). */
-struct sleeper {
-	const char *name;
-	int res_fd;
-};
-
 static int sleeper_main(void *arg)
 {
-	struct sleeper *sl = arg;
+	struct child *sl = arg;
 	struct bus *cb = child_bus();
 	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY,
 					.wait = BUS_WAIT_SLEEP,
@@ -1239,12 +1236,30 @@ static int sleeper_main(void *arg)
 	return 0;
 }
 
+/* Fork a consumer of topic @sl->name (sleeper_main(), its result written
+ * to @res[1], a new pipe) and wait until it announced itself asleep on the
+ * topic's futex line @ts. */
+static pid_t fork_sleeper(struct child *sl, struct bus_topic_slot *ts, int res[2])
+{
+	int64_t deadline = tnow_ms() + 10000;
+	pid_t pid;
+
+	cr_assert_eq(pipe(res), 0);
+	sl->res_fd = res[1];
+	pid = tfork(sleeper_main, sl);
+	while (atomic_load(&ts->sleepers) == 0) {
+		cr_assert(tnow_ms() < deadline, "the consumer never went to sleep");
+		sched_yield();
+	}
+	return pid;
+}
+
 Test(topic, a_consumer_asleep_in_poll_is_told_of_a_delete_at_once)
 {
 	struct bus_ctl_hdr *h = ctl_map();
-	struct sleeper sl = { .name = "sleepy" };
+	struct child sl = { .name = "sleepy" };
 	struct bus_topic_slot *ts;
-	int64_t deadline, t0, ms;
+	int64_t t0, ms;
 	int res[2], err = 12345, s;
 	pid_t pid;
 
@@ -1252,15 +1267,7 @@ Test(topic, a_consumer_asleep_in_poll_is_told_of_a_delete_at_once)
 	s = slot_of(h, "sleepy", BUS_SLOT_READY);
 	cr_assert(s >= 0);
 	ts = ctl_slot(h, (uint32_t)s);
-	cr_assert_eq(pipe(res), 0);
-	sl.res_fd = res[1];
-	pid = tfork(sleeper_main, &sl);
-	/* Until the consumer announced itself asleep on the topic's futex. */
-	deadline = tnow_ms() + 10000;
-	while (atomic_load(&ts->sleepers) == 0) {
-		cr_assert(tnow_ms() < deadline, "the consumer never went to sleep");
-		sched_yield();
-	}
+	pid = fork_sleeper(&sl, ts, res);
 	t0 = tnow_ms();
 	cr_assert_eq(bus_topic_delete(b, "sleepy"), 0);
 	cr_assert_eq(read(res[0], &err, sizeof(err)), (ssize_t)sizeof(err));
@@ -1283,9 +1290,8 @@ Test(topic, recreating_a_topic_under_a_sleeping_consumer_leaves_no_phantom_sleep
 	struct bus_ctl_hdr *h = ctl_map();
 
 	for (int it = 0; it < 5; it++) {
-		struct sleeper sl = { .name = "reborn" };
+		struct child sl = { .name = "reborn" };
 		struct bus_topic_slot *ts;
-		int64_t deadline;
 		int res[2], err, s;
 		pid_t pid;
 
@@ -1294,14 +1300,7 @@ Test(topic, recreating_a_topic_under_a_sleeping_consumer_leaves_no_phantom_sleep
 		cr_assert(s >= 0);
 		ts = ctl_slot(h, (uint32_t)s);
 		cr_assert_eq(atomic_load(&ts->sleepers), 0u);
-		cr_assert_eq(pipe(res), 0);
-		sl.res_fd = res[1];
-		pid = tfork(sleeper_main, &sl);
-		deadline = tnow_ms() + 10000;
-		while (atomic_load(&ts->sleepers) == 0) {
-			cr_assert(tnow_ms() < deadline, "the consumer never went to sleep");
-			sched_yield();
-		}
+		pid = fork_sleeper(&sl, ts, res);
 		cr_assert_eq(bus_topic_delete(b, "reborn"), 0);
 		mk("reborn", 1);
 		cr_assert_eq(slot_of(h, "reborn", BUS_SLOT_READY), s, "not made in the same slot");
