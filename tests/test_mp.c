@@ -1,7 +1,10 @@
 /* test_mp.c - several processes on one partition: ordering and density,
  * a producer killed mid-claim, a stalled claimant, sleeping consumers. */
 #include <criterion/criterion.h>
+#include <linux/filter.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
+#include <stddef.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -445,6 +448,94 @@ Test(mp, a_sleeper_killed_in_its_sleep_costs_producers_no_system_call)
 	st = twait(pid, 60000);
 	cr_assert_eq(st, 0, "producer %s (exit %d): a system call per record for a dead sleeper",
 		     st < 0 ? "was killed" : "failed", st);
+	close(note[0]);
+	close(note[1]);
+}
+
+/* A consumer that sleeps in a poll, then writes when it returned
+ * (tnow_ms()) to @note_fd; its first write says it is about to poll. */
+static int timed_sleeper_main(void *arg)
+{
+	struct sleeper *s = arg;
+	struct bus *cb = child_bus();
+	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY, .wait = s->wait };
+	struct bus_consumer *c;
+	struct bus_view v[4];
+	int64_t t;
+
+	if (bus_consumer_open(cb, "mp", &co, &c))
+		return 40;
+	t = 0;
+	if (write(s->note_fd, &t, sizeof t) != (ssize_t)sizeof t)
+		return 41;
+	if (bus_consumer_poll(c, v, 4, -1) < 1)
+		return 42;
+	t = tnow_ms();
+	return write(s->note_fd, &t, sizeof t) == (ssize_t)sizeof t ? 0 : 43;
+}
+
+/* A producer killed by seccomp at its first FUTEX_WAKE: a waker that dies
+ * (or is preempted) in the middle of waking the topic's sleepers. */
+static int killed_waker_main(void *arg)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex, 0, 3),
+		/* The low half of the futex op (little-endian). */
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, FUTEX_WAKE, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof f / sizeof f[0], .filter = f };
+	struct bus *cb = child_bus();
+	struct bus_producer *p;
+	struct bus_record r = { .value = "first", .value_len = 5 };
+
+	(void)arg;
+	if (bus_producer_open(cb, "mp", NULL, &p))
+		return 50;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+		return 51;
+	(void)bus_produce(p, 0, &r, NULL, NULL); /* killed in its wake */
+	return 52;
+}
+
+/* A waker killed between taking the sleepers' announcement and its
+ * FUTEX_WAKE left them asleep with the announcement gone: the next
+ * producer saw none and woke nobody, and the consumer found both records
+ * only at its once-a-second recheck.  The announcement is now cleared
+ * after the wake, so the next record wakes it. */
+Test(mp, a_waker_killed_in_its_wake_leaves_the_sleeper_to_the_next_producer)
+{
+	struct sleeper s = { .wait = BUS_WAIT_SLEEP };
+	struct bus_record r = { .value = "second", .value_len = 6 };
+	struct bus_producer *p;
+	int note[2], st;
+	int64_t deadline, t0, t1;
+	pid_t pid, waker;
+
+	mk_topic_of("mp", 1, 64 * 1024, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_producer_open(b, "mp", NULL, &p), 0);
+	cr_assert_eq(pipe(note), 0);
+	s.note_fd = note[1];
+	pid = tfork(timed_sleeper_main, &s);
+	cr_assert_eq(read(note[0], &t1, sizeof t1), (ssize_t)sizeof t1);
+	deadline = tnow_ms() + 10000;
+	while (!in_futex(pid)) {
+		cr_assert(tnow_ms() < deadline, "the consumer never slept");
+		usleep(1000);
+	}
+	waker = tfork(killed_waker_main, NULL);
+	st = twait(waker, 10000);
+	cr_assert_eq(st, -1, "the waker was not killed in its wake (exit %d)", st);
+	t0 = tnow_ms();
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	cr_assert_eq(read(note[0], &t1, sizeof t1), (ssize_t)sizeof t1);
+	cr_expect(t1 - t0 < 500, "the sleeper woke %lld ms after the next record",
+		  (long long)(t1 - t0));
+	cr_assert_eq(twait(pid, 10000), 0);
+	bus_producer_close(p);
 	close(note[0]);
 	close(note[1]);
 }

@@ -74,12 +74,12 @@ struct bus_topic_slot {
 	/* Line 1: the name. */
 	alignas(BUS_CACHELINE) char name[BUS_NAME_MAX + 1];
 	/* Line 2: the topic's futex, shared by its partitions.  Sleeping
-	 * consumers set the flag `sleepers` and wait on `wake_seq`; a producer
-	 * that finds the flag set clears it, bumps `wake_seq` and calls
-	 * FUTEX_WAKE (see wait.c for the orderings).  Both outlive the topic:
-	 * a re-creation in the slot leaves them, so that the previous topic's
-	 * sleepers are woken as before (the new topic's first record pays at
-	 * most one wake for them). */
+	 * consumers announce themselves in `sleepers` and wait on `wake_seq`;
+	 * a producer that finds an announcement bumps `wake_seq`, calls
+	 * FUTEX_WAKE, then clears it (see wait.c for the orderings).  Both
+	 * outlive the topic: a re-creation in the slot leaves them, so that
+	 * the previous topic's sleepers are woken as before (the new topic's
+	 * first record pays at most one wake for them). */
 	alignas(BUS_CACHELINE) _Atomic uint32_t wake_seq;
 	_Atomic uint32_t sleepers;
 	char pad[BUS_CACHELINE - 8];

@@ -1,15 +1,18 @@
 /* wait.c - sleeping consumers and the producers that wake them.
  *
  * The topic slot holds a futex word `wake_seq` and a word `sleepers`: not
- * a count but a flag, "someone announced a sleep since the last wake".
+ * a count but an announcement, "someone went to sleep on wake_seq = s
+ * since the last wake", tagged with s: TAG(s) = (s << 1) | 1, never 0,
+ * and different for consecutive values of s.
  *
  *   consumer (going to sleep)          producer (after each commit)
  *   s = load(wake_seq)        (WA1)    store commit word (release, R3)
- *   sleepers |= 1             (WR1)    [fence, only if not registered]
+ *   xchg(sleepers, TAG(s))    (WR1)    [fence, only if not registered]
  *   membarrier(GLOBAL_EXPEDITED)       if load(sleepers) != 0:
- *   if nothing to read:                    xchg(sleepers, 0)     (WA2)
+ *   if nothing to read:                    v = load(sleepers)    (WA2)
  *       FUTEX_WAIT(wake_seq, s)            wake_seq += 1         (WR2)
  *                                          FUTEX_WAKE(all)
+ *                                          CAS(sleepers, v -> 0) (WC2)
  *
  * This is Dekker's pattern: each side stores, then loads what the other
  * stored.  Both need a store-load barrier between the two; the producer's
@@ -25,25 +28,27 @@
  *
  * INVARIANT: a consumer whose announcement WR1 is in `sleepers` is
  * woken by the next record committed (or its FUTEX_WAIT returns at once).
- * Whoever clears the flag (WA2) takes every announcement made before it
- * and bumps wake_seq (WR2) after: WR1 is an RMW, so the announcements
- * form one release sequence that WA2 (acquire) reads, and each sleeper's
- * WA1 happens before WR2, so its FUTEX_WAIT compares an older value and
- * fails (or is queued before the FUTEX_WAKE: the futex's own guarantee).
- * A consumer whose WA1 read a bump (acquire, pairs with WR2) announced
- * after that bump's WA2 cleared the word, so its announcement stays for
- * the next producer.  A producer that saw the flag bumps and wakes even
- * when its exchange finds the word already cleared: the producer that
- * cleared it may be preempted or killed before its own wake.
+ * The announcement is cleared only after a wake (WC2 after WR2 and
+ * FUTEX_WAKE), so a waker killed or preempted at any point leaves it for
+ * the next producer.  A waker whose WA2 read TAG(s') takes every
+ * announcement made before it (WR1 is an RMW: the announcements form one
+ * release sequence that WA2, acquire, reads), and each such sleeper's WA1
+ * happens before WR2, so its FUTEX_WAIT compares an older value and fails,
+ * or is queued before the FUTEX_WAKE (the futex's own guarantee).  WC2
+ * clears only the value WA2 read: a sleeper that announced after WA2 wrote
+ * TAG(s) with s read before WR2 (woken as above; its tag may equal v) or
+ * after it (s >= s' + 1: its tag differs from v, so WC2 fails and the
+ * announcement stays; two tags of values less than 2^31 bumps apart never
+ * agree).
  *
- * Why a flag, not a count of sleepers: a consumer killed in its sleep
- * (SIGKILL, a crash) never takes its count back, and every record of the
- * topic would then cost its producer a FUTEX_WAKE, for as long as the
- * topic lives.  A flag is cleared by the first wake: a dead sleeper, or a
- * live one whose sleep ended by timeout or found a record in its re-check,
- * costs one FUTEX_WAKE (one per producer that saw the flag before it was
- * cleared), not one per record.  Sleepers never take their flag back
- * (another may still sleep under it); they announce again at each sleep.
+ * Why not a count of sleepers: a consumer killed in its sleep (SIGKILL, a
+ * crash) never takes its count back, and every record of the topic would
+ * then cost its producer a FUTEX_WAKE, for as long as the topic lives.  An
+ * announcement is cleared by the first wake: a dead sleeper, or a live one
+ * whose sleep ended by timeout or found a record in its re-check, costs
+ * one FUTEX_WAKE (one per producer that saw it before it was cleared), not
+ * one per record.  Sleepers never take their announcement back (another
+ * may still sleep under it); they announce again at each sleep.
  *
  * Truncation.  A ring or control region truncated under the mapping
  * (mapguard.h) wakes nobody: a producer that faults on the ring wakes the
@@ -85,16 +90,28 @@ bool bus_wait_register_producer(void)
 	return membarrier_usable();
 }
 
+/* The announcement of a sleeper that read @seq from wake_seq (see above). */
+static inline uint32_t wait_tag(uint32_t seq)
+{
+	return (seq << 1) | 1u;
+}
+
 void bus_wake_slow(struct bus_topic_slot *ts)
 {
-	/* WA2: takes the announcements (acquire: pairs with WR1).  Whatever
-	 * it finds, wake: a flag seen set by bus_wake() but cleared since
-	 * was cleared by a waker that may not live to wake (see above). */
-	(void)atomic_exchange_explicit(&ts->sleepers, 0, memory_order_acq_rel);
+	/* WA2: the announcements to take (acquire: pairs with WR1).  Called
+	 * also with none (a delete, a truncation): wake all the same. */
+	uint32_t v = ld_acquire(&ts->sleepers);
+
 	/* WR2: after WA2 (release; pairs with WA1 of the next sleeper). */
 	atomic_fetch_add_explicit(&ts->wake_seq, 1, memory_order_release);
 	/* Not FUTEX_PRIVATE_FLAG: the sleepers are other processes. */
 	syscall(SYS_futex, &ts->wake_seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	/* WC2: only now, and only what WA2 read: a waker stopped before
+	 * this leaves the announcement to the next producer. */
+	if (v)
+		(void)atomic_compare_exchange_strong_explicit(&ts->sleepers, &v, 0,
+							      memory_order_relaxed,
+							      memory_order_relaxed);
 }
 
 void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
@@ -109,7 +126,7 @@ void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
 	/* WR1: announce (an RMW, so that one WA2 takes every announcement).
 	 * Then the store-load barrier before @check() loads the commit
 	 * words: the fence here, membarrier() on the producers' side. */
-	atomic_fetch_or_explicit(&ts->sleepers, 1, memory_order_seq_cst);
+	(void)atomic_exchange_explicit(&ts->sleepers, wait_tag(seq), memory_order_seq_cst);
 	atomic_thread_fence(memory_order_seq_cst);
 	if (mb && syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0)
 		mb = false;
