@@ -743,6 +743,12 @@ static bool any_ready(void *arg)
 	/* Truncated: the caller's loop says so rather than sleep. */
 	if (BUS_UNLIKELY(bus_mapguard_hits() != 0) && consumer_lost(c))
 		return true;
+	/* Deleted: the same.  After WR1 and its barrier, so that a delete
+	 * whose wake this sleep will not see (its bump read by WA1, or made
+	 * before WA1) is seen here: the deleter stores DELETED before its
+	 * bump (topic.c, wake_stale()). */
+	if (BUS_UNLIKELY(bus_topic_check(c->t) != 0))
+		return true;
 	c->claimed_pending = false;
 	for (uint32_t i = 0; i < c->nparts; i++) {
 		struct bus_cpart *cp = &c->parts[i];

@@ -176,10 +176,11 @@ static void retire_logs(struct bus *b, const char *topic, uint32_t gen);
  * FUTEX_WAKE; a sleeper whose FUTEX_WAIT returns through that wake, or
  * fails because wake_seq moved, observes the DELETED word (the futex calls
  * order the waker's earlier stores before the waiter's later loads:
- * kernel/futex, "smp_mb (A)/(B)").  One window is left: a consumer that
- * checked the topic before the DELETED store and loads wake_seq after the
- * bump sleeps on, and is told within BUS_WAIT_RECHECK_NS as before.
- * Deletes are rare: the system call is paid whether or not one sleeps. */
+ * kernel/futex, "smp_mb (A)/(B)").  A consumer that checked the topic
+ * before the DELETED store and loads wake_seq after the bump checks the
+ * topic again in its last look before FUTEX_WAIT (consumer.c, any_ready()),
+ * after its WA1 acquire read the bump: it sees DELETED.  Deletes are rare:
+ * the system call is paid whether or not one sleeps. */
 static void wake_stale(struct bus_topic_slot *ts)
 {
 	bus_wake_slow(ts);
