@@ -349,6 +349,46 @@ Test(safety, processes_opening_a_new_bus_at_once_share_one_control_region)
 	}
 }
 
+static int exit_at_once(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/* The temporary file of a control region being made, for bus @bus by
+ * @pid, in the shm dir. */
+static void ctl_tmp_file(const char *bus, pid_t pid, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/.bus.%s.ctl.%d.0", env.shm_dir, bus, (int)pid);
+	write_new_file(buf, "x", 1);
+}
+
+/* A creator killed while another one won its race leaves its temporary
+ * file beside a bus that exists (a huge page or more on hugetlbfs): the
+ * next bus_open() removes it, not only the next creation.  The temporary
+ * file of a live creator of another bus whose name continues ours
+ * ("<bus>.ctl.99999999.1") is not ours to remove. */
+Test(safety, bus_open_removes_only_the_temporary_files_of_its_dead_creators)
+{
+	char name[128], other[160], dead[600], live[700];
+	pid_t gone = tfork(exit_at_once, NULL);
+	struct bus *x;
+
+	cr_assert_eq(twait(gone, 10000), 0);
+	snprintf(name, sizeof(name), "%s-sweep", env.name);
+	snprintf(other, sizeof(other), "%s.ctl.99999999.1", name);
+	ctl_tmp_file(other, getpid(), live, sizeof(live));
+	cr_assert_eq(open_named(name, 0, &x, NULL), 0, "created");
+	bus_close(x);
+	cr_expect_eq(access(live, F_OK), 0, "bus '%s' removed the file of bus '%s' being made",
+		     name, other);
+	unlink(live);
+	ctl_tmp_file(name, gone, dead, sizeof(dead));
+	cr_assert_eq(open_named(name, 0, &x, NULL), 0, "attached");
+	bus_close(x);
+	cr_expect_neq(access(dead, F_OK), 0, "%s stayed", dead);
+}
+
 /* A process that closed its stdout, opens a bus (creating it, or attaching
  * to it) and then writes to its stdout, as printf after `prog >&-` does:
  * the control region must not be descriptor 1. */

@@ -213,8 +213,10 @@ static void ctl_sweep(const struct bus *b)
 		if (strncmp(de->d_name, prefix, (size_t)plen) != 0 || *p < '0' || *p > '9')
 			continue;
 		pid = strtol(p, &end, 10);
-		if (*end != '.' || end[1] < '0' || end[1] > '9' || pid <= 0 || pid > INT32_MAX ||
-		    bus_pid_alive((int32_t)pid))
+		/* ".<n>" to the end: another bus's name can continue ours
+		 * (".bus.a.ctl.9.1.ctl.<pid>.0" is bus "a.ctl.9.1"'s). */
+		if (*end != '.' || !end[1] || strspn(end + 1, "0123456789") != strlen(end + 1) ||
+		    pid <= 0 || pid > INT32_MAX || bus_pid_alive((int32_t)pid))
 			continue;
 		(void)unlinkat(dirfd(d), de->d_name, 0);
 	}
@@ -226,9 +228,9 @@ static void ctl_sweep(const struct bus *b)
  * @path by one rename that fails when @path exists: a file at @path is
  * never half made, so a creator killed at any point leaves nothing there
  * that would keep the bus from being opened (only its temporary file,
- * which the next creator removes: ctl_sweep()).  Returns 0 with @b's
- * control region mapped, -EEXIST when another process's is at @path
- * (attach to it), or -errno. */
+ * which the next bus_open() of the bus removes: ctl_sweep()).  Returns 0
+ * with @b's control region mapped, -EEXIST when another process's is at
+ * @path (attach to it), or -errno. */
 static int ctl_create(struct bus *b, const char *path, mode_t mode, size_t len)
 {
 	static _Atomic unsigned seq; /* threads of one process making one bus */
@@ -236,7 +238,6 @@ static int ctl_create(struct bus *b, const char *path, mode_t mode, size_t len)
 	struct bus_ctl_hdr *h;
 	int fd, err, n;
 
-	ctl_sweep(b);
 	n = snprintf(tmp, sizeof(tmp), "%s/.bus.%s.ctl.%d.%u", b->shm_dir, b->name, (int)getpid(),
 		     atomic_fetch_add(&seq, 1));
 	if (n < 0 || (size_t)n >= sizeof(tmp))
@@ -320,6 +321,10 @@ static int ctl_open(struct bus *b)
 
 	if (err)
 		return err;
+	/* At every open, not only when creating: a creator killed while
+	 * another one won leaves its file beside a bus that now exists (on
+	 * hugetlbfs, a huge page or more each). */
+	ctl_sweep(b);
 	/* Bounded: each turn, the file was there, then gone (removed by
 	 * hand), or absent, then there (made by another process). */
 	for (int tries = 0;; tries++) {
