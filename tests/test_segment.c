@@ -875,6 +875,11 @@ Test(segment, folders_are_made_with_their_parents_only_when_asked)
 	close(creat(f, 0600));
 	snprintf(fx, sizeof(fx), "%s/x", f);
 	cr_assert_eq(bus_seg_mkdir(fx, 0750, true), -ENOTDIR);
+	/* Trailing slashes: the folder is made, with parents or without. */
+	snprintf(abc, sizeof(abc), "%s/d//", a);
+	cr_assert_eq(bus_seg_mkdir(abc, 0750, false), 0);
+	cr_assert_eq(stat(abc, &st), 0, "%s not made", abc);
+	cr_assert_eq(bus_seg_mkdir("", 0750, true), -ENOENT);
 }
 
 /* Names of a log's files that are not regular files: a FIFO (an open for

@@ -1151,16 +1151,19 @@ static int sync_parent(const char *path)
 
 int bus_seg_mkdir(const char *path, mode_t mode, bool parents)
 {
-	char *tmp = strdup(path);
+	char *tmp;
 	int err = 0;
 
+	if (!*path)
+		return -ENOENT; /* as mkdir("") */
+	tmp = strdup(path);
 	if (!tmp)
 		return -ENOMEM;
 	for (char *p = tmp + 1;; p++) {
 		if (*p && *p != '/')
 			continue;
 		char c = *p;
-		bool last = !c || !p[1];
+		bool last = !p[strspn(p, "/")]; /* only slashes after it */
 
 		*p = 0;
 		if ((parents || last) && p[-1] != '/') {
