@@ -346,6 +346,12 @@ static void part_check_sync(struct dpart *dp, int err)
 	dp->appended = false;
 }
 
+/* The sync interval of fsync = DURATION in ns; 0 under any other policy. */
+static int64_t fsync_interval_ns(const struct busd *d)
+{
+	return d->cfg.fsync == BUS_SEG_FSYNC_MS ? (int64_t)d->cfg.fsync_arg * BUSD_MS : 0;
+}
+
 /* With fsync = DURATION: note since when @dp's log holds records that no
  * sync covers (@now, the pass's start, is at or before the write-out of
  * the first of them), for part_idle_sync(). */
@@ -353,7 +359,7 @@ static void note_unsynced(const struct busd *d, struct dpart *dp, int64_t now)
 {
 	struct bus_seg_writer_stats st;
 
-	if (d->cfg.fsync != BUS_SEG_FSYNC_MS || d->cfg.fsync_arg == 0 || !dp->w) {
+	if (!fsync_interval_ns(d) || !dp->w) {
 		dp->unsynced_since = 0;
 		return;
 	}
@@ -892,10 +898,10 @@ static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t
  * wrote it) at a later pass. */
 static void part_idle_sync(struct busd *d, struct dpart *dp, int64_t now)
 {
+	int64_t interval = fsync_interval_ns(d);
 	int err;
 
-	if (d->cfg.fsync != BUS_SEG_FSYNC_MS || d->cfg.fsync_arg == 0 || !dp->unsynced_since ||
-	    now - dp->unsynced_since < (int64_t)d->cfg.fsync_arg * BUSD_MS)
+	if (!interval || !dp->unsynced_since || now - dp->unsynced_since < interval)
 		return;
 	err = bus_seg_flush(dp->w);
 	part_check_sync(dp, err);

@@ -1158,15 +1158,13 @@ Test(busd, a_damaged_record_in_the_log_is_reported_not_skipped)
 
 /* ------------------------------------------- hostile input, config */
 
-/* The test bus's control region, mapped (munmap with its size). */
-static struct bus_ctl_hdr *ctl_map(size_t *len)
+/* The whole file @path, mapped shared and writable (munmap with *len). */
+static void *map_whole(const char *path, size_t *len)
 {
-	char path[600];
 	struct stat st;
 	void *m;
 	int fd;
 
-	snprintf(path, sizeof path, "%s/bus.%s.ctl", e.shm_dir, e.name);
 	fd = open(path, O_RDWR);
 	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
 	cr_assert_eq(fstat(fd, &st), 0);
@@ -1175,6 +1173,15 @@ static struct bus_ctl_hdr *ctl_map(size_t *len)
 	cr_assert(m != MAP_FAILED);
 	*len = (size_t)st.st_size;
 	return m;
+}
+
+/* The test bus's control region, mapped (munmap with its size). */
+static struct bus_ctl_hdr *ctl_map(size_t *len)
+{
+	char path[600];
+
+	snprintf(path, sizeof path, "%s/bus.%s.ctl", e.shm_dir, e.name);
+	return map_whole(path, len);
 }
 
 static struct bus_topic_slot *ctl_slot(struct bus_ctl_hdr *h, uint32_t i)
@@ -1262,19 +1269,9 @@ static void ring_path(const char *topic, char *path, size_t len)
 static void *ring_map(const char *topic, size_t *len)
 {
 	char path[600];
-	struct stat st;
-	void *m;
-	int fd;
 
 	ring_path(topic, path, sizeof path);
-	fd = open(path, O_RDWR);
-	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
-	cr_assert_eq(fstat(fd, &st), 0);
-	m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	cr_assert(m != MAP_FAILED);
-	*len = (size_t)st.st_size;
-	return m;
+	return map_whole(path, len);
 }
 
 /* A ring whose header holds a spill cursor no spiller wrote (unaligned,
