@@ -100,9 +100,11 @@ int busd_config_set(struct busd_config *c, const char *key, const char *val, cha
 
 /*
  * busd_config_load() - read the `key = value` file @path into @c (which
- * holds the defaults, or what is to be overridden).  Returns 0, or -errno
- * / -EINVAL with a one-line message `FILE:LINE: what` (or `FILE: why`) in
- * @err.
+ * holds the defaults, or what is to be overridden; it is left as it was
+ * on any error).  Each key may be given once.  Returns 0, or -errno /
+ * -EINVAL (a bad line, an unknown key, a key given twice, a bad value)
+ * with a one-line message `FILE:LINE: what` (or `FILE: why`) in @err.
+ * Not thread-safe on the same @c.
  */
 int busd_config_load(struct busd_config *c, const char *path, char *err, size_t errlen);
 

@@ -4,8 +4,8 @@
  *
  * File syntax: one `key = value` per line; blank lines; comments from a
  * `#` that starts the line or follows a blank to the end of the line.
- * Every key is optional; an unknown key or a bad value is an error naming
- * the file and the line.  daemon/busd.conf.example documents each key.
+ * Every key is optional and may be given once; an unknown key, a key given
+ * twice or a bad value is an error naming the file and the line.  daemon/busd.conf.example documents each key.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -231,17 +231,25 @@ static const struct key {
 	  "error, warn, info or debug" },
 };
 
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+/* The key named @key, or NULL. */
+static const struct key *find_key(const char *key)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].name, key) == 0)
+			return &keys[i];
+	return NULL;
+}
+
 /* Set one key from its text, checked against the key's syntax and range. */
 int busd_config_set(struct busd_config *c, const char *key, const char *val, char *err,
 		    size_t errlen)
 {
-	const struct key *k = NULL;
+	const struct key *k = find_key(key);
 	uint64_t v = 0;
 	int rc = 0;
 
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (strcmp(keys[i].name, key) == 0)
-			k = &keys[i];
 	if (!k) {
 		snprintf(err, errlen, "unknown key '%s'", key);
 		return -ENOENT;
@@ -343,6 +351,7 @@ int busd_config_load(struct busd_config *c, const char *path, char *err, size_t 
 	size_t cap = 0;
 	ssize_t got;
 	unsigned lineno = 0;
+	unsigned first[NKEYS] = { 0 }; /* the line that set each key, or 0 */
 	FILE *f = busd_fopen_small(path, true);
 
 	if (!f) {
@@ -392,10 +401,21 @@ int busd_config_load(struct busd_config *c, const char *path, char *err, size_t 
 				 *key ? "missing value" : "missing key");
 			goto bad;
 		}
+		/* A key given twice is a mistake the file cannot say which way
+		 * to settle (an edit that meant to replace a line, or a copy
+		 * pasted below the original): refused, rather than the last
+		 * one winning unseen. */
+		const struct key *k = find_key(key);
+		if (k && first[k - keys]) {
+			snprintf(err, errlen, "%s:%u: %s is set twice (first on line %u)", path,
+				 lineno, key, first[k - keys]);
+			goto bad;
+		}
 		if (busd_config_set(&tmp, key, val, msg, sizeof(msg))) {
 			snprintf(err, errlen, "%s:%u: %s", path, lineno, msg);
 			goto bad;
 		}
+		first[k - keys] = lineno;
 	}
 	if (ferror(f)) {
 		snprintf(err, errlen, "cannot read config %s: %s", path, strerror(EIO));
@@ -422,7 +442,7 @@ void busd_config_merge(struct busd_config *dst, const struct busd_config *over)
 		dst->fsync = over->fsync;
 		dst->fsync_arg = over->fsync_arg;
 	}
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+	for (size_t i = 0; i < NKEYS; i++) {
 		const struct key *k = &keys[i];
 		if (!(over->set & k->bit) ||
 		    (k->kind != K_SIZE && k->kind != K_MS && k->kind != K_LEVEL))

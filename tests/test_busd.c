@@ -1543,9 +1543,6 @@ Test(busd, a_control_region_truncated_under_busd_stops_it_and_keeps_the_logs)
 	expect_log_holds("keep", 100);
 }
 
-/* An fsync interval whose nanoseconds do not fit in 64 bits is refused at
- * start (it wrapped around to a sync every second or so, and overflowed a
- * signed product in the idle sync), as every other value out of range. */
 /* Start busd on the config written and expect it to exit 2 (a usage
  * error) without ever starting; @what names the config in messages.
  * Either it exits, or it started (then the teardown kills it). */
@@ -1564,11 +1561,36 @@ static void expect_busd_usage_exit(const char *what)
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %d", st);
 }
 
+/* An fsync interval whose nanoseconds do not fit in 64 bits is refused at
+ * start (it wrapped around to a sync every second or so, and overflowed a
+ * signed product in the idle sync), as every other value out of range. */
 Test(busd, an_fsync_interval_too_long_to_count_is_a_usage_error)
 {
 	write_conf("fsync = 213504d\n");
 	expect_busd_usage_exit("fsync = 213504d");
 	cr_assert(log_has("fsync"), "the error names the key");
+}
+
+/* A key given twice is refused, naming both lines: the last one used to
+ * win unseen, so that a retention or fsync line pasted below the original
+ * silently changed what busd kept or synced.  On SIGHUP the same file is
+ * refused and the config in force kept. */
+Test(busd, a_key_given_twice_in_the_config_is_a_usage_error)
+{
+	write_conf("fsync = always\nlog_level = info\n\n  fsync = never # again\n");
+	expect_busd_usage_exit("fsync given twice");
+	cr_assert(log_has(":4: fsync is set twice (first on line 1)"),
+		  "the error names the key and both lines (see %s)", busd_log);
+	write_conf("fsync = always\n");
+	busd_start();
+	write_conf("fsync = always\nsegment_bytes = 1M\nsegment_bytes = 2M\n");
+	cr_assert_eq(kill(busd, SIGHUP), 0);
+	wait_log("segment_bytes is set twice", 20000);
+	cr_assert(log_has(":3: segment_bytes is set twice (first on line 2)"),
+		  "the reload names the key and both lines (see %s)", busd_log);
+	cr_assert(log_has("keeping the config in force"), "the reload says it kept the config");
+	cr_assert_eq(bus_daemon_pid(tb), busd, "a bad reload does not stop it");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
 /* SIGTERM while a partition's disk is full: the drain gives up after its
