@@ -240,11 +240,20 @@ static bool part_lost(struct dpart *dp)
 	return true;
 }
 
-/* Stop @dp for good after a frame that does not parse (or a log that
- * does not fit the ring): one ERROR, no crash.  Its spiller_pid becomes
- * -pid: producers that would have to wait for the spiller get
- * -BUS_ECORRUPT (wait_space() in producer.c) instead of waiting forever,
- * and the log says why.  A restarted busd takes the partition again. */
+/* Stop @dp for good, its ERROR logged by the caller: its spiller_pid
+ * becomes -pid, so that producers that would have to wait for the spiller
+ * get -BUS_ECORRUPT (wait_space() in producer.c) instead of waiting
+ * forever for a cursor that no longer moves.  A restarted busd takes the
+ * partition again (topics.c, RS0). */
+static void part_halt(struct dpart *dp)
+{
+	dp->stopped = true;
+	/* Release: pairs with the acquire load in wait_space(). */
+	st_release(&dp->r->hdr->spiller_pid, -(int32_t)getpid());
+}
+
+/* Stop @dp for good after a frame that does not parse: one ERROR, no
+ * crash, producers told (part_halt()). */
 static void part_stop(struct dpart *dp, const char *why)
 {
 	uint64_t w = ld_acquire(&frame_at(dp->r, dp->pos)->commit); /* for the message */
@@ -258,9 +267,7 @@ static void part_stop(struct dpart *dp, const char *why)
 		 dp->dt->name, dp->idx, why, (unsigned long long)dp->pos,
 		 (unsigned long long)dp->off, (unsigned long long)w,
 		 (unsigned long long)dp->pub_off);
-	dp->stopped = true;
-	/* Release: pairs with the acquire load in wait_space(). */
-	st_release(&dp->r->hdr->spiller_pid, -(int32_t)getpid());
+	part_halt(dp);
 }
 
 /* Make the durable offset floor cover every offset producers may hand
@@ -525,10 +532,7 @@ static bool cursor_valid(struct dpart *dp, uint64_t sp, uint64_t s)
 		 "partition, its producers are told (delete and re-create the topic)",
 		 dp->dt->name, dp->idx, (unsigned long long)sp, (unsigned long long)s,
 		 (unsigned long long)tp, (unsigned long long)to);
-	dp->stopped = true;
-	/* Release: pairs with the acquire load in wait_space(), as in
-	 * part_stop(). */
-	st_release(&h->spiller_pid, -(int32_t)getpid());
+	part_halt(dp);
 	return false;
 }
 
@@ -609,7 +613,9 @@ static int part_open(struct busd *d, struct dpart *dp)
 			 (unsigned long long)s,
 			 /* for the message only */
 			 (unsigned long long)(ld_acquire(&h->tail.off) & ~BUS_TAIL_EXCL));
-		dp->stopped = true;
+		/* Its producers are told once the ring is full, as after a
+		 * frame busd cannot take (they waited forever before). */
+		part_halt(dp);
 		return 0;
 	}
 	err = resume_behind(dp, n);

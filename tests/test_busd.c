@@ -1881,3 +1881,44 @@ Test(busd, a_topic_conf_temporary_left_by_a_killed_busd_is_removed_at_start)
 	consume_all("tmpconf", 1, 1, 10, 0);
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+/* A log that ends past what the ring holds (a longer log put in its place
+ * by hand while busd was stopped): busd stops that partition with an
+ * ERROR, and its producers, once the ring is full, are told
+ * (-BUS_ECORRUPT) instead of waiting for a spiller that never moves, as
+ * after a frame busd cannot take. */
+Test(busd, a_log_past_the_ring_stops_its_partition_and_producers_are_told)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = 10 * 1000000000ll };
+	struct bus_producer *p;
+	char cmd[2048], v[100] = { 0 };
+	struct bus_record r = { .value = v, .value_len = sizeof v };
+	int err = 0, n;
+
+	busd_start();
+	mk_topic("ahead", 1, 64 * 1024, 0, 0);
+	mk_topic("longer", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("ahead", 0, 0, 5, 100, 0, 0), 0);
+	cr_assert_eq(produce_n("longer", 0, 0, 20, 100, 0, 0), 0);
+	wait_spilled("ahead", 1);
+	wait_spilled("longer", 1);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	/* ahead's ring says 5 records were spilled; its log now holds 20. */
+	snprintf(cmd, sizeof cmd, "rm -f %s/ahead/0/* && cp -p %s/longer/0/* %s/ahead/0/",
+		 e.data_dir, e.data_dir, e.data_dir);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	busd_start();
+	wait_log("past what the ring holds", 10000);
+	cr_assert_eq(bus_producer_open(tb, "ahead", &po, &p), 0);
+	for (n = 0; n < 2000 && (err = bus_produce(p, 0, &r, NULL, NULL)) == 0; n++)
+		;
+	cr_assert_eq(err, -BUS_ECORRUPT, "after %d records: %s", n, bus_strerror(err));
+	cr_assert(n > 300 && n < 500, "the ring took %d records", n);
+	bus_producer_close(p);
+	/* The other topic is still spilled. */
+	cr_assert_eq(produce_n("longer", 0, 20, 5, 100, 0, 0), 0);
+	wait_spilled("longer", 1);
+	cr_assert(kill(busd, 0) == 0, "busd still runs");
+	busd_stop(SIGTERM);
+	cr_assert(log_has("stopped after an error"), "the stop names the partition left behind");
+}
