@@ -901,21 +901,21 @@ static int part_read(struct busd *d, struct dpart *dp, uint64_t budget, uint64_t
  * synced by its own write-out, stayed unsynced for up to twice fsync_ms.
  * The writer syncs when fsync_ms have passed since its last sync, which
  * came before that record: at once, or (a sync during the pass that
- * wrote it) at a later pass. */
-static void part_idle_sync(struct busd *d, struct dpart *dp, int64_t now)
+ * wrote it) at a later pass.  Returns 0 or the sync's error (the writer
+ * is then closed: part_check_sync()), for the caller's part_fail(). */
+static int part_idle_sync(struct busd *d, struct dpart *dp, int64_t now)
 {
 	int64_t interval = fsync_interval_ns(d);
 	int err;
 
 	if (!interval || !dp->unsynced_since || now - dp->unsynced_since < interval)
-		return;
+		return 0;
 	err = bus_seg_flush(dp->w);
 	part_check_sync(dp, err);
-	if (err) {
-		part_fail(dp, err, now, "sync its log");
-		return;
-	}
+	if (err)
+		return err;
 	note_unsynced(d, dp, now);
+	return 0;
 }
 
 /* One pass over partition @dp.  Returns the work done (0: idle). */
@@ -970,8 +970,12 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 			err = ferr;
 	} else if (!err) {
 		err = part_publish(dp); /* padding passed over */
-		if (!err)
-			part_idle_sync(d, dp, now);
+		if (!err && (err = part_idle_sync(d, dp, now)) != 0) {
+			/* An episode that this pass's part_ok() must not end
+			 * at once: it lasts until a retry goes through. */
+			part_fail(dp, err, now, "sync its log");
+			return done;
+		}
 	}
 	if (err) {
 		/* An append's own write-out may have met the failed sync:

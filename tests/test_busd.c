@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1921,4 +1922,119 @@ Test(busd, a_log_past_the_ring_stops_its_partition_and_producers_are_told)
 	cr_assert(kill(busd, 0) == 0, "busd still runs");
 	busd_stop(SIGTERM);
 	cr_assert(log_has("stopped after an error"), "the stop names the partition left behind");
+}
+
+/* The number of the first line of busd_log that contains @needle, or -1. */
+static int log_line_of(const char *needle)
+{
+	char line[4096];
+	FILE *f = fopen(busd_log, "r");
+	int n = 0, at = -1;
+
+	while (f && at < 0 && fgets(line, sizeof line, f)) {
+		if (strstr(line, needle))
+			at = n;
+		n++;
+	}
+	if (f)
+		fclose(f);
+	return at;
+}
+
+/* One record of @len bytes of value into @topic's partition 0. */
+static void produce_one(const char *topic, uint32_t len)
+{
+	struct bus_producer *p;
+	uint8_t *v = calloc(1, len);
+	struct bus_record r = { .value = v, .value_len = len };
+
+	cr_assert(v);
+	cr_assert_eq(bus_producer_open(tb, topic, NULL, &p), 0);
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	bus_producer_close(p);
+	free(v);
+}
+
+/* fsync = DURATION: busd's sync of a quiet log fails (EIO: ext4 through a
+ * loop device whose tmpfs is full, so that the write-back of a block never
+ * written fails; as test_segment's failed fdatasync does).  That failure
+ * episode lasts until a retry goes through: it was ended in the very pass
+ * that logged it ("spilling resumed after 0.0 s (0 retries)"), its backoff
+ * skipped.  Needs root, a loop device and mkfs.ext4 (skipped otherwise). */
+Test(busd, a_failed_idle_sync_is_retried_before_spilling_is_said_to_resume)
+{
+	char small[300], mnt[320], filler[320], cmd[2048], dir[400];
+	static uint8_t blk[65536];
+	struct bus_seg_bounds sb;
+	int fd;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to mount a loop device");
+	/* Private mounts: they go with this process whatever happens. */
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
+		cr_skip_test("cannot make a private mount namespace: %s", strerror(errno));
+	snprintf(small, sizeof small, "%s/small", e.data_dir);
+	snprintf(mnt, sizeof mnt, "%s/mnt", small);
+	snprintf(filler, sizeof filler, "%s/filler", small);
+	cr_assert_eq(mkdir(small, 0700), 0);
+	if (mount("tmpfs", small, "tmpfs", 0, "size=24m"))
+		cr_skip_test("cannot mount tmpfs here: %s", strerror(errno));
+	snprintf(cmd, sizeof cmd,
+		 "mkdir %s && truncate -s 64M %s/img && mkfs.ext4 -q -F -b 4096 -N 64 "
+		 "-O ^has_journal -E lazy_itable_init=0 %s/img >/dev/null 2>&1 && "
+		 "mount -o loop,errors=continue %s/img %s 2>/dev/null",
+		 mnt, small, small, small, mnt);
+	if (system(cmd) != 0)
+		cr_skip_test("no ext4 through a loop device here (mkfs.ext4, losetup)");
+	bus_close(tb);
+	e.opts.data_dir = mnt;
+	setenv("BUS_DATA_DIR", mnt, 1);
+	tb = tenv_bus(&e);
+	write_conf("fsync = 1s\npreallocate = 0\n");
+	busd_start();
+	mk_topic("isync", 1, 64 * 1024, 0, 0);
+	/* A frame of 4032 bytes after the segment's 64-byte header: the next
+	 * one starts on a block of its own. */
+	produce_one("isync", 4032 - BUS_FRAME_HDR);
+	wait_spilled("isync", 1);
+	cr_assert_eq(busd_stop(SIGTERM), 0); /* synced at close */
+	/* From now on the device fails every block not written before. */
+	fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert(fd >= 0, "%s: %s", filler, strerror(errno));
+	memset(blk, 1, sizeof blk);
+	while (write(fd, blk, sizeof blk) > 0)
+		;
+	close(fd);
+	/* A block of a record in the ring (busd is away: the ring has room).
+	 * busd writes it out in the pass that opens the log, which synced it:
+	 * the sync is the idle one, a second later. */
+	produce_one("isync", 4096 - BUS_FRAME_HDR);
+	busd_start();
+	wait_spilled("isync", 1);
+	while (!log_has("cannot sync its log")) {
+		if (log_has("cannot write to its log"))
+			cr_skip_test("the write-out synced, not the idle sync (a pass took 1 s)");
+		cr_assert(kill(busd, 0) == 0, "busd died (see %s)", busd_log);
+		sleep_ms(5);
+	}
+	/* Space again: the retry (the log opened again, the record written
+	 * again from the ring) goes through, and only then is spilling said
+	 * to resume. */
+	cr_assert_eq(unlink(filler), 0);
+	wait_log("spilling resumed", 20000);
+	wait_log("were spilled: writing offsets", 20000);
+	cr_assert_gt(log_line_of("spilling resumed"), log_line_of("were spilled: writing offsets"),
+		     "spilling said to resume before the log was opened again (see %s)", busd_log);
+	/* Both records are in the log: the second written again from the ring. */
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	snprintf(dir, sizeof dir, "%s/isync/0", mnt);
+	cr_assert_eq(bus_seg_bounds(dir, &sb), 0);
+	cr_assert_eq(sb.next, 2);
+	bus_close(tb);
+	tb = NULL;
+	cr_assert_eq(umount2(mnt, 0), 0, "umount %s: %s", mnt, strerror(errno));
+	umount2(small, MNT_DETACH);
+	e.opts.data_dir = e.data_dir;
+	setenv("BUS_DATA_DIR", e.data_dir, 1);
+	tb = tenv_bus(&e);
 }
