@@ -5,16 +5,21 @@
  * owner fills it, else the window's first byte; hi is one past its last;
  * pmask and flags say how to replace it.  `top` is one past the highest
  * slot ever taken: the handler looks no further.  Protocol:
- *   - add: CAS lo 0 -> SLOT_BUSY (the slot is the caller's), raise top
- *     (release), store hit = 0, hi, pmask and flags (relaxed), then store
- *     lo = start with release: a handler that reads lo == start with
- *     acquire sees this window's hi, pmask, flags and hit = 0.
+ *   - add: CAS lo 0 -> SLOT_BUSY (the slot is the caller's), a release
+ *     fence (M1), raise top (release), store hit = 0, hi, pmask and flags
+ *     (relaxed), then store lo = start with release: a handler that reads
+ *     lo == start with acquire sees this window's hi, pmask, flags and
+ *     hit = 0.
  *   - del: store lo = 0, then wait until the slot's `inside` count is 0,
  *     before the window is unmapped.
  *   - handler: increment `inside`, then load lo, hi, pmask, flags, and lo
- *     again; the window counts only if lo was the same both times, so hi
- *     is never paired with another window's lo (a slot freed and taken
- *     again between the loads).  It marks the hit and maps the zeros before
+ *     again after an acquire fence (M2); the window counts only if lo was
+ *     the same both times, so hi is never paired with another window's lo
+ *     (a slot freed and taken again between the loads).  M1 and M2 make
+ *     that hold on machines that reorder stores (arm64): a handler that
+ *     read any of the next owner's hi, pmask or flags (stored after M1)
+ *     reads, after M2, that owner's SLOT_BUSY or a later lo, never the old
+ *     one.  (On x86-64 both are compiler barriers: stores stay in order.)  It marks the hit and maps the zeros before
  *     it decrements `inside`.  The increment and del's store of lo are
  *     sequentially consistent, and so are the handler's load of lo and
  *     del's load of `inside` (a Dekker pair): either the handler sees lo
@@ -143,12 +148,18 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 	/* BUS_ADRERR: a page past the end of the file it maps. */
 	if (si->si_code == BUS_ADRERR) {
 		size_t n = atomic_load_explicit(&top, memory_order_acquire);
+		sigset_t all, old;
+		bool ours = false;
 
-		for (size_t i = 0; i < n; i++) {
+		/* No other signal's handler runs while a slot's `inside` is
+		 * held: one that left by siglongjmp(3) would leave it held,
+		 * and del() would wait for it for ever. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		for (size_t i = 0; i < n && !ours; i++) {
 			struct guard_slot *s = &slots[i];
 			uintptr_t lo, hi, pm, pg;
 			unsigned fl;
-			bool ours = false;
 
 			/* Cheap filter first; then the protocol (file head). */
 			lo = atomic_load_explicit(&s->lo, memory_order_relaxed);
@@ -159,6 +170,8 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 			hi = atomic_load_explicit(&s->hi, memory_order_acquire);
 			pm = atomic_load_explicit(&s->pmask, memory_order_relaxed);
 			fl = atomic_load_explicit(&s->flags, memory_order_relaxed);
+			/* M2: pairs with M1 (file head). */
+			atomic_thread_fence(memory_order_acquire);
 			if (lo > SLOT_BUSY && a >= lo && a < hi &&
 			    atomic_load_explicit(&s->lo, memory_order_relaxed) == lo) {
 				pg = (fl & BUS_MAPGUARD_WHOLE) ? lo : a & ~pm;
@@ -172,10 +185,11 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED;
 			}
 			atomic_fetch_sub(&s->inside, 1);
-			if (ours) {
-				errno = saved;
-				return;
-			}
+		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (ours) {
+			errno = saved;
+			return;
 		}
 	}
 	chain(sig, si, uc);
@@ -213,6 +227,8 @@ int bus_mapguard_add_ex(void *p, size_t len, size_t page, unsigned flags)
 							     memory_order_relaxed,
 							     memory_order_relaxed))
 			continue;
+		/* M1: the claim before the stores below (file head). */
+		atomic_thread_fence(memory_order_release);
 		size_t t = atomic_load_explicit(&top, memory_order_relaxed);
 		while (t < (size_t)i + 1 &&
 		       !atomic_compare_exchange_weak_explicit(&top, &t, (size_t)i + 1,
