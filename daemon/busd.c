@@ -23,7 +23,8 @@
  *     every retention_check_ms: retention
  *     SIGHUP: reload the config
  *     nothing to do: sched_yield a few times, then sleep 20 us growing to
- *       1 ms, and idle_sleep_ms (10 ms) after a second of idleness; an
+ *       1 ms, and idle_sleep_ms (10 ms) after a second of idleness, but
+ *       no later than a quiet log's sync is due (fsync = DURATION); an
  *       inotify watch on the shm dir ends a sleep when ring files appear or
  *       go (a topic being created or deleted)
  *   SIGTERM/SIGINT: drain (spill everything claimed up to the stop, repairing
@@ -769,8 +770,12 @@ static void run(struct busd *d)
 				continue;
 			}
 		}
-		if (nap(&idle, now, (int64_t)d->cfg.idle_sleep_ms * BUSD_MS, wfd) &&
-		    watch_drain(d, wfd)) {
+		/* The deep nap ends when a quiet log is due its sync (fsync =
+		 * DURATION), not up to idle_sleep_ms past it. */
+		int64_t deep = (int64_t)d->cfg.idle_sleep_ms * BUSD_MS, t = bus_mono_ns();
+		if (d->next_sync_ns && d->next_sync_ns - t < deep)
+			deep = d->next_sync_ns > t ? d->next_sync_ns - t : 0;
+		if (nap(&idle, now, deep, wfd) && watch_drain(d, wfd)) {
 			/* A topic is being made or deleted: poll briskly (the
 			 * signature check above catches it becoming READY). */
 			idle.n = 0;

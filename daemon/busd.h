@@ -203,6 +203,10 @@ struct busd {
 	struct dtopic *topics[BUS_TOPICS_MAX];
 	uint32_t ntopics;
 	uint64_t table_sig;         /* fingerprint of the slot state words */
+	int64_t next_sync_ns;       /* monotonic ns: the earliest sync of a quiet
+	                               log due (fsync = DURATION), 0: none.  Set
+	                               by spill_pass(); bounds the main loop's
+	                               naps */
 	/* Copy of frames not protected from producers (resume only). */
 	uint8_t *scratch;
 	size_t scratch_len;
@@ -223,7 +227,8 @@ struct busd {
 bool busd_ctl_lost(struct busd *d);
 
 /* The spill pass: every partition of every held topic once.  Returns the
- * bytes (or frames) of work done: 0 means the pass was idle. */
+ * bytes (or frames) of work done: 0 means the pass was idle.  Sets
+ * d->next_sync_ns. */
 uint64_t spill_pass(struct busd *d, int64_t now);
 /* Release partition @dp: close its writer (flushing what it can), and
  * clear the ring's spiller_pid if it is ours. */

@@ -991,15 +991,26 @@ static uint64_t part_pass(struct busd *d, struct dpart *dp, int64_t now)
 /* One pass over every partition busd holds, a batch each. */
 uint64_t spill_pass(struct busd *d, int64_t now)
 {
+	int64_t interval = fsync_interval_ns(d);
 	uint64_t work = 0;
 
+	d->next_sync_ns = 0;
 	for (uint32_t i = 0; i < d->ntopics; i++) {
 		struct dtopic *dt = d->topics[i];
 
 		if (!dt->t)
 			continue;
-		for (uint32_t p = 0; p < dt->cfg.partitions; p++)
-			work += part_pass(d, &dt->parts[p], now);
+		for (uint32_t p = 0; p < dt->cfg.partitions; p++) {
+			struct dpart *dp = &dt->parts[p];
+
+			work += part_pass(d, dp, now);
+			/* When part_idle_sync() will sync it: a nap must end
+			 * by then (busd.c), or a record stays unsynced for up
+			 * to idle_sleep_ms past the interval. */
+			if (interval && dp->unsynced_since &&
+			    (!d->next_sync_ns || dp->unsynced_since + interval < d->next_sync_ns))
+				d->next_sync_ns = dp->unsynced_since + interval;
+		}
 	}
 	return work;
 }
