@@ -359,42 +359,82 @@ static void stalled(struct bus_consumer *c, struct bus_cpart *cp)
 
 static int seek_offset(struct bus_cpart *cp, uint64_t target);
 
+/* Where a reader of @r's ring starts to reach offset @target when the
+ * ring's checkpoints do not reach back to it: the spill cursor.  The
+ * checkpoints are sparse, and when busd is a whole ring behind (stalled,
+ * slow, or stopped) the earliest one may lie a few records past the
+ * cursor, while the ring still holds those records whole (producers of a
+ * persistent topic stay a ring behind the cursor) and the log does not
+ * have them yet.  The cursor is an exact frame boundary.  Returns 0 with
+ * {*pos, *off} = the cursor (at or before @target: the records up to
+ * @target are passed over), -EAGAIN when the cursor is past @target (busd
+ * wrote it out meanwhile: the log has it), or -ERANGE when the cursor is
+ * no start for @target: @target past the tail, or a cursor that no
+ * spiller writes (unaligned, past the tail, or not whole).  The
+ * acquires pair with busd's releases RS1/RS2 (daemon/spill.c) and the
+ * producers' of the tail; a frame at the cursor overwritten after this
+ * check (busd moved on, then producers) is found lapped by the poll, as
+ * any other, and read from the log. */
+static int spill_start(const struct bus_ring *r, uint64_t target, uint64_t *pos, uint64_t *off)
+{
+	uint64_t sp, so;
+
+	bus_spill_read(r->hdr, &sp, &so);
+	if (so > target)
+		return -EAGAIN;
+	if (sp % BUS_FRAME_ALIGN || sp > ld_acquire(&r->hdr->tail.pos) ||
+	    target > (ld_acquire(&r->hdr->tail.off) & ~BUS_TAIL_EXCL) ||
+	    !whole(r, sp, horizon(r)))
+		return -ERANGE;
+	*pos = sp;
+	*off = so;
+	return 0;
+}
+
+/* seek_offset() for a target the ring's checkpoints do not reach back to
+ * (-ERANGE from it): from the spill cursor, spill_start().  Returns as
+ * spill_start(); on failure @cp is unchanged. */
+static int seek_spill(struct bus_cpart *cp, uint64_t target)
+{
+	uint64_t pos, off;
+	int err = spill_start(cp->r, target, &pos, &off);
+
+	if (err)
+		return err;
+	cp->pos = pos;
+	cp->off = off;
+	cp->skip_below = target;
+	cp->lost_pending = 0;
+	gating_publish(cp);
+	return 0;
+}
+
 /* Back from the disk onto the ring at the same offset.  Returns 0, or
  * -ERANGE when the ring does not hold it either (then it was lost). */
 static int disk_leave(struct bus_consumer *c, struct bus_cpart *cp)
 {
 	struct bus_ring *r = cp->r;
-	uint64_t target = cp->off, lost = cp->lost_pending, sp, so;
+	uint64_t target = cp->off, lost = cp->lost_pending;
 	int err;
 
 	cp->on_disk = false;
 	err = seek_offset(cp, target);
+	if (err == -ERANGE) {
+		/* At or before the target (the log ends at or after the
+		 * spill cursor), the ring is read from the cursor; past it,
+		 * busd has written more meanwhile: read on from the log. */
+		err = seek_spill(cp, target);
+		if (err == -EAGAIN) {
+			cp->on_disk = true;
+			return err;
+		}
+	}
 	cp->lost_pending = lost; /* LOST frames read from disk, not reported yet */
 	if (err == 0)
 		return 0;
 	cp->on_disk = true;
 	if (err != -ERANGE)
 		return err;
-	/* The checkpoints are sparse: the earliest one may lie past the
-	 * frames the ring still holds.  The spill cursor is an exact frame
-	 * boundary that the ring holds whole (producers stay a ring behind
-	 * it).  At or before the target (the log ends at or after it), the
-	 * ring is read from there; past it, busd has written more meanwhile:
-	 * read on from the log. */
-	bus_spill_read(r->hdr, &sp, &so);
-	if (so > target)
-		return -EAGAIN;
-	if (sp % BUS_FRAME_ALIGN == 0 && so <= target &&
-	    target <= (ld_acquire(&r->hdr->tail.off) & ~BUS_TAIL_EXCL) &&
-	    whole(r, sp, horizon(r))) {
-		cp->on_disk = false;
-		cp->pos = sp;
-		cp->off = so;
-		cp->skip_below = target;
-		cp->lost_pending = lost;
-		gating_publish(cp);
-		return 0;
-	}
 	/* Not in the ring either: the log ends before what the ring holds,
 	 * which only a log lost or cut by hand (or a power loss with fsync
 	 * "never") explains.  Go on from the ring, counting the gap. */
@@ -1079,9 +1119,12 @@ static int seek_offset(struct bus_cpart *cp, uint64_t target)
 }
 
 /* Walk committed frames from the earliest to the first record whose
- * timestamp is at or after @ts.  Returns 0, 1 when the earliest record of
- * the ring is past @max_off (a persistent topic's reader then reads from
- * the log, which holds the records before it: seek_disk()), -EAGAIN or
+ * timestamp is at or after @ts.  When the earliest checkpoint is past
+ * @max_off, the walk starts at the spill cursor instead if that is at or
+ * before @max_off (spill_start(): the ring holds the records from there,
+ * and the log those before).  Returns 0, 1 when neither starts at or
+ * before @max_off (a persistent topic's reader then reads from the log,
+ * which holds the records before it: seek_disk()), -EAGAIN or
  * -BUS_ECORRUPT (earliest()).
  *
  * Each frame passed over is checked whole after its timestamp is read (A1
@@ -1097,7 +1140,7 @@ static int seek_time(struct bus_cpart *cp, int64_t ts, uint64_t max_off)
 
 		if (err)
 			return err;
-		if (off > max_off)
+		if (off > max_off && spill_start(r, max_off, &pos, &off) != 0)
 			return 1;
 		for (;;) {
 			struct bus_frame *f = frame_at(r, pos);
@@ -1176,6 +1219,9 @@ static int seek_disk(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek
 			return err;
 		if ((uint64_t)value > (ld_acquire(&cp->r->hdr->tail.off) & ~BUS_TAIL_EXCL))
 			return -ERANGE; /* not written yet */
+		/* Past the log's end, before the ring's earliest checkpoint. */
+		if (seek_spill(cp, (uint64_t)value) == 0)
+			return 0;
 		err = disk_seek(c, cp, (uint64_t)value);
 		return err == -ENOENT ? -ERANGE : err;
 	case BUS_SEEK_TIME:
