@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -171,5 +172,131 @@ Test(replay, a_seek_to_a_record_past_the_logs_end_but_before_the_rings_checkpoin
 	}
 	/* The case this is about came up at least once. */
 	cr_expect(gap_seen, "no ring's earliest checkpoint was past its spill cursor");
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+/* Timestamps that repeat and go back: the first record at or after a time
+ * is the first in offset order, wherever it is (sealed segments, the
+ * active one, the ring); a time before every record is the earliest, one
+ * after every record the next one produced. */
+#define TS_N 3000u
+static int64_t ts_bumpy(uint64_t i)
+{
+	/* Runs of 7 equal times, every fifth record 3 runs back in time. */
+	return 1700000000000000000ll + (int64_t)(i / 7) * 1000 - (i % 5 == 0 ? 3000 : 0);
+}
+
+Test(replay, a_seek_by_time_finds_the_first_record_at_or_after_it_across_segments_and_ring)
+{
+	struct bus_consumer_opts co = { .partition = 0, .start = BUS_SEEK_LATEST };
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v;
+	int64_t tmax = INT64_MIN;
+
+	write_conf("segment_bytes = 16K\n");
+	busd_start();
+	mk_topic("t", BUS_RING_MIN);
+	cr_assert_eq(bus_producer_open(tb, "t", NULL, &p), 0);
+	produce(p, TS_N, 100, ts_bumpy, false);
+	wait_spilled("t", 1);
+	cr_assert_gt(pinfo("t", 0).first_offset, TS_N / 2, "the ring holds too much");
+	cr_assert_gt(pinfo("t", 0).disk_segments, 4);
+	cr_assert_eq(bus_consumer_open(tb, "t", &co, &c), 0);
+	for (uint64_t i = 0; i < TS_N; i++)
+		tmax = ts_bumpy(i) > tmax ? ts_bumpy(i) : tmax;
+	for (int64_t t = ts_bumpy(0) - 5000; t <= tmax; t += 500) {
+		uint64_t want = 0;
+		int err;
+
+		while (ts_bumpy(want) < t)
+			want++;
+		err = bus_consumer_seek(c, 0, BUS_SEEK_TIME, t);
+		cr_assert_eq(err, 0, "seek to %" PRId64 ": %s", t, bus_strerror(err));
+		v = poll1(c);
+		cr_assert_eq(v.offset, want, "seek to %" PRId64 ": offset %" PRIu64 ", want %" PRIu64,
+			     t, v.offset, want);
+		cr_assert_eq(v.timestamp, ts_bumpy(want));
+		cr_assert(intact(v.value, v.value_len, want));
+	}
+	/* After every record: the next one produced. */
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_TIME, tmax + 1), 0);
+	cr_assert_eq(bus_consumer_poll(c, &v, 1, 0), 0);
+	produce(p, 1, 100, NULL, false);
+	v = poll1(c);
+	cr_assert_eq(v.offset, TS_N);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+/* bus_consumer_read() with a buffer that holds fewer records than it
+ * polled moves the reader back to the first one not copied: on disk, a
+ * seek in the log.  When that seek fails (here: no descriptor left to
+ * list the log's dir), the records are still on disk: the next read
+ * returns them, none reported lost, and, while the seek keeps failing,
+ * the read says why rather than skipping them. */
+Test(replay, a_read_whose_move_back_on_disk_fails_loses_nothing)
+{
+	struct bus_consumer_opts co = { .partition = 0, .start = BUS_SEEK_EARLIEST };
+	struct bus_consumer_stats st;
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_msg m[64];
+	uint8_t buf[3 * 100];
+	struct rlimit rl, low;
+	uint64_t expect = 0;
+	int n, fd;
+
+	busd_start();
+	mk_topic("r", BUS_RING_MIN);
+	cr_assert_eq(bus_producer_open(tb, "r", NULL, &p), 0);
+	produce(p, 3000, 100, NULL, false);
+	wait_spilled("r", 1);
+	cr_assert_gt(pinfo("r", 0).first_offset, 100);
+	cr_assert_eq(bus_consumer_open(tb, "r", &co, &c), 0);
+	/* On disk, its segment open: a first read. */
+	n = bus_consumer_read(c, m, 64, buf, sizeof buf, 0);
+	cr_assert_eq(n, 3, "read: %d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	for (int i = 0; i < n; i++, expect++)
+		cr_assert_eq(m[i].offset, expect);
+
+	/* No descriptor left: the lowest free one is the limit. */
+	fd = dup(0);
+	cr_assert(fd >= 0);
+	close(fd);
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	low = rl;
+	low.rlim_cur = (rlim_t)fd;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+	/* The batch is read from the open segment; the move back fails. */
+	n = bus_consumer_read(c, m, 64, buf, sizeof buf, 0);
+	{
+		int n2 = bus_consumer_read(c, m + 3, 3, buf, sizeof buf, 0);
+		cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+		/* Either error, or the records in order (a read that cannot
+		 * move back leaves nothing it polled behind). */
+		cr_assert(n2 < 0 || (n2 > 0 && m[3].offset == expect + (uint64_t)(n > 0 ? n : 0)),
+			  "second read without descriptors: %d (%s), offset %" PRIu64, n2,
+			  n2 < 0 ? bus_strerror(n2) : "", n2 > 0 ? m[3].offset : 0);
+	}
+	cr_assert_eq(n, 3, "read without descriptors: %d (%s)", n, n < 0 ? bus_strerror(n) : "");
+	for (int i = 0; i < n; i++, expect++)
+		cr_assert_eq(m[i].offset, expect);
+
+	/* With descriptors again: every record, in order, none lost. */
+	while (expect < 3000) {
+		n = bus_consumer_read(c, m, 64, buf, sizeof buf, 1000000000ll);
+		cr_assert(n > 0, "read at %" PRIu64 ": %d (%s)", expect, n, n < 0 ? bus_strerror(n) : "");
+		for (int i = 0; i < n; i++, expect++) {
+			cr_assert_eq(m[i].offset, expect, "offset %" PRIu64 " (lost before %" PRIu64
+				     "), want %" PRIu64, m[i].offset, m[i].lost_before, expect);
+			cr_assert_eq(m[i].lost_before, 0);
+		}
+	}
+	bus_consumer_stats(c, &st);
+	cr_assert_eq(st.lost, 0, "stats.lost %" PRIu64, st.lost);
+	bus_consumer_close(c);
+	bus_producer_close(p);
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }

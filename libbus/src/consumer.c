@@ -43,6 +43,7 @@ struct bus_cpart {
 	bool out_of_range;           /* the log no longer holds off (retention) */
 	bool disk_wait;              /* at the log's end, the ring not ready yet */
 	bool behind;                 /* the last poll filled its batch: prefetch */
+	bool disk_reseek;            /* the disk reader is not at off: seek it */
 	struct bus_seg_reader *disk; /* opened on first use */
 };
 
@@ -191,6 +192,7 @@ static void disk_at(struct bus_cpart *cp, uint64_t off)
 {
 	cp->on_disk = true;
 	cp->out_of_range = false;
+	cp->disk_reseek = false;
 	cp->off = off;
 	cp->skip_below = 0;
 	cp->stall_since = 0;
@@ -462,6 +464,19 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 	unsigned n = 0;
 	int rc;
 
+	if (BUS_UNLIKELY(cp->disk_reseek)) {
+		/* rewind_to() could not move the reader back to the cursor:
+		 * until it can, nothing is read (the records are on disk). */
+		rc = disk_seek(c, cp, cp->off);
+		if (rc == -ERANGE) {
+			/* Retention deleted it meanwhile. */
+			rc = out_of_range(c, cp);
+			if (rc == 0 && !cp->on_disk)
+				return 0; /* reset onto the ring: the caller reads it */
+		}
+		if (rc)
+			return rc;
+	}
 	gating_publish(cp);
 	while (n < max) {
 		/* The first read may refill the reader's buffer (the views of
@@ -570,11 +585,17 @@ static void rewind_to(struct bus_consumer *c, struct bus_cpart *cp, const struct
 	 * from @v on, the offsets are found and counted again. */
 	cp->skip_below = 0;
 	if (v->priv_pos == POS_DISK) {
-		/* Read from disk: read it there again. */
+		/* Read from disk: read it there again.  A seek that fails
+		 * (-EMFILE, -ENOMEM, -ERANGE: retention deleted it...) leaves
+		 * the reader past the cursor: the next poll seeks again, and
+		 * reports the failure, or the loss, rather than take what the
+		 * reader then returns for a gap. */
+		cp->off = v->offset;
 		if (disk_seek(c, cp, v->offset) != 0)
-			cp->off = v->offset; /* gone: the next poll says so */
+			cp->disk_reseek = true;
 	} else {
 		cp->on_disk = false;
+		cp->disk_reseek = false;
 		cp->pos = v->priv_pos;
 		cp->off = v->offset;
 	}
@@ -1282,15 +1303,17 @@ static int seek_ring(struct bus_cpart *cp, enum bus_seek whence, int64_t value)
 /* Seek @cp.  On failure the cursor stays where it was: its ring position
  * and offset, or its disk reader (seek_offset(), seek_time(), disk_seek()
  * and the log's seeks change nothing when they fail); only where it reads
- * from, and whether it is out of range, are put back. */
+ * from, whether it is out of range, and whether its disk reader is still
+ * to be moved back to it (rewind_to()), are put back. */
 static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
 		    int64_t value)
 {
-	bool on_disk = cp->on_disk, oor = cp->out_of_range;
+	bool on_disk = cp->on_disk, oor = cp->out_of_range, reseek = cp->disk_reseek;
 	int err;
 
 	cp->stall_since = 0;
 	cp->out_of_range = false;
+	cp->disk_reseek = false;
 	cp->lap_mark = 0;
 	err = c->persistent ? seek_disk(c, cp, whence, value) : 1;
 	if (err == 1) {
@@ -1300,6 +1323,7 @@ static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek 
 	if (err) {
 		cp->on_disk = on_disk;
 		cp->out_of_range = oor;
+		cp->disk_reseek = reseek;
 	}
 	return err;
 }
