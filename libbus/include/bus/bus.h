@@ -582,7 +582,10 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
  * bus_consumer_check() - after using the @n views of the last poll, check
  * they were not overwritten meanwhile.  Returns how many leading views are
  * still whole (== @n: all good).  When fewer, the consumer is moved back to
- * the first bad one, whose record the next poll reports as lost.  Returns
+ * the first bad one (and each other partition to its first view after it):
+ * on a persistent topic the next poll reads that record again, from the
+ * log on disk, where what the ring lost is; on an ephemeral one it reports
+ * it as lost.  Views read from disk are never bad.  Returns
  * -BUS_ECORRUPT when a ring of @c or the control region was truncated under
  * this process's mapping (the views may have read as zeros: none is good),
  * -EINVAL on bad arguments.
