@@ -475,7 +475,7 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 				return 0; /* reset onto the ring: the caller reads it */
 		}
 		if (rc)
-			return rc;
+			return rc == -EAGAIN ? 0 : rc; /* see below */
 	}
 	gating_publish(cp);
 	while (n < max) {
@@ -532,6 +532,13 @@ static int poll_disk(struct bus_consumer *c, struct bus_cpart *cp, struct bus_vi
 				rc = out_of_range(c, cp);
 				if (rc == 0 && cp->on_disk && !n)
 					continue;
+				/* -EAGAIN: the reset's seek met producers moving
+				 * too fast (seek_ring()).  Nothing moved: the next
+				 * poll meets the deletion again and retries; not
+				 * an error for the caller (poll does not return
+				 * -EAGAIN). */
+				if (rc == -EAGAIN)
+					return (int)n;
 			}
 			return n ? (int)n : rc;
 		}

@@ -510,8 +510,10 @@ void bus_consumer_close(struct bus_consumer *c);
  * reads), -EINVAL (a NULL @c, an unknown @whence, a negative @partition
  * other than BUS_PARTITION_ANY), -EAGAIN (the producers
  * moved too fast: retry), -BUS_ECORRUPT (the ring's header holds what no
- * producer writes: a horizon or a checkpoint past its tail; or a ring of
- * @c or the control region was truncated under this process's mapping), or
+ * producer writes: a horizon or a checkpoint past its tail; or a segment
+ * file on disk is damaged; or a ring of @c or the control region was
+ * truncated under this process's mapping), -BUS_EVERSION (a segment file
+ * of another format), or
  * an -errno opening or reading the log (as bus_consumer_open()).  On failure the
  * partition's position is unchanged (with BUS_PARTITION_ANY, partitions
  * before the failing one have moved).
@@ -565,9 +567,11 @@ int bus_view_header(const struct bus_view *v, uint32_t i, struct bus_header *h);
  * Returns the number of views (0 on timeout), or -EINVAL (a NULL @c or
  * @views, or @max 0), -BUS_ESTALE,
  * -BUS_ECORRUPT (a frame or the ring's header holds what no producer
- * writes; or a ring of @c or the control region was truncated under this
- * process's mapping, see the top of this file: then no view is returned,
- * and a wait ends, within a second, with this error), -ERANGE (a partition's position is no longer held: the
+ * writes, or a segment file on disk is damaged; or a ring of @c or the
+ * control region was truncated under this process's mapping, see the top
+ * of this file: then no view is returned, and a wait ends, within a second,
+ * with this error), -BUS_EVERSION (a segment file of another format),
+ * -ERANGE (a partition's position is no longer held: the
  * retention deleted it; returned until the partition is sought again, unless
  * a BUS_CONSUMER_RESET_* flag resets it), or an -errno opening or reading a
  * log (-EMFILE, -EACCES, -EIO, -ENOMEM, ...): the partition's position then
