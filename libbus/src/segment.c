@@ -558,7 +558,10 @@ static int io_get(struct seg_io *io, uint64_t pos, size_t n, const uint8_t **out
 		m = mmap(NULL, (size_t)(end - start), PROT_READ, MAP_SHARED | MAP_POPULATE, io->fd,
 			 (off_t)start);
 		if (m != MAP_FAILED) {
-			io->guard = bus_mapguard_add(m, (size_t)(end - start));
+			/* The guard takes whole pages (mapguard.h): the
+			 * mapping covers the last one whole, past the file's
+			 * end included. */
+			io->guard = bus_mapguard_add(m, (size_t)((end - start + pg - 1) / pg * pg));
 			if (io->guard >= 0) {
 				if (io->maps)
 					(*io->maps)++;
