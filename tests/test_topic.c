@@ -1067,6 +1067,84 @@ static int clash_result(struct clash *k)
 	return err;
 }
 
+/* A process that holds a pid, blocked until a byte comes down its pipe. */
+static int hold_main(void *arg)
+{
+	char c;
+
+	return read(*(int *)arg, &c, 1) < 0;
+}
+
+/* A creator killed mid-create whose pid went to another process before
+ * anyone looked: the slot says CREATING by a live pid.  Creates of the
+ * name waited for as long as that unrelated process lived (for ever, for a
+ * daemon).  The slot records its creator's start time: a live pid that
+ * started at another time is not the creator, and the slot is reaped.
+ * With the right start time, the create waits, and goes on when the
+ * creator dies. */
+Test(topic, a_creating_slot_whose_pid_went_to_another_process_is_reaped)
+{
+	struct bus_ctl_hdr *h = ctl_map();
+	struct bus_topic_config cfg;
+	struct bus_topic_slot *ts;
+	struct child cr;
+	int hold[2], res[2], err = 12345, s;
+	uint32_t start, gen;
+	uint64_t w, forged;
+	pid_t other, creator;
+
+	mk("reborn", 2);
+	s = slot_of(h, "reborn", BUS_SLOT_READY);
+	cr_assert(s >= 0);
+	ts = ctl_slot(h, (uint32_t)s);
+	cr_assert_eq(pipe(hold), 0);
+	other = tfork(hold_main, &hold[0]);
+	start = bus_pid_start(other);
+	cr_assert_neq(start, 0, "no start time for pid %d (is /proc mounted?)", (int)other);
+	cfg_small(&cfg, 2);
+
+	/* Forged: CREATING by @other's pid, started at another time. */
+	cr_assert_eq(bus_topic_delete(b, "reborn"), 0);
+	w = atomic_load(&ts->state);
+	gen = (BUS_SLOT_GEN(w) + 1) & 0xffffffu;
+	atomic_store(&ts->owner_start, start + 1 ? start + 1 : 1);
+	cr_assert(atomic_compare_exchange_strong(
+		&ts->state, &w, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, other)));
+	cr_assert_eq(create_bounded("reborn", &cfg), 0);
+	cr_assert_eq(count_named("reborn"), 1);
+	cr_assert_eq(use_topic(b, "reborn"), 0);
+
+	/* Forged again, with @other's own start time: a live creator. */
+	cr_assert_eq(bus_topic_delete(b, "reborn"), 0);
+	s = slot_of(h, "reborn", BUS_SLOT_DELETED);
+	cr_assert(s >= 0);
+	ts = ctl_slot(h, (uint32_t)s);
+	w = atomic_load(&ts->state);
+	gen = (BUS_SLOT_GEN(w) + 1) & 0xffffffu;
+	forged = BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, other);
+	atomic_store(&ts->owner_start, start);
+	cr_assert(atomic_compare_exchange_strong(&ts->state, &w, forged));
+	cr_assert_eq(pipe(res), 0);
+	cr = (struct child){ .name = "reborn", .res_fd = res[1] };
+	creator = tfork(creator_main, &cr);
+	wait_proc_state(creator, 'S');
+	for (int64_t until = tnow_ms() + 200; tnow_ms() < until;) {
+		cr_assert_eq(atomic_load(&ts->state), forged, "a live creator's slot was taken");
+		sched_yield();
+	}
+	cr_assert_eq(write(hold[1], "x", 1), 1); /* @other exits: the creator is gone */
+	cr_assert_eq(twait(other, 10000), 0);
+	cr_assert_eq(twait(creator, 10000), 0, "the create did not end once its rival died");
+	cr_assert_eq(read(res[0], &err, sizeof(err)), (ssize_t)sizeof(err));
+	cr_assert_eq(err, 0, "create: %s", bus_strerror(err));
+	cr_assert_eq(count_named("reborn"), 1);
+	close(hold[0]);
+	close(hold[1]);
+	close(res[0]);
+	close(res[1]);
+	munmap(h, BUS_CTL_SIZE);
+}
+
 static void clash_check_and_fini(struct clash *k)
 {
 	struct bus_topic_info ti;

@@ -54,6 +54,62 @@ bool bus_pid_alive(int32_t pid)
 	return kill(pid, 0) == 0 || errno == EPERM;
 }
 
+/* Field 22 of /proc/<pid>/stat, folded (see internal.h). */
+static uint32_t pid_start_read(int32_t pid)
+{
+	char path[48], buf[1024], *p;
+	unsigned long long ticks;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* "pid (comm) state ppid ...": the command may hold blanks and
+	 * parentheses, so count fields from the last ')'.  Field 3 (state)
+	 * follows it; 22 is 19 blanks on. */
+	p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	for (int f = 2; f < 22; f++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return 0;
+	}
+	if (sscanf(p + 1, "%llu", &ticks) != 1)
+		return 0;
+	/* Fold the 64 bits; 0 means "unknown". */
+	ticks ^= ticks >> 32;
+	return (uint32_t)ticks ? (uint32_t)ticks : 1u;
+}
+
+uint32_t bus_pid_start(int32_t pid)
+{
+	/* The caller's own, cached: {pid, start}, relaxed (either the value
+	 * read again or this process's own; a fork child sees another pid). */
+	static _Atomic uint64_t self;
+	uint64_t c = ld_relaxed(&self);
+	int32_t me = (int32_t)getpid();
+	uint32_t v;
+
+	if (pid <= 0)
+		return 0;
+	if (pid != me)
+		return pid_start_read(pid);
+	if (c && (int32_t)(c >> 32) == me)
+		return (uint32_t)c;
+	v = pid_start_read(me);
+	if (v)
+		st_relaxed(&self, (uint64_t)(uint32_t)me << 32 | v);
+	return v;
+}
+
 const char *bus_name(const struct bus *b)
 {
 	return b->name;

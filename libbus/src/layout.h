@@ -64,7 +64,10 @@ struct bus_topic_slot {
 	/* Line 0: written by creators and deleters only. */
 	alignas(BUS_CACHELINE) _Atomic uint64_t state; /* BUS_SLOT_WORD */
 	uint32_t name_hash;
-	uint32_t reserved0;
+	/* The creator's bus_pid_start(), stored before R4 (CREATING); 0:
+	 * unknown.  Tells a creator that died from a live process that was
+	 * given its pid since (topic.c, slot_gone()).  Relaxed. */
+	_Atomic uint32_t owner_start;
 	/* Set by the creator before R4; with the state word, tells a handle
 	 * that the slot holds another topic although the word came round to
 	 * its value again (the generation's 16 counting bits wrap after 65,536

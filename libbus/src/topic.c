@@ -23,7 +23,9 @@
  * 8 bits, so two slots never name the same ring files.
  * A slot CLAIMED, CREATING or DELETING by a process that died is turned
  * into a tombstone by whoever meets it; a dead deleter's delete is finished
- * (its rings removed, its logs retired).
+ * (its rings removed, its logs retired).  A CREATING slot also records its
+ * creator's start time, so that a creator that died is known even once
+ * its pid went to another process (slot_gone()).
  *
  * The cache maps names to struct bus_topic handles in an RCU lock-free
  * hash table (liburcu, bulletproof flavour: callers need not register).
@@ -186,6 +188,27 @@ static void wake_stale(struct bus_topic_slot *ts)
 	bus_wake_slow(ts);
 }
 
+/* Whether the owner of slot @ts, read as @w (acquire), is gone: its pid
+ * is dead, or, for CREATING, now names a process that started at another
+ * time than the creator (the pid was reused: waiting for it would last as
+ * long as that unrelated process).  owner_start is stored before R4, so
+ * the value read goes with @w, unless the slot changed since, which the
+ * caller's CAS or re-read of the state finds.  A start time that cannot
+ * be read (0: unknown, as an older creator's) counts as alive. */
+static bool slot_gone(const struct bus_topic_slot *ts, uint64_t w)
+{
+	int32_t pid = BUS_SLOT_PID(w);
+	uint32_t want, now;
+
+	if (!bus_pid_alive(pid))
+		return true;
+	if (BUS_SLOT_STATE(w) != BUS_SLOT_CREATING)
+		return false;
+	want = ld_relaxed(&ts->owner_start);
+	now = want ? bus_pid_start(pid) : 0;
+	return now && now != want;
+}
+
 /* A slot held by a dead process in a transient state becomes a tombstone.
  * A dead creator's rings are removed; a dead deleter's delete is finished
  * as bus_topic_delete() would have: its rings removed and, for a persistent
@@ -200,7 +223,7 @@ static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
 
 	if (st != BUS_SLOT_CLAIMED && st != BUS_SLOT_CREATING && st != BUS_SLOT_DELETING)
 		return false;
-	if (bus_pid_alive(BUS_SLOT_PID(w)))
+	if (!slot_gone(ts, w))
 		return false;
 	if (!atomic_compare_exchange_strong(&ts->state, &w,
 					    BUS_SLOT_WORD(BUS_SLOT_DELETING, BUS_SLOT_GEN(w), getpid())))
@@ -226,12 +249,14 @@ static bool slot_reap(struct bus *b, struct bus_topic_slot *ts, uint64_t w)
  * between its claim and CREATING, so a live pid still there is a stopped
  * process, a reused pid or a forged word, and waiting on would hang the
  * caller for as long as that pid lives.  CREATING and DELETING are waited
- * for without a limit: making big rings takes as long as it takes. */
+ * for without a limit: making big rings takes as long as it takes (a
+ * CREATING slot whose pid went to another process ends the wait:
+ * slot_gone()). */
 static int slot_wait(const struct bus_topic_slot *ts, uint64_t w)
 {
 	int64_t deadline = bus_mono_ns() + BUS_CLAIMED_WAIT_NS;
 
-	while (ld_acquire(&ts->state) == w && bus_pid_alive(BUS_SLOT_PID(w))) {
+	while (ld_acquire(&ts->state) == w && !slot_gone(ts, w)) {
 		if (BUS_SLOT_STATE(w) == BUS_SLOT_CLAIMED && bus_mono_ns() > deadline)
 			return -EBUSY;
 		usleep(200);
@@ -511,6 +536,7 @@ static int topic_create(struct bus *b, const char *name, const struct bus_topic_
 		}
 		ts->name_hash = name_hash(name);
 		st_relaxed(&ts->created_ns, bus_now_ns()); /* published by R4 */
+		st_relaxed(&ts->owner_start, bus_pid_start(getpid())); /* likewise */
 		/* `sleepers` and `wake_seq` are left as they are: consumers of
 		 * the slot's previous topic may still be asleep on them (or
 		 * about to sleep), and a cleared flag would leave them
