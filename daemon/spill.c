@@ -1006,8 +1006,11 @@ uint64_t spill_pass(struct busd *d, int64_t now)
 			work += part_pass(d, dp, now);
 			/* When part_idle_sync() will sync it: a nap must end
 			 * by then (busd.c), or a record stays unsynced for up
-			 * to idle_sleep_ms past the interval. */
-			if (interval && dp->unsynced_since &&
+			 * to idle_sleep_ms past the interval.  Not a partition
+			 * without a writer, stopped, or failing (it waits for
+			 * its retry): its sync is not due, and a time past
+			 * would keep busd from napping. */
+			if (interval && dp->unsynced_since && dp->w && !dp->stopped && !dp->err &&
 			    (!d->next_sync_ns || dp->unsynced_since + interval < d->next_sync_ns))
 				d->next_sync_ns = dp->unsynced_since + interval;
 		}
