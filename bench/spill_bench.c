@@ -4,6 +4,7 @@
  *
  * usage: spill_bench spill DATA_DIR [BYTES [SIZE [RING]]]   (1 GiB, 1024, 16 MiB)
  *        spill_bench replay DATA_DIR
+ *        spill_bench read DATA_DIR BUF [MAX]   (MAX 64)
  *        spill_bench warm MIB   (see warm())
  *
  * Each run starts $BUILD/bin/busd (BUSD overrides the path) on a private
@@ -22,10 +23,16 @@
  *           consumer reads every record from the earliest offset, all from
  *           the segment files (warm in the page cache, as cat finds them),
  *           checking each value.
+ *   read    as replay, but with bus_consumer_read(): up to MAX records a
+ *           call into a buffer of BUF bytes, so that a BUF smaller than
+ *           MAX records makes each call move the consumer back to the
+ *           first record it could not copy (a move in the log on disk).
  * Prints:
  *   bus_spill bytes=.. log_bytes=.. secs=.. bytes_per_s=.. log_bytes_per_s=..
  *             busd_cpu_s=.. busd_cpu_s_per_gb=.. busd_sys_s=.. (its system part)
  *   bus_replay records=.. bytes=.. log_bytes=.. secs=.. bytes_per_s=.. log_bytes_per_s=..
+ *   bus_replay_read records=.. buf=.. max=.. calls=.. secs=.. records_per_s=.. bytes_per_s=..
+ *             method=..
  * (bytes: values; log_bytes: the .log files, frames and headers, which is
  * what dd and cat are compared with.)  busd stops with SIGTERM at the end.
  */
@@ -308,10 +315,86 @@ static int replay(void)
 	return 0;
 }
 
+/* The read mode (see the top): replay() through bus_consumer_read(). */
+static int replay_read(uint64_t buf_len, uint64_t max)
+{
+	struct bus_consumer_opts co = { .partition = 0, .wait = BUS_WAIT_SPIN,
+					.start = BUS_SEEK_EARLIEST };
+	struct bus_topic_info ti;
+	struct bus_partition_info pi;
+	struct bus_consumer *c;
+	struct bus_msg m[64];
+	struct bus *b;
+	uint8_t *buf;
+	uint64_t n, got = 0, vbytes = 0, calls = 0, t0, t1;
+	uint64_t deadline;
+	double secs;
+
+	if (max < 1 || max > 64 || buf_len < 1)
+		die("spill_bench: read: BUF must be at least 1 and MAX 1 .. 64");
+	buf = malloc(buf_len);
+	if (!buf)
+		die("spill_bench: out of memory");
+	b = bus_up();
+	deadline = bench_now_ns() + 20000000000ull;
+	while (bus_topic_describe(b, "spill", &ti) != 0) {
+		if (bench_now_ns() > deadline)
+			die("spill_bench: busd did not recover the topic from %s", data_dir);
+		usleep(1000);
+	}
+	check(bus_partition_describe(b, "spill", 0, &pi), "describe");
+	n = pi.next_offset;
+	if (!n || pi.disk_first_offset != 0)
+		die("spill_bench: %s holds no log from offset 0", data_dir);
+	check(bus_consumer_open(b, "spill", &co, &c), "consumer");
+	t0 = bench_now_ns();
+	/* Up to the end of the log, as replay(). */
+	for (uint64_t pos = 0, idle_since = 0; pos < n;) {
+		int k = bus_consumer_read(c, m, (unsigned)max, buf, buf_len, 0);
+		calls++;
+		if (k == -EMSGSIZE)
+			die("spill_bench: read: a record of %" PRIu32 " bytes: BUF too small",
+			    m[0].value_len);
+		check(k, "read");
+		if (k == 0) {
+			uint64_t now = bench_now_ns();
+			check(bus_consumer_position(c, 0, &pos), "position");
+			if (!idle_since)
+				idle_since = now;
+			else if (now - idle_since > 1000000000ull)
+				die("spill_bench: read stalled at %" PRIu64 " of %" PRIu64, got, n);
+			continue;
+		}
+		idle_since = 0;
+		for (int i = 0; i < k; i++) {
+			if (m[i].offset != got || bench_load_seq(m[i].value) != got)
+				die("spill_bench: read: record %" PRIu64 " is wrong", got);
+			vbytes += m[i].value_len;
+			got++;
+		}
+		pos = got;
+	}
+	t1 = bench_now_ns();
+	secs = (double)(t1 - t0) / 1e9;
+	{
+		const char *me = bus_seg_replay_method(NULL), *e = getenv("BUS_REPLAY");
+
+		printf("bus_replay_read records=%" PRIu64 " buf=%" PRIu64 " max=%" PRIu64
+		       " calls=%" PRIu64 " secs=%.4f records_per_s=%.0f bytes_per_s=%.0f method=%s\n",
+		       got, buf_len, max, calls, secs, (double)got / secs, (double)vbytes / secs,
+		       me ? me : e && *e ? e : "read");
+	}
+	bus_consumer_close(c);
+	bus_down(b);
+	free(buf);
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: spill_bench spill DATA_DIR [BYTES [SIZE [RING]]]\n"
 			"       spill_bench replay DATA_DIR\n"
+			"       spill_bench read DATA_DIR BUF [MAX]\n"
 			"       spill_bench warm MIB\n");
 	exit(2);
 }
@@ -350,6 +433,12 @@ int main(int argc, char **argv)
 		if (argc != 3)
 			usage();
 		return replay();
+	}
+	if (strcmp(argv[1], "read") == 0) {
+		if (argc < 4 || argc > 5)
+			usage();
+		return replay_read(bench_parse_u64(argv[3], "BUF"),
+				   argc > 4 ? bench_parse_u64(argv[4], "MAX") : 64);
 	}
 	if (strcmp(argv[1], "spill") != 0 || argc > 6)
 		usage();
