@@ -3506,3 +3506,99 @@ Test(segment, a_failed_fdatasync_cuts_the_log_to_what_was_synced_and_loses_nothi
 	cr_assert_eq(res->read, res->total);
 	munmap(res, sizeof(*res));
 }
+
+/* bus_seg_rewind() on a log of varied frames (keys, headers, slack, LOST
+ * frames), sealed segments, a gap (a skip) and the active segment: a
+ * reader that takes batches (bus_seg_next(), then bus_seg_next_buffered())
+ * and moves back to a record of each, or to its position, reads every
+ * record once more from there, intact, in order; the records of the batch
+ * stay valid (their bytes unchanged); no move reads an index or opens a
+ * segment; offsets outside the batch, and any after a seek or at the end
+ * of the log, are -ERANGE with the position unchanged. */
+static void rewind_batches(const char *replay)
+{
+	struct bus_seg_opts o = { .segment_bytes = 5u << 20 };
+	struct bus_seg_writer *w;
+	struct bus_seg_reader *r;
+	struct bus_seg_reader_stats st0, st1;
+	struct bus_seg_record rec, bt[48];
+	static uint8_t copy[48][2048];
+	uint64_t expect = 0, rewinds = 0, turn = 0;
+
+	w = wopen(&o);
+	append_range(w, 0, 15000, 0);
+	cr_assert_eq(bus_seg_writer_skip(w, 15100), 0);
+	append_range(w, 15100, 30000, 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	setenv("BUS_REPLAY", replay, 1);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	cr_assert_eq(bus_seg_rewind(r, 0), -ERANGE, "nothing returned yet");
+	for (;;) {
+		unsigned n = 0, want = 1 + (unsigned)(turn % 47), back;
+		int rc = bus_seg_next(r, &rec);
+
+		cr_assert(rc >= 0, "next at %llu: %s", (unsigned long long)expect, bus_strerror(rc));
+		if (rc == 0)
+			break;
+		do {
+			if (expect == 15000)
+				expect = 15100; /* the skip */
+			cr_assert(rec_ok(&rec, expect), "record %llu intact (got %llu)",
+				  (unsigned long long)expect, (unsigned long long)rec.offset);
+			cr_assert_leq(rec.frame_len, sizeof(copy[0]));
+			memcpy(copy[n], rec.frame, rec.frame_len);
+			bt[n++] = rec;
+			expect++;
+		} while (n < want && bus_seg_next_buffered(r, &rec) == 1);
+		/* Out of reach: before the batch, past the position. */
+		if (bt[0].offset > 0)
+			cr_assert_eq(bus_seg_rewind(r, bt[0].offset - 1), -ERANGE);
+		cr_assert_eq(bus_seg_rewind(r, expect + 1), -ERANGE);
+		cr_assert_eq(bus_seg_reader_position(r), expect);
+		/* Back to one of the batch's records, or to the position
+		 * (back == n), by turns. */
+		back = (unsigned)(mix(turn++) % (n + 1));
+		bus_seg_reader_stats(r, &st0);
+		cr_assert_eq(bus_seg_rewind(r, back < n ? bt[back].offset : expect), 0,
+			     "rewind to %u of %u at %llu", back, n, (unsigned long long)expect);
+		bus_seg_reader_stats(r, &st1);
+		cr_assert_eq(st1.index_reads, st0.index_reads, "a rewind reads no index");
+		cr_assert_eq(st1.segments_opened, st0.segments_opened, "a rewind opens nothing");
+		cr_assert_eq(st1.reads + st1.maps, st0.reads + st0.maps, "a rewind reads nothing");
+		for (unsigned i = 0; i < n; i++)
+			cr_assert(memcmp(bt[i].frame, copy[i], bt[i].frame_len) == 0,
+				  "record %llu changed under its view", (unsigned long long)bt[i].offset);
+		if (back < n) {
+			expect = bt[back].offset;
+			rewinds++;
+		}
+		cr_assert_eq(bus_seg_reader_position(r), expect);
+	}
+	cr_assert_eq(expect, 30000);
+	cr_assert_gt(rewinds, 50);
+	cr_assert_eq(bus_seg_rewind(r, 29999), -ERANGE, "the end of the log returned no record");
+	/* A seek forgets the batch. */
+	cr_assert_eq(bus_seg_seek_offset(r, 100), 0);
+	cr_assert_eq(bus_seg_next(r, &rec), 1);
+	cr_assert_eq(bus_seg_seek_offset(r, 29000), 0);
+	cr_assert_eq(bus_seg_rewind(r, 100), -ERANGE);
+	cr_assert_eq(bus_seg_rewind(r, 29000), -ERANGE);
+	cr_assert_eq(bus_seg_reader_position(r), 29000);
+	read_expect(r, 29000, 30000);
+	bus_seg_reader_stats(r, &st0);
+	if (strcmp(replay, "map") == 0)
+		cr_assert_gt(st0.maps, 0, "sealed segments were mapped");
+	else
+		cr_assert_eq(st0.maps, 0);
+	bus_seg_reader_close(r);
+}
+
+Test(segment, a_rewind_within_a_batch_reads_the_same_records_again_when_read)
+{
+	rewind_batches("read");
+}
+
+Test(segment, a_rewind_within_a_batch_reads_the_same_records_again_when_mapped)
+{
+	rewind_batches("map");
+}

@@ -592,13 +592,22 @@ static void rewind_to(struct bus_consumer *c, struct bus_cpart *cp, const struct
 	 * from @v on, the offsets are found and counted again. */
 	cp->skip_below = 0;
 	if (v->priv_pos == POS_DISK) {
-		/* Read from disk: read it there again.  A seek that fails
+		/* Read from disk: read it there again.  The views of a poll
+		 * of @cp are records its reader returned since its last
+		 * bus_seg_next() (poll_disk()), still in its window: moving
+		 * back to one is a walk over their headers
+		 * (bus_seg_rewind()), not a seek (a listing, an open, an
+		 * index search: with a buffer of a few records, a seek per
+		 * bus_consumer_read() made replay 100 times slower).  Else
+		 * (views of an earlier poll) a seek.  A seek that fails
 		 * (-EMFILE, -ENOMEM, -ERANGE: retention deleted it...) leaves
 		 * the reader past the cursor: the next poll seeks again, and
 		 * reports the failure, or the loss, rather than take what the
 		 * reader then returns for a gap. */
 		cp->off = v->offset;
-		if (disk_seek(c, cp, v->offset) != 0)
+		if (cp->disk && bus_seg_rewind(cp->disk, v->offset) == 0)
+			disk_at(cp, v->offset);
+		else if (disk_seek(c, cp, v->offset) != 0)
 			cp->disk_reseek = true;
 	} else {
 		cp->on_disk = false;

@@ -2719,6 +2719,12 @@ struct bus_seg_reader {
 	uint64_t pos;      /* of the next frame */
 	uint64_t next_off; /* its offset */
 	uint64_t pf;       /* prefetched up to here (bus_seg_next_buffered) */
+	/* The frame the last bus_seg_next() returned (mark_ok): it and the
+	 * frames returned after it by bus_seg_next_buffered() lie back to
+	 * back in the window up to pos (bus_seg_rewind()).  Cleared by every
+	 * call that may move or refill the window. */
+	bool mark_ok;
+	uint64_t mark_pos, mark_off;
 	int replay;        /* BUS_REPLAY: REPLAY_AUTO, _READ or _MAP (seg_io) */
 	struct bus_seg_reader_stats st;
 };
@@ -2832,6 +2838,7 @@ static void switch_to(struct bus_seg_reader *r, uint64_t base, int fd)
 	r->base = base;
 	r->pos = HDR;
 	r->pf = 0;
+	r->mark_ok = false;
 	r->next_off = base;
 	r->st.segments_opened++;
 }
@@ -2962,6 +2969,7 @@ int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out)
 
 	if (!r || !out)
 		return -EINVAL;
+	r->mark_ok = false;
 	for (;;) {
 		int nfd;
 		uint64_t nbase = 0;
@@ -3059,6 +3067,9 @@ int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out)
 	}
 found:
 	fill_record(r, p, len, out);
+	r->mark_ok = true;
+	r->mark_pos = r->pos;
+	r->mark_off = r->next_off;
 	r->pos += len;
 	r->next_off++;
 	return 1;
@@ -3105,6 +3116,38 @@ int bus_seg_next_buffered(struct bus_seg_reader *r, struct bus_seg_record *out)
 	r->pos += len;
 	r->next_off++;
 	return 1;
+}
+
+int bus_seg_rewind(struct bus_seg_reader *r, uint64_t off)
+{
+	const struct seg_io *io;
+	uint64_t pos, o;
+
+	if (!r)
+		return -EINVAL;
+	io = &r->io;
+	/* The frames from the mark up to pos are in the window, untouched
+	 * since they were returned (nothing read the file meanwhile: every
+	 * call that does clears the mark). */
+	if (!r->mark_ok || off < r->mark_off || off > r->next_off || r->mark_pos < io->wpos ||
+	    r->pos > io->wpos + io->wlen)
+		return -ERANGE;
+	pos = r->mark_pos;
+	for (o = r->mark_off; o < off; o++) {
+		struct bus_seg_fhdr h;
+		uint32_t len;
+
+		memcpy(&h, io->win + (pos - io->wpos), sizeof(h));
+		len = fhdr_len(&h);
+		/* Frames this reader returned: anything else is a bug or a
+		 * window changed under it (a mapped file cut by hand). */
+		if (!len || h.offset != o || len > r->pos - pos)
+			return -ERANGE;
+		pos += len;
+	}
+	r->pos = pos;
+	r->next_off = off;
+	return 0;
 }
 
 /* Seeks look at a segment through a view of their own, which borrows the
@@ -3169,6 +3212,7 @@ static void view_install(struct bus_seg_reader *r, struct seg_view *v, uint64_t 
 	r->base = v->base;
 	r->pos = pos;
 	r->pf = 0;
+	r->mark_ok = false;
 	r->next_off = off;
 	r->st.segments_opened++;
 }
@@ -3189,6 +3233,7 @@ int bus_seg_seek_offset(struct bus_seg_reader *r, uint64_t off)
 
 	if (!r)
 		return -EINVAL;
+	r->mark_ok = false; /* view_open() takes the window's buffer */
 	r->st.seek_scan_bytes = 0;
 	rc = relist(r);
 	if (rc)
@@ -3240,6 +3285,7 @@ int bus_seg_seek_time(struct bus_seg_reader *r, int64_t ts_ns, uint64_t *off_out
 
 	if (!r)
 		return -EINVAL;
+	r->mark_ok = false; /* view_open() takes the window's buffer */
 	r->st.seek_scan_bytes = 0;
 	rc = relist(r);
 	if (rc)

@@ -684,6 +684,25 @@ int bus_seg_next(struct bus_seg_reader *r, struct bus_seg_record *out);
 int bus_seg_next_buffered(struct bus_seg_reader *r, struct bus_seg_record *out);
 
 /*
+ * bus_seg_rewind() - move the reader back to offset @off, one of the
+ * records it returned since its last bus_seg_next() (that call's record,
+ * or one bus_seg_next_buffered() returned after it), or to its position
+ * (the offset after them): no I/O, no listing, no index search.  The frames
+ * are still in the reader's window (pread buffer or mapping), where the
+ * reader walks their headers from the record bus_seg_next() returned; the
+ * records returned stay valid, and the next bus_seg_next() returns the
+ * record of @off again, its CRC checked again.  For a consumer that polled
+ * a batch and took only its first records (bus_consumer_read() with a
+ * small buffer).
+ *
+ * Returns 0, -ERANGE when @off is not such a record (before them, after
+ * the position, or the last bus_seg_next() returned none, or a seek came
+ * after it: use bus_seg_seek_offset()), -EINVAL (@r NULL).  On failure the
+ * position is unchanged.  One thread at a time, as every reader call.
+ */
+int bus_seg_rewind(struct bus_seg_reader *r, uint64_t off);
+
+/*
  * bus_seg_seek_offset() - position the reader at offset @off: the segment
  * by binary search over the bases, then the last checkpoint at or before
  * @off by binary search in its .index, then a scan of at most
