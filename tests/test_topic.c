@@ -1609,3 +1609,77 @@ Test(topic, create_past_a_slot_claimed_for_good_by_a_live_pid_fails_with_ebusy)
 	cr_assert_eq(use_topic(b, "stuck"), 0);
 	munmap(h, BUS_CTL_SIZE);
 }
+
+/* REVIEW (s18): /proc/<pid>/stat field 22 is shifted by the READER's time
+ * namespace boottime offset (fs/proc/array.c: timens_add_boottime_ns()).
+ * A process of the bus in another time namespace (a container made with
+ * CLONE_NEWTIME, a CRIU-restored process) reads a live creator's start
+ * time as a different value, and slot_gone() reaps the live creator's
+ * CREATING slot.  Here the creator (@other, alive, with its true start
+ * time in owner_start) is waited for by a create run in a new time
+ * namespace: the slot must stay the creator's while it lives. */
+static int timens_main(void *arg)
+{
+	struct child *cr = arg;
+	FILE *f;
+	pid_t pid;
+	int st;
+
+	if (unshare(CLONE_NEWTIME) != 0)
+		return 77;
+	f = fopen("/proc/self/timens_offsets", "w");
+	if (!f || fprintf(f, "boottime 100000 0\n") < 0 || fclose(f) != 0)
+		return 78;
+	pid = fork(); /* in the new time namespace */
+	if (pid == 0)
+		_exit(creator_main(cr));
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return 79;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 80;
+}
+
+Test(topic, review_a_live_creator_is_not_reaped_by_a_process_in_another_time_namespace)
+{
+	struct bus_ctl_hdr *h = ctl_map();
+	struct bus_topic_slot *ts;
+	struct child cr;
+	int hold[2], res[2], s;
+	uint32_t start, gen;
+	uint64_t w, forged;
+	pid_t other, waiter;
+
+	mk("tns", 2);
+	s = slot_of(h, "tns", BUS_SLOT_READY);
+	cr_assert(s >= 0);
+	ts = ctl_slot(h, (uint32_t)s);
+	cr_assert_eq(pipe(hold), 0);
+	other = tfork(hold_main, &hold[0]); /* the live creator */
+	start = bus_pid_start(other);
+	cr_assert_neq(start, 0);
+	cr_assert_eq(bus_topic_delete(b, "tns"), 0);
+	s = slot_of(h, "tns", BUS_SLOT_DELETED);
+	cr_assert(s >= 0);
+	ts = ctl_slot(h, (uint32_t)s);
+	w = atomic_load(&ts->state);
+	gen = (BUS_SLOT_GEN(w) + 1) & 0xffffffu;
+	forged = BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, other);
+	atomic_store(&ts->owner_start, start); /* its true start time */
+	cr_assert(atomic_compare_exchange_strong(&ts->state, &w, forged));
+	cr_assert_eq(pipe(res), 0);
+	cr = (struct child){ .name = "tns", .res_fd = res[1] };
+	waiter = tfork(timens_main, &cr);
+	for (int64_t until = tnow_ms() + 500; tnow_ms() < until;) {
+		cr_assert_eq(atomic_load(&ts->state), forged,
+			     "a live creator's CREATING slot was reaped by a process in another "
+			     "time namespace");
+		sched_yield();
+	}
+	cr_assert_eq(write(hold[1], "x", 1), 1);
+	cr_assert_eq(twait(other, 10000), 0);
+	cr_assert_eq(twait(waiter, 10000), 0);
+	close(hold[0]);
+	close(hold[1]);
+	close(res[0]);
+	close(res[1]);
+	munmap(h, BUS_CTL_SIZE);
+}
