@@ -550,3 +550,129 @@ Test(replay, a_read_of_a_few_records_at_a_time_returns_each_once_when_mapped)
 {
 	read_few_at_a_time("map");
 }
+
+/* REVIEW (s18): bus_consumer_read() of a consumer of several partitions
+ * on disk (disk_room shared by the partitions of one poll), with buffers
+ * of one to four records, -EMSGSIZE now and then, and poll + check:
+ * every record of every partition once, in order, whole, lost counted
+ * once (the aborted claims), stats.records = records returned. */
+static void review_multi(const char *replay)
+{
+	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY, .start = BUS_SEEK_EARLIEST };
+	struct bus_consumer_stats st;
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_topic_config cfg;
+	struct bus_msg m[64];
+	struct bus_view v[8];
+	static uint8_t buf[4 * 720];
+	enum { NP = 3 };
+	const uint64_t n = 2500;
+	uint64_t next[NP] = { 0 }, lostp[NP] = { 0 }, records = 0, calls = 0, lost_total = 0;
+	bool done;
+
+	write_conf("segment_bytes = 32K\n");
+	busd_start();
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = BUS_RING_MIN;
+	cfg.partitions = NP;
+	cr_assert_eq(bus_topic_create(tb, "mp", &cfg), 0);
+	cr_assert_eq(bus_producer_open(tb, "mp", NULL, &p), 0);
+	for (uint64_t off = 0; off < n; off++) {
+		for (int32_t part = 0; part < NP; part++) {
+			int64_t deadline = tnow_ms() + 60000;
+			for (;;) {
+				struct bus_claim cl;
+				char k[32];
+				uint32_t kl = key_of(off, k);
+				int err = bus_producer_claim(p, part, k, kl, vlen_of(off), &cl);
+				if (err == -EAGAIN) {
+					cr_assert(tnow_ms() < deadline);
+					sleep_ms(1);
+					continue;
+				}
+				cr_assert_eq(err, 0, "claim: %s", bus_strerror(err));
+				cr_assert_eq(cl.offset, off);
+				fill(cl.value, vlen_of(off), off);
+				err = aborted(off) ? bus_producer_abort(p, &cl) : bus_producer_commit(p, &cl, 0);
+				cr_assert_eq(err, 0);
+				break;
+			}
+		}
+		lost_total += aborted(off) ? NP : 0;
+	}
+	wait_spilled("mp", NP);
+	for (uint32_t part = 0; part < NP; part++)
+		cr_assert_gt(pinfo("mp", part).first_offset, n / 2);
+	setenv("BUS_REPLAY", replay, 1);
+	cr_assert_eq(bus_consumer_open(tb, "mp", &co, &c), 0);
+	do {
+		int got;
+		bool viewed = false;
+		size_t bl = 720 * (1 + calls % 4);
+
+		if (calls % 5 == 4) {
+			got = bus_consumer_poll(c, v, 1 + (unsigned)(calls % 7), 1000000000ll);
+			viewed = true;
+		} else {
+			if (calls % 7 == 3)
+				bl = 40;
+			got = bus_consumer_read(c, m, 64, buf, bl, 1000000000ll);
+		}
+		calls++;
+		if (got == -EMSGSIZE)
+			goto next;
+		cr_assert(got > 0, "call %" PRIu64 ": %d (%s)", calls, got,
+			  got < 0 ? bus_strerror(got) : "timeout");
+		if (viewed) {
+			int ok = bus_consumer_check(c, v, (unsigned)got);
+			cr_assert_eq(ok, got);
+		}
+		for (int i = 0; i < got; i++) {
+			uint32_t part = viewed ? v[i].partition : m[i].partition;
+			uint64_t off = viewed ? v[i].offset : m[i].offset;
+			uint64_t lb = viewed ? v[i].lost_before : m[i].lost_before;
+			const void *key = viewed ? v[i].key : m[i].key;
+			const void *val = viewed ? v[i].value : m[i].value;
+			uint32_t kl = viewed ? v[i].key_len : m[i].key_len;
+			uint32_t vl = viewed ? v[i].value_len : m[i].value_len;
+
+			cr_assert_lt(part, NP);
+			while (aborted(next[part])) {
+				next[part]++;
+				lostp[part]++;
+			}
+			expect_record(next[part], lostp[part], off, lb, key, kl, val, vl);
+			next[part]++;
+			lostp[part] = 0;
+		}
+		records += (uint64_t)got;
+next:
+		done = true;
+		for (int part = 0; part < NP; part++) {
+			while (next[part] < n && aborted(next[part])) {
+				/* the aborted tail is read as lost before nothing */
+				break;
+			}
+			done = done && next[part] + (aborted(n - 1) ? 1 : 0) >= n;
+		}
+	} while (!done);
+	bus_consumer_stats(c, &st);
+	cr_assert_eq(st.records, records, "stats.records %" PRIu64 ", returned %" PRIu64, st.records,
+		     records);
+	cr_assert_eq(records, NP * n - lost_total, "records %" PRIu64, records);
+	cr_assert_gt(calls, 1000);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
+
+Test(replay, review_a_multi_partition_read_of_a_few_records_returns_each_once_read)
+{
+	review_multi("read");
+}
+
+Test(replay, review_a_multi_partition_read_of_a_few_records_returns_each_once_mapped)
+{
+	review_multi("map");
+}

@@ -1683,3 +1683,65 @@ Test(topic, review_a_live_creator_is_not_reaped_by_a_process_in_another_time_nam
 	close(res[1]);
 	munmap(h, BUS_CTL_SIZE);
 }
+
+/* REVIEW (s18), the consequence: a real creator (256 partitions), stopped
+ * while CREATING, then a create of the same name from another time
+ * namespace.  The latter reaps the live creator's slot and makes the
+ * topic; the creator, continued, stores READY (topic.c R5, a plain store,
+ * not a CAS) over whatever the slot holds by then.  At the end exactly
+ * one topic of that name must exist, readable. */
+struct review_big {
+	const char *name;
+	int res_fd;
+};
+
+static int review_big_main(void *arg)
+{
+	struct review_big *rb = arg;
+	struct bus *cb = child_bus();
+	struct bus_topic_config cfg;
+	int err;
+
+	cfg_small(&cfg, 256);
+	err = bus_topic_create(cb, rb->name, &cfg);
+	if (write(rb->res_fd, &err, sizeof(err)) != (ssize_t)sizeof(err))
+		return 92;
+	bus_close(cb);
+	return 0;
+}
+
+Test(topic, review_a_live_creator_reaped_from_another_time_namespace_clobbers_the_slot)
+{
+	struct bus_ctl_hdr *h = ctl_map();
+	struct review_big rb;
+	struct child cr;
+	int res[2], res2[2], err1 = 12345, err2 = 12345, s = -1;
+	pid_t creator, waiter;
+	int64_t deadline;
+
+	cr_assert_eq(pipe(res), 0);
+	cr_assert_eq(pipe(res2), 0);
+	rb = (struct review_big){ .name = "big", .res_fd = res[1] };
+	creator = tfork(review_big_main, &rb);
+	deadline = tnow_ms() + 10000;
+	while ((s = slot_of(h, "big", BUS_SLOT_CREATING)) < 0)
+		cr_assert(tnow_ms() < deadline, "never CREATING");
+	cr_assert_eq(kill(creator, SIGSTOP), 0);
+	wait_proc_state(creator, 'T');
+	cr_assert_eq(BUS_SLOT_STATE(atomic_load(&ctl_slot(h, (uint32_t)s)->state)),
+		     BUS_SLOT_CREATING, "the creator finished before it was stopped");
+	cr = (struct child){ .name = "big", .res_fd = res2[1] };
+	waiter = tfork(timens_main, &cr);
+	cr_assert_eq(twait(waiter, 10000), 0, "the other create waits for the live creator");
+	cr_assert_eq(read(res2[0], &err2, sizeof(err2)), (ssize_t)sizeof(err2));
+	cr_assert_eq(kill(creator, SIGCONT), 0);
+	cr_assert_eq(twait(creator, 10000), 0);
+	cr_assert_eq(read(res[0], &err1, sizeof(err1)), (ssize_t)sizeof(err1));
+	cr_log_warn("creator: %d; create from another time namespace: %d; topics named big: %d; "
+		    "use_topic(big): %d (0: usable)",
+		    err1, err2, count_named("big"), use_topic(b, "big"));
+	cr_assert(!(err1 == 0 && err2 == 0),
+		  "both creates of one name succeeded: the live creator was reaped");
+	cr_assert_eq(use_topic(b, "big"), 0, "the topic named big cannot be used");
+	munmap(h, BUS_CTL_SIZE);
+}
