@@ -54,11 +54,34 @@ bool bus_pid_alive(int32_t pid)
 	return kill(pid, 0) == 0 || errno == EPERM;
 }
 
-/* Field 22 of /proc/<pid>/stat, folded (see internal.h). */
+/* The boottime offset of this process's time namespace, in clock ticks
+ * (/proc/self/timens_offsets; 0 without time namespaces).  The kernel adds
+ * the reader's offset to every start time it shows in /proc/<pid>/stat. */
+static long long boottime_offset_ticks(void)
+{
+	char line[128];
+	long long sec = 0, nsec = 0, hz = sysconf(_SC_CLK_TCK);
+	FILE *f = fopen("/proc/self/timens_offsets", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "boottime %lld %lld", &sec, &nsec) == 2 ||
+		    sscanf(line, "7 %lld %lld", &sec, &nsec) == 2) /* CLOCK_BOOTTIME */
+			break;
+	fclose(f);
+	if (hz <= 0)
+		hz = 100;
+	return sec * hz + nsec * hz / 1000000000;
+}
+
+/* Field 22 of /proc/<pid>/stat, as the start time of the process in the
+ * initial time namespace (the same seen from any namespace), folded (see
+ * internal.h). */
 static uint32_t pid_start_read(int32_t pid)
 {
 	char path[48], buf[1024], *p;
-	unsigned long long ticks;
+	long long ticks;
 	ssize_t n;
 	int fd;
 
@@ -82,17 +105,25 @@ static uint32_t pid_start_read(int32_t pid)
 		if (!p)
 			return 0;
 	}
-	if (sscanf(p + 1, "%llu", &ticks) != 1)
+	if (sscanf(p + 1, "%lld", &ticks) != 1)
 		return 0;
+	/* As the initial namespace sees it: a creator and a reaper in
+	 * different time namespaces (a container, a CRIU restore) read
+	 * different values for one process, and a live creator would be
+	 * taken for another process. */
+	ticks -= boottime_offset_ticks();
 	/* Fold the 64 bits; 0 means "unknown". */
-	ticks ^= ticks >> 32;
-	return (uint32_t)ticks ? (uint32_t)ticks : 1u;
+	uint64_t u = (uint64_t)ticks;
+	u ^= u >> 32;
+	return (uint32_t)u ? (uint32_t)u : 1u;
 }
 
 uint32_t bus_pid_start(int32_t pid)
 {
 	/* The caller's own, cached: {pid, start}, relaxed (either the value
-	 * read again or this process's own; a fork child sees another pid). */
+	 * read again or this process's own; a fork child sees another pid).
+	 * The value does not depend on the time namespace (pid_start_read()),
+	 * so a setns(2) does not stale it. */
 	static _Atomic uint64_t self;
 	uint64_t c = ld_relaxed(&self);
 	int32_t me = (int32_t)getpid();

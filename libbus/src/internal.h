@@ -221,11 +221,13 @@ int bus_topic_dir(const struct bus *b, const char *topic, char *buf, size_t len)
 
 bool bus_pid_alive(int32_t pid);
 /* The start time of process @pid (/proc/<pid>/stat, field 22: clock ticks
- * since boot) folded into a non-zero 32-bit value, or 0 when it cannot be
- * read (no such process, /proc not mounted or hidden from us).  With the
- * pid, it tells a live owner from a process that was given its pid after
- * the owner died.  One open and read of /proc (the caller's own: cached).
- * Thread-safe. */
+ * since boot, less the boottime offset of the caller's time namespace, so
+ * that every namespace reads the same value) folded into a non-zero 32-bit
+ * value, or 0 when it cannot be read (no such process, /proc not mounted
+ * or hidden from us).  With the pid, it tells a live owner from a process
+ * that was given its pid after the owner died (within one PID namespace,
+ * which a bus needs anyway).  Two reads of /proc (the caller's own:
+ * cached).  Thread-safe. */
 uint32_t bus_pid_start(int32_t pid);
 
 /* ---------------------------------------------------------------- shm */

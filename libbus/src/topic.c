@@ -209,6 +209,18 @@ static bool slot_gone(const struct bus_topic_slot *ts, uint64_t w)
 	return now && now != want;
 }
 
+/* A creator's move of its slot @ts out of CREATING: from @mine, its own
+ * word, to @next, with release (R5 and the withdrawals: what the creator
+ * wrote before is visible with @next).  A CAS, not a store: a creator
+ * reaped meanwhile (taken for dead: slot_gone()) must not overwrite what
+ * the reaper, or a creator after it, put there.  Returns false when the
+ * slot no longer holds @mine. */
+static bool slot_leave(struct bus_topic_slot *ts, uint64_t mine, uint64_t next)
+{
+	return atomic_compare_exchange_strong_explicit(&ts->state, &mine, next,
+						       memory_order_release, memory_order_relaxed);
+}
+
 /* A slot held by a dead process in a transient state becomes a tombstone.
  * A dead creator's rings are removed; a dead deleter's delete is finished
  * as bus_topic_delete() would have: its rings removed and, for a persistent
@@ -554,8 +566,10 @@ static int topic_create(struct bus *b, const char *name, const struct bus_topic_
 			return -BUS_ECORRUPT;
 		if (err >= 0 || err == -EBUSY) {
 			/* No ring made yet: withdraw, then find the other's
-			 * (or fail). */
-			st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
+			 * (or fail).  A failed CAS: reaped meanwhile, which
+			 * withdrew us already. */
+			(void)slot_leave(ts, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, getpid()),
+					 BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
 			if (err == -EBUSY)
 				return err;
 			continue;
@@ -580,12 +594,20 @@ static int topic_create(struct bus *b, const char *name, const struct bus_topic_
 			if (err == -EEXIST) /* left over by a crashed creator */
 				err = -BUS_ECORRUPT;
 			unlink_rings(b, name, gen, d.partitions);
-			st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
+			(void)slot_leave(ts, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, getpid()),
+					 BUS_SLOT_WORD(BUS_SLOT_DELETED, gen, 0));
 			return err;
 		}
 		/* R5: rings complete before the topic is visible. */
-		st_release(&ts->state, BUS_SLOT_WORD(BUS_SLOT_READY, gen, 0));
-
+		if (!slot_leave(ts, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, getpid()),
+				BUS_SLOT_WORD(BUS_SLOT_READY, gen, 0))) {
+			/* Taken for dead and reaped (a stop of seconds and a
+			 * pid seen differently, say): the reaper removed our
+			 * rings, or will, and the slot may hold another topic
+			 * now.  Start over. */
+			unlink_rings(b, name, gen, d.partitions);
+			continue;
+		}
 		return 0;
 	}
 }
