@@ -551,12 +551,12 @@ Test(replay, a_read_of_a_few_records_at_a_time_returns_each_once_when_mapped)
 	read_few_at_a_time("map");
 }
 
-/* REVIEW (s18): bus_consumer_read() of a consumer of several partitions
+/* bus_consumer_read() of a consumer of several partitions
  * on disk (disk_room shared by the partitions of one poll), with buffers
  * of one to four records, -EMSGSIZE now and then, and poll + check:
  * every record of every partition once, in order, whole, lost counted
  * once (the aborted claims), stats.records = records returned. */
-static void review_multi(const char *replay)
+static void multi_small_reads(const char *replay)
 {
 	struct bus_consumer_opts co = { .partition = BUS_PARTITION_ANY, .start = BUS_SEEK_EARLIEST };
 	struct bus_consumer_stats st;
@@ -667,12 +667,12 @@ next:
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
-Test(replay, review_a_multi_partition_read_of_a_few_records_returns_each_once_read)
+Test(replay, a_multi_partition_read_of_a_few_records_returns_each_once_read)
 {
-	review_multi("read");
+	multi_small_reads("read");
 }
 
-Test(replay, review_a_multi_partition_read_of_a_few_records_returns_each_once_mapped)
+Test(replay, a_multi_partition_read_of_a_few_records_returns_each_once_mapped)
 {
-	review_multi("map");
+	multi_small_reads("map");
 }

@@ -578,7 +578,7 @@ got:
 		 * the records after it are not read and CRC'd for nothing.
 		 * With room for one record of 100 B, a read CRC'd 64:
 		 * spill_bench read, 0.6M -> 10.4M records/s. */
-		{
+		if (c->disk_room != SIZE_MAX) { /* SIZE_MAX: a poll, no limit */
 			size_t need = (size_t)rec.key_len + rec.headers_len + rec.value_len;
 			if (BUS_UNLIKELY(need > c->disk_room)) {
 				c->disk_room = 0;

@@ -618,9 +618,11 @@ struct bus_msg {
  * overwritten during the copy are counted in lost_before of the next one.
  * At most 64 records per call (a larger @max is taken as 64).  @buf may be
  * NULL when @buf_len is 0 (records with neither key, headers nor value).
- * Records from disk are read up to the first one @buf cannot hold, which
- * the next call takes again from the consumer's read buffer or mapping,
- * with no I/O: a buffer of a few records costs a replay from disk little.
+ * Records from disk are read up to the first one @buf cannot hold; the
+ * partition's next read takes it again from the consumer's read buffer or
+ * mapping, with no I/O (with several partitions, the next call may serve
+ * another partition first): a buffer of a few records costs a replay from
+ * disk little.
  * A batch whose every record was overwritten during the copy (a reader
  * lapped on an overwrite topic) is not returned as 0: the call reads
  * again, and the next record reports them in lost_before.
