@@ -95,6 +95,31 @@ static double busd_cpu_s(double *sys)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* A replay turn with no record: where the consumer stands (@*pos), and
+ * death when it stood still for a second (@what names the mode). */
+static void idle_turn(struct bus_consumer *c, uint64_t *pos, uint64_t *idle_since, uint64_t got,
+		      uint64_t n, const char *what)
+{
+	uint64_t now = bench_now_ns();
+
+	check(bus_consumer_position(c, 0, pos), "position");
+	if (!*idle_since)
+		*idle_since = now;
+	else if (now - *idle_since > 1000000000ull)
+		die("spill_bench: %s stalled at %" PRIu64 " of %" PRIu64, what, got, n);
+}
+
+/* Record @*got of a replay: its offset and the sequence number in its
+ * value must both be @*got.  Counts it; returns its value's length. */
+static uint64_t check_record(const char *what, uint64_t offset, const void *value, uint32_t len,
+			     uint64_t *got)
+{
+	if (offset != *got || bench_load_seq(value) != *got)
+		die("spill_bench: %s: record %" PRIu64 " is wrong", what, *got);
+	++*got;
+	return len;
+}
+
 /* The bytes of the .log files in @dir (by their sizes: reading them through
  * `cat | wc -c`, as before, took seconds per run for 2 GiB). */
 static uint64_t log_bytes(const char *dir)
@@ -283,21 +308,12 @@ static int replay(void)
 		int k = bus_consumer_poll(c, v, 64, 0);
 		check(k, "poll");
 		if (k == 0) {
-			uint64_t now = bench_now_ns();
-			check(bus_consumer_position(c, 0, &pos), "position");
-			if (!idle_since)
-				idle_since = now;
-			else if (now - idle_since > 1000000000ull)
-				die("spill_bench: replay stalled at %" PRIu64 " of %" PRIu64, got, n);
+			idle_turn(c, &pos, &idle_since, got, n, "replay");
 			continue;
 		}
 		idle_since = 0;
-		for (int i = 0; i < k; i++) {
-			if (v[i].offset != got || bench_load_seq(v[i].value) != got)
-				die("spill_bench: replay: record %" PRIu64 " is wrong", got);
-			vbytes += v[i].value_len;
-			got++;
-		}
+		for (int i = 0; i < k; i++)
+			vbytes += check_record("replay", v[i].offset, v[i].value, v[i].value_len, &got);
 		pos = got;
 	}
 	t1 = bench_now_ns();
@@ -357,21 +373,12 @@ static int replay_read(uint64_t buf_len, uint64_t max)
 			    m[0].value_len);
 		check(k, "read");
 		if (k == 0) {
-			uint64_t now = bench_now_ns();
-			check(bus_consumer_position(c, 0, &pos), "position");
-			if (!idle_since)
-				idle_since = now;
-			else if (now - idle_since > 1000000000ull)
-				die("spill_bench: read stalled at %" PRIu64 " of %" PRIu64, got, n);
+			idle_turn(c, &pos, &idle_since, got, n, "read");
 			continue;
 		}
 		idle_since = 0;
-		for (int i = 0; i < k; i++) {
-			if (m[i].offset != got || bench_load_seq(m[i].value) != got)
-				die("spill_bench: read: record %" PRIu64 " is wrong", got);
-			vbytes += m[i].value_len;
-			got++;
-		}
+		for (int i = 0; i < k; i++)
+			vbytes += check_record("read", m[i].offset, m[i].value, m[i].value_len, &got);
 		pos = got;
 	}
 	t1 = bench_now_ns();

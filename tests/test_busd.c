@@ -1812,6 +1812,32 @@ static int64_t dirty_pages(const char *path)
 	return rc ? -1 : (int64_t)(cs.nr_dirty + cs.nr_writeback);
 }
 
+/* Skip a test of syncs when the data dir is on tmpfs (nothing to sync). */
+static void skip_if_data_dir_on_tmpfs(void)
+{
+	struct statfs sf;
+
+	cr_assert_eq(statfs(e.data_dir, &sf), 0);
+	if (sf.f_type == 0x01021994) /* TMPFS_MAGIC */
+		cr_skip_test("the data dir is on tmpfs");
+}
+
+/* Wait until the log file @path has no dirty page, failing @limit_ms after
+ * @t0 (ms) with @what in the message; skip without cachestat(2). */
+static void wait_log_clean(const char *path, int64_t t0, int64_t limit_ms, const char *what)
+{
+	int64_t dirty;
+
+	if (dirty_pages(path) < 0)
+		cr_skip_test("no cachestat(2) in this kernel");
+	while ((dirty = dirty_pages(path)) != 0) {
+		cr_assert(tnow_ms() < t0 + limit_ms,
+			  "%" PRId64 " pages of the log still unsynced %" PRId64 " ms after %s", dirty,
+			  tnow_ms() - t0, what);
+		sleep_ms(5);
+	}
+}
+
 /* fsync = DURATION promises that nothing written stays unsynced longer
  * than that.  busd's sync of a quiet log counted from its last write-out
  * instead of from its oldest unsynced record, so a record written right
@@ -1825,12 +1851,9 @@ Test(busd, an_fsync_interval_bounds_how_long_a_record_stays_unsynced)
 	struct bus_producer *p;
 	char v[100] = { 0 }, path[600];
 	struct bus_record r = { .value = v, .value_len = sizeof v };
-	struct statfs sf;
-	int64_t t0, dirty;
+	int64_t t0;
 
-	cr_assert_eq(statfs(e.data_dir, &sf), 0);
-	if (sf.f_type == 0x01021994) /* TMPFS_MAGIC: nothing to sync */
-		cr_skip_test("the data dir is on tmpfs");
+	skip_if_data_dir_on_tmpfs();
 	write_conf("fsync = 2s\n");
 	busd_start();
 	mk_topic("fs", 1, 64 * 1024, 0, 0);
@@ -1848,18 +1871,10 @@ Test(busd, an_fsync_interval_bounds_how_long_a_record_stays_unsynced)
 	bus_producer_close(p);
 	wait_spilled("fs", 1);
 	seg_path("fs", 0, path, sizeof path);
-	if (dirty_pages(path) < 0)
-		cr_skip_test("no cachestat(2) in this kernel");
 	/* The first record is synced 2 s after it was written (busd notices
 	 * within a pass): 1.4 s of slack for a loaded machine, and still 0.4 s
 	 * before the old code's sync, 2 s after the last record (3.8 s). */
-	while ((dirty = dirty_pages(path)) != 0) {
-		cr_assert(tnow_ms() < t0 + 3400,
-			  "%" PRId64 " pages of the log still unsynced %" PRId64 " ms after its first "
-			  "record was written (fsync = 2s)",
-			  dirty, tnow_ms() - t0);
-		sleep_ms(5);
-	}
+	wait_log_clean(path, t0, 3400, "its first record was written (fsync = 2s)");
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
@@ -1874,12 +1889,9 @@ Test(busd, a_deep_idle_nap_ends_when_a_quiet_log_is_due_its_sync)
 	struct bus_producer *p;
 	char v[100] = { 0 }, path[600];
 	struct bus_record r = { .value = v, .value_len = sizeof v };
-	struct statfs sf;
-	int64_t t0, dirty;
+	int64_t t0;
 
-	cr_assert_eq(statfs(e.data_dir, &sf), 0);
-	if (sf.f_type == 0x01021994) /* TMPFS_MAGIC: nothing to sync */
-		cr_skip_test("the data dir is on tmpfs");
+	skip_if_data_dir_on_tmpfs();
 	write_conf("fsync = 1100ms\nidle_sleep_ms = 1s\n");
 	busd_start();
 	mk_topic("deep", 1, 64 * 1024, 0, 0);
@@ -1889,17 +1901,10 @@ Test(busd, a_deep_idle_nap_ends_when_a_quiet_log_is_due_its_sync)
 	wait_spilled("deep", 1);
 	t0 = tnow_ms(); /* at or after the write-out */
 	seg_path("deep", 0, path, sizeof path);
-	if (dirty_pages(path) < 0)
-		cr_skip_test("no cachestat(2) in this kernel");
 	/* Due 1.1 s after the write-out: 0.5 s of slack for a loaded
 	 * machine, and still 0.4 s before the old code's sync. */
-	while ((dirty = dirty_pages(path)) != 0) {
-		cr_assert(tnow_ms() < t0 + 1600,
-			  "%" PRId64 " pages of the log still unsynced %" PRId64 " ms after its "
-			  "record was written out (fsync = 1100ms, idle_sleep_ms = 1s)",
-			  dirty, tnow_ms() - t0);
-		sleep_ms(5);
-	}
+	wait_log_clean(path, t0, 1600,
+		       "its record was written out (fsync = 1100ms, idle_sleep_ms = 1s)");
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
 
