@@ -272,33 +272,51 @@ static int spill(uint64_t bytes, uint64_t size, uint64_t ring)
 	return 0;
 }
 
-static int replay(void)
+/* A replay's start: wait for busd to re-create the topic from its log (the
+ * shared memory is new), check the log starts at offset 0, and open a
+ * spinning consumer at the earliest record.  *n: the next offset. */
+static struct bus_consumer *replay_open(struct bus *b, uint64_t *n)
 {
 	struct bus_consumer_opts co = { .partition = 0, .wait = BUS_WAIT_SPIN,
 					.start = BUS_SEEK_EARLIEST };
 	struct bus_topic_info ti;
 	struct bus_partition_info pi;
 	struct bus_consumer *c;
-	struct bus_view v[64];
-	struct bus *b = bus_up();
-	char part_dir[PATH_MAX + 32];
-	uint64_t n, got = 0, vbytes = 0, t0, t1, lb;
 	uint64_t deadline = bench_now_ns() + 20000000000ull;
-	double secs;
 
-	/* busd re-creates the topic from its log (the shared memory is new). */
 	while (bus_topic_describe(b, "spill", &ti) != 0) {
 		if (bench_now_ns() > deadline)
 			die("spill_bench: busd did not recover the topic from %s", data_dir);
 		usleep(1000);
 	}
 	check(bus_partition_describe(b, "spill", 0, &pi), "describe");
-	n = pi.next_offset;
-	if (!n || pi.disk_first_offset != 0)
+	*n = pi.next_offset;
+	if (!*n || pi.disk_first_offset != 0)
 		die("spill_bench: %s holds no log from offset 0", data_dir);
+	check(bus_consumer_open(b, "spill", &co, &c), "consumer");
+	return c;
+}
+
+/* How the replay read sealed segments, for the results. */
+static const char *replay_method(void)
+{
+	const char *m = bus_seg_replay_method(NULL), *e = getenv("BUS_REPLAY");
+
+	return m ? m : e && *e ? e : "read";
+}
+
+static int replay(void)
+{
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	struct bus *b = bus_up();
+	char part_dir[PATH_MAX + 32];
+	uint64_t n, got = 0, vbytes = 0, t0, t1, lb;
+	double secs;
+
+	c = replay_open(b, &n);
 	snprintf(part_dir, sizeof part_dir, "%s/spill/0", data_dir);
 	lb = log_bytes(part_dir);
-	check(bus_consumer_open(b, "spill", &co, &c), "consumer");
 	t0 = bench_now_ns();
 	/* Up to the end of the log: the topic goes on at its offset floor,
 	 * above the log's end (busd's recovery after a reboot skips the
@@ -318,14 +336,9 @@ static int replay(void)
 	}
 	t1 = bench_now_ns();
 	secs = (double)(t1 - t0) / 1e9;
-	{
-		const char *m = bus_seg_replay_method(NULL), *e = getenv("BUS_REPLAY");
-
-		printf("bus_replay records=%" PRIu64 " bytes=%" PRIu64 " log_bytes=%" PRIu64
-		       " secs=%.4f bytes_per_s=%.0f log_bytes_per_s=%.0f method=%s\n",
-		       got, vbytes, lb, secs, (double)vbytes / secs, (double)lb / secs,
-		       m ? m : e && *e ? e : "read");
-	}
+	printf("bus_replay records=%" PRIu64 " bytes=%" PRIu64 " log_bytes=%" PRIu64
+	       " secs=%.4f bytes_per_s=%.0f log_bytes_per_s=%.0f method=%s\n",
+	       got, vbytes, lb, secs, (double)vbytes / secs, (double)lb / secs, replay_method());
 	bus_consumer_close(c);
 	bus_down(b);
 	return 0;
@@ -334,16 +347,11 @@ static int replay(void)
 /* The read mode (see the top): replay() through bus_consumer_read(). */
 static int replay_read(uint64_t buf_len, uint64_t max)
 {
-	struct bus_consumer_opts co = { .partition = 0, .wait = BUS_WAIT_SPIN,
-					.start = BUS_SEEK_EARLIEST };
-	struct bus_topic_info ti;
-	struct bus_partition_info pi;
 	struct bus_consumer *c;
 	struct bus_msg m[64];
 	struct bus *b;
 	uint8_t *buf;
 	uint64_t n, got = 0, vbytes = 0, calls = 0, t0, t1;
-	uint64_t deadline;
 	double secs;
 
 	if (max < 1 || max > 64 || buf_len < 1)
@@ -352,17 +360,7 @@ static int replay_read(uint64_t buf_len, uint64_t max)
 	if (!buf)
 		die("spill_bench: out of memory");
 	b = bus_up();
-	deadline = bench_now_ns() + 20000000000ull;
-	while (bus_topic_describe(b, "spill", &ti) != 0) {
-		if (bench_now_ns() > deadline)
-			die("spill_bench: busd did not recover the topic from %s", data_dir);
-		usleep(1000);
-	}
-	check(bus_partition_describe(b, "spill", 0, &pi), "describe");
-	n = pi.next_offset;
-	if (!n || pi.disk_first_offset != 0)
-		die("spill_bench: %s holds no log from offset 0", data_dir);
-	check(bus_consumer_open(b, "spill", &co, &c), "consumer");
+	c = replay_open(b, &n);
 	t0 = bench_now_ns();
 	/* Up to the end of the log, as replay(). */
 	for (uint64_t pos = 0, idle_since = 0; pos < n;) {
@@ -383,14 +381,10 @@ static int replay_read(uint64_t buf_len, uint64_t max)
 	}
 	t1 = bench_now_ns();
 	secs = (double)(t1 - t0) / 1e9;
-	{
-		const char *me = bus_seg_replay_method(NULL), *e = getenv("BUS_REPLAY");
-
-		printf("bus_replay_read records=%" PRIu64 " buf=%" PRIu64 " max=%" PRIu64
-		       " calls=%" PRIu64 " secs=%.4f records_per_s=%.0f bytes_per_s=%.0f method=%s\n",
-		       got, buf_len, max, calls, secs, (double)got / secs, (double)vbytes / secs,
-		       me ? me : e && *e ? e : "read");
-	}
+	printf("bus_replay_read records=%" PRIu64 " buf=%" PRIu64 " max=%" PRIu64 " calls=%" PRIu64
+	       " secs=%.4f records_per_s=%.0f bytes_per_s=%.0f method=%s\n",
+	       got, buf_len, max, calls, secs, (double)got / secs, (double)vbytes / secs,
+	       replay_method());
 	bus_consumer_close(c);
 	bus_down(b);
 	free(buf);
