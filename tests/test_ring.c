@@ -1668,6 +1668,59 @@ Test(ring, a_claim_ends_once_and_blocks_other_appends_of_its_producer)
 	bus_producer_close(p);
 }
 
+/* A stale copy of a claim already ended, passed while another claim of the
+ * same producer is open, is -EINVAL as bus.h says ("committed or aborted
+ * already"): it neither rewrites the published record (its timestamp) nor
+ * ends the open claim, which then commits as usual. */
+static void stale_copy_while_another_is_open(const char *topic, unsigned flags, bool abort_it)
+{
+	struct bus_producer_opts po = { .flags = flags };
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_claim cl, copy, cl2;
+	struct bus_view v[4];
+
+	mk_topic(topic, 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, topic, &po, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, topic, NULL, &c), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 1, &cl), 0);
+	copy = cl;
+	memcpy(cl.value, "a", 1);
+	cr_assert_eq(bus_producer_commit(p, &cl, 111), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 1, &cl2), 0);
+	memcpy(cl2.value, "b", 1);
+	if (abort_it)
+		cr_assert_eq(bus_producer_abort(p, &copy), -EINVAL, "an ended claim's copy");
+	else
+		cr_assert_eq(bus_producer_commit(p, &copy, 999), -EINVAL, "an ended claim's copy");
+	cr_assert_eq(bus_producer_commit(p, &cl2, 222), 0, "the open claim is still open");
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 2);
+	cr_assert_eq(v[0].offset, 0u);
+	cr_assert_eq(v[0].timestamp, 111, "the published record is left as it was");
+	cr_assert_eq(v[1].offset, 1u);
+	cr_assert_eq(v[1].lost_before, 0u);
+	cr_assert_eq(v[1].timestamp, 222);
+	cr_assert(v[1].value_len == 1 && memcmp(v[1].value, "b", 1) == 0);
+	cr_assert_eq(bus_consumer_check(c, v, 2), 2);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+Test(ring, a_copy_of_an_ended_claim_is_einval_while_another_claim_is_open)
+{
+	stale_copy_while_another_is_open("stalecopy", 0, false);
+}
+
+Test(ring, an_abort_of_an_ended_claims_copy_is_einval_while_another_claim_is_open)
+{
+	stale_copy_while_another_is_open("stalecopya", 0, true);
+}
+
+Test(ring, an_exclusive_producers_ended_claims_copy_is_einval_while_another_is_open)
+{
+	stale_copy_while_another_is_open("stalecopyx", BUS_PRODUCER_EXCLUSIVE, false);
+}
+
 /* The library's wall clock (clock.c): extrapolated from the TSC where the
  * kernel keeps time with it (clocksource tsc, or kvm-clock read by the
  * vDSO), it stays within a few µs of CLOCK_REALTIME

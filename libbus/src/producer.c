@@ -973,11 +973,20 @@ static int claim_end(struct bus_producer *p, struct bus_claim *c, uint32_t type,
 	int64_t stamp;
 	int err;
 
-	if (!p || !c || !p->claim_open || !c->priv_frame || c->partition >= p->t->cfg.partitions)
+	/* @c must be the open claim itself (or a copy of it), not a copy of
+	 * one ended already: committed, it would rewrite a published record
+	 * (its timestamp, its sum) and end the open claim in its place, whose
+	 * record then waited for the stuck-claim timeout and was lost.  The
+	 * fields are the caller's memory: only those of the open claim, kept
+	 * here, are trusted. */
+	if (!p || !c || !p->claim_open || c->priv_frame != p->open_claim.priv_frame ||
+	    c->priv_pos != p->open_claim.priv_pos || c->priv_commit != p->open_claim.priv_commit ||
+	    c->offset != p->open_claim.offset || c->partition != p->open_claim.partition)
 		return -EINVAL;
+	c->priv_frame = NULL;
+	c = &p->open_claim;
 	stamp = ts ? ts : bus_now_ns();
 	p->claim_open = false;
-	c->priv_frame = NULL;
 	ps = &p->parts[c->partition];
 	/* The timestamp is stored by publish(), once it knows the frame is
 	 * still this claim's. */

@@ -416,8 +416,10 @@ int bus_producer_claim(struct bus_producer *p, int32_t partition, const void *ke
  *  Ends the claim, also when it fails (but for -EINVAL).  Returns 0,
  *  -BUS_EREPAIRED (the claim was repaired meanwhile), -BUS_ECORRUPT (the
  *  ring or the control region was truncated under this process's mapping:
- *  as bus_produce()), or -EINVAL (no claim of @p is open: never made, or
- *  committed or aborted already). */
+ *  as bus_produce()), or -EINVAL (@c is not @p's open claim, or a copy of
+ *  it: never made, committed or aborted already (a copy of such a claim
+ *  too, while another claim of @p is open), or its fields changed; the
+ *  open claim, if any, stays open). */
 int bus_producer_commit(struct bus_producer *p, struct bus_claim *c, int64_t timestamp);
 
 /** bus_producer_abort() - give up claim @c: it is published as a lost
