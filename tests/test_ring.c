@@ -869,6 +869,71 @@ Test(ring, a_dead_claim_that_wraps_is_repaired_as_padding_and_a_lost_record)
 	bus_topic_put(t);
 }
 
+/* The repair of a dead claim that wraps is two stores (ring.c,
+ * repair_wrap()): the LOST frame at the lap's start, then the padding that
+ * sends readers to it.  A repairer killed between the two (a consumer, a
+ * producer or busd: any reader repairs) leaves the LOST frame and no
+ * padding.  The next repairer completes the padding, so readers go on
+ * with the one record counted (once), rather than wait at the padding's
+ * place for ever (the LOST frame made every later repair take the claim
+ * for published).  The dead repairer's first half is forged here, as
+ * repair_wrap() makes it. */
+Test(ring, a_repairer_killed_inside_the_repair_of_a_wrapping_claim_leaves_it_to_the_next)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_ring *r;
+	struct bus_view v[64];
+	static char val[1000];
+	struct bus_record rec = { .value = val, .value_len = sizeof(val) };
+	uint64_t pos, off, end, q, hz, seen = 0, lost = 0;
+	uint64_t flen = bus_align8(BUS_FRAME_HDR + sizeof(val)), last = 0;
+	struct bus_frame *qf;
+	int64_t deadline;
+
+	mk_topic("wrapkill", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "wrapkill", &t), 0);
+	r = &t->rings[0];
+	cr_assert_eq(bus_producer_open(b, "wrapkill", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "wrapkill", NULL, &c), 0);
+	while (r->size - (ld_acquire(&r->hdr->tail.pos) & r->mask) >= flen) {
+		cr_assert_eq(bus_produce(p, 0, &rec, NULL, NULL), 0);
+		int n = bus_consumer_poll(c, v, 64, 0);
+		cr_assert_geq(n, 0);
+		seen += (uint64_t)n;
+	}
+	bus_tail_read(&r->hdr->tail, &pos, &off);
+	q = pos + (r->size - (pos & r->mask));
+	end = q + flen;
+	die_after_claim(r, BUS_PRODUCERS_MAX - 1, pos, off, end, true);
+	/* The killed repairer's first half: raise, zero ahead, LOST frame,
+	 * count. */
+	bus_ring_raise_horizon(r, end, end + BUS_FRAME_ALIGN, &hz);
+	bus_ring_zero_ahead(r, end, off + 1);
+	qf = (struct bus_frame *)(r->data + (q & r->mask));
+	st_release(&qf->commit, BUS_COMMIT(BUS_FRAME_LOST, flen, off));
+	atomic_fetch_add(&r->hdr->repaired, 1);
+	cr_assert_eq(produce_str(p, 0, NULL, "after", NULL, NULL), 0);
+	deadline = bus_mono_ns() + 5000000000ll;
+	while (last < off + 1 && bus_mono_ns() < deadline) {
+		int n = bus_consumer_poll(c, v, 64, 10000000);
+		cr_assert_geq(n, 0, "%s", bus_strerror(n));
+		for (int i = 0; i < n; i++) {
+			lost += v[i].lost_before;
+			last = v[i].offset;
+			seen++;
+		}
+	}
+	cr_assert_eq(last, off + 1, "the record after the half-repaired claim arrives");
+	cr_assert_eq(lost, 1u, "exactly the dead claim's record is missing");
+	cr_assert_eq(seen, off + 1);
+	cr_assert_eq(ld_acquire(&r->hdr->repaired), 1u, "the repair is counted once");
+	bus_consumer_close(c);
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
 /* A producer killed between its claim CAS and its claim word, with records
  * of others claimed after it: its slot says how long its claim is (the
  * tail no longer does), so it is repaired at once (its owner is dead), and

@@ -563,14 +563,30 @@ static int repair_wrap(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t 
 		return 0; /* later: an older claim is in flight */
 	bus_ring_zero_ahead(r, tail_pos, off + 1);
 	wq = ld_acquire(&qf->commit);
-	if (wq != 0 && BUS_COMMIT_TAG(wq) == (uint32_t)off)
-		return 0; /* its owner published the frame meanwhile */
+	if (wq != 0 && BUS_COMMIT_TAG(wq) == (uint32_t)off) {
+		/* The frame is published, or LOST.  Its owner stores the
+		 * padding before either (reserve()), but a repairer killed
+		 * between its two stores below left a LOST frame and no
+		 * padding, and readers wait at @pos: store the padding it
+		 * would have (the word the owner stores too; R3; a CAS from
+		 * what was read at @pos, so a padding stored meanwhile is
+		 * left alone).  Not counted, not reported: that repairer
+		 * counted its repair (or is still making it). */
+		if (BUS_COMMIT_TYPE(wq) == BUS_FRAME_LOST)
+			(void)atomic_compare_exchange_strong(&pf->commit, &w,
+							     BUS_COMMIT(BUS_FRAME_PAD, room, off));
+		return 0;
+	}
 	if (!atomic_compare_exchange_strong(&qf->commit, &wq,
 					    BUS_COMMIT(BUS_FRAME_LOST, flen, off)))
 		return 0; /* its owner moved meanwhile: look again later */
-	/* R3.  A failed CAS means the owner stored the same padding word. */
-	(void)atomic_compare_exchange_strong(&pf->commit, &w, BUS_COMMIT(BUS_FRAME_PAD, room, off));
+	/* Counted as soon as the record is lost, before the padding: a
+	 * repairer killed between the two stores leaves the padding to the
+	 * next (above), which counts nothing. */
 	atomic_fetch_add_explicit(&r->hdr->repaired, 1, memory_order_relaxed);
+	/* R3.  A failed CAS means the owner, or a repairer completing this
+	 * one (above), stored the same padding word. */
+	(void)atomic_compare_exchange_strong(&pf->commit, &w, BUS_COMMIT(BUS_FRAME_PAD, room, off));
 	return 1;
 }
 
