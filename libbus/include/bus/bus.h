@@ -89,15 +89,20 @@ struct bus_opts {
 	bus_log_fn log;       /**< NULL: events are not reported */
 	void *log_ctx;
 	/** Timeout after which a live producer's unpublished claim is repaired
-	 *  (turned into padding) by whoever waits on it: a reader, busd, or a
-	 *  producer whose next raise of the write horizon would lap it (until
-	 *  then producers wait rather than lap a claim in flight, even on
-	 *  overwrite topics).  A claim of a dead process is repaired at once.
-	 *  A producer must not hold a claim longer than this: past it, its
-	 *  commit returns -BUS_EREPAIRED, and what it still writes into the
-	 *  claimed bytes after other producers lapped them lands on newer
-	 *  records.  0: 1 second; 2^63 or more: never (a live producer's
-	 *  claim is then waited for as long as it stays open). */
+	 *  (turned into a lost record: its offset is consumed, and readers are
+	 *  told of it as of an aborted claim) by whoever waits on it: a reader,
+	 *  busd, or a producer whose next raise of the write horizon would lap
+	 *  it (until then producers wait rather than lap a claim in flight,
+	 *  even on overwrite topics).  A claim of a dead process is repaired
+	 *  at once.  A producer must not hold a claim longer than this: past
+	 *  it, its commit returns -BUS_EREPAIRED, and what it still writes into
+	 *  the claimed bytes after other producers lapped them lands on newer
+	 *  records.  That holds for the claim inside bus_produce() too: a
+	 *  process stopped there (SIGSTOP, a debugger, a frozen cgroup) longer
+	 *  than this may, when it resumes, write into newer records that
+	 *  readers then take as whole.  0: 1 second; 2^63 or more: never (a
+	 *  live producer's claim is then waited for as long as it stays
+	 *  open). */
 	uint64_t stuck_claim_ns;
 };
 
@@ -254,7 +259,8 @@ struct bus_partition_info {
 	uint64_t spilled_offset; /**< offsets below are on disk (busd) */
 	uint64_t replicated_offset;
 	uint64_t write_pos;      /**< bytes claimed since creation */
-	uint64_t repaired;       /**< claims repaired into padding */
+	uint64_t repaired;       /**< claims of dead or stalled producers
+	                              repaired into lost records (one each) */
 	uint64_t ring_size;
 	int hugepages;           /**< 1 when the ring is backed by huge pages */
 	/** The log on disk (persistent topics; all 0 when there is none): */
