@@ -319,7 +319,12 @@ struct bus_record {
 
 /** Single-writer mode: this producer is the only writer of each partition
  *  it appends to (claimed at first append; others get -BUS_EBUSY).  No
- *  atomic read-modify-write on the hot path. */
+ *  atomic read-modify-write on the hot path: its commit is a plain store,
+ *  which a repair could not fence, so its claims are never repaired while
+ *  its process lives (stuck_claim_ns does not apply): a zero-copy claim it
+ *  leaves open holds the partition's readers (and busd's spill) until it
+ *  is committed or aborted, or the producer is closed.  Once its process
+ *  is gone, its claim is repaired at once and the partition is free. */
 #define BUS_PRODUCER_EXCLUSIVE 0x1u
 /** Never wait for space: return -EAGAIN when the ring is full (block
  *  topics).  A producer may still wait, up to the bus's stuck_claim_ns,
