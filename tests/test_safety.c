@@ -1509,6 +1509,42 @@ Test(safety, produce_refuses_an_unaligned_tail)
 	munmap(r.base, r.len);
 }
 
+/* excl_pid holds -R while process R clears a dead exclusive owner's bit
+ * (producer.c); a hostile INT32_MIN there names no process (its negation
+ * does not fit an int32_t: undefined, which UBSan, `make asan`, aborts on)
+ * and is taken over as a dead reaper's mark, by both kinds of producer. */
+Test(safety, an_exclusive_mark_of_int32_min_is_a_dead_reaper)
+{
+	struct bus_producer_opts po[2] = { { 0 }, { .flags = BUS_PRODUCER_EXCLUSIVE } };
+	struct tring r;
+	struct bus_consumer *c;
+	struct bus_record rec = { .value = "x", .value_len = 1 };
+	struct bus_view v[4];
+
+	frames_setup(&r, &c, 3, 10);
+	drain(c, 3);
+	for (int i = 0; i < 2; i++) {
+		struct bus_producer *p;
+		uint64_t off;
+		int err;
+
+		atomic_store(&r.h->excl_pid, INT32_MIN);
+		atomic_fetch_or(&r.h->tail.off, BUS_TAIL_EXCL);
+		cr_assert_eq(bus_producer_open(b, "f", &po[i], &p), 0);
+		err = bus_produce(p, 0, &rec, NULL, &off);
+		cr_assert_eq(err, 0, "%s producer: %d (%s)", i ? "exclusive" : "shared", err,
+			     bus_strerror(err));
+		cr_expect_eq(off, 3u + (uint64_t)i);
+		cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 1);
+		cr_expect_eq(v[0].offset, off);
+		bus_producer_close(p);
+		cr_expect_eq(atomic_load(&r.h->excl_pid), 0, "the mark is gone");
+		cr_expect_eq(atomic_load(&r.h->tail.off) & BUS_TAIL_EXCL, 0, "the bit is clear");
+	}
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
 Test(safety, poll_refuses_frame_of_unknown_type)
 {
 	struct tring r;

@@ -127,6 +127,13 @@ static void excl_settle(struct bus_ring *r)
 		(void)bus_ring_repair(r, s, so, true);
 }
 
+/* The reaper that mark @pid (< 0) names, or 0 (no process) for INT32_MIN,
+ * which no reaper writes and whose negation does not fit an int32_t. */
+static inline int32_t excl_reaper(int32_t pid)
+{
+	return pid == INT32_MIN ? 0 : -pid;
+}
+
 static bool excl_reap(struct bus_producer *p, struct bus_pstate *ps)
 {
 	struct bus_ring_hdr *h = ps->r->hdr;
@@ -134,7 +141,7 @@ static bool excl_reap(struct bus_producer *p, struct bus_pstate *ps)
 
 	if (pid > 0 && bus_pid_alive(pid))
 		return false;
-	if (pid < 0 && bus_pid_alive(-pid)) {
+	if (pid < 0 && bus_pid_alive(excl_reaper(pid))) {
 		sched_yield(); /* a reap in progress: a few instructions */
 		return true;
 	}
@@ -155,7 +162,7 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 		int32_t pid = ld_acquire(&h->excl_pid);
 		if (pid == p->pid || (pid > 0 && bus_pid_alive(pid)))
 			return -BUS_EBUSY;
-		if (pid < 0 && bus_pid_alive(-pid)) {
+		if (pid < 0 && bus_pid_alive(excl_reaper(pid))) {
 			sched_yield(); /* a reaper clears the bit: wait for it */
 			continue;
 		}
