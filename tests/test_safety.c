@@ -1440,6 +1440,37 @@ Test(safety, a_horizon_past_any_producers_reach_is_ecorrupt_not_a_busy_loop)
 	munmap(r.base, r.len);
 }
 
+/* The same header as seen by producers: -BUS_ECORRUPT, as bus.h says of a
+ * header no producer leaves, not -BUS_EREPAIRED ("a stalled claim was
+ * repaired"), which a caller retries, each try taking an offset that never
+ * reaches a reader.  No record is published under it. */
+Test(safety, a_horizon_past_any_producers_reach_is_ecorrupt_for_producers)
+{
+	struct bus_producer_opts po[2] = { { 0 }, { .flags = BUS_PRODUCER_EXCLUSIVE } };
+	struct bus_record rec = { .value = "x", .value_len = 1 };
+	struct tring r;
+	struct bus_consumer *c;
+
+	frames_setup(&r, &c, 10, 10);
+	atomic_store(&r.h->horizon, tail_pos(&r) + 100 * r.size);
+	for (int i = 0; i < 2; i++) {
+		struct bus_producer *p;
+		int err;
+
+		cr_assert_eq(bus_producer_open(b, "f", &po[i], &p), 0);
+		for (int k = 0; k < 3; k++) {
+			err = bus_produce(p, 0, &rec, NULL, NULL);
+			cr_expect_eq(err, -BUS_ECORRUPT, "%s producer, try %d: %d (%s)",
+				     i ? "exclusive" : "shared", k, err, bus_strerror(err));
+		}
+		bus_producer_close(p);
+		cr_expect_eq(atomic_load(&r.h->excl_pid), 0, "exclusivity kept");
+		cr_expect_eq(atomic_load(&r.h->tail.off) & BUS_TAIL_EXCL, 0, "exclusive bit kept");
+	}
+	bus_consumer_close(c);
+	munmap(r.base, r.len);
+}
+
 /* A lapped reader whose frame does not parse is lapped, not corrupt: when
  * no checkpoint can be read at the moment (producers racing), the poll
  * returns nothing and the next one moves on, as for a lapped reader whose

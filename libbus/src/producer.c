@@ -187,9 +187,12 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 		;
 	/* From here on no concurrent producer's CAS can succeed: they all see
 	 * the bit.  A claim made before it completes on its own. */
-	if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN || pos > BUS_POS_MAX)) {
+	if (BUS_UNLIKELY(pos % BUS_FRAME_ALIGN || pos > BUS_POS_MAX ||
+			 ld_acquire(&h->horizon) > pos + ps->r->size)) {
 		/* No producer leaves the tail unaligned (reserve()), or a
-		 * lifetime of writes from the end of the counter (layout.h):
+		 * lifetime of writes from the end of the counter (layout.h),
+		 * or the horizon more than a ring past it (nobody claims
+		 * beside us now: this tail is the last claim's end):
 		 * give the partition back and say so, rather than write
 		 * frames there. */
 		excl_clear(h);
@@ -711,6 +714,24 @@ static inline void raise_ahead(struct bus_producer *p, struct bus_pstate *ps, ui
 	bus_ring_raise_horizon(ps->r, to, limit, &ps->hz);
 }
 
+/* A concurrent producer's claim at @fpos found lapped (the horizon more
+ * than a ring past it): -BUS_EREPAIRED, its claim having been repaired
+ * past the stuck-claim timeout, unless the horizon is more than a ring past
+ * the tail too, which no producer leaves (bus_ring_earliest()): a damaged
+ * or hostile header, under which every claim would be "repaired" and a
+ * caller that retries would spend offsets for ever.  The tail is read
+ * after the horizon, with a fence between (as there): it then reflects at
+ * least the claims before the raise that was read.  Cold. */
+static __attribute__((noinline, cold)) int lapped(struct bus_ring *r, struct bus_pslot *sl)
+{
+	uint64_t hz = ld_acquire(&r->hdr->horizon), tail;
+
+	st_release(&sl->pos, BUS_INTENT_IDLE);
+	atomic_thread_fence(memory_order_seq_cst);
+	tail = ld_acquire(&r->hdr->tail.pos);
+	return hz > tail && hz - tail > r->size ? -BUS_ECORRUPT : -BUS_EREPAIRED;
+}
+
 /* Publish the frame at @fpos: its timestamp *@ts first when given (a
  * claim's), zero ahead, then the commit word; then raise the horizon ahead
  * when it comes near (raise_ahead()). */
@@ -731,10 +752,8 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 		 * its frame just now: no such check before the sum.)  An
 		 * exclusive producer's claim is never repaired while it lives. */
 		if (!(p->flags & BUS_PRODUCER_EXCLUSIVE) &&
-		    BUS_UNLIKELY(ld_acquire(&r->hdr->horizon) > fpos + r->size)) {
-			st_release(&ps->sl->pos, BUS_INTENT_IDLE);
-			return -BUS_EREPAIRED;
-		}
+		    BUS_UNLIKELY(ld_acquire(&r->hdr->horizon) > fpos + r->size))
+			return lapped(r, ps->sl);
 		f->timestamp = *ts;
 	}
 	if (p->persistent && type == BUS_FRAME_DATA) {
@@ -760,10 +779,8 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 		 * below catches a repair not yet lapped.  What this producer
 		 * wrote into its frame after it was lapped is beyond help: a
 		 * claim must not be held past the timeout (bus.h). */
-		if (BUS_UNLIKELY(ld_acquire(&r->hdr->horizon) > fpos + r->size)) {
-			st_release(&ps->sl->pos, BUS_INTENT_IDLE);
-			return -BUS_EREPAIRED;
-		}
+		if (BUS_UNLIKELY(ld_acquire(&r->hdr->horizon) > fpos + r->size))
+			return lapped(r, ps->sl);
 		bus_ring_zero_ahead(r, end, off + 1);
 		w = ld_relaxed(&f->commit);
 		do {

@@ -385,10 +385,11 @@ void bus_producer_close(struct bus_producer *p);
  * block_timeout_ns), -BUS_ENODAEMON (persistent partition's spiller a ring
  * behind, or busd never took this ring, and no busd runs), -BUS_ECORRUPT
  * (busd stopped spilling this partition: a corrupt frame or log, see its
- * log; or the ring's tail is one no producer leaves: a damaged or hostile
- * ring header, nothing written; or the partition's ring or the control
- * region was truncated under this process's mapping: the record may or may
- * not have reached readers, retry elsewhere; see the top of this file),
+ * log; or the ring's tail, or its write horizon, is one no producer
+ * leaves: a damaged or hostile ring header, nothing published; or the
+ * partition's ring or the control region was truncated under this
+ * process's mapping: the record may or may not have reached readers, retry
+ * elsewhere; see the top of this file),
  * -EMSGSIZE (the frame, 48 bytes plus the key, the value and the headers
  * (6 bytes each plus name and value), is more than half the ring),
  * -ENOENT (@partition is not one of the topic's), -EINVAL (a NULL @p or
