@@ -1,0 +1,353 @@
+/* test_consumer_ring.c - a consumer on the ring while producers lap it:
+ * records handed out whole or not at all, gaps counted exactly (padding,
+ * slack, lost frames), seeks at the ring's edges, gating slots, and the
+ * copying read at its size limits. */
+#include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "util.h"
+
+TestSuite(cring, .init = tsuite_setup, .fini = tsuite_teardown, .timeout = 120);
+
+static void mk_topic(const char *name, uint32_t parts, uint64_t ring, uint32_t overflow)
+{
+	struct bus_topic_config cfg;
+	int err;
+
+	bus_topic_config_init(&cfg);
+	cfg.partitions = parts;
+	cfg.ring_size = ring;
+	cfg.flags = BUS_TOPIC_EPHEMERAL;
+	cfg.overflow = overflow;
+	err = bus_topic_create(b, name, &cfg);
+	cr_assert_eq(err, 0, "create %s: %s", name, bus_strerror(err));
+}
+
+/* ------------------------------------------------------ lapping stress
+ *
+ * Producer threads append records whose key says who wrote them and their
+ * sequence number, and whose value length and bytes follow from both, so
+ * that a consumer can tell a whole record from a torn one on its own.
+ * Every ABORT_EVERY-th append is a claim aborted (a LOST frame); one
+ * producer writes low-latency frames (slack).  The consumer stalls now and
+ * then so that it is lapped many times. */
+
+#define NPROD 2
+#define PER_PROD 60000u
+#define ABORT_EVERY 37u
+#define MAX_VAL 900u
+
+struct rec_key {
+	uint32_t prod;
+	uint32_t seq;
+};
+
+static uint32_t val_len(uint32_t prod, uint32_t seq)
+{
+	return (seq * 2654435761u + prod * 97u) % MAX_VAL;
+}
+
+static uint8_t val_byte(uint32_t prod, uint32_t seq, uint32_t j)
+{
+	return (uint8_t)(seq * 131u + prod * 7u + j * 13u);
+}
+
+struct prod_arg {
+	const char *topic;
+	uint32_t id;
+	unsigned flags;
+	int err; /* first error, 0: none */
+};
+
+static _Atomic int go;
+static _Atomic unsigned finished;
+
+static void *prod_main(void *arg)
+{
+	struct prod_arg *a = arg;
+	struct bus_producer_opts po = { .flags = a->flags };
+	struct bus_producer *p;
+	uint8_t val[MAX_VAL];
+	int err;
+
+	if ((err = bus_producer_open(b, a->topic, &po, &p)) != 0) {
+		a->err = err;
+		atomic_fetch_add(&finished, 1);
+		return NULL;
+	}
+	while (!atomic_load(&go))
+		;
+	for (uint32_t s = 0; s < PER_PROD && !a->err; s++) {
+		struct rec_key k = { a->id, s };
+		uint32_t len = val_len(a->id, s);
+
+		for (uint32_t j = 0; j < len; j++)
+			val[j] = val_byte(a->id, s, j);
+		if (s % ABORT_EVERY == ABORT_EVERY / 2) {
+			struct bus_claim c;
+			err = bus_producer_claim(p, 0, &k, sizeof(k), len, &c);
+			if (!err)
+				err = bus_producer_abort(p, &c);
+		} else if (s % 3 == 0) {
+			struct bus_claim c;
+			err = bus_producer_claim(p, 0, &k, sizeof(k), len, &c);
+			if (!err) {
+				memcpy(c.value, val, len);
+				err = bus_producer_commit(p, &c, 0);
+			}
+		} else {
+			struct bus_record r = { .key = &k, .key_len = sizeof(k), .value = val,
+						.value_len = len };
+			err = bus_produce(p, 0, &r, NULL, NULL);
+		}
+		if (err)
+			a->err = err;
+	}
+	bus_producer_close(p);
+	atomic_fetch_add(&finished, 1);
+	return NULL;
+}
+
+/* What the consumer knows of a record it got: returns NULL when whole,
+ * else what is wrong. */
+static const char *bad_record(const void *key, uint32_t key_len, const void *value,
+			      uint32_t value_len, uint32_t *last_seq)
+{
+	struct rec_key k;
+	const uint8_t *v = value;
+
+	if (key_len != sizeof(k))
+		return "key length";
+	memcpy(&k, key, sizeof(k));
+	if (k.prod >= NPROD || k.seq >= PER_PROD)
+		return "key";
+	if (value_len != val_len(k.prod, k.seq))
+		return "value length";
+	for (uint32_t j = 0; j < value_len; j++)
+		if (v[j] != val_byte(k.prod, k.seq, j))
+			return "value bytes";
+	if (last_seq[k.prod] != UINT32_MAX && k.seq <= last_seq[k.prod])
+		return "a producer's records out of order";
+	last_seq[k.prod] = k.seq;
+	return NULL;
+}
+
+static void spin_for(unsigned loops)
+{
+	for (volatile unsigned i = 0; i < loops; i++)
+		;
+}
+
+/* The consumer side: @mode 0 polls and copies each view, then checks; 1
+ * reads with buffers of changing sizes. */
+static void lapped_consumer_run(const char *topic, int mode)
+{
+	struct prod_arg pa[NPROD];
+	pthread_t th[NPROD];
+	struct bus_consumer *c;
+	struct bus_consumer_stats st;
+	struct bus_topic *t;
+	uint64_t expect = 0, lost = 0, got = 0, total;
+	uint32_t last_seq[NPROD];
+	unsigned rnd = 12345, idle = 0;
+	static uint8_t copy[64][sizeof(struct rec_key) + MAX_VAL];
+	static uint8_t buf[64 * (sizeof(struct rec_key) + MAX_VAL)];
+	bool producing = true;
+
+	memset(last_seq, 0xff, sizeof(last_seq));
+	cr_assert_eq(bus_topic_get(b, topic, &t), 0);
+	cr_assert_eq(bus_consumer_open(b, topic, NULL, &c), 0);
+	for (uint32_t i = 0; i < NPROD; i++) {
+		pa[i] = (struct prod_arg){ .topic = topic, .id = i,
+					   .flags = i == 1 ? BUS_PRODUCER_LOW_LATENCY : 0 };
+		cr_assert_eq(pthread_create(&th[i], NULL, prod_main, &pa[i]), 0);
+	}
+	atomic_store(&go, 1);
+	for (;;) {
+		unsigned max = 1 + (rnd = rnd * 1103515245u + 12345u) % 64;
+		int n;
+
+		if (producing && rnd % 7 == 0)
+			spin_for((rnd >> 8) % 200000); /* stalled: lapped */
+		if (mode == 0) {
+			struct bus_view v[64];
+			n = bus_consumer_poll(c, v, max, 0);
+			cr_assert_geq(n, 0, "poll: %s", bus_strerror(n));
+			for (int i = 0; i < n; i++) {
+				cr_assert_leq(v[i].key_len, sizeof(struct rec_key));
+				cr_assert_leq(v[i].value_len, MAX_VAL);
+				memcpy(copy[i], v[i].key, v[i].key_len);
+				memcpy(copy[i] + v[i].key_len, v[i].value, v[i].value_len);
+			}
+			if (rnd % 5 == 0)
+				spin_for((rnd >> 12) % 50000); /* using the views */
+			int ok = bus_consumer_check(c, v, (unsigned)n);
+			cr_assert_geq(ok, 0);
+			for (int i = 0; i < ok; i++) {
+				const char *why = bad_record(copy[i], v[i].key_len,
+							     copy[i] + v[i].key_len,
+							     v[i].value_len, last_seq);
+				cr_assert_null(why, "offset %" PRIu64 ": torn record (%s)",
+					       v[i].offset, why);
+				cr_assert_eq(v[i].offset, expect + v[i].lost_before,
+					     "offset %" PRIu64 ", expected %" PRIu64
+					     " + lost_before %" PRIu64,
+					     v[i].offset, expect, v[i].lost_before);
+				lost += v[i].lost_before;
+				expect = v[i].offset + 1;
+				got++;
+			}
+			n = ok;
+		} else {
+			struct bus_msg m[64];
+			size_t len = (rnd >> 4) % sizeof(buf);
+			n = bus_consumer_read(c, m, max, buf, len, 0);
+			if (n == -EMSGSIZE) {
+				cr_assert_gt(m[0].value_len, len);
+				n = bus_consumer_read(c, m, max, buf, sizeof(buf), 0);
+			}
+			cr_assert_geq(n, 0, "read: %s", bus_strerror(n));
+			for (int i = 0; i < n; i++) {
+				const char *why = bad_record(m[i].key, m[i].key_len, m[i].value,
+							     m[i].value_len, last_seq);
+				cr_assert_null(why, "offset %" PRIu64 ": torn record (%s)",
+					       m[i].offset, why);
+				cr_assert_eq(m[i].offset, expect + m[i].lost_before,
+					     "offset %" PRIu64 ", expected %" PRIu64
+					     " + lost_before %" PRIu64,
+					     m[i].offset, expect, m[i].lost_before);
+				lost += m[i].lost_before;
+				expect = m[i].offset + 1;
+				got++;
+			}
+		}
+		if (producing) {
+			producing = atomic_load(&finished) < NPROD;
+		} else if (n == 0 && ++idle > 3) {
+			break;
+		}
+	}
+	for (uint32_t i = 0; i < NPROD; i++)
+		pthread_join(th[i], NULL);
+	for (uint32_t i = 0; i < NPROD; i++)
+		cr_assert_eq(pa[i].err, 0, "producer %u: %s", i, bus_strerror(pa[i].err));
+	total = ld_acquire(&t->rings[0].hdr->tail.off) & ~BUS_TAIL_EXCL;
+	cr_assert_eq(total, (uint64_t)NPROD * PER_PROD);
+	/* The last appends are records (not aborts): every offset before them
+	 * was either returned or reported lost. */
+	cr_assert_eq(expect, total, "the consumer ended at %" PRIu64 " of %" PRIu64, expect, total);
+	cr_assert_eq(got + lost, total, "got %" PRIu64 " + lost %" PRIu64 " != %" PRIu64, got,
+		     lost, total);
+	bus_consumer_stats(c, &st);
+	cr_assert_eq(st.lost, lost, "stats.lost %" PRIu64 ", reported %" PRIu64, st.lost, lost);
+	cr_assert_eq(st.records, got, "stats.records %" PRIu64 ", got %" PRIu64, st.records, got);
+	cr_assert_gt(st.laps, 0, "never lapped: the test tests nothing");
+	bus_consumer_close(c);
+	bus_topic_put(t);
+}
+
+Test(cring, a_lapped_poller_gets_whole_records_and_exact_gaps)
+{
+	mk_topic("lapp", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	lapped_consumer_run("lapp", 0);
+}
+
+Test(cring, a_lapped_reader_gets_whole_records_and_exact_gaps)
+{
+	mk_topic("lapr", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	lapped_consumer_run("lapr", 1);
+}
+
+/* ------------------------------------------------------------- gating */
+
+/* When set (in one thread), the next getpid() of that thread first runs
+ * this hook (once): producers moving on at that very point of a call of
+ * the library.  bus_consumer_open() asks for its pid when it takes a
+ * gating slot, after it has chosen where the consumer starts. */
+static __thread void (*getpid_hook)(void);
+
+pid_t getpid(void)
+{
+	void (*h)(void) = getpid_hook;
+
+	if (h) {
+		getpid_hook = NULL;
+		h();
+	}
+	return (pid_t)syscall(SYS_getpid);
+}
+
+static struct bus_producer *hook_p;
+static uint64_t hook_produced;
+
+/* A ring and a half of 1000-byte records: the producer, which no gating
+ * consumer holds back yet, laps whatever the ring held. */
+static void produce_a_lap(void)
+{
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+
+	for (unsigned i = 0; i < 3 * BUS_RING_MIN / 2 / sizeof(val); i++) {
+		int err = bus_produce(hook_p, 0, &r, NULL, NULL);
+		cr_assert_eq(err, 0, "produce: %s", bus_strerror(err));
+		hook_produced++;
+	}
+}
+
+/* A gating consumer holds block-policy producers back from what it has
+ * not read, from the position bus_consumer_open() returns: producers that
+ * lap the ring while the consumer takes its slot (after choosing its start,
+ * before its cursor gates them) must not leave it at a position already
+ * overwritten, which its first poll would report as records lost. */
+Test(cring, a_gating_consumer_opened_while_producers_lap_loses_nothing_after_open)
+{
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_NONBLOCK };
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_consumer_stats st;
+	struct bus_consumer *c;
+	struct bus_view v[64];
+	uint64_t expect = UINT64_MAX, after = 0;
+	int err, n;
+
+	mk_topic("gopen", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "gopen", &po, &hook_p), 0);
+	produce_a_lap(); /* no gating consumer: the ring wraps freely */
+	getpid_hook = produce_a_lap;
+	err = bus_consumer_open(b, "gopen", &co, &c);
+	cr_assert_eq(err, 0, "open: %s", bus_strerror(err));
+	cr_assert_null(getpid_hook, "the hook did not run: the test tests nothing");
+	/* From now on the consumer holds the producer back: fill the ring. */
+	while ((err = bus_produce(hook_p, 0, &(struct bus_record){ .value = "x", .value_len = 1 },
+				  NULL, NULL)) == 0)
+		after++;
+	cr_assert_eq(err, -EAGAIN, "produce: %s", bus_strerror(err));
+	while ((n = bus_consumer_poll(c, v, 64, 0)) > 0) {
+		for (int i = 0; i < n; i++) {
+			cr_assert_eq(v[i].lost_before, 0,
+				     "offset %" PRIu64 ": %" PRIu64 " lost before it, after open",
+				     v[i].offset, v[i].lost_before);
+			if (expect != UINT64_MAX)
+				cr_assert_eq(v[i].offset, expect);
+			expect = v[i].offset + 1;
+		}
+		cr_assert_eq(bus_consumer_check(c, v, (unsigned)n), n);
+	}
+	cr_assert_geq(n, 0, "poll: %s", bus_strerror(n));
+	cr_assert_eq(expect, hook_produced + after, "the consumer ended at %" PRIu64, expect);
+	bus_consumer_stats(c, &st);
+	cr_assert_eq(st.lost, 0);
+	cr_assert_eq(st.laps, 0);
+	bus_consumer_close(c);
+	bus_producer_close(hook_p);
+}
