@@ -1339,8 +1339,8 @@ static int seek_ring(struct bus_cpart *cp, enum bus_seek whence, int64_t value)
  * and the log's seeks change nothing when they fail); only where it reads
  * from, whether it is out of range, and whether its disk reader is still
  * to be moved back to it (rewind_to()), are put back. */
-static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
-		    int64_t value)
+static int seek_place(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
+		      int64_t value)
 {
 	bool on_disk = cp->on_disk, oor = cp->out_of_range, reseek = cp->disk_reseek;
 	int err;
@@ -1358,6 +1358,69 @@ static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek 
 		cp->on_disk = on_disk;
 		cp->out_of_range = oor;
 		cp->disk_reseek = reseek;
+	}
+	return err;
+}
+
+/* A gating cursor holds producers back from its publication on (R6 in
+ * gating_publish()), not from the moment the consumer chose its position:
+ * a raise of the horizon made meanwhile (while a seek walked the ring, or
+ * a new consumer took its slot, whose old cursor may also be ahead of the
+ * new one) may have lapped that position already, and the first poll
+ * would report records lost that the consumer never had a chance to hold
+ * back (a gating consumer opened at the earliest record of a ring that
+ * producers lap found some lost most times).  So after the publication:
+ * F1, a full fence (the release store of the cursor before the load of
+ * the horizon: a store then a load, which only a full fence orders, on
+ * x86 too), then I1 at the cursor.  Lapped: the seek is made again (it
+ * publishes again), from what the ring holds now; once it holds, every
+ * raise that takes its limit after the publication (producer.c,
+ * refresh_limit(): acquire loads of the cursors, pairing with R6) stays
+ * behind the cursor's lap.  A raise already under way (its limit taken
+ * before the publication, its CAS after F1's load) may still pass it, by
+ * that one raise: the poll then finds the lap, as any reader does.
+ * Returns 0, or the error of the seek made again (-ERANGE: an offset
+ * sought is no longer held), or -EAGAIN when producers lapped each new
+ * position before it was published, 100 times. */
+static int gating_settle(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
+			 int64_t value)
+{
+	for (int tries = 0;; tries++) {
+		int err;
+
+		if (cp->gslot < 0 || cp->on_disk)
+			return 0; /* on disk: the spill cursor gates, as ever */
+		atomic_thread_fence(memory_order_seq_cst); /* F1 */
+		if (whole(cp->r, cp->pos, ld_relaxed(&cp->r->hdr->horizon)))
+			return 0;
+		if (tries == 100)
+			return -EAGAIN;
+		if ((err = seek_place(c, cp, whence, value)) != 0)
+			return err;
+	}
+}
+
+/* Seek @cp (seek_place()), and hold a gating cursor there
+ * (gating_settle()).  On failure the cursor is where it was; when the seek
+ * itself succeeded and gating_settle() failed, it is put back whole (its
+ * disk reader, which the seek may have moved, then seeks again before it
+ * reads: disk_reseek) and published again. */
+static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek whence,
+		    int64_t value)
+{
+	struct bus_cpart saved = *cp;
+	int err = seek_place(c, cp, whence, value);
+
+	if (err)
+		return err;
+	err = gating_settle(c, cp, whence, value);
+	if (err) {
+		struct bus_seg_reader *disk = cp->disk; /* opened by the seek, maybe */
+		*cp = saved;
+		cp->disk = disk;
+		if (cp->on_disk)
+			cp->disk_reseek = true;
+		gating_publish(cp);
 	}
 	return err;
 }
@@ -1496,8 +1559,12 @@ int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consume
 		cp->r = &c->t->rings[cp->idx];
 		cp->gslot = -1;
 		err = seek_one(c, cp, opts->start, 0);
-		if (!err && (opts->flags & BUS_CONSUMER_GATING))
+		if (!err && (opts->flags & BUS_CONSUMER_GATING)) {
 			err = gating_claim(cp);
+			/* The start was chosen before the slot was ours. */
+			if (!err)
+				err = gating_settle(c, cp, opts->start, 0);
+		}
 		if (err) {
 			c->nparts = i + 1;
 			/* The seek read zeros: a truncated ring (or table). */

@@ -458,7 +458,14 @@ enum bus_seek {
 };
 
 /** The consumer is gating: block-policy producers never overwrite what
- *  it has not consumed.  At most BUS_GATING_MAX per partition. */
+ *  it has not consumed, from the position bus_consumer_open() or
+ *  bus_consumer_seek() returns on (a position lapped while the consumer
+ *  took its slot or moved is sought again; only a producer's raise of its
+ *  write horizon already under way at that moment may still lap it, and
+ *  the poll then reports what it lost).  At most BUS_GATING_MAX per
+ *  partition (-ENOSPC past that); a slot whose process is gone is taken
+ *  over by the next gating consumer, or freed by a producer it holds
+ *  back. */
 #define BUS_CONSUMER_GATING 0x1u
 /** When the consumer's position is no longer held anywhere (retention
  *  deleted it from disk), move to the earliest record and report what was
