@@ -351,3 +351,208 @@ Test(cring, a_gating_consumer_opened_while_producers_lap_loses_nothing_after_ope
 	bus_consumer_close(c);
 	bus_producer_close(hook_p);
 }
+
+/* ------------------------------------------------------ read at limits */
+
+/* Records whose frame is exactly half the ring (the largest a producer
+ * takes), with a key, headers and a value, from a dense and a low-latency
+ * producer, wrap the ring with padding; bus_consumer_read() with a buffer
+ * one byte short says -EMSGSIZE and how much it needs, and keeps the
+ * record; with exactly that much it returns the record whole. */
+Test(cring, records_of_half_a_ring_are_read_with_a_buffer_of_exactly_their_size)
+{
+	static uint8_t key[1000], hval[3000], val[BUS_RING_MIN / 2], buf[BUS_RING_MIN / 2];
+	struct bus_producer_opts ll = { .flags = BUS_PRODUCER_LOW_LATENCY | BUS_PRODUCER_NONBLOCK };
+	struct bus_producer_opts nb = { .flags = BUS_PRODUCER_NONBLOCK };
+	struct bus_view none;
+	struct bus_producer *p[2];
+	struct bus_consumer *c;
+	struct bus_msg m[4];
+	struct bus_header h = { .name = "hdr", .name_len = 3, .value = hval,
+				.value_len = sizeof(hval) };
+	uint32_t hl = 6 + 3 + sizeof(hval), vlen;
+	size_t need;
+	int n;
+
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (uint8_t)(i * 3);
+	for (size_t i = 0; i < sizeof(hval); i++)
+		hval[i] = (uint8_t)(i * 5);
+	/* 48 + key + headers + value = half the ring. */
+	vlen = BUS_RING_MIN / 2 - BUS_FRAME_HDR - (uint32_t)sizeof(key) - hl;
+	cr_assert_eq(BUS_FRAME_HDR + sizeof(key) + hl + vlen, BUS_RING_MIN / 2);
+	need = sizeof(key) + hl + vlen;
+	mk_topic("half", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_producer_open(b, "half", &nb, &p[0]), 0);
+	cr_assert_eq(bus_producer_open(b, "half", &ll, &p[1]), 0);
+	{
+		struct bus_record r = { .key = key, .key_len = sizeof(key), .value = val,
+					.value_len = vlen + 1, .headers = &h, .header_count = 1 };
+		cr_assert_eq(bus_produce(p[0], 0, &r, NULL, NULL), -EMSGSIZE);
+	}
+	cr_assert_eq(bus_consumer_open(b, "half", &(struct bus_consumer_opts){ .partition = 0,
+		.flags = BUS_CONSUMER_GATING }, &c), 0);
+	for (uint64_t off = 0; off < 9; off++) {
+		struct bus_record r = { .key = key, .key_len = sizeof(key), .value = val,
+					.value_len = vlen, .headers = &h, .header_count = 1 };
+		struct bus_header got;
+		uint64_t at;
+
+		memset(val, (int)off + 1, vlen);
+		/* A small record first, every other time: the big one then wraps
+		 * with padding. */
+		if (off % 2) {
+			struct bus_record s = { .value = "s", .value_len = 1 };
+			cr_assert_eq(bus_produce(p[off % 3 == 0], 0, &s, NULL, &at), 0);
+			n = bus_consumer_read(c, m, 4, buf, 1, 0);
+			cr_assert_eq(n, 1, "read: %s", bus_strerror(n));
+			cr_assert_eq(m[0].offset, at);
+		}
+		/* The gating consumer releases what it read at its next poll. */
+		cr_assert_eq(bus_consumer_poll(c, &none, 1, 0), 0);
+		n = bus_produce(p[off % 3 == 0], 0, &r, NULL, &at);
+		cr_assert_eq(n, 0, "produce %" PRIu64 ": %s", off, bus_strerror(n));
+		n = bus_consumer_read(c, m, 4, buf, need - 1, 0);
+		cr_assert_eq(n, -EMSGSIZE, "read: %d", n);
+		cr_assert_eq(m[0].value_len, need);
+		n = bus_consumer_read(c, m, 4, buf, need, 0);
+		cr_assert_eq(n, 1, "read: %s", bus_strerror(n));
+		cr_assert_eq(m[0].offset, at);
+		cr_assert_eq(m[0].lost_before, 0);
+		cr_assert_eq(m[0].key_len, sizeof(key));
+		cr_assert_eq(m[0].headers_len, hl);
+		cr_assert_eq(m[0].value_len, vlen);
+		cr_assert_eq(memcmp(m[0].key, key, sizeof(key)), 0);
+		for (uint32_t j = 0; j < vlen; j++)
+			cr_assert_eq(((uint8_t *)m[0].value)[j], (uint8_t)(off + 1));
+		{
+			struct bus_view hv = { .header_count = m[0].header_count,
+					       .headers = m[0].headers,
+					       .headers_len = m[0].headers_len };
+			cr_assert_eq(bus_view_header(&hv, 0, &got), 0);
+			cr_assert_eq(got.value_len, sizeof(hval));
+			cr_assert_eq(memcmp(got.value, hval, sizeof(hval)), 0);
+		}
+	}
+	bus_consumer_close(c);
+	bus_producer_close(p[0]);
+	bus_producer_close(p[1]);
+}
+
+/* ---------------------------------------------------------- seek edges */
+
+/* Seeks at the edges of what the ring holds: the earliest offset (and one
+ * before it), the next offset (and one after it), the largest offsets an
+ * int64_t holds, a negative one, and the latest on an empty ring. */
+Test(cring, seeks_at_the_edges_of_the_ring)
+{
+	struct bus_producer *p;
+	struct bus_consumer *c;
+	struct bus_view v[4];
+	uint64_t first, next, pos;
+	uint32_t val[40] = { 0 };
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+
+	mk_topic("edge", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_producer_open(b, "edge", NULL, &p), 0);
+	cr_assert_eq(bus_consumer_open(b, "edge", &(struct bus_consumer_opts){ .partition = 0,
+		.start = BUS_SEEK_LATEST }, &c), 0);
+	/* Empty: latest and earliest are offset 0, which is not written yet. */
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_EARLIEST, 0), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 0), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 1), -ERANGE);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_TIME, INT64_MAX), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 0);
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 1);
+	cr_assert_eq(v[0].offset, 0);
+
+	/* Many laps. */
+	for (uint32_t i = 1; i < 20000; i++) {
+		val[0] = i;
+		cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	}
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_EARLIEST, 0), 0);
+	cr_assert_eq(bus_consumer_position(c, 0, &first), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 0), 1);
+	cr_assert_eq(v[0].offset, first);
+	cr_assert_eq(v[0].lost_before, 0);
+	cr_assert_eq(*(const uint32_t *)v[0].value, (uint32_t)first);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, (int64_t)first), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 1, 0), 1);
+	cr_assert_eq(v[0].offset, first);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, (int64_t)first - 1), -ERANGE);
+	/* A failed seek leaves the position. */
+	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
+	cr_assert_eq(pos, first + 1);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_LATEST, 0), 0);
+	cr_assert_eq(bus_consumer_position(c, 0, &next), 0);
+	cr_assert_eq(next, 20000);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 20000), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 0);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, 20001), -ERANGE);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, INT64_MAX), -ERANGE);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, -1), -ERANGE);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_OFFSET, INT64_MIN), -ERANGE);
+	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
+	cr_assert_eq(pos, 20000);
+	val[0] = 20000;
+	cr_assert_eq(bus_produce(p, 0, &r, NULL, NULL), 0);
+	cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 1);
+	cr_assert_eq(v[0].offset, 20000);
+	cr_assert_eq(v[0].lost_before, 0);
+	/* By time: everything is newer than 0, nothing as new as INT64_MAX. */
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_TIME, INT64_MIN), 0);
+	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
+	cr_assert_eq(pos, first);
+	cr_assert_eq(bus_consumer_seek(c, 0, BUS_SEEK_TIME, INT64_MAX), 0);
+	cr_assert_eq(bus_consumer_position(c, 0, &pos), 0);
+	cr_assert_eq(pos, 20001);
+	bus_consumer_close(c);
+	bus_producer_close(p);
+}
+
+/* A process that forked after opening a gating consumer has a copy of it;
+ * the child closing its copy (an exit path that closes every handle) must
+ * not free the parent's gating slot, which would let producers overwrite
+ * what the parent has not read. */
+static struct bus_consumer *fork_c;
+
+static int close_copy(void *arg)
+{
+	(void)arg;
+	bus_consumer_close(fork_c);
+	return 0;
+}
+
+Test(cring, a_forked_child_closing_its_copy_leaves_the_parents_gating_slot)
+{
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_NONBLOCK };
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_producer *p;
+	struct bus_view v[64];
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	uint64_t expect = 0;
+	int err, written = 0, n;
+
+	mk_topic("fork", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_consumer_open(b, "fork", &co, &fork_c), 0);
+	cr_assert_eq(twait(tfork(close_copy, NULL), 10000), 0);
+	cr_assert_eq(bus_producer_open(b, "fork", &po, &p), 0);
+	while ((err = bus_produce(p, 0, &r, NULL, NULL)) == 0 && written < 1000)
+		written++;
+	cr_assert_eq(err, -EAGAIN, "the parent's consumer no longer gates: %d written, %s",
+		     written, bus_strerror(err));
+	while ((n = bus_consumer_poll(fork_c, v, 64, 0)) > 0)
+		for (int i = 0; i < n; i++, expect++) {
+			cr_assert_eq(v[i].offset, expect);
+			cr_assert_eq(v[i].lost_before, 0);
+		}
+	cr_assert_eq(expect, (uint64_t)written);
+	bus_consumer_close(fork_c);
+	bus_producer_close(p);
+}
