@@ -1501,8 +1501,16 @@ void bus_consumer_close(struct bus_consumer *c)
 		return;
 	for (uint32_t i = 0; c->parts && i < c->nparts; i++) {
 		struct bus_cpart *cp = &c->parts[i];
-		if (cp->gslot >= 0)
-			st_release(&cp->r->hdr->gating[cp->gslot].pid, 0);
+		if (cp->gslot >= 0) {
+			/* Only the slot's owner frees it: a child forked after
+			 * the open closes a copy of @c, whose slot is still its
+			 * parent's (the parent's cursor in it).  Release: the
+			 * reads of the ring before. */
+			int32_t self = getpid();
+			atomic_compare_exchange_strong_explicit(&cp->r->hdr->gating[cp->gslot].pid,
+								&self, 0, memory_order_release,
+								memory_order_relaxed);
+		}
 		bus_seg_reader_close(cp->disk);
 	}
 	bus_topic_put(c->t);

@@ -513,7 +513,9 @@ struct bus_consumer;
 int bus_consumer_open(struct bus *b, const char *topic, const struct bus_consumer_opts *opts,
 		      struct bus_consumer **out);
 
-/** bus_consumer_close() - free @c (NULL ok), releasing any gating slot. */
+/** bus_consumer_close() - free @c (NULL ok), releasing any gating slot it
+ *  holds; a copy of @c in a process forked after the open (closed there)
+ *  leaves the slot to the process that opened it. */
 void bus_consumer_close(struct bus_consumer *c);
 
 /**
