@@ -615,7 +615,11 @@ int bus_consumer_poll(struct bus_consumer *c, struct bus_view *views, unsigned m
  * it as lost.  Views read from disk are never bad.  Returns
  * -BUS_ECORRUPT when a ring of @c or the control region was truncated under
  * this process's mapping (the views may have read as zeros: none is good),
- * -EINVAL on bad arguments.
+ * -EINVAL on bad arguments.  Pass the array the poll filled and the count
+ * it returned: the cursor moves back right from any view, but stats.records
+ * and stats.lost are kept exact only when the views after a bad one are all
+ * there (with part of the batch, a bad view makes them off by the views
+ * left out).
  */
 int bus_consumer_check(struct bus_consumer *c, const struct bus_view *views, unsigned n);
 
