@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -555,4 +556,70 @@ Test(cring, a_forked_child_closing_its_copy_leaves_the_parents_gating_slot)
 	cr_assert_eq(expect, (uint64_t)written);
 	bus_consumer_close(fork_c);
 	bus_producer_close(p);
+}
+
+/* ------------------------------------------------ a gating consumer's zombie */
+
+/* A gating consumer that dies without closing: its process exits, and its
+ * parent does not reap it (yet).  kill(pid, 0) still finds a zombie. */
+static int gate_and_die(void *arg)
+{
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_consumer *c;
+
+	if (bus_consumer_open(b, (const char *)arg, &co, &c))
+		return 1;
+	raise(SIGKILL);
+	return 2;
+}
+
+/* Its slot must not hold block-policy producers back for as long as the
+ * parent leaves it unreaped (a parent that never waits, a container's PID
+ * 1 that reaps nothing): it did, to the producer's block timeout. */
+Test(cring, a_gating_consumer_killed_and_left_unreaped_does_not_hold_producers_back)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = 20000000000ll };
+	struct bus_producer *p;
+	struct bus_topic *t;
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	int64_t t0;
+	pid_t pid;
+	int err = 0, i;
+
+	mk_topic("zgate", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	pid = tfork(gate_and_die, (char[]){ "zgate" });
+	cr_assert_eq(tzombie(pid, 10000), 0, "the gating child did not die");
+	cr_assert_eq(bus_topic_get(b, "zgate", &t), 0);
+	cr_assert_eq(ld_acquire(&t->rings[0].hdr->gating[0].pid), (int32_t)pid,
+		     "the zombie's slot is taken");
+	cr_assert_eq(bus_producer_open(b, "zgate", &po, &p), 0);
+	t0 = tnow_ms();
+	for (i = 0; i < 3 * (int)(BUS_RING_MIN / sizeof(val)) && !err; i++)
+		err = bus_produce(p, 0, &r, NULL, NULL);
+	cr_assert_eq(err, 0, "record %d: %s after %ld ms", i, bus_strerror(err),
+		     (long)(tnow_ms() - t0));
+	cr_assert_eq(ld_acquire(&t->rings[0].hdr->gating[0].pid), 0, "the slot was freed");
+	cr_assert_eq(twait(pid, 10000), -1, "killed");
+	bus_producer_close(p);
+	bus_topic_put(t);
+}
+
+/* Nor do zombies keep the gating slots from new consumers: with every
+ * slot a zombie's, a gating consumer could not open (-EUSERS). */
+Test(cring, gating_slots_of_unreaped_dead_consumers_are_taken_by_new_ones)
+{
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_consumer *c;
+	pid_t pids[BUS_GATING_MAX];
+
+	mk_topic("zslots", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	for (int i = 0; i < BUS_GATING_MAX; i++) {
+		pids[i] = tfork(gate_and_die, (char[]){ "zslots" });
+		cr_assert_eq(tzombie(pids[i], 10000), 0, "gating child %d did not die", i);
+	}
+	cr_assert_eq(bus_consumer_open(b, "zslots", &co, &c), 0);
+	bus_consumer_close(c);
+	for (int i = 0; i < BUS_GATING_MAX; i++)
+		cr_assert_eq(twait(pids[i], 10000), -1);
 }

@@ -199,7 +199,8 @@ Test(mp, low_latency_producers_and_consumers_see_every_record_once_in_order)
 /* ---------------------------------------------- dead and stalled claims */
 
 struct claimer {
-	int mode;    /* 0: die holding the claim; 1: stall, then commit */
+	int mode;    /* 0: die holding the claim; 1: stall, then commit;
+		      * 2: as 0, and stay unreaped (a zombie) meanwhile */
 	unsigned pflags; /* the claimer's producer flags */
 	int note_fd; /* "claimed" */
 	int go_fd;   /* stall mode: commit when a byte arrives */
@@ -220,7 +221,7 @@ static int claimer_main(void *arg)
 	memset(c.value, 0xee, 64);
 	if (write(cl->note_fd, &x, 1) != 1)
 		return 31;
-	if (cl->mode == 0)
+	if (cl->mode != 1)
 		kill(getpid(), SIGKILL);
 	if (read(cl->go_fd, &x, 1) != 1)
 		return 32;
@@ -264,6 +265,8 @@ static void claimant_case(int mode, unsigned pflags, uint64_t stuck_ns, int64_t 
 	}
 	if (mode == 0)
 		cr_assert_eq(twait(pid, 10000), -1, "the claimer was killed");
+	if (mode == 2)
+		cr_assert_eq(tzombie(pid, 10000), 0, "the claimer was killed");
 	t0 = tnow_ms();
 	while (data < 20) {
 		int n = bus_consumer_poll(c, v, 64, 100000000);
@@ -285,6 +288,8 @@ static void claimant_case(int mode, unsigned pflags, uint64_t stuck_ns, int64_t 
 		cr_assert_eq(write(go[1], &x, 1), 1);
 		cr_assert_eq(twait(pid, 10000), 0, "stalled claimant learns it was repaired");
 	}
+	if (mode == 2)
+		cr_assert_eq(twait(pid, 10000), -1, "reaped only now");
 	bus_consumer_close(c);
 	bus_producer_close(p);
 	bus_close(cb);
@@ -309,6 +314,16 @@ Test(mp, claim_of_killed_low_latency_producer_is_repaired_whole_slack_included)
 	 * end on a cache line: the repair must take the slack from the
 	 * header, or the records after it would be read from a wrong place. */
 	claimant_case(0, BUS_PRODUCER_LOW_LATENCY, 3600ull * 1000000000ull, &ms);
+	cr_assert(ms < 1000, "repair took %ld ms", (long)ms);
+}
+
+/* Dead is dead even before the parent reaps it: kill(pid, 0) finds a
+ * zombie, and its claim waited for the stuck-claim timeout (here an hour:
+ * the consumer's 20 s deadline failed the test). */
+Test(mp, claim_of_killed_producer_left_unreaped_is_repaired_within_milliseconds)
+{
+	int64_t ms;
+	claimant_case(2, 0, 3600ull * 1000000000ull, &ms);
 	cr_assert(ms < 1000, "repair took %ld ms", (long)ms);
 }
 

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -743,7 +744,9 @@ static int blocker_main(void *arg)
 	return 0;
 }
 
-Test(topic, creator_killed_mid_create_is_reaped_and_the_name_created_again)
+/* @unreaped: the killed creator stays a zombie (its parent, here the test,
+ * has not waited for it) until the name is created again. */
+static void killed_creator_case(bool unreaped)
 {
 	struct blocker bl = { .name = "victim", .parts = 64, .ring = 1u << 20, .res_fd = -1 };
 	struct bus_ctl_hdr *h = ctl_map();
@@ -772,10 +775,15 @@ Test(topic, creator_killed_mid_create_is_reaped_and_the_name_created_again)
 	cr_assert_eq(count_topics(), 0);
 
 	cr_assert_eq(kill(pid, SIGKILL), 0);
-	cr_assert_eq(twait(pid, 10000), -1);
+	if (unreaped)
+		cr_assert_eq(tzombie(pid, 10000), 0);
+	else
+		cr_assert_eq(twait(pid, 10000), -1);
 
 	cfg_small(&cfg, 4);
 	cr_assert_eq(create_bounded("victim", &cfg), 0);
+	if (unreaped)
+		cr_assert_eq(twait(pid, 10000), -1);
 	cr_assert_eq(bus_topic_describe(b, "victim", &ti), 0);
 	cr_assert_eq(ti.config.partitions, 4u);
 	cr_assert_neq(ti.generation, BUS_SLOT_GEN(w), "the dead attempt's generation was reused");
@@ -787,6 +795,18 @@ Test(topic, creator_killed_mid_create_is_reaped_and_the_name_created_again)
 	close(note[1]);
 	close(hold[0]);
 	close(hold[1]);
+}
+
+Test(topic, creator_killed_mid_create_is_reaped_and_the_name_created_again)
+{
+	killed_creator_case(false);
+}
+
+/* kill(pid, 0) finds a zombie: its CREATING slot was waited on, without a
+ * limit, for as long as its parent did not reap it. */
+Test(topic, creator_killed_mid_create_and_left_unreaped_is_reaped_all_the_same)
+{
+	killed_creator_case(true);
 }
 
 /* A creator SIGKILLed at a varying point: while claiming, after k of its
@@ -1761,4 +1781,81 @@ Test(topic, a_creator_taken_for_dead_starts_over_rather_than_overwrite_its_slot)
 	close(res[0]);
 	close(res[1]);
 	munmap(h, BUS_CTL_SIZE);
+}
+
+/* ------------------------------------------------------ bus_pid_gone() */
+
+static int lone_thread_fd;
+
+static void *lone_thread(void *arg)
+{
+	char x = 1;
+
+	(void)arg;
+	if (write(lone_thread_fd, &x, 1) != 1)
+		_exit(41);
+	pause(); /* lives until killed */
+	return NULL;
+}
+
+/* The main thread leaves, another lives: /proc shows the leader as a
+ * zombie, but the process is alive. */
+static int main_thread_leaves(void *arg)
+{
+	pthread_t th;
+
+	lone_thread_fd = *(int *)arg;
+	if (pthread_create(&th, NULL, lone_thread, NULL))
+		return 40;
+	pthread_exit(NULL);
+}
+
+static int exit_at_once(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+Test(topic, an_owner_is_gone_once_dead_even_unreaped_but_not_while_a_thread_lives)
+{
+	int fds[2];
+	pid_t pid;
+	char x;
+
+	cr_assert_not(bus_pid_gone(getpid()));
+	cr_assert(bus_pid_gone(0));
+	cr_assert(bus_pid_gone(-1));
+
+	pid = tfork(exit_at_once, NULL);
+	cr_assert_eq(tzombie(pid, 10000), 0);
+	cr_assert(bus_pid_alive(pid), "kill(2) finds a zombie");
+	cr_assert(bus_pid_gone(pid), "a zombie is gone");
+	cr_assert_eq(twait(pid, 10000), 0);
+	cr_assert(bus_pid_gone(pid), "reaped, it is gone");
+
+	cr_assert_eq(pipe(fds), 0);
+	pid = tfork(main_thread_leaves, &fds[1]);
+	cr_assert_eq(read(fds[0], &x, 1), 1, "the thread did not start");
+	/* Wait until the leader shows as a zombie, as a zombie's would. */
+	for (int64_t deadline = tnow_ms() + 10000;;) {
+		char path[64], buf[512], *p;
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		cr_assert_not_null(f = fopen(path, "r"));
+		cr_assert_not_null(fgets(buf, sizeof(buf), f));
+		fclose(f);
+		cr_assert_not_null(p = strrchr(buf, ')'));
+		if (p[2] == 'Z')
+			break;
+		cr_assert(tnow_ms() < deadline, "the main thread did not leave");
+		usleep(1000);
+	}
+	cr_assert_not(bus_pid_gone(pid), "a process with a live thread is not gone");
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	cr_assert_eq(tzombie(pid, 10000), 0);
+	cr_assert(bus_pid_gone(pid), "killed whole, it is gone");
+	cr_assert_eq(twait(pid, 10000), -1);
+	close(fds[0]);
+	close(fds[1]);
 }

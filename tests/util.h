@@ -38,6 +38,9 @@ int twait(pid_t pid, int timeout_ms);
 /* Wait for @pid with a deadline: 0 with its raw wait status in *status, or
  * -1 when the deadline passed (the child is then SIGKILLed and reaped). */
 int twait_status(pid_t pid, int timeout_ms, int *status);
+/* Wait with a deadline until child @pid has exited, without reaping it:
+ * it stays a zombie until twait().  0, or -1 when the deadline passed. */
+int tzombie(pid_t pid, int timeout_ms);
 /* Monotonic milliseconds. */
 int64_t tnow_ms(void);
 /* A cheap checksum for payload checks. */

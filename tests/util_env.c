@@ -106,6 +106,23 @@ int twait_status(pid_t pid, int timeout_ms, int *status)
 	}
 }
 
+int tzombie(pid_t pid, int timeout_ms)
+{
+	int64_t deadline = tnow_ms() + timeout_ms;
+
+	for (;;) {
+		siginfo_t si = { 0 };
+
+		cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT), 0,
+			     "waitid: %s", strerror(errno));
+		if (si.si_pid == pid)
+			return 0;
+		if (tnow_ms() > deadline)
+			return -1;
+		usleep(1000);
+	}
+}
+
 int twait(pid_t pid, int timeout_ms)
 {
 	int st;

@@ -54,6 +54,59 @@ bool bus_pid_alive(int32_t pid)
 	return kill(pid, 0) == 0 || errno == EPERM;
 }
 
+/* /proc/<pid>/stat of @pid into @buf (NUL-terminated), returning field 3
+ * (the state letter) on: "pid (comm) state ppid ...", where the command
+ * may hold blanks and parentheses, so fields are counted from the last
+ * ')'.  NULL when it cannot be read. */
+static char *pid_stat_read(int32_t pid, char *buf, size_t len)
+{
+	char path[48], *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] ? p + 2 : NULL;
+}
+
+/* Field @k (>= 3) of a stat line whose field 3 starts at @f, or NULL. */
+static const char *stat_field(const char *f, int k)
+{
+	for (int i = 3; i < k && f; i++) {
+		f = strchr(f, ' ');
+		f = f ? f + 1 : NULL;
+	}
+	return f;
+}
+
+bool bus_pid_gone(int32_t pid)
+{
+	char buf[1024];
+	const char *st, *nt;
+	unsigned long threads;
+
+	if (!bus_pid_alive(pid))
+		return true;
+	st = pid_stat_read(pid, buf, sizeof(buf));
+	if (!st) /* reaped since, or /proc hidden from us: ask again */
+		return !bus_pid_alive(pid);
+	if (st[0] != 'Z' && st[0] != 'X')
+		return false;
+	/* A zombie leader may still head live threads (its main thread
+	 * called pthread_exit()): the process lives while field 20, the
+	 * thread count, says more than the leader. */
+	nt = stat_field(st, 20);
+	return nt && sscanf(nt, "%lu", &threads) == 1 && threads <= 1;
+}
+
 /* The boottime offset of this process's time namespace, in clock ticks
  * (/proc/self/timens_offsets; 0 without time namespaces).  The kernel adds
  * the reader's offset to every start time it shows in /proc/<pid>/stat. */
@@ -80,32 +133,14 @@ static long long boottime_offset_ticks(void)
  * internal.h). */
 static uint32_t pid_start_read(int32_t pid)
 {
-	char path[48], buf[1024], *p;
+	char buf[1024];
+	const char *p;
 	long long ticks;
-	ssize_t n;
-	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	/* "pid (comm) state ppid ...": the command may hold blanks and
-	 * parentheses, so count fields from the last ')'.  Field 3 (state)
-	 * follows it; 22 is 19 blanks on. */
-	p = strrchr(buf, ')');
+	p = stat_field(pid_stat_read(pid, buf, sizeof(buf)), 22);
 	if (!p)
 		return 0;
-	for (int f = 2; f < 22; f++) {
-		p = strchr(p + 1, ' ');
-		if (!p)
-			return 0;
-	}
-	if (sscanf(p + 1, "%lld", &ticks) != 1)
+	if (sscanf(p, "%lld", &ticks) != 1)
 		return 0;
 	/* As the initial namespace sees it: a creator and a reaper in
 	 * different time namespaces (a container, a CRIU restore) read

@@ -1481,7 +1481,7 @@ static int gating_claim(struct bus_cpart *cp)
 
 	for (unsigned i = 0; i < BUS_GATING_MAX; i++) {
 		int32_t pid = ld_relaxed(&h->gating[i].pid);
-		if (pid && bus_pid_alive(pid))
+		if (pid && !bus_pid_gone(pid)) /* a zombie's is free too */
 			continue;
 		/* The slot's old pos may be read by a producer for a moment:
 		 * it is older than ours, so it only makes the producer wait. */

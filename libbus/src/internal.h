@@ -219,7 +219,22 @@ int bus_topic_dir(const struct bus *b, const char *topic, char *buf, size_t len)
  * data dir) until busd removes it: ".deleted.<topic>.<gen>.<pid>". */
 #define BUS_DELETED_PREFIX ".deleted."
 
+/* Whether a process has @pid (kill(2) with signal 0; EPERM counts as
+ * alive).  One system call.  A zombie, a process that exited but whose
+ * parent has not reaped it yet, counts as alive: see bus_pid_gone().
+ * Thread-safe. */
 bool bus_pid_alive(int32_t pid);
+/* Whether the owner @pid is gone: no process has it, or it exited and
+ * waits, a zombie, for its parent to reap it (a parent that never waits,
+ * a container's PID 1 that reaps nothing, would otherwise keep a dead
+ * owner's claim, gating cursor or slot held for as long as it lives).  A
+ * zombie leader whose other threads live (its main thread called
+ * pthread_exit()) is not gone.  A /proc that cannot be read leaves
+ * kill(2)'s answer.  Costs kill(2) plus, for a live pid, an open, read
+ * and close of /proc/<pid>/stat: for the paths that look at an owner
+ * because it holds others back, not for every turn of a wait loop.
+ * Thread-safe. */
+bool bus_pid_gone(int32_t pid);
 /* The start time of process @pid (/proc/<pid>/stat, field 22: clock ticks
  * since boot, less the boottime offset of the caller's time namespace, so
  * that every namespace reads the same value) folded into a non-zero 32-bit
@@ -310,6 +325,11 @@ void bus_ring_detach(struct bus_ring *r);
  * makes no system call (*nodaemon false): a bound that may be lower than
  * need be, never higher. */
 uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool reap, bool *nodaemon);
+/* Free the gating slots whose consumer is gone by bus_pid_gone(): dead, or
+ * a zombie that bus_ring_low_water()'s kill(2) still finds.  A read of
+ * /proc per live gating consumer: a blocked producer calls it once every
+ * few turns of its wait, not on each. */
+void bus_ring_reap_gating(struct bus_ring *r);
 /* Raise the horizon so that a claim ending at @end (and the word zeroed
  * after it) lies below it, by a step of ring/16 but never above @limit
  * (nor ever lowered).  *cached receives the horizon now in force, which is

@@ -139,9 +139,9 @@ static bool excl_reap(struct bus_producer *p, struct bus_pstate *ps)
 	struct bus_ring_hdr *h = ps->r->hdr;
 	int32_t pid = ld_acquire(&h->excl_pid);
 
-	if (pid > 0 && bus_pid_alive(pid))
+	if (pid > 0 && !bus_pid_gone(pid))
 		return false;
-	if (pid < 0 && bus_pid_alive(excl_reaper(pid))) {
+	if (pid < 0 && !bus_pid_gone(excl_reaper(pid))) {
 		sched_yield(); /* a reap in progress: a few instructions */
 		return true;
 	}
@@ -160,9 +160,9 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 
 	for (;;) {
 		int32_t pid = ld_acquire(&h->excl_pid);
-		if (pid == p->pid || (pid > 0 && bus_pid_alive(pid)))
+		if (pid == p->pid || (pid > 0 && !bus_pid_gone(pid)))
 			return -BUS_EBUSY;
-		if (pid < 0 && bus_pid_alive(excl_reaper(pid))) {
+		if (pid < 0 && !bus_pid_gone(excl_reaper(pid))) {
 			sched_yield(); /* a reaper clears the bit: wait for it */
 			continue;
 		}
@@ -247,7 +247,7 @@ static int pslot_take(struct bus_producer *p, struct bus_pstate *ps)
 		struct bus_pslot *sl = &r->hdr->pslot[i];
 		int32_t pid = ld_acquire(&sl->pid);
 
-		if (pid && bus_pid_alive(pid))
+		if (pid && !bus_pid_gone(pid))
 			continue;
 		if (pid) {
 			uint64_t pos = ld_acquire(&sl->pos), off = ld_acquire(&sl->off);
@@ -362,6 +362,12 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 			deadline = bus_deadline_ns(p->block_timeout_ns);
 		if (deadline >= 0 && bus_mono_ns() > deadline)
 			return -ETIMEDOUT;
+		/* A consumer that exited unreaped (a zombie) still answers
+		 * kill(2), so compute_limit()'s reap keeps its slot: every
+		 * 32nd turn (a read of /proc per gating consumer) looks
+		 * closer, or it would hold this producer back for good. */
+		if ((spins & 31) == 31)
+			bus_ring_reap_gating(ps->r);
 		if (++spins < 100) {
 			sched_yield();
 		} else {
@@ -429,7 +435,7 @@ static bool unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint6
 		/* Unsigned: a timeout of 2^63 ns or more is "never", not a
 		 * negative one. */
 		late = (uint64_t)(bus_mono_ns() - *since) > p->b->stuck_claim_ns;
-		if (late || !bus_pid_alive(pid))
+		if (late || bus_pid_gone(pid))
 			rc = bus_ring_repair(r, pos, off, late);
 		/* An intent whose claim is repaired has served; past the
 		 * timeout, one that no repair resolves (it names no real

@@ -198,6 +198,20 @@ uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool reap, bool
 	return lw;
 }
 
+void bus_ring_reap_gating(struct bus_ring *r)
+{
+	struct bus_ring_hdr *h = r->hdr;
+
+	for (unsigned i = 0; i < BUS_GATING_MAX; i++) {
+		int32_t pid = ld_acquire(&h->gating[i].pid);
+
+		/* The CAS frees the slot only if it still names that owner:
+		 * a consumer that took it meanwhile keeps it. */
+		if (pid && bus_pid_gone(pid))
+			atomic_compare_exchange_strong(&h->gating[i].pid, &pid, 0);
+	}
+}
+
 /* Read checkpoint @i consistently: pos is re-read after off, and a lap
  * rewrites both, so equal reads of pos mean off belongs to it.  Inlined:
  * as a call (gcc's choice once it had two callers) it slowed the scan of
@@ -405,7 +419,7 @@ static bool excl_live(struct bus_ring_hdr *h, uint64_t tail_off, uint64_t off)
 	 * concurrent producers made before it took the partition, which its
 	 * plain stores never touch. */
 	return (tail_off & BUS_TAIL_EXCL) && (tail_off & ~BUS_TAIL_EXCL) == off + 1 &&
-	       bus_pid_alive(ld_acquire(&h->excl_pid));
+	       !bus_pid_gone(ld_acquire(&h->excl_pid));
 }
 
 /* Whether {@pos, @off} is the exclusive producer's latest claim (excl_start,
@@ -509,7 +523,7 @@ static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t ta
 		return 0;
 	*alive = false;
 	for (unsigned i = 0; i < n; i++)
-		*alive = *alive || bus_pid_alive(pids[i]);
+		*alive = *alive || !bus_pid_gone(pids[i]);
 	unsigned same = 1;
 
 	while (same < n && ends[same] == ends[0])
@@ -622,7 +636,7 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 	 * whatever its tag. */
 	if (BUS_CLAIM_PID(claim) > 0 && BUS_CLAIM_TAG(claim) == (uint32_t)off) {
 		pid = BUS_CLAIM_PID(claim);
-		if (bus_pid_alive(pid)) {
+		if (!bus_pid_gone(pid)) {
 			if (!force || ((tail_off & BUS_TAIL_EXCL) && ld_relaxed(&h->excl_pid) == pid))
 				return 0;
 		}

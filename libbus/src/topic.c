@@ -200,7 +200,7 @@ static bool slot_gone(const struct bus_topic_slot *ts, uint64_t w)
 	int32_t pid = BUS_SLOT_PID(w);
 	uint32_t want, now;
 
-	if (!bus_pid_alive(pid))
+	if (bus_pid_gone(pid))
 		return true;
 	if (BUS_SLOT_STATE(w) != BUS_SLOT_CREATING)
 		return false;
