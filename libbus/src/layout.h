@@ -270,7 +270,10 @@ struct bus_pslot {
 
 /* Checkpoints: the ring is cut into BUS_CKPT_N chunks; the producer whose
  * frame ends in a new chunk records where the next frame starts and its
- * offset.  Lapped readers and seeks start from them instead of scanning. */
+ * offset.  Lapped readers and seeks start from them instead of scanning.
+ * One writer at a time per checkpoint: a shared producer writes it before
+ * its intent goes idle (producer.c, CK), so the next lap's writer cannot
+ * claim until it is done; a torn pair is rejected by its readers. */
 #define BUS_CKPT_N 256u
 #define BUS_CKPT_EMPTY UINT64_MAX
 struct bus_ckpt {

@@ -776,6 +776,7 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 	if (p->flags & BUS_PRODUCER_EXCLUSIVE) {
 		/* The next commit word was zeroed in reserve(). */
 		st_release(&f->commit, cw); /* R3: pairs with A3 in readers */
+		bus_ring_checkpoint(r, fpos, end, off + 1);
 	} else {
 		uint64_t w;
 		/* Repaired past the stuck-claim timeout and lapped since (the
@@ -798,6 +799,18 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 		} while (!atomic_compare_exchange_weak_explicit(&f->commit, &w, cw,
 								memory_order_release,
 								memory_order_relaxed));
+		/* CK: the checkpoint while our intent still holds every
+		 * raise of the horizon within a ring of our claim (raise_cap()).
+		 * The next writer of the same checkpoint is the frame that
+		 * crosses into the same chunk a lap later, whose claim needs
+		 * the horizon past ours + ring: so no two producers' three
+		 * stores (bus_ring_checkpoint()) interleave, which could leave
+		 * one lap's position paired with the other's offset, whole to
+		 * ckpt_read(): a seek or lapped reader sent to a frame that
+		 * never carries that offset.  (Written after the intent went
+		 * idle, a producer preempted there for a lap did just that.)
+		 * An exclusive producer is the only writer: no rival stores. */
+		bus_ring_checkpoint(r, fpos, end, off + 1);
 		/* Published: no claim in flight (after the commit, release). */
 		st_release(&ps->sl->pos, BUS_INTENT_IDLE);
 	}
@@ -808,7 +821,6 @@ publish(struct bus_producer *p, struct bus_pstate *ps, uint64_t fpos, uint32_t f
 	/* Not R1's concern: the next reserve() fences before writing. */
 	if (BUS_UNLIKELY(end + BUS_FRAME_ALIGN + (r->size >> BUS_HZ_AHEAD_SHIFT) > ps->hz))
 		raise_ahead(p, ps, end);
-	bus_ring_checkpoint(r, fpos, end, off + 1);
 	bus_wake(p->t->ts, p->fenced);
 	/* The acknowledgement's check, after the last access of the record
 	 * (the commit above) and of the ring and control region.  INVARIANT:
