@@ -2701,6 +2701,97 @@ Test(segment, verify_all_cuts_a_sealed_segments_torn_tail_and_readers_go_on_past
 	cr_assert_eq(bus_seg_writer_close(w), 0);
 }
 
+/* Zero the first 4 KiB of @path (all of it when shorter): a block the
+ * file system had allocated but never written when the power went (ext4
+ * with delayed allocation commits a file's size once a later block is
+ * written back; the earlier, unwritten one reads as zeros). */
+static void zero_head(const char *path)
+{
+	static const uint8_t zeros[4096];
+	uint64_t n = fsize(path) < sizeof(zeros) ? fsize(path) : sizeof(zeros);
+	int fd = open(path, O_WRONLY);
+
+	cr_assert(fd >= 0, "open %s", path);
+	cr_assert_eq(pwrite(fd, zeros, n, 0), (ssize_t)n);
+	close(fd);
+}
+
+/* With fsync "never" (busd's default) a power loss can leave a segment's
+ * first block zeros while later blocks of it were written: its header
+ * reads as zeros.  The active segment's made bus_seg_bounds() fail (so
+ * busd could not re-create the topic after the reboot: the library asks
+ * it for the partition's next offset) and the writer refuse to open (the
+ * partition never spilled again); a sealed one's stopped every replay at
+ * it for good.  Zeros are no header that was written: the segment is
+ * taken as one whose header was never written out (as one cut shorter
+ * than its header): its records a gap, the log whole around it. */
+Test(segment, a_segment_whose_first_block_reads_as_zeros_is_a_gap_not_a_dead_log)
+{
+	struct bus_seg_opts o = { .segment_bytes = 16384, .fsync = BUS_SEG_FSYNC_NEVER,
+				  .log = cap_log };
+	struct bus_seg_writer_stats st;
+	struct bus_seg_writer *w;
+	struct bus_seg_reader *r;
+	struct bus_seg_bounds bd;
+	struct bus_seg_record rec;
+	uint64_t bases[64], act, sealed_size, act_size;
+	char path[600];
+	size_t n;
+	int rc;
+
+	write_log(&o, 700);
+	n = list_logs(bases, 64);
+	cr_assert_geq(n, 4u);
+	act = bases[n - 1];
+	seg_path(path, sizeof(path), bases[1], "log");
+	sealed_size = fsize(path);
+	zero_head(path);
+	seg_path(path, sizeof(path), act, "log");
+	act_size = fsize(path);
+	cr_assert_gt(act_size, (uint64_t)BUS_SEG_HDR_SIZE + 1000, "the active segment holds records");
+	zero_head(path);
+
+	/* What the library asks when it re-creates the topic after the
+	 * reboot: the active segment holds nothing that can be read. */
+	rc = bus_seg_bounds(dir, &bd);
+	cr_assert_eq(rc, 0, "bounds: %d (%s)", rc, bus_strerror(rc));
+	cr_assert_eq(bd.next, act);
+
+	logbuf[0] = 0;
+	o.verify_all = 1;
+	rc = bus_seg_writer_open(&w, dir, &o);
+	cr_assert_eq(rc, 0, "open: %d (%s); log: %s", rc, bus_strerror(rc), logbuf);
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.next_offset, act);
+	cr_assert_eq(st.recovered_dropped_bytes,
+		     (sealed_size - BUS_SEG_HDR_SIZE) + (act_size - BUS_SEG_HDR_SIZE));
+	cr_assert(strstr(logbuf, "reads as zeros"), "log: %s", logbuf);
+	append_range(w, act, act + 50, 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+
+	/* Readers pass over both as gaps. */
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	read_expect_some(r, 0, bases[1]);
+	read_expect_some(r, bases[2], act);
+	read_expect(r, act, act + 50);
+	bus_seg_reader_close(r);
+
+	/* A header that is not zeros stays what it is: damage. */
+	seg_path(path, sizeof(path), bases[0], "log");
+	{
+		int fd = open(path, O_WRONLY);
+		cr_assert(fd >= 0);
+		cr_assert_eq(pwrite(fd, "x", 1, 20), 1);
+		close(fd);
+	}
+	w = wopen(&o);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert_eq(bus_seg_reader_open(&r, dir), 0);
+	rc = bus_seg_next(r, &rec);
+	cr_assert_eq(rc, -BUS_ECORRUPT, "a damaged header: %d", rc);
+	bus_seg_reader_close(r);
+}
+
 /* A sealed segment whose .log is shorter than its header (a power loss
  * with fsync "never" right after a roll, or a cut by hand) read as the
  * end of the log: bus_seg_next() returned 0 for good and the segments

@@ -241,6 +241,39 @@ static int hdr_check(const uint8_t *p, uint64_t base, int64_t *created)
 	return 0;
 }
 
+/*
+ * UNWRITTEN HEADS.  A segment's first block can read as zeros after a
+ * power loss with fsync "never" (or before a segment's first sync): ext4
+ * with delayed allocation commits a file's size once a later block of it
+ * is written back, and the earlier block, allocated but never written,
+ * reads as zeros (so do blocks reserved by fallocate and never written).
+ * Such a header was never written out, as one cut shorter than itself:
+ * the segment holds nothing that can be read in order from its start (its
+ * first frames lay in that block), and is taken as empty.  A header that
+ * is not zeros but fails its check is damage, -BUS_ECORRUPT as before.
+ * Whether the first HEAD_BLOCK bytes of the .log @fd of @size bytes (all
+ * of it when shorter, and at least a header) are zeros: 1, 0, or -errno.
+ */
+#define HEAD_BLOCK 4096u
+static int head_unwritten(int fd, uint64_t size)
+{
+	uint8_t b[HEAD_BLOCK];
+	size_t n = size < HEAD_BLOCK ? (size_t)size : HEAD_BLOCK;
+	ssize_t got;
+
+	if (size < HDR)
+		return 0;
+	got = pread_full(fd, b, n, 0);
+	if (got < 0)
+		return (int)got;
+	if ((size_t)got < HDR)
+		return 0; /* cut meanwhile: not ours to judge here */
+	for (ssize_t i = 0; i < got; i++)
+		if (b[i])
+			return 0;
+	return 1;
+}
+
 uint32_t bus_seg_frame_crc(uint64_t commit, const void *frame, uint32_t len)
 {
 	uint8_t head[16];
@@ -2155,7 +2188,7 @@ static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool 
 	int64_t created = 0;
 	const uint8_t *p;
 	uint32_t len;
-	bool corrupt = false, verify_all = w->o.verify_all || distrust;
+	bool corrupt = false, fresh = false, verify_all = w->o.verify_all || distrust;
 	int fds[3] = { -1, -1, -1 };
 	int rc;
 
@@ -2174,6 +2207,38 @@ static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool 
 		goto out;
 	if (io.size < HDR) {
 		/* Cut while being created: nothing was in it yet. */
+		wlog(w, BUS_LOG_WARN, "segment %" PRIu64 ": header cut short (%" PRIu64
+				      " bytes), rewritten", base, io.size);
+		fresh = true;
+	} else {
+		rc = io_get(&io, 0, HDR, &p);
+		if (rc == 1)
+			rc = hdr_check(p, base, &created);
+		else if (rc == 0)
+			rc = -BUS_ECORRUPT;
+		if (rc == -BUS_ECORRUPT) {
+			int z = head_unwritten(fds[0], io.size);
+			if (z < 0) {
+				rc = z;
+				goto out;
+			}
+			if (z) { /* see UNWRITTEN HEADS */
+				w->st.recovered_dropped_bytes += io.size - HDR;
+				wlog(w, BUS_LOG_WARN,
+				     "segment %" PRIu64 ": its first block reads as zeros (never "
+				     "written out before a power loss): its %" PRIu64 " bytes are "
+				     "dropped, the header written again", base, io.size);
+				rc = 0;
+				fresh = true;
+			}
+		}
+		if (rc) {
+			wlog(w, BUS_LOG_ERROR, "segment %" PRIu64 ": bad header: %s", base,
+			     bus_strerror(rc));
+			goto out;
+		}
+	}
+	if (fresh) {
 		struct bus_seg_hdr h;
 		size_t done;
 		hdr_make(&h, base);
@@ -2182,21 +2247,9 @@ static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool 
 			rc = rc ? rc : -errno;
 			goto out;
 		}
-		wlog(w, BUS_LOG_WARN, "segment %" PRIu64 ": header cut short (%" PRIu64
-				      " bytes), rewritten", base, io.size);
 		io.size = HDR;
+		io.wlen = 0; /* the window held what was cut */
 		created = h.created_ns;
-	} else {
-		rc = io_get(&io, 0, HDR, &p);
-		if (rc == 1)
-			rc = hdr_check(p, base, &created);
-		else if (rc == 0)
-			rc = -BUS_ECORRUPT;
-		if (rc) {
-			wlog(w, BUS_LOG_ERROR, "segment %" PRIu64 ": bad header: %s", base,
-			     bus_strerror(rc));
-			goto out;
-		}
 	}
 	for (int i = 1; i < 3; i++) {
 		rc = open_seg_file(w->dfd, base, i == 1 ? "index" : "timeindex", O_RDWR | O_CREAT,
@@ -2427,7 +2480,7 @@ static int seal_repair(struct bus_seg_writer *w, uint64_t base)
 	uint64_t end_pos = HDR, end_off = base, size;
 	int64_t max_ts = INT64_MIN;
 	int fd, rc;
-	bool ok;
+	bool ok, zeroed;
 
 	fd = open_seg_file(w->dfd, base, "log", O_RDWR, 0);
 	if (fd == -BUS_ECORRUPT) {
@@ -2443,8 +2496,14 @@ static int seal_repair(struct bus_seg_writer *w, uint64_t base)
 	if (rc)
 		goto out;
 	size = io.size;
+	/* Before the seal entry, which a zeroed head leaves plausible. */
+	rc = head_unwritten(fd, size);
+	if (rc < 0)
+		goto out;
+	zeroed = rc == 1;
+	rc = 0;
 	ix_open(&xt, w->dfd, base, "timeindex", sizeof(t), NULL);
-	ok = xt.n && ix_get(&xt, xt.n - 1, &t) && seal_plausible(&c, &t);
+	ok = !zeroed && xt.n && ix_get(&xt, xt.n - 1, &t) && seal_plausible(&c, &t);
 	ix_close(&xt);
 	if (ok)
 		goto out;
@@ -2456,8 +2515,9 @@ static int seal_repair(struct bus_seg_writer *w, uint64_t base)
 		     "larger than a segment can be; left as it is", base, size);
 		goto out;
 	}
-	if (size < HDR) {
-		/* Cut before its header was written out: empty, header again. */
+	if (size < HDR || zeroed) {
+		/* Cut before its header was written out, or its first block
+		 * never written (UNWRITTEN HEADS): empty, header again. */
 		struct bus_seg_hdr h;
 		size_t done;
 		hdr_make(&h, base);
@@ -2489,6 +2549,13 @@ static int seal_repair(struct bus_seg_writer *w, uint64_t base)
 		     "sealed segment %" PRIu64 ": header cut short (%" PRIu64 " bytes), written "
 		     "again; readers see the offsets from %" PRIu64 " to the next segment as lost",
 		     base, size, base);
+	} else if (zeroed) {
+		w->st.recovered_dropped_bytes += size - HDR;
+		wlog(w, BUS_LOG_WARN,
+		     "sealed segment %" PRIu64 ": its first block reads as zeros (never written "
+		     "out before a power loss): its %" PRIu64 " bytes are dropped, the header "
+		     "written again; readers see the offsets from %" PRIu64 " to the next segment "
+		     "as lost", base, size, base);
 	} else if (end_pos < size) {
 		w->st.recovered_dropped_bytes += size - end_pos;
 		wlog(w, BUS_LOG_WARN,
@@ -3364,7 +3431,8 @@ static uint64_t file_size(int dfd, uint64_t base, const char *ext, bool *exists)
 	return (uint64_t)st.st_size;
 }
 
-/* End offset and largest timestamp of segment @base (opened here). */
+/* End offset and largest timestamp of segment @base (opened here); a
+ * segment whose first block reads as zeros is empty (UNWRITTEN HEADS). */
 static int seg_tail_at(int dfd, uint64_t base, uint64_t *end_off, int64_t *max_ts)
 {
 	struct seg_io io = { .fd = -1 };
@@ -3382,7 +3450,10 @@ static int seg_tail_at(int dfd, uint64_t base, uint64_t *end_off, int64_t *max_t
 	rc = io_get(&io, 0, HDR, &p);
 	if (rc == 1) {
 		rc = hdr_check(p, base, NULL);
-		if (!rc)
+		/* Empty, as the writer's recovery leaves it (UNWRITTEN HEADS). */
+		if (rc == -BUS_ECORRUPT && head_unwritten(fd, io.size) == 1)
+			rc = 0;
+		else if (!rc)
 			rc = seg_tail(&c, &end_pos, end_off, max_ts);
 	}
 	close(fd);

@@ -49,7 +49,12 @@
  *     sizes, header_count, slack and timestamp are 0.
  * A frame is valid when all of this holds and its CRC matches.  A .log ends
  * with the last valid frame; anything after it (a frame cut by a crash, or
- * garbage) is a torn tail, which the writer truncates when it opens.
+ * garbage) is a torn tail, which the writer truncates when it opens.  A
+ * .log whose first 4 KiB (all of it when shorter) are zeros is one whose
+ * header was never written out (a block allocated and not written before
+ * a power loss, segment.c UNWRITTEN HEADS): it holds no record, as one
+ * shorter than its header; a header that fails its check otherwise is
+ * damage (-BUS_ECORRUPT).
  *
  * .index: entries struct bus_seg_idx {rel, pos}, 8 bytes each, no header:
  * the frame of offset base + rel starts at file position pos.  The first
@@ -281,7 +286,9 @@ struct bus_seg_writer;
  * the last consistent index entry on is validated (from the start of the
  * segment, rebuilding both indexes, when they are missing or corrupt).  A
  * torn tail is truncated and reported (log callback, WARN; the stats count
- * the bytes dropped); nothing before it is touched.  With o->verify_all,
+ * the bytes dropped); nothing before it is touched.  An active segment
+ * whose header was never written out (shorter than a header, or its first
+ * block zeros: see the format) gets its header again and no record, WARN.  With o->verify_all,
  * every frame from the segment's start is checked: a bad one anywhere is
  * where the log is cut (the valid frames after it go with it: offsets
  * stay dense).  Only a power loss (the kernel wrote some unsynced pages
@@ -306,7 +313,9 @@ struct bus_seg_writer;
  * written again; readers then go on from there to the next segment, and
  * report the offsets in between as lost (records that were never synced).
  * Before that, or without verify_all, such a tail is a bad frame to
- * readers (-BUS_ECORRUPT).  An empty dir gets a
+ * readers (-BUS_ECORRUPT).  A sealed segment whose header was never written
+ * out (its first block zeros: see the format) is emptied the same way
+ * (WARN, its bytes counted), whatever its seal entry says.  An empty dir gets a
  * first segment with base o->first_offset.  Index writes that fail (a full
  * disk) are retried by later write-outs.
  *
@@ -748,7 +757,8 @@ struct bus_seg_bounds {
 int bus_seg_earliest(const char *dir, uint64_t *first);
 
 /* bus_seg_bounds() - first and next offset and sizes, a snapshot (the next
- * offset from the active segment's last checkpoint and a scan after it).
+ * offset from the active segment's last checkpoint and a scan after it;
+ * its base when its header was never written out, see the format).
  * An empty dir gives segments == 0 and zero offsets.  Returns 0, -ENOENT
  * (no dir), -BUS_ECORRUPT, -errno. */
 int bus_seg_bounds(const char *dir, struct bus_seg_bounds *b);
