@@ -356,6 +356,22 @@ int fsync(int fd)
 	return (int)syscall(SYS_fsync, fd);
 }
 
+/* fstat() of an empty regular file (a segment file just made): EIO, this
+ * many times; 0: never. */
+static int empty_fstat_fails;
+
+int fstat(int fd, struct stat *st)
+{
+	int rc = (int)syscall(SYS_fstat, fd, st);
+
+	if (rc == 0 && empty_fstat_fails > 0 && S_ISREG(st->st_mode) && st->st_size == 0) {
+		empty_fstat_fails--;
+		errno = EIO;
+		return -1;
+	}
+	return rc;
+}
+
 static bool fdatasync_fails; /* fdatasync(): EIO (the pages stay as they are) */
 
 int fdatasync(int fd)
@@ -2699,6 +2715,38 @@ Test(segment, verify_all_cuts_a_sealed_segments_torn_tail_and_readers_go_on_past
 	cr_assert_eq(st.recovered_dropped_bytes, 0u);
 	cr_assert(!strstr(logbuf, "sealed segment"), "log: %s", logbuf);
 	cr_assert_eq(bus_seg_writer_close(w), 0);
+}
+
+/* A roll makes the new .log exclusively (O_EXCL), then checks it is a
+ * regular file (fstat).  When that check failed, the file was closed but
+ * not removed, and every retry of the roll met it: -EEXIST for good, the
+ * partition stuck until busd restarted.  Now a failed roll leaves nothing
+ * behind, as its contract says, and the retry makes the segment. */
+Test(segment, a_roll_that_fails_after_making_the_log_leaves_no_file_and_its_retry_works)
+{
+	struct bus_seg_opts o = { .segment_bytes = 4096, .log = cap_log };
+	struct bus_seg_writer *w = wopen(&o);
+	struct bus_seg_writer_stats st;
+	uint64_t off;
+	int rc = 0;
+
+	append_range(w, 0, 3, 0);
+	empty_fstat_fails = 1;
+	for (off = 3; off < 1000; off++) {
+		rc = bus_seg_append(w, mk_frame(off, NULL), off);
+		if (rc)
+			break;
+	}
+	empty_fstat_fails = 0;
+	cr_assert_eq(rc, -EIO, "the roll fails: %d (%s)", rc, bus_strerror(rc));
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.rolls, 0);
+	for (int k = 0; k < 3 && rc; k++)
+		rc = bus_seg_append(w, mk_frame(off, NULL), off);
+	cr_assert_eq(rc, 0, "the retry of the roll: %d (%s)", rc, bus_strerror(rc));
+	append_range(w, off + 1, off + 100, 0);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	read_all(0, off + 100);
 }
 
 /* Zero the first 4 KiB of @path (all of it when shorter): a block the

@@ -1633,11 +1633,19 @@ static int seg_create(struct bus_seg_writer *w, uint64_t base, int fds[3])
 	}
 	if (!err)
 		return 0;
-	for (int j = 0; j < 3; j++) {
-		if (fds[j] < 0)
-			continue;
-		close(fds[j]);
+	/* Every name this call may have made goes, also one whose open failed
+	 * after the file was made (open_reg()'s fstat): a .log left behind
+	 * would fail every retry with -EEXIST.  The .log did not exist before
+	 * (O_EXCL; one writer per dir), so neither did its indexes, but for
+	 * an orphan that remove_orphans() would remove anyway.  What stays is
+	 * the name whose open failed because something was there: a .log
+	 * (-EEXIST), or a name that is no regular file (-BUS_ECORRUPT). */
+	for (int j = 0; j < 3 && j <= i; j++) {
+		if (fds[j] >= 0)
+			close(fds[j]);
 		fds[j] = -1;
+		if (j == i && (err == -EEXIST || err == -BUS_ECORRUPT))
+			continue;
 		seg_name(name, base, ext[j]);
 		unlinkat(w->dfd, name, 0);
 	}
