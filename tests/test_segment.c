@@ -2960,6 +2960,44 @@ Test(segment, the_offset_floor_is_raised_in_steps_and_survives_a_torn_write)
 	cr_assert_eq(f, 15);
 }
 
+/* The first raise of a floor makes offset.floor, then writes its slot: a
+ * writer killed in between (or a power loss before the slot's sync) leaves
+ * the file empty, or its slots zeros.  That read as a damaged floor: an
+ * ERROR from the writer, and from the library at the topic's re-creation
+ * one saying offsets may be given out twice, when no floor had ever been
+ * relied on (a raise returns only after its sync).  A file that never
+ * held a slot is no floor; one whose slots are not zeros and fail their
+ * check stays corrupt (the test above). */
+Test(segment, a_floor_file_that_never_held_a_slot_is_no_floor_and_no_error)
+{
+	struct bus_seg_opts o = { .log = cap_log };
+	static const uint8_t zeros[BUS_SEG_FLOOR_SLOT + sizeof(struct bus_seg_floor_slot)];
+	struct bus_seg_writer *w = wopen(&o);
+	char path[600];
+	uint64_t f = 1;
+	int fd;
+
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	snprintf(path, sizeof(path), "%s/%s", dir, BUS_SEG_FLOOR_FILE);
+	for (int k = 0; k < 2; k++) {
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+		cr_assert(fd >= 0);
+		if (k == 1) /* the slot's block allocated, never written */
+			cr_assert_eq(write(fd, zeros, sizeof(zeros)), (ssize_t)sizeof(zeros));
+		close(fd);
+		cr_assert_eq(bus_seg_floor_read(dir, &f), 0, "%s file", k ? "a zeroed" : "an empty");
+		cr_assert_eq(f, 0);
+		logbuf[0] = 0;
+		w = wopen(&o);
+		cr_assert(!strstr(logbuf, "offset floor"), "log: %s", logbuf);
+		cr_assert_eq(bus_seg_writer_floor(w), 0);
+		cr_assert_eq(bus_seg_writer_floor_raise(w, 10, 5), 0);
+		cr_assert_eq(bus_seg_writer_close(w), 0);
+		cr_assert_eq(bus_seg_floor_read(dir, &f), 0);
+		cr_assert_eq(f, 15);
+	}
+}
+
 /* mkdir -p @path (the test's dirs are under the private data folder). */
 static int mkdir_p_test(const char *path)
 {

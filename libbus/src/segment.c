@@ -1980,8 +1980,9 @@ static bool seq_newer(uint64_t a, uint64_t b)
  * valid slot), 0 (no file), -BUS_ECORRUPT, -BUS_EVERSION, -errno. */
 static int floor_load(int dfd, uint64_t *floor, uint64_t *seq, uint32_t *slot)
 {
+	static const struct bus_seg_floor_slot zero;
 	struct bus_seg_floor_slot sl;
-	bool any = false, other_version = false;
+	bool any = false, other_version = false, blank = true;
 	int fd = open_reg(dfd, BUS_SEG_FLOOR_FILE, O_RDONLY, 0);
 
 	*floor = *seq = 0;
@@ -1995,6 +1996,10 @@ static int floor_load(int dfd, uint64_t *floor, uint64_t *seq, uint32_t *slot)
 			close(fd);
 			return (int)got;
 		}
+		if ((size_t)got == sizeof(sl) && memcmp(&sl, &zero, sizeof(sl)) != 0)
+			blank = false;
+		else if (got > 0 && (size_t)got < sizeof(sl))
+			blank = false; /* part of a slot: not what a raise leaves */
 		if ((size_t)got < sizeof(sl) || sl.magic != BUS_SEG_FLOOR_MAGIC ||
 		    sl.crc != floor_crc(&sl) || sl.floor > BUS_SEG_OFFSET_MAX)
 			continue;
@@ -2012,6 +2017,11 @@ static int floor_load(int dfd, uint64_t *floor, uint64_t *seq, uint32_t *slot)
 	close(fd);
 	if (any)
 		return 1;
+	/* Empty, or slots of zeros: the first raise made the file and was
+	 * cut before its slot was written and synced (killed, or a power
+	 * loss).  No raise returned, so no floor was relied on: none. */
+	if (blank)
+		return 0;
 	return other_version ? -BUS_EVERSION : -BUS_ECORRUPT;
 }
 

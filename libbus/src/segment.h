@@ -540,7 +540,9 @@ _Static_assert(sizeof(struct bus_seg_floor_slot) == 32, "floor slot size");
 
 /*
  * bus_seg_floor_read() - the durable offset floor of the log in @dir.
- * Sets *floor to 0 when the dir or its floor file does not exist.  Safe in
+ * Sets *floor to 0 when the dir or its floor file does not exist, or the
+ * file never held a slot (empty, or its slots zeros: a first raise cut
+ * before its slot was synced, which no one relied on).  Safe in
  * any thread or process, concurrently with the writer (a slot being
  * written fails its CRC; the other one is read).  Returns 0, -BUS_ECORRUPT
  * (the file exists but holds no valid slot, or is not a regular file;
