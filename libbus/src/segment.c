@@ -2400,7 +2400,7 @@ static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool 
 		w->st.recovered_index_rebuilt = 1;
 	}
 	if (s.pos < io.size) {
-		w->st.recovered_dropped_bytes = io.size - s.pos;
+		w->st.recovered_dropped_bytes += io.size - s.pos;
 		if (ftruncate(fds[0], (off_t)s.pos)) {
 			rc = -errno;
 			goto out_active;

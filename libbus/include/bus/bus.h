@@ -256,7 +256,10 @@ int bus_topic_describe(struct bus *b, const char *name, struct bus_topic_info *o
 struct bus_partition_info {
 	uint64_t first_offset;   /**< oldest offset still whole in the ring */
 	uint64_t next_offset;    /**< offset the next append gets */
-	uint64_t spilled_offset; /**< offsets below are on disk (busd) */
+	uint64_t spilled_offset; /**< offsets below are written to the log
+	                              by busd (into the page cache: durable
+	                              on disk only as busd's fsync setting
+	                              says) */
 	uint64_t replicated_offset;
 	uint64_t write_pos;      /**< bytes claimed since creation */
 	uint64_t repaired;       /**< claims of dead or stalled producers
