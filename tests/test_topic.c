@@ -1859,3 +1859,43 @@ Test(topic, an_owner_is_gone_once_dead_even_unreaped_but_not_while_a_thread_live
 	close(fds[0]);
 	close(fds[1]);
 }
+
+/* In a new PID namespace that kept its parent's /proc, /proc/<pid> names
+ * another process than our pid does: here /proc/1 is the host's init,
+ * while pid 1 is the test's own child.  Nothing may be read there: the
+ * child's start time is unknown (0), not init's, and init's state is not
+ * taken for the child's. */
+static int in_new_pidns(void *arg)
+{
+	pid_t g;
+	int st;
+
+	(void)arg;
+	if (unshare(CLONE_NEWPID))
+		return 77; /* no CAP_SYS_ADMIN */
+	g = fork();
+	if (g < 0)
+		return 70;
+	if (g == 0) {
+		if (getpid() != 1)
+			_exit(71);
+		if (bus_pid_start(1) != 0)
+			_exit(72); /* read /proc/1: another process's */
+		if (bus_pid_gone(1))
+			_exit(73);
+		_exit(0);
+	}
+	if (waitpid(g, &st, 0) != g)
+		return 74;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 75;
+}
+
+Test(topic, a_proc_of_another_pid_namespace_is_not_read_for_owners)
+{
+	int rc = twait(tfork(in_new_pidns, NULL), 10000);
+
+	if (rc == 77)
+		cr_skip_test("unshare(CLONE_NEWPID) refused: needs CAP_SYS_ADMIN");
+	cr_assert_eq(rc, 0, "child in a new PID namespace: code %d (72: /proc/1 read as ours)",
+		     rc);
+}

@@ -54,16 +54,45 @@ bool bus_pid_alive(int32_t pid)
 	return kill(pid, 0) == 0 || errno == EPERM;
 }
 
+/* Whether /proc shows this process's PID namespace: /proc/self names its
+ * own pid.  A /proc mounted for another namespace (a container handed the
+ * host's, a process that unshared its PID namespace and kept its parent's
+ * /proc) names other processes by our pids, whose state or start time
+ * would be taken for our owners': then nothing is read there, and owners
+ * are judged by kill(2) alone.  Cached with the pid (a fork child asks
+ * again); relaxed: either the value asked again or this process's own. */
+static bool proc_is_ours(void)
+{
+	static _Atomic uint64_t cache; /* pid << 1 | ours; 0: not asked */
+	int32_t me = (int32_t)getpid();
+	uint64_t c = ld_relaxed(&cache);
+	char link[32];
+	ssize_t n;
+	bool ours;
+
+	if (c && (int32_t)(uint32_t)(c >> 1) == me)
+		return c & 1;
+	n = readlink("/proc/self", link, sizeof(link) - 1);
+	if (n > 0)
+		link[n] = '\0';
+	ours = n > 0 && strtol(link, NULL, 10) == me;
+	st_relaxed(&cache, (uint64_t)(uint32_t)me << 1 | ours);
+	return ours;
+}
+
 /* /proc/<pid>/stat of @pid into @buf (NUL-terminated), returning field 3
  * (the state letter) on: "pid (comm) state ppid ...", where the command
  * may hold blanks and parentheses, so fields are counted from the last
- * ')'.  NULL when it cannot be read. */
+ * ')'.  NULL when it cannot be read, or /proc is not of our PID
+ * namespace (proc_is_ours()). */
 static char *pid_stat_read(int32_t pid, char *buf, size_t len)
 {
 	char path[48], *p;
 	ssize_t n;
 	int fd;
 
+	if (!proc_is_ours())
+		return NULL;
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
