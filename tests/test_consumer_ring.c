@@ -623,3 +623,35 @@ Test(cring, gating_slots_of_unreaped_dead_consumers_are_taken_by_new_ones)
 	for (int i = 0; i < BUS_GATING_MAX; i++)
 		cr_assert_eq(twait(pids[i], 10000), -1);
 }
+
+/* The same with a non-blocking producer, which retries -EAGAIN: its
+ * wait_space() returned before it ever looked closer at the slot. */
+Test(cring, a_gating_consumer_killed_and_left_unreaped_does_not_hold_a_nonblocking_producer_back)
+{
+	struct bus_producer_opts po = { .flags = BUS_PRODUCER_NONBLOCK };
+	struct bus_producer *p;
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	int64_t deadline;
+	pid_t pid;
+	int err = 0, i;
+
+	mk_topic("zgnb", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	pid = tfork(gate_and_die, (char[]){ "zgnb" });
+	cr_assert_eq(tzombie(pid, 10000), 0, "the gating child did not die");
+	cr_assert_eq(bus_producer_open(b, "zgnb", &po, &p), 0);
+	deadline = tnow_ms() + 20000;
+	for (i = 0; i < 3 * (int)(BUS_RING_MIN / sizeof(val)); i++) {
+		while ((err = bus_produce(p, 0, &r, NULL, NULL)) == -EAGAIN && tnow_ms() < deadline)
+			sched_yield();
+		if (err)
+			break;
+	}
+	cr_assert_eq(err, 0, "record %d: %s after 20 s (the consumer is a zombie)", i,
+		     bus_strerror(err));
+	cr_assert_eq(twait(pid, 10000), -1, "killed");
+	/* Once reaped, the same producer goes on at once. */
+	err = bus_produce(p, 0, &r, NULL, NULL);
+	cr_assert_eq(err, 0, "after the reap: %s", bus_strerror(err));
+	bus_producer_close(p);
+}

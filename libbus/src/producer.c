@@ -22,6 +22,7 @@ struct bus_producer {
 	struct bus_topic *t;
 	unsigned flags;
 	int64_t block_timeout_ns;
+	int64_t reaped_ns; /* last bus_ring_reap_gating() (wait_space()) */
 	bool gated;       /* block policy, or persistent (spill cursor) */
 	bool persistent;
 	bool fenced;      /* no membarrier: fence before checking sleepers */
@@ -354,6 +355,16 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 		 * cannot take: its log says which): do not wait forever. */
 		if (nodaemon && p->persistent && ld_acquire(&ps->r->hdr->spiller_pid) < 0)
 			return -BUS_ECORRUPT;
+		/* A consumer that exited unreaped (a zombie) still answers
+		 * kill(2), so compute_limit()'s reap keeps its slot: once a
+		 * millisecond at most (a read of /proc per gating consumer)
+		 * look closer, or it would hold this producer back for good;
+		 * before the non-blocking return, which a caller retries. */
+		if (BUS_UNLIKELY(bus_mono_ns() - p->reaped_ns >= 1000000)) {
+			p->reaped_ns = bus_mono_ns();
+			bus_ring_reap_gating(ps->r);
+			continue;
+		}
 		if (p->flags & BUS_PRODUCER_NONBLOCK)
 			return -EAGAIN;
 		if (bus_topic_check(p->t))
@@ -362,12 +373,6 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 			deadline = bus_deadline_ns(p->block_timeout_ns);
 		if (deadline >= 0 && bus_mono_ns() > deadline)
 			return -ETIMEDOUT;
-		/* A consumer that exited unreaped (a zombie) still answers
-		 * kill(2), so compute_limit()'s reap keeps its slot: every
-		 * 32nd turn (a read of /proc per gating consumer) looks
-		 * closer, or it would hold this producer back for good. */
-		if ((spins & 31) == 31)
-			bus_ring_reap_gating(ps->r);
 		if (++spins < 100) {
 			sched_yield();
 		} else {
