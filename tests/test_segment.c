@@ -3779,3 +3779,74 @@ Test(segment, a_rewind_within_a_batch_reads_the_same_records_again_when_mapped)
 {
 	rewind_batches("map");
 }
+
+/* Under any fsync policy but "never", every record was fdatasync'ed, its
+ * segment's first block with it, before the writer said it was synced:
+ * zeros there are damage, not a head never written out (UNWRITTEN
+ * HEADS), and the records reported synced must not be dropped. */
+Test(segment, a_synced_active_segment_whose_head_reads_as_zeros_is_corrupt_not_emptied)
+{
+	struct bus_seg_opts o = { .segment_bytes = 1 << 20, .fsync = BUS_SEG_FSYNC_MS, .fsync_ms = 0,
+				  .log = cap_log };
+	struct bus_seg_writer_stats st;
+	struct bus_seg_writer *w = wopen(&o);
+	uint64_t bases[8];
+	char path[600];
+	uint64_t size;
+
+	append_range(w, 0, 300, 0);
+	cr_assert_eq(bus_seg_flush(w), 0);
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.synced_offset, 300);
+	cr_assert_eq(bus_seg_writer_close(w), 0);
+	cr_assert_eq(list_logs(bases, 8), 1u);
+	seg_path(path, sizeof(path), bases[0], "log");
+	zero_head(path);
+	size = fsize(path);
+	w = NULL;
+	cr_assert_eq(bus_seg_writer_open(&w, dir, &o), -BUS_ECORRUPT,
+		     "records reported synced were dropped");
+	cr_assert_eq(fsize(path), size, "the segment was cut");
+}
+
+/* The same for a sealed segment in the middle of the log, synced at its
+ * roll, at an open with verify_all (busd after a reboot): left as it is. */
+Test(segment, a_synced_sealed_segment_whose_head_reads_as_zeros_is_not_emptied)
+{
+	struct bus_seg_opts o = { .segment_bytes = 16384, .fsync = BUS_SEG_FSYNC_MS, .fsync_ms = 0,
+				  .log = cap_log };
+	struct bus_seg_writer_stats st;
+	struct bus_seg_writer *w;
+	uint64_t bases[64], size;
+	char path[600];
+
+	write_log(&o, 700);
+	cr_assert_geq(list_logs(bases, 64), 4u);
+	seg_path(path, sizeof(path), bases[1], "log");
+	zero_head(path);
+	size = fsize(path);
+	o.verify_all = 1;
+	cr_assert_eq(bus_seg_writer_open(&w, dir, &o), 0);
+	bus_seg_writer_stats(w, &st);
+	cr_assert_eq(st.recovered_dropped_bytes, 0, "a synced sealed segment was emptied");
+	cr_assert_eq(fsize(path), size);
+	bus_seg_writer_close(w);
+}
+
+/* Retention by time does not take a segment whose head reads as zeros for
+ * an old one: its records' times are unknown (here seconds old, against
+ * an hour's retention). */
+Test(segment, retention_by_time_keeps_a_segment_whose_head_reads_as_zeros)
+{
+	struct bus_seg_opts o = { .segment_bytes = 16384, .log = cap_log };
+	uint64_t bases[64], earliest = 0;
+	char path[600];
+
+	write_log(&o, 700);
+	cr_assert_geq(list_logs(bases, 64), 4u);
+	seg_path(path, sizeof(path), bases[0], "log");
+	zero_head(path);
+	cr_assert_eq(bus_seg_retain(dir, ts_of(700), 3600 * 1000, 0, &earliest), 0,
+		     "an hour's retention deleted a segment of records seconds old");
+	cr_assert(access(path, F_OK) == 0);
+}

@@ -249,8 +249,13 @@ static int hdr_check(const uint8_t *p, uint64_t base, int64_t *created)
  * reads as zeros (so do blocks reserved by fallocate and never written).
  * Such a header was never written out, as one cut shorter than itself:
  * the segment holds nothing that can be read in order from its start (its
- * first frames lay in that block), and is taken as empty.  A header that
- * is not zeros but fails its check is damage, -BUS_ECORRUPT as before.
+ * first frames lay in that block), and is taken as empty.  Only by a
+ * writer whose fsync policy is "never": under any other, a segment's
+ * records were synced, first block included, before they counted as
+ * durable, so zeros there are damage and stay -BUS_ECORRUPT, as does a
+ * header that is not zeros but fails its check.  (A segment not synced
+ * yet when the power went, under an interval, is reported so too.)
+ * Retention does not take such a segment for an old one.
  * Whether the first HEAD_BLOCK bytes of the .log @fd of @size bytes (all
  * of it when shorter, and at least a header) are zeros: 1, 0, or -errno.
  */
@@ -2235,7 +2240,8 @@ static int recover(struct bus_seg_writer *w, uint64_t base, bool distrust, bool 
 		else if (rc == 0)
 			rc = -BUS_ECORRUPT;
 		if (rc == -BUS_ECORRUPT) {
-			int z = head_unwritten(fds[0], io.size);
+			/* Only where nothing was synced (UNWRITTEN HEADS). */
+			int z = w->o.fsync == BUS_SEG_FSYNC_NEVER ? head_unwritten(fds[0], io.size) : 0;
 			if (z < 0) {
 				rc = z;
 				goto out;
@@ -2515,7 +2521,7 @@ static int seal_repair(struct bus_seg_writer *w, uint64_t base)
 		goto out;
 	size = io.size;
 	/* Before the seal entry, which a zeroed head leaves plausible. */
-	rc = head_unwritten(fd, size);
+	rc = w->o.fsync == BUS_SEG_FSYNC_NEVER ? head_unwritten(fd, size) : 0;
 	if (rc < 0)
 		goto out;
 	zeroed = rc == 1;
@@ -3449,9 +3455,12 @@ static uint64_t file_size(int dfd, uint64_t base, const char *ext, bool *exists)
 	return (uint64_t)st.st_size;
 }
 
-/* End offset and largest timestamp of segment @base (opened here); a
- * segment whose first block reads as zeros is empty (UNWRITTEN HEADS). */
-static int seg_tail_at(int dfd, uint64_t base, uint64_t *end_off, int64_t *max_ts)
+/* End offset and largest timestamp of segment @base (opened here).  With
+ * @zeros_empty, a segment whose first block reads as zeros is empty
+ * (UNWRITTEN HEADS), as the writer's recovery under fsync "never" leaves
+ * it; without, it is unreadable (-BUS_ECORRUPT), as damage would be. */
+static int seg_tail_at(int dfd, uint64_t base, uint64_t *end_off, int64_t *max_ts,
+		       bool zeros_empty)
 {
 	struct seg_io io = { .fd = -1 };
 	struct seg_ctx c = { .dfd = dfd, .base = base, .io = &io };
@@ -3469,7 +3478,7 @@ static int seg_tail_at(int dfd, uint64_t base, uint64_t *end_off, int64_t *max_t
 	if (rc == 1) {
 		rc = hdr_check(p, base, NULL);
 		/* Empty, as the writer's recovery leaves it (UNWRITTEN HEADS). */
-		if (rc == -BUS_ECORRUPT && head_unwritten(fd, io.size) == 1)
+		if (rc == -BUS_ECORRUPT && zeros_empty && head_unwritten(fd, io.size) == 1)
 			rc = 0;
 		else if (!rc)
 			rc = seg_tail(&c, &end_pos, end_off, max_ts);
@@ -3510,7 +3519,10 @@ int bus_seg_bounds(const char *dir, struct bus_seg_bounds *b)
 		b->disk_bytes += ls + file_size(dfd, segs[i], "index", NULL) +
 				 file_size(dfd, segs[i], "timeindex", NULL);
 	}
-	rc = seg_tail_at(dfd, segs[n - 1], &b->next, &mts);
+	/* The next offset of a log whose active segment's head was never
+	 * written: its base (the floor keeps offsets from being given twice),
+	 * so that the topic can be made again after the power loss. */
+	rc = seg_tail_at(dfd, segs[n - 1], &b->next, &mts, true);
 out:
 	free(segs);
 	close(dfd);
@@ -3556,8 +3568,10 @@ int bus_seg_retain(const char *dir, int64_t now_ns, uint64_t retention_ms,
 		if (!del && cutoff != INT64_MIN) {
 			uint64_t end_off;
 			int64_t mts;
-			/* An unreadable segment is not expired by time. */
-			if (seg_tail_at(dfd, segs[i], &end_off, &mts) == 0)
+			/* An unreadable segment is not expired by time, nor one
+			 * whose head reads as zeros: its records' times are
+			 * unknown, however young. */
+			if (seg_tail_at(dfd, segs[i], &end_off, &mts, false) == 0)
 				del = mts < cutoff;
 		}
 		if (!del)
