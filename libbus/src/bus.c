@@ -59,25 +59,18 @@ bool bus_pid_alive(int32_t pid)
  * host's, a process that unshared its PID namespace and kept its parent's
  * /proc) names other processes by our pids, whose state or start time
  * would be taken for our owners': then nothing is read there, and owners
- * are judged by kill(2) alone.  Cached with the pid (a fork child asks
- * again); relaxed: either the value asked again or this process's own. */
+ * are judged by kill(2) alone.  Asked at each read, not cached: a child
+ * forked into a new namespace must not inherit its parent's answer, and
+ * one readlink(2) is little beside the read it guards. */
 static bool proc_is_ours(void)
 {
-	static _Atomic uint64_t cache; /* pid << 1 | ours; 0: not asked */
-	int32_t me = (int32_t)getpid();
-	uint64_t c = ld_relaxed(&cache);
 	char link[32];
-	ssize_t n;
-	bool ours;
+	ssize_t n = readlink("/proc/self", link, sizeof(link) - 1);
 
-	if (c && (int32_t)(uint32_t)(c >> 1) == me)
-		return c & 1;
-	n = readlink("/proc/self", link, sizeof(link) - 1);
-	if (n > 0)
-		link[n] = '\0';
-	ours = n > 0 && strtol(link, NULL, 10) == me;
-	st_relaxed(&cache, (uint64_t)(uint32_t)me << 1 | ours);
-	return ours;
+	if (n <= 0)
+		return false;
+	link[n] = '\0';
+	return strtol(link, NULL, 10) == (long)getpid();
 }
 
 /* /proc/<pid>/stat of @pid into @buf (NUL-terminated), returning field 3
