@@ -737,7 +737,7 @@ static int part_stall(struct busd *d, struct dpart *dp, const struct bus_frame *
 	if (rc != 1)
 		return rc;
 	pid = BUS_CLAIM_TAG(cl) == (uint32_t)dp->off ? BUS_CLAIM_PID(cl) : 0;
-	if (pid > 0 && bus_pid_alive(pid))
+	if (pid > 0 && !bus_pid_gone(pid))
 		busd_log(BUS_LOG_WARN,
 			 "topic '%s' partition %u: offset %llu stayed claimed by live pid %d for "
 			 "%lld ms (stuck_claim_ms): repaired, its record is lost",
