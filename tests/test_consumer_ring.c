@@ -591,7 +591,7 @@ Test(cring, a_gating_consumer_killed_and_left_unreaped_does_not_hold_producers_b
 	pid = tfork(gate_and_die, (char[]){ "zgate" });
 	cr_assert_eq(tzombie(pid, 10000), 0, "the gating child did not die");
 	cr_assert_eq(bus_topic_get(b, "zgate", &t), 0);
-	cr_assert_eq(ld_acquire(&t->rings[0].hdr->gating[0].pid), (int32_t)pid,
+	cr_assert_eq(BUS_OWNER_PID(ld_acquire(&t->rings[0].hdr->gating[0].owner)), (int32_t)pid,
 		     "the zombie's slot is taken");
 	cr_assert_eq(bus_producer_open(b, "zgate", &po, &p), 0);
 	t0 = tnow_ms();
@@ -599,7 +599,7 @@ Test(cring, a_gating_consumer_killed_and_left_unreaped_does_not_hold_producers_b
 		err = bus_produce(p, 0, &r, NULL, NULL);
 	cr_assert_eq(err, 0, "record %d: %s after %ld ms", i, bus_strerror(err),
 		     (long)(tnow_ms() - t0));
-	cr_assert_eq(ld_acquire(&t->rings[0].hdr->gating[0].pid), 0, "the slot was freed");
+	cr_assert_eq(ld_acquire(&t->rings[0].hdr->gating[0].owner), 0, "the slot was freed");
 	cr_assert_eq(twait(pid, 10000), -1, "killed");
 	bus_producer_close(p);
 	bus_topic_put(t);

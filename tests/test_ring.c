@@ -794,8 +794,8 @@ static int32_t die_after_claim(struct bus_ring *r, unsigned slot, uint64_t pos, 
 	if (ch == 0) {
 		struct bus_pslot *sl = &r->hdr->pslot[slot];
 		uint64_t p0 = pos, o0 = off, hz;
-		int32_t zero = 0;
-		if (!atomic_compare_exchange_strong(&sl->pid, &zero, (int32_t)getpid()))
+		uint64_t zero = 0;
+		if (!atomic_compare_exchange_strong(&sl->owner, &zero, BUS_OWNER(getpid(), 0)))
 			_exit(4);
 		st_relaxed(&sl->off, off);
 		st_relaxed(&sl->end, end);
@@ -1063,7 +1063,7 @@ Test(ring, a_repair_with_a_position_and_an_offset_of_different_claims_changes_no
 	cr_assert_eq(bus_producer_open(b, "mispair", NULL, &p), 0);
 	cr_assert_eq(produce_str(p, 0, NULL, "zero", NULL, NULL), 0);
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
-		if (ld_acquire(&r->hdr->pslot[i].pid) == getpid())
+		if (BUS_OWNER_PID(ld_acquire(&r->hdr->pslot[i].owner)) == getpid())
 			sl = &r->hdr->pslot[i];
 	cr_assert(sl, "the producer holds a slot");
 	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 8, &cl), 0);
@@ -1230,7 +1230,7 @@ static void *excl_open_and_produce(void *arg)
 	return NULL;
 }
 
-/* excl_pid < 0: a process clears the exclusive bit of a dead owner.  An
+/* excl_owner's pid < 0: a process clears the exclusive bit of a dead owner.  An
  * exclusive producer waits for it to finish (were it to take the
  * partition in between, the reaper would clear the new owner's bit and let
  * concurrent producers claim beside it); a reaper that died is taken over. */
@@ -1250,26 +1250,26 @@ Test(ring, an_exclusive_producer_waits_for_a_reaper_and_takes_over_from_a_dead_o
 	cr_assert_eq(produce_str(y, 0, NULL, "y", NULL, NULL), 0);
 
 	/* A live reaper (this process) in the middle of its work. */
-	st_release(&h->excl_pid, -(int32_t)getpid());
+	st_release(&h->excl_owner, BUS_OWNER(-(int32_t)getpid(), 0));
 	cr_assert_eq(pthread_create(&th, NULL, excl_open_and_produce, &done), 0);
 	usleep(50000);
 	cr_assert_eq(atomic_load(&done), 0, "no exclusive producer while a reaper works");
-	st_release(&h->excl_pid, 0); /* the reaper is done (the bit was clear) */
+	st_release(&h->excl_owner, 0); /* the reaper is done (the bit was clear) */
 	cr_assert_eq(pthread_join(th, NULL), 0);
 	cr_assert_eq(atomic_load(&done), 1);
-	cr_assert_eq(ld_acquire(&h->excl_pid), 0, "closed: given back");
+	cr_assert_eq(ld_acquire(&h->excl_owner), 0, "closed: given back");
 
 	/* A reaper that died with the bit still set: a concurrent producer
 	 * takes its work over, and so does an exclusive one. */
 	bus_tail_read(&h->tail, &pos, &off);
 	cr_assert(bus_tail_cas(&h->tail, &pos, &off, pos, off | BUS_TAIL_EXCL));
-	st_release(&h->excl_pid, -dead_pid());
+	st_release(&h->excl_owner, BUS_OWNER(-dead_pid(), 0));
 	cr_assert_eq(produce_str(y, 0, NULL, "y", NULL, NULL), 0);
-	cr_assert_eq(ld_acquire(&h->excl_pid), 0);
+	cr_assert_eq(ld_acquire(&h->excl_owner), 0);
 	cr_assert_eq(ld_acquire(&h->tail.off) & BUS_TAIL_EXCL, 0u);
 	bus_tail_read(&h->tail, &pos, &off);
 	cr_assert(bus_tail_cas(&h->tail, &pos, &off, pos, off | BUS_TAIL_EXCL));
-	st_release(&h->excl_pid, -dead_pid());
+	st_release(&h->excl_owner, BUS_OWNER(-dead_pid(), 0));
 	atomic_store(&done, 0);
 	excl_open_and_produce(&done);
 	cr_assert_eq(atomic_load(&done), 1);
@@ -1492,14 +1492,14 @@ Test(ring, a_block_timeout_of_int64_max_waits_for_room)
 	cr_assert_eq(err, -EAGAIN);
 	cr_assert_eq(bus_producer_open(b, "blockmax", &po, &j.p), 0);
 	g = &t->rings[0].hdr->gating[BUS_GATING_MAX - 1];
-	cr_assert_eq(ld_acquire(&g->pid), 0);
+	cr_assert_eq(ld_acquire(&g->owner), 0);
 	atomic_store(&edge_done, 0);
 	cr_assert_eq(pthread_create(&th, NULL, edge_produce_one, &j), 0);
 	for (int turn = 0; turn < 2; turn++) {
 		st_relaxed(&g->pos, 0);
-		st_release(&g->pid, dead_pid());
+		st_release(&g->owner, BUS_OWNER(dead_pid(), 0));
 		deadline = tnow_ms() + 10000;
-		while (ld_acquire(&g->pid) != 0 && !atomic_load(&edge_done))
+		while (ld_acquire(&g->owner) != 0 && !atomic_load(&edge_done))
 			cr_assert(tnow_ms() < deadline, "the producer does not wait for room");
 	}
 	cr_assert_eq(atomic_load(&edge_done), 0, "produced into a full ring: %d", j.err);
@@ -1890,3 +1890,248 @@ Test(ring, a_tsc_that_stops_agreeing_with_the_clock_is_dropped)
 	}
 }
 #endif
+
+/* ------------------------------------------- owners whose pid was reused
+ *
+ * An owner that died without giving its slot back, whose pid the kernel
+ * has since given to another process (pid_max may be 32768: a busy box
+ * goes round in minutes).  kill(2) finds the pid alive; only the start
+ * time in the owner word tells.  The other process here is a child that
+ * waits to be killed, and the word names its pid with a start time ten
+ * seconds before its own: the dead owner's. */
+
+static int wait_for_kill(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return 0;
+}
+
+struct other {
+	pid_t pid;
+	uint64_t reused; /* its pid, a dead owner's start */
+	uint64_t itself; /* its pid and its own start */
+};
+
+static struct other other_start(void)
+{
+	struct other o;
+	uint32_t st;
+
+	o.pid = tfork(wait_for_kill, NULL);
+	st = bus_pid_start(o.pid);
+	cr_assert_neq(st, 0u, "the child's start time cannot be read");
+	o.reused = BUS_OWNER(o.pid, st - 1000u);
+	o.itself = BUS_OWNER(o.pid, st);
+	return o;
+}
+
+static void other_stop(struct other *o)
+{
+	kill(o->pid, SIGKILL);
+	cr_assert_eq(twait(o->pid, 10000), -1, "killed");
+}
+
+Test(ring, owner_words_tell_a_reused_pid_from_its_live_owner)
+{
+	struct other o = other_start();
+
+	cr_assert(bus_owner_gone(o.reused), "a start ten seconds off is another process");
+	cr_assert(!bus_owner_gone(o.itself));
+	cr_assert(!bus_owner_gone(BUS_OWNER(o.pid, 0)), "an unknown start is not compared");
+	cr_assert(!bus_owner_gone(o.itself + (1ull << 32)), "a tick apart is the same process");
+	cr_assert(!bus_owner_gone(o.itself - (1ull << 32)), "a tick apart is the same process");
+	cr_assert(!bus_owner_gone(bus_owner_self()));
+	cr_assert_eq(BUS_OWNER_PID(bus_owner_self()), getpid());
+	other_stop(&o);
+	cr_assert(bus_owner_gone(o.itself), "dead");
+}
+
+/* A gating consumer's slot under a reused pid held block-policy producers
+ * back for as long as the other process lived (to the block timeout:
+ * for ever by default); under its live owner's own word it still does. */
+Test(ring, a_gating_slot_under_a_reused_pid_holds_no_producer_back)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = 20000000000ll };
+	struct bus_producer *p;
+	struct bus_topic *t;
+	struct bus_gating *g;
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	struct other o = other_start();
+	int err = 0, i;
+
+	mk_topic("reusegate", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "reusegate", &t), 0);
+	g = &t->rings[0].hdr->gating[0];
+	st_relaxed(&g->pos, 0);
+	st_release(&g->owner, o.reused);
+	cr_assert_eq(bus_producer_open(b, "reusegate", &po, &p), 0);
+	for (i = 0; i < 3 * (int)(BUS_RING_MIN / sizeof(val)) && !err; i++)
+		err = bus_produce(p, 0, &r, NULL, NULL);
+	cr_assert_eq(err, 0, "record %d: %s", i, bus_strerror(err));
+	cr_assert_eq(ld_acquire(&g->owner), 0, "the slot was freed");
+	bus_producer_close(p);
+
+	/* The live owner's own word holds the producer back. */
+	po.block_timeout_ns = 50000000;
+	st_relaxed(&g->pos, ld_acquire(&t->rings[0].hdr->tail.pos));
+	st_release(&g->owner, o.itself);
+	cr_assert_eq(bus_producer_open(b, "reusegate", &po, &p), 0);
+	for (i = 0; i < 3 * (int)(BUS_RING_MIN / sizeof(val)) && !err; i++)
+		err = bus_produce(p, 0, &r, NULL, NULL);
+	cr_assert_eq(err, -ETIMEDOUT, "%s", bus_strerror(err));
+	cr_assert_eq(ld_acquire(&g->owner), o.itself, "a live owner's slot is kept");
+	st_release(&g->owner, 0);
+	bus_producer_close(p);
+	bus_topic_put(t);
+	other_stop(&o);
+}
+
+/* Nor does it keep its slot from a new gating consumer: with every slot
+ * under a reused pid, none could open (-ENOSPC). */
+Test(ring, gating_slots_under_reused_pids_are_taken_by_new_consumers)
+{
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct other o = other_start();
+
+	mk_topic("reuseslots", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "reuseslots", &t), 0);
+	for (int i = 0; i < BUS_GATING_MAX; i++)
+		st_release(&t->rings[0].hdr->gating[i].owner, o.reused);
+	cr_assert_eq(bus_consumer_open(b, "reuseslots", &co, &c), 0);
+	bus_consumer_close(c);
+	for (int i = 0; i < BUS_GATING_MAX; i++)
+		st_release(&t->rings[0].hdr->gating[i].owner, o.itself);
+	cr_assert_eq(bus_consumer_open(b, "reuseslots", &co, &c), -ENOSPC, "live owners' slots");
+	bus_topic_put(t);
+	other_stop(&o);
+}
+
+/* An exclusive producer that died under a pid given to another process
+ * since: the partition stayed closed (-BUS_EBUSY) to every producer. */
+Test(ring, an_exclusive_mark_under_a_reused_pid_is_taken_over)
+{
+	struct bus_producer_opts xo = { .flags = BUS_PRODUCER_EXCLUSIVE };
+	struct bus_producer *p;
+	struct bus_topic *t;
+	struct bus_ring_hdr *h;
+	struct other o = other_start();
+	uint64_t pos, off;
+
+	mk_topic("reusex", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_topic_get(b, "reusex", &t), 0);
+	h = t->rings[0].hdr;
+	for (int kind = 0; kind < 2; kind++) {
+		bus_tail_read(&h->tail, &pos, &off);
+		cr_assert(bus_tail_cas(&h->tail, &pos, &off, pos, off | BUS_TAIL_EXCL));
+		st_release(&h->excl_owner, o.reused);
+		cr_assert_eq(bus_producer_open(b, "reusex", kind ? &xo : NULL, &p), 0);
+		cr_assert_eq(produce_str(p, 0, NULL, "x", NULL, NULL), 0, "%s producer",
+			     kind ? "exclusive" : "shared");
+		bus_producer_close(p);
+		cr_assert_eq(ld_acquire(&h->excl_owner), 0);
+		cr_assert_eq(ld_acquire(&h->tail.off) & BUS_TAIL_EXCL, 0u);
+	}
+	/* Its live owner keeps it. */
+	bus_tail_read(&h->tail, &pos, &off);
+	cr_assert(bus_tail_cas(&h->tail, &pos, &off, pos, off | BUS_TAIL_EXCL));
+	st_release(&h->excl_owner, o.itself);
+	cr_assert_eq(bus_producer_open(b, "reusex", &xo, &p), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "x", NULL, NULL), -BUS_EBUSY);
+	bus_producer_close(p);
+	cr_assert_eq(ld_acquire(&h->excl_owner), o.itself);
+	bus_topic_put(t);
+	other_stop(&o);
+}
+
+/* Producer slots of producers that died under pids given to others since
+ * were never freed: with all of them so held, no producer could append
+ * (-EUSERS). */
+Test(ring, producer_slots_under_reused_pids_are_taken_by_new_producers)
+{
+	struct bus_producer *p;
+	struct bus_topic *t;
+	struct bus_ring_hdr *h;
+	struct other o = other_start();
+
+	mk_topic("reusep", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_topic_get(b, "reusep", &t), 0);
+	h = t->rings[0].hdr;
+	for (int i = 0; i < BUS_PRODUCERS_MAX; i++)
+		st_release(&h->pslot[i].owner, o.itself);
+	cr_assert_eq(bus_producer_open(b, "reusep", NULL, &p), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "x", NULL, NULL), -EUSERS, "live owners' slots");
+	bus_producer_close(p);
+	for (int i = 0; i < BUS_PRODUCERS_MAX; i++)
+		st_release(&h->pslot[i].owner, o.reused);
+	cr_assert_eq(bus_producer_open(b, "reusep", NULL, &p), 0);
+	cr_assert_eq(produce_str(p, 0, NULL, "x", NULL, NULL), 0);
+	bus_producer_close(p);
+	bus_topic_put(t);
+	other_stop(&o);
+}
+
+/* A claim whose producer died, under a pid given to another process since,
+ * waited out the stuck-claim timeout (here a minute) as a live stalled
+ * one's: its slot's owner word tells, and it is repaired at once. */
+Test(ring, a_claim_of_a_producer_whose_pid_was_reused_is_repaired_at_once)
+{
+	struct bus_opts bo = env.opts;
+	struct bus *b2;
+	struct bus_producer *p, *q;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_ring_hdr *h;
+	struct bus_claim cl;
+	struct bus_view v[4];
+	struct bus_pslot *sl = NULL;
+	struct bus_frame *f;
+	struct other o = other_start();
+	int64_t deadline;
+	int n = 0;
+
+	bo.stuck_claim_ns = 60000000000ull;
+	cr_assert_eq(bus_open(&b2, &bo), 0);
+	mk_topic("reuseclaim", 1, BUS_RING_MIN, BUS_OVERFLOW_OVERWRITE);
+	cr_assert_eq(bus_topic_get(b2, "reuseclaim", &t), 0);
+	h = t->rings[0].hdr;
+	cr_assert_eq(bus_consumer_open(b2, "reuseclaim", NULL, &c), 0);
+	cr_assert_eq(bus_producer_open(b2, "reuseclaim", NULL, &p), 0);
+	cr_assert_eq(bus_producer_claim(p, 0, NULL, 0, 16, &cl), 0);
+	memset(cl.value, 'c', 16);
+	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
+		if (BUS_OWNER_PID(ld_acquire(&h->pslot[i].owner)) == getpid())
+			sl = &h->pslot[i];
+	cr_assert(sl, "the producer holds a slot");
+	/* Make the claim the other process's, as a producer that died and
+	 * whose pid went to it would have left it. */
+	f = (struct bus_frame *)(t->rings[0].data + 0);
+	st_release(&f->claim, BUS_CLAIM(o.pid, 0));
+	st_release(&sl->owner, o.reused);
+	cr_assert_eq(bus_producer_open(b2, "reuseclaim", NULL, &q), 0);
+	cr_assert_eq(produce_str(q, 0, NULL, "after", NULL, NULL), 0);
+	deadline = tnow_ms() + 10000;
+	while (n < 1 && tnow_ms() < deadline) {
+		int got = bus_consumer_poll(c, v, 1, 10000000);
+		cr_assert_geq(got, 0, "poll: %s", bus_strerror(got));
+		n += got;
+	}
+	cr_assert_eq(n, 1, "the reader waits at the dead producer's claim");
+	cr_assert_eq(v[0].offset, 1u);
+	cr_assert_eq(v[0].lost_before, 1u, "the dead claim is one lost record");
+	cr_assert_eq(ld_acquire(&h->repaired), 1u);
+	bus_consumer_close(c);
+	/* Closing the producer aborts its claim, which was repaired: it
+	 * writes nothing, and counts nothing again. */
+	st_release(&sl->owner, bus_owner_self());
+	bus_producer_close(p);
+	cr_assert_eq(ld_acquire(&h->repaired), 1u);
+	bus_producer_close(q);
+	bus_topic_put(t);
+	bus_close(b2);
+	other_stop(&o);
+}

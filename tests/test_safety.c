@@ -1464,7 +1464,7 @@ Test(safety, a_horizon_past_any_producers_reach_is_ecorrupt_for_producers)
 				     i ? "exclusive" : "shared", k, err, bus_strerror(err));
 		}
 		bus_producer_close(p);
-		cr_expect_eq(atomic_load(&r.h->excl_pid), 0, "exclusivity kept");
+		cr_expect_eq(atomic_load(&r.h->excl_owner), 0, "exclusivity kept");
 		cr_expect_eq(atomic_load(&r.h->tail.off) & BUS_TAIL_EXCL, 0, "exclusive bit kept");
 	}
 	bus_consumer_close(c);
@@ -1533,14 +1533,14 @@ Test(safety, produce_refuses_an_unaligned_tail)
 			     err, bus_strerror(err));
 		cr_expect(memcmp(before, r.base, sizeof(before)) == 0, "the ring was written");
 		bus_producer_close(p);
-		cr_expect_eq(atomic_load(&r.h->excl_pid), 0, "exclusivity kept");
+		cr_expect_eq(atomic_load(&r.h->excl_owner), 0, "exclusivity kept");
 		cr_expect_eq(atomic_load(&r.h->tail.off) & BUS_TAIL_EXCL, 0, "exclusive bit kept");
 	}
 	bus_consumer_close(c);
 	munmap(r.base, r.len);
 }
 
-/* excl_pid holds -R while process R clears a dead exclusive owner's bit
+/* excl_owner holds pid -R while process R clears a dead exclusive owner's bit
  * (producer.c); a hostile INT32_MIN there names no process (its negation
  * does not fit an int32_t: undefined, which UBSan, `make asan`, aborts on)
  * and is taken over as a dead reaper's mark, by both kinds of producer. */
@@ -1559,7 +1559,7 @@ Test(safety, an_exclusive_mark_of_int32_min_is_a_dead_reaper)
 		uint64_t off;
 		int err;
 
-		atomic_store(&r.h->excl_pid, INT32_MIN);
+		atomic_store(&r.h->excl_owner, BUS_OWNER(INT32_MIN, 0));
 		atomic_fetch_or(&r.h->tail.off, BUS_TAIL_EXCL);
 		cr_assert_eq(bus_producer_open(b, "f", &po[i], &p), 0);
 		err = bus_produce(p, 0, &rec, NULL, &off);
@@ -1569,7 +1569,7 @@ Test(safety, an_exclusive_mark_of_int32_min_is_a_dead_reaper)
 		cr_assert_eq(bus_consumer_poll(c, v, 4, 0), 1);
 		cr_expect_eq(v[0].offset, off);
 		bus_producer_close(p);
-		cr_expect_eq(atomic_load(&r.h->excl_pid), 0, "the mark is gone");
+		cr_expect_eq(atomic_load(&r.h->excl_owner), 0, "the mark is gone");
 		cr_expect_eq(atomic_load(&r.h->tail.off) & BUS_TAIL_EXCL, 0, "the bit is clear");
 	}
 	bus_consumer_close(c);

@@ -1127,7 +1127,7 @@ Test(topic, a_creating_slot_whose_pid_went_to_another_process_is_reaped)
 	cr_assert_eq(bus_topic_delete(b, "reborn"), 0);
 	w = atomic_load(&ts->state);
 	gen = (BUS_SLOT_GEN(w) + 1) & 0xffffffu;
-	atomic_store(&ts->owner_start, start + 1 ? start + 1 : 1);
+	atomic_store(&ts->owner_start, start + 1000 ? start + 1000 : 1);
 	cr_assert(atomic_compare_exchange_strong(
 		&ts->state, &w, BUS_SLOT_WORD(BUS_SLOT_CREATING, gen, other)));
 	cr_assert_eq(create_bounded("reborn", &cfg), 0);
@@ -1756,7 +1756,7 @@ Test(topic, a_creator_taken_for_dead_starts_over_rather_than_overwrite_its_slot)
 	s = slot_of(h, "big", BUS_SLOT_CREATING);
 	cr_assert(s >= 0);
 	ts = ctl_slot(h, (uint32_t)s);
-	atomic_store(&ts->owner_start, atomic_load(&ts->owner_start) + 1);
+	atomic_store(&ts->owner_start, atomic_load(&ts->owner_start) + 1000);
 
 	/* Another create reaps the slot (the creator looks like a reused
 	 * pid) and makes the topic. */

@@ -109,60 +109,53 @@ static const char *stat_field(const char *f, int k)
 	return f;
 }
 
-bool bus_pid_gone(int32_t pid)
-{
-	char buf[1024];
-	const char *st, *nt;
-	unsigned long threads;
-
-	if (!bus_pid_alive(pid))
-		return true;
-	st = pid_stat_read(pid, buf, sizeof(buf));
-	if (!st) /* reaped since, or /proc hidden from us: ask again */
-		return !bus_pid_alive(pid);
-	if (st[0] != 'Z' && st[0] != 'X')
-		return false;
-	/* A zombie leader may still head live threads (its main thread
-	 * called pthread_exit()): the process lives while field 20, the
-	 * thread count, says more than the leader. */
-	nt = stat_field(st, 20);
-	return nt && sscanf(nt, "%lu", &threads) == 1 && threads <= 1;
-}
-
 /* The boottime offset of this process's time namespace, in clock ticks
  * (/proc/self/timens_offsets; 0 without time namespaces).  The kernel adds
- * the reader's offset to every start time it shows in /proc/<pid>/stat. */
+ * the reader's offset to every start time it shows in /proc/<pid>/stat.
+ * Cached by pid: a process's own time namespace never changes (setns(2)
+ * and unshare(2) of CLONE_NEWTIME move its children, not itself), and a
+ * fork child, which may be in another, has another pid.  Relaxed: the
+ * value read again or this process's own. */
 static long long boottime_offset_ticks(void)
 {
+	static _Atomic int32_t cached_pid;
+	static _Atomic long long cached;
+	int32_t me = (int32_t)getpid();
 	char line[128];
-	long long sec = 0, nsec = 0, hz = sysconf(_SC_CLK_TCK);
-	FILE *f = fopen("/proc/self/timens_offsets", "re");
+	long long sec = 0, nsec = 0, hz = sysconf(_SC_CLK_TCK), v;
+	FILE *f;
 
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "boottime %lld %lld", &sec, &nsec) == 2 ||
-		    sscanf(line, "7 %lld %lld", &sec, &nsec) == 2) /* CLOCK_BOOTTIME */
-			break;
-	fclose(f);
+	if (ld_relaxed(&cached_pid) == me)
+		return ld_relaxed(&cached);
+	f = fopen("/proc/self/timens_offsets", "re");
+	if (f) {
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "boottime %lld %lld", &sec, &nsec) == 2 ||
+			    sscanf(line, "7 %lld %lld", &sec, &nsec) == 2) /* CLOCK_BOOTTIME */
+				break;
+		fclose(f);
+	}
 	if (hz <= 0)
 		hz = 100;
-	return sec * hz + nsec * hz / 1000000000;
+	v = sec * hz + nsec * hz / 1000000000;
+	/* Two relaxed stores: a thread that sees our pid before the value
+	 * reads 0 or the value, and 0 is right unless a time namespace
+	 * moved us, which only a CRIU restore does; at worst one start time
+	 * read a tick off, which the comparison tolerates (start_same()). */
+	st_relaxed(&cached, v);
+	st_relaxed(&cached_pid, me);
+	return v;
 }
 
-/* Field 22 of /proc/<pid>/stat, as the start time of the process in the
- * initial time namespace (the same seen from any namespace), folded (see
- * internal.h). */
-static uint32_t pid_start_read(int32_t pid)
+/* Field 22 of a stat line whose field 3 starts at @st, as the start time
+ * of the process in the initial time namespace (the same seen from any
+ * namespace), folded to 32 bits (see internal.h); 0 when unreadable. */
+static uint32_t stat_start(const char *st)
 {
-	char buf[1024];
-	const char *p;
+	const char *p = stat_field(st, 22);
 	long long ticks;
 
-	p = stat_field(pid_stat_read(pid, buf, sizeof(buf)), 22);
-	if (!p)
-		return 0;
-	if (sscanf(p, "%lld", &ticks) != 1)
+	if (!p || sscanf(p, "%lld", &ticks) != 1)
 		return 0;
 	/* As the initial namespace sees it: a creator and a reaper in
 	 * different time namespaces (a container, a CRIU restore) read
@@ -173,6 +166,59 @@ static uint32_t pid_start_read(int32_t pid)
 	uint64_t u = (uint64_t)ticks;
 	u ^= u >> 32;
 	return (uint32_t)u ? (uint32_t)u : 1u;
+}
+
+/* Whether two start times (stat_start()) may be those of one process.  A
+ * tick apart counts as the same: the kernel rounds the start time after
+ * adding the reader's time namespace offset, and the offset taken back
+ * (boottime_offset_ticks()) is rounded on its own, so two namespaces may
+ * read one process a tick apart.  A process given a dead owner's pid
+ * started after the owner had registered, died and the pids had gone
+ * round: more than a tick (10 ms at 100 Hz) later, always.  (Start times
+ * past 2^32 ticks, 497 days at 100 Hz, are folded and compared as
+ * they are: a coincidence there costs one tick's tolerance too.) */
+static bool start_same(uint32_t a, uint32_t b)
+{
+	return a == b || a - b == 1 || b - a == 1;
+}
+
+bool bus_owner_gone(uint64_t owner)
+{
+	int32_t pid = BUS_OWNER_PID(owner);
+	uint32_t start = BUS_OWNER_START(owner), now;
+	char buf[1024];
+	const char *st, *nt;
+	unsigned long threads;
+
+	if (!bus_pid_alive(pid))
+		return true;
+	st = pid_stat_read(pid, buf, sizeof(buf));
+	if (!st) /* reaped since, or /proc hidden from us: ask again */
+		return !bus_pid_alive(pid);
+	/* The pid went to another process since the owner took the slot. */
+	now = start ? stat_start(st) : 0;
+	if (now && !start_same(now, start))
+		return true;
+	if (st[0] != 'Z' && st[0] != 'X')
+		return false;
+	/* A zombie leader may still head live threads (its main thread
+	 * called pthread_exit()): the process lives while field 20, the
+	 * thread count, says more than the leader. */
+	nt = stat_field(st, 20);
+	return nt && sscanf(nt, "%lu", &threads) == 1 && threads <= 1;
+}
+
+bool bus_pid_gone(int32_t pid)
+{
+	return bus_owner_gone(BUS_OWNER(pid, 0));
+}
+
+/* Field 22 of /proc/<pid>/stat: stat_start(). */
+static uint32_t pid_start_read(int32_t pid)
+{
+	char buf[1024];
+
+	return stat_start(pid_stat_read(pid, buf, sizeof(buf)));
 }
 
 uint32_t bus_pid_start(int32_t pid)
@@ -196,6 +242,13 @@ uint32_t bus_pid_start(int32_t pid)
 	if (v)
 		st_relaxed(&self, (uint64_t)(uint32_t)me << 32 | v);
 	return v;
+}
+
+uint64_t bus_owner_self(void)
+{
+	int32_t me = (int32_t)getpid();
+
+	return BUS_OWNER(me, bus_pid_start(me));
 }
 
 const char *bus_name(const struct bus *b)

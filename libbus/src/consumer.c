@@ -1477,15 +1477,17 @@ void bus_consumer_stats(const struct bus_consumer *c, struct bus_consumer_stats 
 static int gating_claim(struct bus_cpart *cp)
 {
 	struct bus_ring_hdr *h = cp->r->hdr;
-	int32_t self = getpid();
+	uint64_t self = bus_owner_self();
 
 	for (unsigned i = 0; i < BUS_GATING_MAX; i++) {
-		int32_t pid = ld_relaxed(&h->gating[i].pid);
-		if (pid && !bus_pid_gone(pid)) /* a zombie's is free too */
+		uint64_t o = ld_relaxed(&h->gating[i].owner);
+		/* A zombie's is free too, and a dead owner's whose pid went
+		 * to another process. */
+		if (o && !bus_owner_gone(o))
 			continue;
 		/* The slot's old pos may be read by a producer for a moment:
 		 * it is older than ours, so it only makes the producer wait. */
-		if (atomic_compare_exchange_strong(&h->gating[i].pid, &pid, self)) {
+		if (atomic_compare_exchange_strong(&h->gating[i].owner, &o, self)) {
 			cp->gslot = (int)i;
 			gating_publish(cp);
 			return 0;
@@ -1506,8 +1508,8 @@ void bus_consumer_close(struct bus_consumer *c)
 			 * the open closes a copy of @c, whose slot is still its
 			 * parent's (the parent's cursor in it).  Release: the
 			 * reads of the ring before. */
-			int32_t self = getpid();
-			atomic_compare_exchange_strong_explicit(&cp->r->hdr->gating[cp->gslot].pid,
+			uint64_t self = bus_owner_self();
+			atomic_compare_exchange_strong_explicit(&cp->r->hdr->gating[cp->gslot].owner,
 								&self, 0, memory_order_release,
 								memory_order_relaxed);
 		}

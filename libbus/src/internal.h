@@ -244,6 +244,16 @@ bool bus_pid_gone(int32_t pid);
  * which a bus needs anyway).  Two reads of /proc (the caller's own:
  * cached).  Thread-safe. */
 uint32_t bus_pid_start(int32_t pid);
+/* Whether the owner named by the BUS_OWNER word @owner (layout.h) is gone:
+ * bus_pid_gone() of its pid, or its pid now names a process that started
+ * at another time (more than a tick apart) than the start time the word
+ * holds: the owner died and the pid was given to another process since.
+ * A start of 0 (unknown) is not compared.  Costs as bus_pid_gone(): one
+ * kill(2), and for a live pid one read of /proc/<pid>/stat.  Thread-safe. */
+bool bus_owner_gone(uint64_t owner);
+/* This process's BUS_OWNER word: its pid and bus_pid_start() (cached after
+ * the first call; a fork child computes its own).  Thread-safe. */
+uint64_t bus_owner_self(void);
 
 /* ---------------------------------------------------------------- shm */
 

@@ -23,7 +23,9 @@
 #include <bus/bus.h>
 
 #define BUS_CACHELINE 64
-#define BUS_LAYOUT_VERSION 1u
+/* 2: owners of gating slots, producer slots and the exclusive mark are
+ * {pid, start time} words (BUS_OWNER), no longer bare pids. */
+#define BUS_LAYOUT_VERSION 2u
 /* "BUSCTL" + 0x00 0x01 read as a little-endian u64: a byte-swapped host
  * sees another value and refuses. */
 #define BUS_CTL_MAGIC 0x01004c5443535542ull
@@ -236,10 +238,24 @@ struct bus_tail {
 	_Atomic uint64_t off; /* | BUS_TAIL_EXCL */
 };
 
+/* Owner word: who holds a gating slot, a producer slot or the exclusive
+ * mark, as one 64-bit value taken and given back by CAS: the pid in the low
+ * half, the process's start time (bus_pid_start(), 0: unknown) in the high
+ * half.  The start time tells a dead owner from a live process that was
+ * given its pid since (pid_max may be as low as 32768, and a busy box
+ * cycles through that in minutes): without it, such a process kept a dead
+ * gating consumer's cursor holding producers back, or a dead exclusive
+ * producer's partition closed to others, for as long as it lived
+ * (bus_owner_gone(), internal.h).  Both halves come and go together: no
+ * reader ever pairs one owner's pid with another's start time.  0 is "no
+ * owner". */
+#define BUS_OWNER(pid, start) ((uint64_t)(uint32_t)(pid) | ((uint64_t)(uint32_t)(start) << 32))
+#define BUS_OWNER_PID(w) ((int32_t)(uint32_t)(w))
+#define BUS_OWNER_START(w) ((uint32_t)((w) >> 32))
+
 struct bus_gating {
 	alignas(BUS_CACHELINE) _Atomic uint64_t pos; /* consumed up to here */
-	_Atomic int32_t pid;                         /* 0: slot free */
-	uint32_t reserved;
+	_Atomic uint64_t owner;                      /* BUS_OWNER; 0: slot free */
 };
 
 /* Producer slots: each concurrent (not exclusive) producer handle that
@@ -258,11 +274,10 @@ struct bus_gating {
  * Raisers of the horizon read every slot's pos: a claim in flight is never
  * lapped (producer.c, raise_ahead(); ring.c, bus_ring_intents_floor()).
  *
- * A free slot has pid 0 and pos BUS_INTENT_IDLE (so at creation too). */
+ * A free slot has owner 0 and pos BUS_INTENT_IDLE (so at creation too). */
 #define BUS_INTENT_IDLE UINT64_MAX
 struct bus_pslot {
-	alignas(BUS_CACHELINE) _Atomic int32_t pid; /* 0: free */
-	uint32_t reserved;
+	alignas(BUS_CACHELINE) _Atomic uint64_t owner; /* BUS_OWNER; 0: free */
 	_Atomic uint64_t pos;
 	_Atomic uint64_t end;
 	_Atomic uint64_t off;
@@ -295,10 +310,10 @@ struct bus_ring_hdr {
 	/* Line 1: the tail, written by producers (16-byte CAS, or plain stores
 	 * by the exclusive producer). */
 	alignas(BUS_CACHELINE) struct bus_tail tail;
-	/* Who holds BUS_TAIL_EXCL: 0 nobody, a pid its exclusive producer,
-	 * -pid a process clearing a dead owner's bit (producer.c). */
-	_Atomic int32_t excl_pid;
-	uint32_t reserved_excl;
+	/* Who holds BUS_TAIL_EXCL, a BUS_OWNER word: 0 nobody; pid > 0 its
+	 * exclusive producer; pid < 0 process -pid clearing a dead owner's
+	 * bit (producer.c). */
+	_Atomic uint64_t excl_owner;
 	/* The exclusive producer's latest claim: its start and offset, stored
 	 * before the tail moves over it, so that whoever frees a partition
 	 * whose owner died knows the claim it may have left half-made

@@ -31,6 +31,7 @@ struct bus_producer {
 	uint32_t rr;
 	struct bus_pstate *parts;
 	/* Cold, after the fields of the hot paths: */
+	uint64_t owner; /* bus_owner_self() at open: {pid, start} */
 	struct bus_claim open_claim; /* while claim_open: for bus_producer_close() */
 };
 
@@ -61,6 +62,7 @@ int bus_producer_open(struct bus *b, const char *topic, const struct bus_produce
 	p->gated = p->persistent || p->t->cfg.overflow == BUS_OVERFLOW_BLOCK;
 	p->fenced = !bus_wait_register_producer();
 	p->pid = getpid();
+	p->owner = bus_owner_self();
 	p->parts = calloc(p->t->cfg.partitions, sizeof(*p->parts));
 	if (!p->parts) {
 		bus_topic_put(p->t);
@@ -85,20 +87,22 @@ static void excl_clear(struct bus_ring_hdr *h)
 			break;
 }
 
-/* excl_pid (layout.h, ring header line 1) says who holds the exclusive bit
- * of tail.off:
+/* excl_owner (layout.h, ring header line 1), a BUS_OWNER word, says who
+ * holds the exclusive bit of tail.off, by its pid half:
  *   0    nobody: the bit is clear (whoever stores 0 clears the bit first);
  *   P>0  the exclusive producer of process P (the bit is set, or about to);
  *   -R   process R is clearing the bit of an owner that died (excl_reap()).
- * The reaper takes excl_pid before it clears the bit and gives it back only
- * after: were excl_pid 0 while it clears, a new exclusive producer could
+ * The start half goes with the pid (R's for a reaper), so that an owner
+ * or reaper that died is told from a process given its pid since.  The
+ * reaper takes excl_owner before it clears the bit and gives it back only
+ * after: were excl_owner 0 while it clears, a new exclusive producer could
  * take the partition and set the bit in between, and the reaper would then
  * clear that new owner's bit, letting concurrent producers claim beside it
  * (duplicate offsets, a tail moved back).  A reaper that dies leaves -R,
  * which the next one (or an acquirer) takes over as it would a dead owner. */
 
 /* Free a partition whose exclusive owner died (also after a reaper died, or
- * a bit left set under excl_pid 0, which no honest sequence leaves).
+ * a bit left set under excl_owner 0, which no honest sequence leaves).
  * Returns false when a live owner holds it (the caller gives up with
  * -BUS_EBUSY); true when the caller should look at the tail again. */
 /* Before a reaper clears a dead exclusive owner's bit: the owner's last
@@ -128,29 +132,39 @@ static void excl_settle(struct bus_ring *r)
 		(void)bus_ring_repair(r, s, so, true);
 }
 
-/* The reaper that mark @pid (< 0) names, or 0 (no process) for INT32_MIN,
- * which no reaper writes and whose negation does not fit an int32_t. */
-static inline int32_t excl_reaper(int32_t pid)
+/* The reaper's own word that mark @o (pid < 0) stands for: its pid made
+ * positive, with its start.  Pid 0 (no process: gone) for INT32_MIN, which
+ * no reaper writes and whose negation does not fit an int32_t. */
+static inline uint64_t excl_reaper(uint64_t o)
 {
-	return pid == INT32_MIN ? 0 : -pid;
+	int32_t pid = BUS_OWNER_PID(o);
+
+	return BUS_OWNER(pid == INT32_MIN ? 0 : -pid, BUS_OWNER_START(o));
+}
+
+/* The reaper mark of process @self (its BUS_OWNER word). */
+static inline uint64_t excl_mark(uint64_t self)
+{
+	return BUS_OWNER(-BUS_OWNER_PID(self), BUS_OWNER_START(self));
 }
 
 static bool excl_reap(struct bus_producer *p, struct bus_pstate *ps)
 {
 	struct bus_ring_hdr *h = ps->r->hdr;
-	int32_t pid = ld_acquire(&h->excl_pid);
+	uint64_t o = ld_acquire(&h->excl_owner);
+	int32_t pid = BUS_OWNER_PID(o);
 
-	if (pid > 0 && !bus_pid_gone(pid))
+	if (pid > 0 && !bus_owner_gone(o))
 		return false;
-	if (pid < 0 && !bus_pid_gone(excl_reaper(pid))) {
+	if (pid < 0 && !bus_owner_gone(excl_reaper(o))) {
 		sched_yield(); /* a reap in progress: a few instructions */
 		return true;
 	}
-	if (!atomic_compare_exchange_strong(&h->excl_pid, &pid, -p->pid))
+	if (!atomic_compare_exchange_strong(&h->excl_owner, &o, excl_mark(p->owner)))
 		return true; /* someone else changed it: look again */
 	excl_settle(ps->r);
 	excl_clear(h);
-	st_release(&h->excl_pid, 0); /* the bit is clear: see above */
+	st_release(&h->excl_owner, 0); /* the bit is clear: see above */
 	return true;
 }
 
@@ -160,26 +174,28 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 	uint64_t pos, off;
 
 	for (;;) {
-		int32_t pid = ld_acquire(&h->excl_pid);
-		if (pid == p->pid || (pid > 0 && !bus_pid_gone(pid)))
+		uint64_t o = ld_acquire(&h->excl_owner);
+		int32_t pid = BUS_OWNER_PID(o);
+		if (pid == p->pid || (pid > 0 && !bus_owner_gone(o)))
 			return -BUS_EBUSY;
-		if (pid < 0 && !bus_pid_gone(excl_reaper(pid))) {
+		if (pid < 0 && !bus_owner_gone(excl_reaper(o))) {
 			sched_yield(); /* a reaper clears the bit: wait for it */
 			continue;
 		}
-		if (pid == 0) {
+		if (o == 0) {
 			/* The bit is clear. */
-			if (atomic_compare_exchange_strong(&h->excl_pid, &pid, p->pid))
+			if (atomic_compare_exchange_strong(&h->excl_owner, &o, p->owner))
 				break;
 			continue;
 		}
-		/* A dead owner or reaper: settle its last claim as a reaper
+		/* A dead owner or reaper (or a word with pid 0 and a start,
+		 * which nobody writes): settle its last claim as a reaper
 		 * does (under the reaper's mark, so that the repair does not
 		 * take us for a live owner), then take the bit as it is. */
-		if (!atomic_compare_exchange_strong(&h->excl_pid, &pid, -p->pid))
+		if (!atomic_compare_exchange_strong(&h->excl_owner, &o, excl_mark(p->owner)))
 			continue;
 		excl_settle(ps->r);
-		st_release(&h->excl_pid, p->pid);
+		st_release(&h->excl_owner, p->owner);
 		break;
 	}
 	pos = ld_relaxed(&h->tail.pos);
@@ -197,7 +213,7 @@ static int excl_acquire(struct bus_producer *p, struct bus_pstate *ps)
 		 * give the partition back and say so, rather than write
 		 * frames there. */
 		excl_clear(h);
-		st_release(&h->excl_pid, 0);
+		st_release(&h->excl_owner, 0);
 		return -BUS_ECORRUPT;
 	}
 	ps->pos = pos;
@@ -220,14 +236,14 @@ void bus_producer_close(struct bus_producer *p)
 	for (uint32_t i = 0; i < p->t->cfg.partitions; i++) {
 		struct bus_pstate *ps = &p->parts[i];
 		if (ps->excl) {
-			int32_t self = p->pid;
+			uint64_t self = p->owner;
 			excl_clear(ps->r->hdr);
-			atomic_compare_exchange_strong(&ps->r->hdr->excl_pid, &self, 0);
+			atomic_compare_exchange_strong(&ps->r->hdr->excl_owner, &self, 0);
 		}
 		if (ps->sl) {
 			/* No claim is open (aborted above): the intent is idle. */
 			st_release(&ps->sl->pos, BUS_INTENT_IDLE);
-			st_release(&ps->sl->pid, 0);
+			st_release(&ps->sl->owner, 0);
 		}
 	}
 	bus_topic_put(p->t);
@@ -246,11 +262,11 @@ static int pslot_take(struct bus_producer *p, struct bus_pstate *ps)
 
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++) {
 		struct bus_pslot *sl = &r->hdr->pslot[i];
-		int32_t pid = ld_acquire(&sl->pid);
+		uint64_t o = ld_acquire(&sl->owner);
 
-		if (pid && !bus_pid_gone(pid))
+		if (o && !bus_owner_gone(o))
 			continue;
-		if (pid) {
+		if (o) {
 			uint64_t pos = ld_acquire(&sl->pos), off = ld_acquire(&sl->off);
 			uint64_t hz = ld_acquire(&r->hdr->horizon);
 			/* Resolved: published (or repaired), or so old that
@@ -259,7 +275,7 @@ static int pslot_take(struct bus_producer *p, struct bus_pstate *ps)
 			    !bus_ring_claim_resolved(r, pos, off))
 				continue;
 		}
-		if (!atomic_compare_exchange_strong(&sl->pid, &pid, p->pid)) {
+		if (!atomic_compare_exchange_strong(&sl->owner, &o, p->owner)) {
 			i--; /* raced: look at this slot again */
 			continue;
 		}
@@ -426,10 +442,10 @@ static bool unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint6
 		return false; /* nothing in the way any more */
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++) {
 		struct bus_pslot *sl = &r->hdr->pslot[i];
-		int32_t pid = ld_acquire(&sl->pid);
+		uint64_t o = ld_acquire(&sl->owner);
 		uint64_t pos, off;
 
-		if (!pid || (pos = ld_acquire(&sl->pos)) != fl)
+		if (!o || (pos = ld_acquire(&sl->pos)) != fl)
 			continue; /* not the oldest in the way */
 		bool late;
 		int rc = 0;
@@ -440,7 +456,7 @@ static bool unblock_intents(struct bus_producer *p, struct bus_pstate *ps, uint6
 		/* Unsigned: a timeout of 2^63 ns or more is "never", not a
 		 * negative one. */
 		late = (uint64_t)(bus_mono_ns() - *since) > p->b->stuck_claim_ns;
-		if (late || bus_pid_gone(pid))
+		if (late || bus_owner_gone(o))
 			rc = bus_ring_repair(r, pos, off, late);
 		/* An intent whose claim is repaired has served; past the
 		 * timeout, one that no repair resolves (it names no real

@@ -174,14 +174,15 @@ uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool reap, bool
 
 	*nodaemon = false;
 	for (unsigned i = 0; i < BUS_GATING_MAX; i++) {
-		int32_t pid = ld_acquire(&h->gating[i].pid);
+		uint64_t o = ld_acquire(&h->gating[i].owner);
 		uint64_t pos;
 
-		if (!pid)
+		if (!o)
 			continue;
-		if (reap && !bus_pid_alive(pid)) {
-			/* A dead gating consumer must not hold producers back. */
-			atomic_compare_exchange_strong(&h->gating[i].pid, &pid, 0);
+		if (reap && !bus_pid_alive(BUS_OWNER_PID(o))) {
+			/* A dead gating consumer must not hold producers back
+			 * (zombies and reused pids: bus_ring_reap_gating()). */
+			atomic_compare_exchange_strong(&h->gating[i].owner, &o, 0);
 			continue;
 		}
 		pos = ld_acquire(&h->gating[i].pos);
@@ -203,12 +204,13 @@ void bus_ring_reap_gating(struct bus_ring *r)
 	struct bus_ring_hdr *h = r->hdr;
 
 	for (unsigned i = 0; i < BUS_GATING_MAX; i++) {
-		int32_t pid = ld_acquire(&h->gating[i].pid);
+		uint64_t o = ld_acquire(&h->gating[i].owner);
 
 		/* The CAS frees the slot only if it still names that owner:
-		 * a consumer that took it meanwhile keeps it. */
-		if (pid && bus_pid_gone(pid))
-			atomic_compare_exchange_strong(&h->gating[i].pid, &pid, 0);
+		 * a consumer that took it meanwhile keeps it (its word holds
+		 * its own start time, even under a reused pid). */
+		if (o && bus_owner_gone(o))
+			atomic_compare_exchange_strong(&h->gating[i].owner, &o, 0);
 	}
 }
 
@@ -371,7 +373,7 @@ uint64_t bus_ring_intents_floor(struct bus_ring *r, uint64_t hz, uint64_t below)
 		struct bus_pslot *sl = &h->pslot[i];
 		uint64_t pos, off;
 
-		if (!ld_acquire(&sl->pid))
+		if (!ld_acquire(&sl->owner))
 			continue;
 		pos = ld_acquire(&sl->pos);
 		/* Idle, not in the way, or a lap behind already: no claim in
@@ -419,7 +421,7 @@ static bool excl_live(struct bus_ring_hdr *h, uint64_t tail_off, uint64_t off)
 	 * concurrent producers made before it took the partition, which its
 	 * plain stores never touch. */
 	return (tail_off & BUS_TAIL_EXCL) && (tail_off & ~BUS_TAIL_EXCL) == off + 1 &&
-	       !bus_pid_gone(ld_acquire(&h->excl_pid));
+	       !bus_owner_gone(ld_acquire(&h->excl_owner));
 }
 
 /* Whether {@pos, @off} is the exclusive producer's latest claim (excl_start,
@@ -453,16 +455,17 @@ static bool repair_raise(struct bus_ring *r, uint64_t end)
 	return true;
 }
 
-/* Slot @i's intent if it is the claim {@pos, @off}: *end and *pid, and true.
- * The read order (layout.h, producer slots): pos, end, off. */
+/* Slot @i's intent if it is the claim {@pos, @off}: *end and *owner (its
+ * BUS_OWNER word), and true.  The read order (layout.h, producer slots):
+ * owner, pos, end, off. */
 static bool intent_read(struct bus_ring *r, unsigned i, uint64_t pos, uint64_t off,
-			uint64_t *end, int32_t *pid)
+			uint64_t *end, uint64_t *owner)
 {
 	struct bus_pslot *sl = &r->hdr->pslot[i];
 	uint64_t sp;
 
-	*pid = ld_acquire(&sl->pid);
-	if (!*pid)
+	*owner = ld_acquire(&sl->owner);
+	if (!*owner)
 		return false;
 	sp = ld_acquire(&sl->pos);
 	/* Its claim starts at @pos, or wraps to it: padding from sp to the
@@ -480,8 +483,7 @@ static bool frame_starts_at(struct bus_ring *r, uint64_t pos, uint64_t off, uint
 			    uint64_t tail_off)
 {
 	const struct bus_frame *f = (const struct bus_frame *)(r->data + (pos & r->mask));
-	uint64_t w = ld_acquire(&f->commit), cl = ld_acquire(&f->claim), e;
-	int32_t pid;
+	uint64_t w = ld_acquire(&f->commit), cl = ld_acquire(&f->claim), e, o;
 
 	if (pos == tail_pos)
 		return (tail_off & ~BUS_TAIL_EXCL) == off;
@@ -490,7 +492,7 @@ static bool frame_starts_at(struct bus_ring *r, uint64_t pos, uint64_t off, uint
 	    BUS_CLAIM_IS_SUM(cl, off))
 		return true;
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
-		if (intent_read(r, i, pos, off, &e, &pid))
+		if (intent_read(r, i, pos, off, &e, &o))
 			return true;
 	return false;
 }
@@ -508,7 +510,7 @@ static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t ta
 		     uint64_t tail_off, uint64_t *end, bool *alive)
 {
 	uint64_t ends[BUS_PRODUCERS_MAX];
-	int32_t pids[BUS_PRODUCERS_MAX];
+	uint64_t owners[BUS_PRODUCERS_MAX];
 	unsigned n = 0, hits = 0;
 
 	/* The exclusive producer's claim (excl_settle() in producer.c): it
@@ -517,13 +519,13 @@ static int intent_of(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t ta
 	if (excl_claim(r, pos, off))
 		return 0;
 	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
-		if (intent_read(r, i, pos, off, &ends[n], &pids[n]))
+		if (intent_read(r, i, pos, off, &ends[n], &owners[n]))
 			n++;
 	if (!n)
 		return 0;
 	*alive = false;
 	for (unsigned i = 0; i < n; i++)
-		*alive = *alive || !bus_pid_gone(pids[i]);
+		*alive = *alive || !bus_owner_gone(owners[i]);
 	unsigned same = 1;
 
 	while (same < n && ends[same] == ends[0])
@@ -604,6 +606,28 @@ static int repair_wrap(struct bus_ring *r, uint64_t pos, uint64_t off, uint64_t 
 	return 1;
 }
 
+/* Whether the producer whose claim word at {@pos, @off} names @pid is gone.
+ * The claim word has room for the pid only; the owner word that goes with
+ * it (the exclusive mark, or the slot whose intent names the claim, which
+ * stays until the claim is resolved) tells whether that pid still names
+ * the producer or a process that was given it since.  Without one, the
+ * pid decides. */
+static bool claim_owner_gone(struct bus_ring *r, int32_t pid, uint64_t pos, uint64_t off,
+			     uint64_t tail_off)
+{
+	uint64_t o, e;
+
+	if (bus_pid_gone(pid))
+		return true;
+	o = ld_acquire(&r->hdr->excl_owner);
+	if ((tail_off & BUS_TAIL_EXCL) && BUS_OWNER_PID(o) == pid && excl_claim(r, pos, off))
+		return bus_owner_gone(o);
+	for (unsigned i = 0; i < BUS_PRODUCERS_MAX; i++)
+		if (intent_read(r, i, pos, off, &e, &o) && BUS_OWNER_PID(o) == pid)
+			return bus_owner_gone(o);
+	return false;
+}
+
 int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 {
 	struct bus_ring_hdr *h = r->hdr;
@@ -636,8 +660,9 @@ int bus_ring_repair(struct bus_ring *r, uint64_t pos, uint64_t off, bool force)
 	 * whatever its tag. */
 	if (BUS_CLAIM_PID(claim) > 0 && BUS_CLAIM_TAG(claim) == (uint32_t)off) {
 		pid = BUS_CLAIM_PID(claim);
-		if (!bus_pid_gone(pid)) {
-			if (!force || ((tail_off & BUS_TAIL_EXCL) && ld_relaxed(&h->excl_pid) == pid))
+		if (!claim_owner_gone(r, pid, pos, off, tail_off)) {
+			if (!force || ((tail_off & BUS_TAIL_EXCL) &&
+				       BUS_OWNER_PID(ld_relaxed(&h->excl_owner)) == pid))
 				return 0;
 		}
 		len = frame_len_checked(r, f, pos);

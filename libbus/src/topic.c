@@ -191,22 +191,15 @@ static void wake_stale(struct bus_topic_slot *ts)
 /* Whether the owner of slot @ts, read as @w (acquire), is gone: its pid
  * is dead, or, for CREATING, now names a process that started at another
  * time than the creator (the pid was reused: waiting for it would last as
- * long as that unrelated process).  owner_start is stored before R4, so
- * the value read goes with @w, unless the slot changed since, which the
- * caller's CAS or re-read of the state finds.  A start time that cannot
+ * long as that unrelated process; bus_owner_gone()).  owner_start is
+ * stored before R4, so the value read goes with @w, unless the slot
+ * changed since, which the caller's CAS or re-read of the state finds.  A start time that cannot
  * be read (0: unknown, as an older creator's) counts as alive. */
 static bool slot_gone(const struct bus_topic_slot *ts, uint64_t w)
 {
-	int32_t pid = BUS_SLOT_PID(w);
-	uint32_t want, now;
+	uint32_t start = BUS_SLOT_STATE(w) == BUS_SLOT_CREATING ? ld_relaxed(&ts->owner_start) : 0;
 
-	if (bus_pid_gone(pid))
-		return true;
-	if (BUS_SLOT_STATE(w) != BUS_SLOT_CREATING)
-		return false;
-	want = ld_relaxed(&ts->owner_start);
-	now = want ? bus_pid_start(pid) : 0;
-	return now && now != want;
+	return bus_owner_gone(BUS_OWNER(BUS_SLOT_PID(w), start));
 }
 
 /* A creator's move of its slot @ts out of CREATING: from @mine, its own
