@@ -13,7 +13,7 @@
  *     and <data_dir>/.busd.lock (flock)       a stall of the main thread in
  *   recovery (topics.c): remove .deleted.*,   fsync or a full disk does not
  *     re-create topics from topic.conf        read as a dead daemon
- *   publish daemon_pid, start the heartbeat
+ *   publish daemon_owner, start the heartbeat
  *   loop:
  *     every 100 ms (or when the table's state words change): scan the
  *       topic table: take new persistent topics (spiller_pid, writers,
@@ -29,7 +29,7 @@
  *       go (a topic being created or deleted)
  *   SIGTERM/SIGINT: drain (spill everything claimed up to the stop, repairing
  *     dead or stuck claims, 10 s at most), close the writers, clear
- *     spiller_pid and daemon_pid, exit 0
+ *     spiller_pid and daemon_owner, exit 0
  *
  * Producers never make a system call for busd: it polls the rings.  There
  * is no lock between the two threads; they share only atomics (struct
@@ -538,9 +538,9 @@ static void heartbeat_start(struct busd *d, pthread_t *th)
 	if (d->hb_efd < 0)
 		start_fail("cannot start the heartbeat: eventfd: %s", strerror(errno));
 	st_relaxed(&d->b->ctl->daemon_heartbeat_ns, (uint64_t)bus_mono_ns());
-	/* RD1: the first heartbeat before the pid: a reader that sees the pid
-	 * (acquire) sees a heartbeat. */
-	st_release(&d->b->ctl->daemon_pid, d->pid);
+	/* RD1: the first heartbeat before the owner word: a reader that sees
+	 * it (acquire) sees a heartbeat. */
+	st_release(&d->b->ctl->daemon_owner, bus_owner_self());
 	/* The signals are the main thread's: the thread starts with all blocked
 	 * but SIGBUS, which a fault raises in the faulting thread: blocked, the
 	 * kernel kills the process instead of running the handler that turns
@@ -569,14 +569,14 @@ static void heartbeat_poke(struct busd *d)
  * the control region. */
 static void heartbeat_stop(struct busd *d, pthread_t th)
 {
-	int32_t self = d->pid;
+	uint64_t self = bus_owner_self();
 
 	atomic_store(&d->hb_stop, true);
 	heartbeat_poke(d);
 	pthread_join(th, NULL);
 	close(d->hb_efd);
-	/* Only our own pid: a successor may have published itself. */
-	atomic_compare_exchange_strong(&d->b->ctl->daemon_pid, &self, 0);
+	/* Only our own word: a successor may have published itself. */
+	atomic_compare_exchange_strong(&d->b->ctl->daemon_owner, &self, 0);
 }
 
 /* ------------------------------------------------------------ config */

@@ -44,7 +44,7 @@
 
 #define FUZZ_SLOTS 8u
 #define SLOTS_BYTES (FUZZ_SLOTS * sizeof(struct bus_topic_slot))
-#define DAEMON_OFF offsetof(struct bus_ctl_hdr, daemon_pid)
+#define DAEMON_OFF offsetof(struct bus_ctl_hdr, daemon_owner)
 
 static char shm_dir[PATH_MAX], data_dir[PATH_MAX];
 static struct bus *b;

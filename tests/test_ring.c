@@ -2135,3 +2135,72 @@ Test(ring, a_claim_of_a_producer_whose_pid_was_reused_is_repaired_at_once)
 	bus_close(b2);
 	other_stop(&o);
 }
+
+/* A busd that died and was not reaped (a zombie, under a supervisor that
+ * does not wait for it), or whose pid went to another process since,
+ * answers kill(2): a producer of a persistent topic waited for its spill
+ * to its block timeout (for ever by default) instead of saying "no
+ * daemon".  The daemon here is forged: its owner word in the control
+ * region and the spiller pid of the ring, as busd stores them. */
+static int exit_now(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static void producer_waits_for_a_gone_busd(const char *topic, uint32_t overflow, bool zombie)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = 20000000000ll };
+	struct bus_topic_config cfg;
+	struct bus_producer *p;
+	struct bus_topic *t;
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	struct other o = { 0 };
+	int64_t t0;
+	int err = 0, i;
+	int32_t pid;
+
+	if (zombie) {
+		pid = tfork(exit_now, NULL);
+		cr_assert_eq(tzombie(pid, 10000), 0);
+		st_release(&b->ctl->daemon_owner, BUS_OWNER(pid, bus_pid_start(pid)));
+	} else {
+		o = other_start();
+		pid = o.pid;
+		st_release(&b->ctl->daemon_owner, o.reused);
+	}
+	bus_topic_config_init(&cfg);
+	cfg.ring_size = BUS_RING_MIN;
+	cfg.overflow = overflow;
+	cr_assert_eq(bus_topic_create(b, topic, &cfg), 0);
+	cr_assert_eq(bus_topic_get(b, topic, &t), 0);
+	st_release(&t->rings[0].hdr->spiller_pid, pid);
+	st_release(&t->rings[0].hdr->floor_ok, 1);
+	cr_assert_eq(bus_producer_open(b, topic, &po, &p), 0);
+	t0 = tnow_ms();
+	for (i = 0; i < 3 * (int)(BUS_RING_MIN / sizeof(val)) && !err; i++)
+		err = bus_produce(p, 0, &r, NULL, NULL);
+	cr_assert_eq(err, -BUS_ENODAEMON, "record %d: %s after %ld ms", i, bus_strerror(err),
+		     (long)(tnow_ms() - t0));
+	cr_assert_eq(bus_daemon_pid(b), 0);
+	bus_producer_close(p);
+	bus_topic_put(t);
+	st_release(&b->ctl->daemon_owner, 0);
+	if (zombie)
+		cr_assert_eq(twait(pid, 10000), 0);
+	else
+		other_stop(&o);
+}
+
+Test(ring, a_producer_does_not_wait_for_a_busd_left_unreaped)
+{
+	producer_waits_for_a_gone_busd("zbusd", BUS_OVERFLOW_BLOCK, true);
+	producer_waits_for_a_gone_busd("zbusdow", BUS_OVERFLOW_OVERWRITE, true);
+}
+
+Test(ring, a_producer_does_not_wait_for_a_busd_whose_pid_was_reused)
+{
+	producer_waits_for_a_gone_busd("rbusd", BUS_OVERFLOW_BLOCK, false);
+	producer_waits_for_a_gone_busd("rbusdow", BUS_OVERFLOW_OVERWRITE, false);
+}

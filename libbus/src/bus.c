@@ -277,13 +277,15 @@ int bus_part_dir(const struct bus *b, const char *topic, uint32_t part, char *bu
 
 int32_t bus_daemon_pid(const struct bus *b)
 {
-	int32_t pid;
+	uint64_t o;
 
 	if (!b)
 		return 0;
-	/* Pairs with busd's release store of its pid. */
-	pid = atomic_load_explicit(&b->ctl->daemon_pid, memory_order_acquire);
-	return bus_pid_alive(pid) ? pid : 0;
+	/* Pairs with busd's release store of its owner word.  A busd that
+	 * died unreaped (a zombie), or whose pid went to another process
+	 * since, runs no more. */
+	o = atomic_load_explicit(&b->ctl->daemon_owner, memory_order_acquire);
+	return o && !bus_owner_gone(o) ? BUS_OWNER_PID(o) : 0;
 }
 
 const char *bus_data_dir(const struct bus *b)

@@ -104,9 +104,10 @@ struct bus_ctl_hdr {
 	uint32_t topic_slot_size;
 	int32_t creator_pid;
 	_Atomic uint32_t ready; /* BUS_LAYOUT_VERSION, stored last (release) */
-	/* Line 1: the daemon (busd) publishes itself here. */
-	alignas(BUS_CACHELINE) _Atomic int32_t daemon_pid;
-	uint32_t reserved1;
+	/* Line 1: the daemon (busd) publishes itself here: its BUS_OWNER word
+	 * (pid and start time, so that a busd that died is told from a
+	 * process given its pid since), 0 when none runs. */
+	alignas(BUS_CACHELINE) _Atomic uint64_t daemon_owner;
 	_Atomic uint64_t daemon_heartbeat_ns;
 	/* Line 2: the bus name, for tools. */
 	alignas(BUS_CACHELINE) char bus_name[BUS_NAME_MAX + 1];

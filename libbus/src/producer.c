@@ -286,19 +286,45 @@ static int pslot_take(struct bus_producer *p, struct bus_pstate *ps)
 	return -EUSERS;
 }
 
+/* Whether the spiller of @ps's ring, which gates the producer, is gone:
+ * by kill(2) alone, or with @deep (at most once a millisecond: it reads
+ * /proc) also when it exited unreaped (a zombie busd, under a supervisor
+ * that does not wait for it) or its pid went to another process since,
+ * which busd's owner word in the control region tells.  Without the deep
+ * look, either kept the producer waiting for a spill that never comes (to
+ * its block timeout: for ever by default) instead of -BUS_ENODAEMON. */
+static bool spiller_gone(struct bus_producer *p, struct bus_pstate *ps, bool deep)
+{
+	int32_t pid = ld_acquire(&ps->r->hdr->spiller_pid);
+	uint64_t o;
+
+	if (!bus_pid_alive(pid))
+		return true;
+	if (!deep)
+		return false;
+	o = ld_acquire(&p->b->ctl->daemon_owner);
+	return BUS_OWNER_PID(o) == pid ? bus_owner_gone(o) : bus_pid_gone(pid);
+}
+
 /* A gated producer's limit from the gating cursors as they are now: claims
  * may end at or below ps->limit - BUS_FRAME_ALIGN.  With @reap (wait_space(),
  * when a claim does not fit) dead gating consumers are freed and *nodaemon
- * says whether the spiller that gates is gone; without (refresh_limit()) no
- * system call is made and a dead consumer's slot still counts. */
-static void compute_limit(struct bus_producer *p, struct bus_pstate *ps, bool reap, bool *nodaemon)
+ * says whether the spiller that gates is gone (spiller_gone(), @deep);
+ * without (refresh_limit()) no system call is made and a dead consumer's
+ * slot still counts. */
+static void compute_limit(struct bus_producer *p, struct bus_pstate *ps, bool reap, bool deep,
+			  bool *nodaemon)
 {
 	uint64_t lw = bus_ring_low_water(ps->r, p->persistent, reap, nodaemon);
 
 	/* Overwrite topics are gated only by the spiller. */
 	if (p->t->cfg.overflow == BUS_OVERFLOW_OVERWRITE && p->persistent) {
 		lw = ld_acquire(&ps->r->hdr->spill_pos);
-		*nodaemon = reap && !bus_pid_alive(ld_acquire(&ps->r->hdr->spiller_pid));
+		*nodaemon = reap && spiller_gone(p, ps, deep);
+	} else if (deep && !*nodaemon && p->persistent && lw == ld_acquire(&ps->r->hdr->spill_pos)) {
+		/* The spill cursor gates (bus_ring_low_water() looked by
+		 * kill(2) only). */
+		*nodaemon = spiller_gone(p, ps, true);
 	}
 	ps->limit = lw > UINT64_MAX - ps->r->size ? UINT64_MAX : lw + ps->r->size;
 	/* No durable offset floor covers this ring yet (busd has not taken it
@@ -308,7 +334,7 @@ static void compute_limit(struct bus_producer *p, struct bus_pstate *ps, bool re
 	 * never cleared, so a limit computed after seeing it stays good. */
 	if (p->persistent && !ld_acquire(&ps->r->hdr->floor_ok)) {
 		ps->limit = 0;
-		*nodaemon = reap && !bus_pid_alive(ld_acquire(&ps->r->hdr->spiller_pid));
+		*nodaemon = reap && spiller_gone(p, ps, deep);
 	}
 }
 
@@ -330,7 +356,7 @@ static inline void refresh_limit(struct bus_producer *p, struct bus_pstate *ps)
 {
 	bool nodaemon;
 
-	compute_limit(p, ps, false, &nodaemon);
+	compute_limit(p, ps, false, false, &nodaemon);
 }
 
 /* @err, or -BUS_ECORRUPT when what the call read or wrote was zeros: the
@@ -349,6 +375,7 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 {
 	int64_t deadline = -1;
 	unsigned spins = 0;
+	bool deep = false;
 
 	for (;;) {
 		bool nodaemon;
@@ -359,7 +386,7 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 		bus_ring_probe(ps->r);
 		if ((err = bus_ring_lost(p->t, ps->r)) != 0)
 			return err;
-		compute_limit(p, ps, true, &nodaemon);
+		compute_limit(p, ps, true, deep, &nodaemon);
 		if (end + BUS_FRAME_ALIGN <= ps->limit)
 			return 0;
 		/* A busd that runs but has not taken this partition yet (a
@@ -371,16 +398,19 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 		 * cannot take: its log says which): do not wait forever. */
 		if (nodaemon && p->persistent && ld_acquire(&ps->r->hdr->spiller_pid) < 0)
 			return -BUS_ECORRUPT;
-		/* A consumer that exited unreaped (a zombie) still answers
-		 * kill(2), so compute_limit()'s reap keeps its slot: once a
-		 * millisecond at most (a read of /proc per gating consumer)
+		/* A consumer or busd that exited unreaped (a zombie), or whose
+		 * pid went to another process, still answers kill(2), so
+		 * compute_limit()'s reap keeps its slot: once a millisecond at
+		 * most (a read of /proc per gating consumer, and of busd's)
 		 * look closer, or it would hold this producer back for good;
 		 * before the non-blocking return, which a caller retries. */
 		if (BUS_UNLIKELY(bus_mono_ns() - p->reaped_ns >= 1000000)) {
 			p->reaped_ns = bus_mono_ns();
 			bus_ring_reap_gating(ps->r);
+			deep = true;
 			continue;
 		}
+		deep = false;
 		if (p->flags & BUS_PRODUCER_NONBLOCK)
 			return -EAGAIN;
 		if (bus_topic_check(p->t))

@@ -165,7 +165,11 @@ const char *bus_default_shm_dir(void);
 
 /**
  * bus_daemon_pid() - the pid of the busd serving @b (it publishes itself in
- * the control region), or 0 when none is running.  Thread-safe.
+ * the control region, with its start time), or 0 when none is running:
+ * none published itself, or the one that did has exited, also when its
+ * parent has not reaped it yet (a zombie) or its pid has gone to another
+ * process since.  Costs a kill(2) and a read of /proc/<pid>/stat.
+ * Thread-safe.
  */
 int32_t bus_daemon_pid(const struct bus *b);
 
