@@ -453,6 +453,80 @@ set -e
 one_error_line "Broken pipe"
 ok
 
+# SIGTERM stops a consumer cleanly also while it is blocked writing to a
+# reader that does not read: stdio used to retry the interrupted write(2)
+# and block again, so the consumer stayed until SIGKILL.
+CHECK="consume-sigterm-blocked-output"
+expect 0 "$BUS" topic create blocked --partitions 1 --ring-size 1M --ephemeral
+seq 100000 | "$BUS" produce blocked || fail "produce to blocked"
+mkfifo "$TMP/fifo"
+exec 7<>"$TMP/fifo" # the reader, which never reads
+"$BUS" consume blocked >"$TMP/fifo" 2>"$TMP/err" &
+BGPID=$!
+# blocked_in_write PID: PID sleeps in a pipe write (the fifo is full).
+blocked_in_write() { grep -q pipe "/proc/$1/wchan" 2>/dev/null; }
+for _ in $(seq 100); do
+	blocked_in_write "$BGPID" && break
+	sleep 0.05
+done
+if blocked_in_write "$BGPID"; then
+	kill -TERM "$BGPID"
+	for _ in $(seq 100); do
+		kill -0 "$BGPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill -0 "$BGPID" 2>/dev/null && fail "SIGTERM did not stop a consumer blocked writing to stdout"
+	set +e
+	wait "$BGPID"
+	RC=$?
+	set -e
+	BGPID=
+	[ "$RC" -eq 0 ] || fail "SIGTERM: the consumer blocked on its output exited $RC"
+	[ ! -s "$TMP/err" ] || fail "SIGTERM: the consumer printed '$(head -n 1 "$TMP/err")'"
+	ok
+else
+	echo "skip $CHECK: /proc/PID/wchan does not show the consumer's pipe write"
+	kill -KILL "$BGPID"
+	wait "$BGPID" 2>/dev/null || true
+	BGPID=
+fi
+exec 7<&-
+
+# The same for produce --print-offsets: SIGTERM ends it, saying how many
+# records were written.
+CHECK="produce-sigterm-blocked-output"
+seq 200000 >"$TMP/in"
+"$BUS" produce blocked --print-offsets <"$TMP/in" >"$TMP/fifo" 2>"$TMP/err" &
+BGPID=$!
+exec 7<>"$TMP/fifo"
+for _ in $(seq 100); do
+	blocked_in_write "$BGPID" && break
+	sleep 0.05
+done
+if blocked_in_write "$BGPID"; then
+	kill -TERM "$BGPID"
+	for _ in $(seq 100); do
+		kill -0 "$BGPID" 2>/dev/null || break
+		sleep 0.05
+	done
+	kill -0 "$BGPID" 2>/dev/null && fail "SIGTERM did not stop a producer blocked writing its offsets"
+	set +e
+	wait "$BGPID"
+	RC=$?
+	set -e
+	BGPID=
+	[ "$RC" -eq 1 ] || fail "SIGTERM: the producer blocked on its output exited $RC, expected 1"
+	one_error_line "interrupted"
+	grep -q ' records written$' "$TMP/err" || fail "the error does not say how many records were written"
+	ok
+else
+	echo "skip $CHECK: /proc/PID/wchan does not show the producer's pipe write"
+	kill -KILL "$BGPID"
+	wait "$BGPID" 2>/dev/null || true
+	BGPID=
+fi
+exec 7<&-
+
 # A consumer lapped on an overwrite topic says how many records it lost.
 CHECK="lost-records"
 expect 0 "$BUS" topic create lapped --partitions 1 --ring-size 64K --ephemeral --overflow overwrite

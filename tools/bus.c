@@ -5,6 +5,8 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +279,56 @@ void cli_catch_signals(void)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
+/* The write function of the stream cli_interruptible_stdout() makes: the
+ * bytes written from @buf (fewer than @len: an error, in cli.out_errno). */
+static ssize_t stdout_write(void *cookie, const char *buf, size_t len)
+{
+	size_t done = 0;
+
+	(void)cookie;
+	while (done < len) {
+		size_t chunk = len - done;
+		ssize_t n;
+
+		if (cli_stop) {
+			/* Stopping: only what goes without blocking. */
+			struct pollfd pfd = { .fd = STDOUT_FILENO, .events = POLLOUT, .revents = 0 };
+
+			if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT)) {
+				cli.out_errno = EINTR;
+				break;
+			}
+			if (chunk > PIPE_BUF)
+				chunk = PIPE_BUF;
+		}
+		n = write(STDOUT_FILENO, buf + done, chunk);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue; /* cli_stop is looked at above */
+			cli.out_errno = errno;
+			break;
+		}
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int cli_interruptible_stdout(void)
+{
+	static const cookie_io_functions_t io = { .write = stdout_write };
+	FILE *f;
+
+	fflush(stdout);
+	f = fopencookie(NULL, "w", io);
+	if (!f)
+		return cli_error("setting up stdout: %s", strerror(errno));
+	setvbuf(f, NULL, isatty(STDOUT_FILENO) ? _IOLBF : _IOFBF, BUFSIZ);
+	/* glibc's stdout is a variable that may be set; the old stream,
+	 * empty, stays open (closing it would close descriptor 1). */
+	stdout = f;
+	return CLI_OK;
+}
+
 /* An option getopt_long() did not accept, as one usage line. */
 static int bad_option(int c, int argc, char **argv, const struct option *longopts)
 {
@@ -463,7 +515,8 @@ flush:
 	/* Output not written is a failure, unless one was reported already. */
 	errno = 0;
 	if ((fflush(stdout) != 0 || ferror(stdout)) && rc == CLI_OK) {
-		fprintf(stderr, "bus: writing to stdout: %s\n", strerror(errno ? errno : EIO));
+		fprintf(stderr, "bus: writing to stdout: %s\n",
+			strerror(cli.out_errno ? cli.out_errno : errno ? errno : EIO));
 		return CLI_FAIL;
 	}
 	return rc;

@@ -51,6 +51,9 @@ struct cli {
 	 * kept in mem_line (the first one) instead of being printed. */
 	int capture_mem;
 	char mem_line[512];
+	/* The errno of the last write to stdout that failed, once
+	 * cli_interruptible_stdout() has run (EINTR: cut short by cli_stop). */
+	int out_errno;
 };
 
 extern struct cli cli;
@@ -102,6 +105,23 @@ int cli_check_name(const char *what, const char *name);
 /** cli_catch_signals() - SIGINT and SIGTERM set cli_stop (without
  *  SA_RESTART, so a blocking read returns EINTR). */
 void cli_catch_signals(void);
+
+/**
+ * cli_interruptible_stdout() - make stdout a stream whose writes end when
+ * cli_stop is set, for the commands that catch SIGINT/SIGTERM: stdio
+ * retries a write(2) that a signal cut short, so a command blocked writing
+ * to a reader that does not read stayed blocked after SIGTERM.  Once
+ * cli_stop is set, a write goes on only while the descriptor takes it
+ * without blocking (PIPE_BUF bytes at a time after POLLOUT), then fails
+ * with cli.out_errno EINTR; what it could not write is dropped, as stdio
+ * drops a failed write.  Other write errors and SIGPIPE are as before,
+ * with the errno in cli.out_errno.  Buffering: line on a terminal, else
+ * full.  Call after cli_catch_signals() and before anything is printed.
+ * A signal that lands after the check of cli_stop and before the write(2)
+ * blocks is only seen by the next signal.  CLI_OK, or CLI_FAIL after
+ * printing why.
+ */
+int cli_interruptible_stdout(void);
 
 /** cli_positional() - check that exactly @want positional arguments follow
  *  optind, naming @what ("TOPIC") when one is missing.  CLI_OK or usage. */

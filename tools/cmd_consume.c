@@ -201,6 +201,18 @@ static bool stdout_gone(void)
 	return poll(&pf, 1, 0) == 1 && (pf.revents & (POLLERR | POLLHUP));
 }
 
+/* A write to stdout failed: a clean stop when SIGINT/SIGTERM cut it short
+ * (the rest of the output is dropped), else an error. */
+static int out_failed(const struct consume *cs)
+{
+	if (cli_stop && cli.out_errno == EINTR) {
+		clearerr(stdout);
+		return CLI_OK;
+	}
+	return cli_error("consume '%s': writing to stdout: %s", cs->topic,
+			 strerror(cli.out_errno ? cli.out_errno : EIO));
+}
+
 int cmd_consume(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -363,9 +375,11 @@ int cmd_consume(int argc, char **argv)
 				goto out;
 	}
 
+	cli_catch_signals();
+	if ((rc = cli_interruptible_stdout()) != CLI_OK)
+		goto out;
 	if (!isatty(STDOUT_FILENO))
 		setvbuf(stdout, NULL, _IOFBF, 64 * 1024);
-	cli_catch_signals();
 	rc = CLI_OK;
 	while (!cli_stop) {
 		int64_t timeout = 0;
@@ -377,7 +391,7 @@ int cmd_consume(int argc, char **argv)
 		if (n == 0) {
 			/* Idle: flush what is printed, then wait. */
 			if (fflush(stdout) != 0) {
-				rc = cli_error("consume '%s': writing to stdout: %s", cs.topic, strerror(errno));
+				rc = out_failed(&cs);
 				break;
 			}
 			report_lost(&cs, 0);
@@ -455,11 +469,14 @@ int cmd_consume(int argc, char **argv)
 				goto done;
 		}
 		if (ferror(stdout)) {
-			rc = cli_error("consume '%s': writing to stdout: %s", cs.topic, strerror(errno ? errno : EIO));
+			rc = out_failed(&cs);
 			break;
 		}
 	}
 done:
+	/* Stopped by a signal: what stdout takes now, without blocking. */
+	if (cli_stop && rc == CLI_OK && fflush(stdout) != 0)
+		rc = out_failed(&cs);
 	report_lost(&cs, 1);
 	if (cli.verbose)
 		fprintf(stderr, "bus: consume '%s': %" PRIu64 " records printed, %" PRIu64 " lost\n", cs.topic,

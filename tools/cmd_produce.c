@@ -179,6 +179,8 @@ int cmd_produce(int argc, char **argv)
 		goto out;
 	}
 	cli_catch_signals();
+	if ((rc = cli_interruptible_stdout()) != CLI_OK)
+		goto out;
 
 	memset(&rec, 0, sizeof rec);
 	rec.timestamp = timestamp;
