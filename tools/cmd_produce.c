@@ -68,6 +68,14 @@ static int stdin_idle(void)
 	return poll(&pfd, 1, 0) == 0;
 }
 
+/* --print-offsets: stdout failed.  The offsets asked for are being lost,
+ * so produce stops, and says how many lines went in. */
+static int offsets_failed(const char *topic, uint64_t written)
+{
+	return cli_error("produce to '%s': writing the offsets to stdout: %s; %" PRIu64 " records written",
+			 topic, strerror(cli.out_errno ? cli.out_errno : EIO), written);
+}
+
 int cmd_produce(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -195,8 +203,10 @@ int cmd_produce(int argc, char **argv)
 		uint32_t out_p;
 		uint64_t out_o;
 
-		if (print_offsets && stdin_idle())
-			fflush(stdout);
+		if (print_offsets && stdin_idle() && fflush(stdout) != 0 && !cli_stop) {
+			rc = offsets_failed(topic, written);
+			break;
+		}
 		errno = 0;
 		n = getline(&line, &cap, stdin);
 		if (n < 0 || cli_stop) {
@@ -256,10 +266,17 @@ int cmd_produce(int argc, char **argv)
 			break;
 		}
 		written++;
-		if (print_offsets)
+		if (print_offsets) {
 			printf("%" PRIu32 " %" PRIu64 "\n", out_p, out_o);
+			if (ferror(stdout) && !cli_stop) {
+				rc = offsets_failed(topic, written);
+				break;
+			}
+		}
 	}
 	free(line);
+	if (rc == CLI_OK && print_offsets && fflush(stdout) != 0)
+		rc = offsets_failed(topic, written);
 	if (cli.verbose)
 		fprintf(stderr, "bus: produce to '%s': %" PRIu64 " records written\n", topic, written);
 out:
