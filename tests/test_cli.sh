@@ -179,6 +179,9 @@ one_error_line "another config"
 grep -qF "partitions 3 (asked 4)" "$TMP/err" || fail "the message does not name the difference"
 expect 1 "$BUS" topic create quotes --partitions 3 --ring-size 1M
 one_error_line "another config"
+# A topic without a NUMA node says "none", as describe does, not -1.
+expect 1 "$BUS" topic create quotes --partitions 3 --ring-size 1M --ephemeral --numa-node 0
+one_error_line "numa-node none (asked 0)"
 ok
 
 CHECK="list"

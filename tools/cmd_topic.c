@@ -95,6 +95,16 @@ enum {
 	OPT_JSON,
 };
 
+/* A config's NUMA node as --numa-node takes it, or "none" (-1). */
+static const char *numa_name(int32_t node, char *buf, size_t len)
+{
+	if (node < 0)
+		snprintf(buf, len, "none");
+	else
+		snprintf(buf, len, "%" PRId32, node);
+	return buf;
+}
+
 /* The differences between two configs, as "partitions 3 (asked 4), ...". */
 static void config_diff(const struct bus_topic_config *have, const struct bus_topic_config *want,
 			char *buf, size_t len)
@@ -131,7 +141,8 @@ static void config_diff(const struct bus_topic_config *have, const struct bus_to
 	if (have->overflow != want->overflow)
 		DIFF("overflow %s (asked %s)", overflow_name(have->overflow), overflow_name(want->overflow));
 	if (have->numa_node != want->numa_node)
-		DIFF("numa-node %" PRId32 " (asked %" PRId32 ")", have->numa_node, want->numa_node);
+		DIFF("numa-node %s (asked %s)", numa_name(have->numa_node, a, sizeof a),
+		     numa_name(want->numa_node, b, sizeof b));
 #undef DIFF
 }
 
