@@ -154,6 +154,32 @@ usage_error "too large" "$BUS" topic create t1 --partitions 1 --retention-bytes 
 usage_error "missing TOPIC" "$BUS" produce
 ok
 
+# Numbers: no sign, no exponent, no suffix, not empty, no overflow.
+CHECK="bad-numbers"
+for v in -1 +1 1e3 "" 1x " 1" 0x10 99999999999999999999999; do
+	usage_error "--partitions" "$BUS" topic create t1 --partitions "$v"
+	usage_error "-p" "$BUS" produce t1 -p "$v"
+	usage_error "-p" "$BUS" consume t1 -p "$v"
+	usage_error "-c" "$BUS" consume t1 -c "$v"
+	usage_error "--numa-node" "$BUS" topic create t1 --partitions 1 --numa-node "$v"
+	usage_error "--timestamp" "$BUS" produce t1 --timestamp "$v"
+done
+for v in -1 1e3 "" 1x 99999999999999999999999 @ @1e3 @-5 @2026-02-29; do
+	usage_error "--from" "$BUS" consume t1 --from "$v"
+done
+for v in 5 1h30 -1h 1H 1.5s "1h 30m" ms ""; do
+	usage_error "--retention" "$BUS" topic create t1 --partitions 1 --retention "$v"
+done
+for v in 1T 1.5G -1K K ""; do
+	usage_error "--retention-bytes" "$BUS" topic create t1 --partitions 1 --retention-bytes "$v"
+done
+usage_error "lone '%'" "$BUS" consume t1 -f 'x%'
+usage_error "lone '\\'" "$BUS" consume t1 -f 'x\'
+usage_error "unknown escape" "$BUS" consume t1 -f '\x'
+usage_error "unknown option" "$BUS" topic list --bogus
+usage_error "unknown subcommand" "$BUS" topic frob
+ok
+
 CHECK="bad-ring-size"
 for size in 3M 1K 2G abc 4Q ""; do
 	usage_error "--ring-size" "$BUS" topic create t1 --partitions 1 --ring-size "$size"
@@ -324,6 +350,21 @@ expect 0 "$BUS" consume quotes -p 0 --from 100000 -e
 [ ! -s "$TMP/out" ] || fail "--from past the end printed records"
 expect 0 "$BUS" consume quotes --from latest -e
 [ ! -s "$TMP/out" ] || fail "--from latest -e printed records"
+ok
+
+# -e stops at the ends as of the start, in every partition read: at once
+# on an empty topic or partition, with -p as without.
+CHECK="consume-e-empty"
+expect 0 "$BUS" topic create sparse --partitions 3 --ring-size 64K --ephemeral
+expect 0 timeout 10 "$BUS" consume sparse -e
+[ ! -s "$TMP/out" ] || fail "-e on an empty topic printed records"
+printf 'a\nb\n' | "$BUS" produce sparse -p 1 || fail "produce to sparse"
+expect 0 timeout 10 "$BUS" consume sparse -e -p 2
+[ ! -s "$TMP/out" ] || fail "-e -p 2 on an empty partition printed records"
+expect 0 timeout 10 "$BUS" consume sparse -e -p 1
+[ "$(tr '\n' ' ' <"$TMP/out")" = "a b " ] || fail "-e -p 1 printed '$(tr '\n' ' ' <"$TMP/out")'"
+expect 0 timeout 10 "$BUS" consume sparse -e
+[ "$(tr '\n' ' ' <"$TMP/out")" = "a b " ] || fail "-e printed '$(tr '\n' ' ' <"$TMP/out")'"
 ok
 
 CHECK="consume-from-time"
