@@ -322,6 +322,11 @@ static int part_publish(struct dpart *dp)
 	 * is the producers' licence to overwrite what lies below it +
 	 * ring_size (pairs with the acquire load in bus_ring_low_water()). */
 	bus_spill_publish(h, dp->pos, dp->off);
+	/* Wake the producers this spill frees, if one sleeps (wait.c,
+	 * "Space": the CAS above is the store of Dekker's pattern; the
+	 * barrier after it membarrier(), or a fence where busd could not
+	 * register: bus_wait_register_waker() answers from a cache). */
+	bus_space_wake(h, !bus_wait_register_waker());
 	dp->pub_off = dp->off;
 	dp->pub_pos = dp->pos;
 	return 0;
@@ -572,8 +577,10 @@ static int part_open(struct busd *d, struct dpart *dp)
 	 * after the floor's fdatasync; pairs with the acquire in
 	 * wait_space()). */
 	err = part_floor(dp, s);
-	if (!err)
+	if (!err) {
 		st_release(&h->floor_ok, 1);
+		bus_space_wake(h, !bus_wait_register_waker()); /* as after a spill */
+	}
 	if (!err && n < s && sp == 0) {
 		/* A ring that never spilled, made at offset s over a log that
 		 * ends at n: recovery after a reboot started it at the floor

@@ -2083,3 +2083,88 @@ Test(busd, a_failed_idle_sync_is_retried_before_spilling_is_said_to_resume)
 	setenv("BUS_DATA_DIR", e.data_dir, 1);
 	tb = tenv_bus(&e);
 }
+
+/* busd wakes the producers asleep for the space its spill frees (spill.c,
+ * after each spill publish; wait.c, "Space"): without that wake every
+ * such sleep ran to the producer's own recheck timeout (20 ms), since no
+ * consumer gates this topic.  busd is stopped (SIGSTOP) until the
+ * producer sleeps in FUTEX_WAIT, then let go, three times over. */
+struct spillwake {
+	_Atomic int done;
+	int err;
+	struct bus_producer_stats st;
+};
+
+static int produce_behind_the_spill(void *arg)
+{
+	struct spillwake *sw = arg;
+	struct bus_producer_opts po = { .block_timeout_ns = 30000000000ll };
+	struct bus_producer *p;
+	static uint8_t v[1000];
+	int err;
+
+	if ((err = bus_producer_open(tb, "spillwake", &po, &p)) == 0) {
+		for (uint64_t i = 0; i < 6 * 64 && !err; i++) {
+			struct bus_record r = { .value = v, .value_len = sizeof(v) };
+			fill(v, sizeof(v), 0, i);
+			err = bus_produce(p, 0, &r, NULL, NULL);
+		}
+		bus_producer_stats(p, &sw->st);
+		bus_producer_close(p);
+	}
+	sw->err = err;
+	atomic_store(&sw->done, 1);
+	return 0;
+}
+
+static bool in_futex_wait(pid_t pid)
+{
+	char path[64], buf[64] = { 0 };
+	FILE *f;
+	bool in = false;
+
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		in = fgets(buf, sizeof(buf), f) && strtol(buf, NULL, 10) == SYS_futex;
+		fclose(f);
+	}
+	return in;
+}
+
+Test(busd, busd_wakes_the_producer_asleep_for_its_spill)
+{
+	struct spillwake *sw;
+	int64_t deadline;
+	int stops = 0;
+	pid_t pid;
+
+	sw = mmap(NULL, sizeof(*sw), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(sw, MAP_FAILED);
+	memset(sw, 0, sizeof(*sw));
+	busd_start();
+	mk_topic("spillwake", 1, 64 * 1024, 0, 0);
+	cr_assert_eq(produce_n("spillwake", 0, 0, 1, 100, 0, 0), 0);
+	wait_spilled("spillwake", 1); /* busd took the ring: its floor is down */
+	pid = tfork(produce_behind_the_spill, sw);
+	deadline = tnow_ms() + 60000;
+	while (!atomic_load(&sw->done)) {
+		cr_assert(tnow_ms() < deadline, "the producer did not finish (%d stops)", stops);
+		if (stops >= 3)
+			continue;
+		cr_assert_eq(kill(busd, SIGSTOP), 0);
+		/* busd stopped: the producer fills the ring and goes to sleep. */
+		while (!atomic_load(&sw->done) && !in_futex_wait(pid))
+			cr_assert(tnow_ms() < deadline, "the producer never slept");
+		stops++;
+		cr_assert_eq(kill(busd, SIGCONT), 0);
+	}
+	cr_assert_eq(twait(pid, 10000), 0);
+	cr_assert_eq(sw->err, 0, "produce: %s", bus_strerror(sw->err));
+	cr_assert_eq(stops, 3);
+	cr_assert_geq(sw->st.woken, 1u, "%" PRIu64 " sleeps, none ended by busd's wake",
+		      sw->st.sleeps);
+	wait_spilled("spillwake", 1);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+	munmap(sw, sizeof(*sw));
+}

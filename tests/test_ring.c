@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -2203,4 +2205,155 @@ Test(ring, a_producer_does_not_wait_for_a_busd_whose_pid_was_reused)
 {
 	producer_waits_for_a_gone_busd("rbusd", BUS_OVERFLOW_BLOCK, false);
 	producer_waits_for_a_gone_busd("rbusdow", BUS_OVERFLOW_OVERWRITE, false);
+}
+
+/* A producer blocked by a full ring sleeps on the ring's space futex
+ * (wait.c, "Space"): before, it napped 20 us at a time, about 8,500
+ * wake-ups and a fifth of a core a second for as long as the consumer
+ * stayed behind.  The child blocks here for its 400 ms block timeout
+ * behind a gating consumer that does not read; its CPU time and its
+ * voluntary context switches are the kernel's count (wait4()). */
+static int blocked_until_timeout(void *arg)
+{
+	struct bus_producer_opts po = { .block_timeout_ns = 400000000 };
+	struct bus_producer_stats st;
+	struct bus_producer *p;
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	int err = 0;
+
+	if (bus_producer_open(b, arg, &po, &p))
+		return 10;
+	while ((err = bus_produce(p, 0, &r, NULL, NULL)) == 0)
+		;
+	bus_producer_stats(p, &st);
+	bus_producer_close(p);
+	if (err != -ETIMEDOUT)
+		return 11;
+	if (st.blocked != 1 || st.blocked_ns < 400000000 || st.sleeps < 1)
+		return 12;
+	return 0;
+}
+
+Test(ring, a_blocked_producer_sleeps_without_using_the_cpu)
+{
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct bus_consumer *c;
+	struct rusage ru;
+	int64_t deadline;
+	int status = 0;
+	long cpu_us;
+	pid_t pid, w;
+
+	mk_topic("idleblk", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_consumer_open(b, "idleblk", &co, &c), 0);
+	static char topic[] = "idleblk";
+
+	pid = tfork(blocked_until_timeout, topic);
+	deadline = tnow_ms() + 20000;
+	while ((w = wait4(pid, &status, WNOHANG, &ru)) == 0) {
+		cr_assert(tnow_ms() < deadline, "the blocked producer never timed out");
+		usleep(1000);
+	}
+	cr_assert_eq(w, pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %#x", status);
+	cpu_us = ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1000000 +
+		 ru.ru_stime.tv_usec;
+	/* Napping, it spent about 80 ms and 3,400 switches here. */
+	cr_assert_lt(cpu_us, 40000, "the blocked producer used %ld us of CPU in 400 ms", cpu_us);
+	cr_assert_lt(ru.ru_nvcsw, 400, "the blocked producer woke %ld times in 400 ms", ru.ru_nvcsw);
+	bus_consumer_close(c);
+}
+
+/* The gating consumer that frees space wakes the producer asleep for it
+ * (gating_publish()): each sleep ends by a wake, not by the producer's
+ * own recheck timeout.  The parent reads only while the producer is
+ * asleep in FUTEX_WAIT with its announcement up, so all the space it gets
+ * comes through a wake; with the wake left out every sleep ran to its
+ * timeout (woken 0). */
+static bool in_futex_wait(pid_t pid)
+{
+	char path[64], buf[64] = { 0 };
+	FILE *f;
+	bool in = false;
+
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		in = fgets(buf, sizeof(buf), f) && strtol(buf, NULL, 10) == SYS_futex;
+		fclose(f);
+	}
+	return in;
+}
+
+struct spacewake {
+	_Atomic int done;
+	int err;
+	struct bus_producer_stats st;
+};
+
+static int produce_through_sleeps(void *arg)
+{
+	struct spacewake *sw = arg;
+	struct bus_producer_opts po = { .block_timeout_ns = 20000000000ll };
+	struct bus_producer *p;
+	static char val[1000];
+	struct bus_record r = { .value = val, .value_len = sizeof(val) };
+	int err = 0;
+
+	if ((err = bus_producer_open(b, "wakeblk", &po, &p)) == 0) {
+		for (int i = 0; i < 8 * (int)(BUS_RING_MIN / sizeof(val)) && !err; i++)
+			err = bus_produce(p, 0, &r, NULL, NULL);
+		bus_producer_stats(p, &sw->st);
+		bus_producer_close(p);
+	}
+	sw->err = err;
+	atomic_store(&sw->done, 1);
+	return 0;
+}
+
+Test(ring, a_gating_consumer_wakes_the_producer_asleep_for_space)
+{
+	struct bus_consumer_opts co = { .partition = 0, .flags = BUS_CONSUMER_GATING };
+	struct spacewake *sw;
+	struct bus_consumer *c;
+	struct bus_topic *t;
+	struct bus_ring_hdr *h;
+	struct bus_view v[64];
+	unsigned cycles = 0;
+	uint64_t seen = 0;
+	int64_t deadline;
+	pid_t pid;
+	int n;
+
+	sw = mmap(NULL, sizeof(*sw), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(sw, MAP_FAILED);
+	memset(sw, 0, sizeof(*sw));
+	mk_topic("wakeblk", 1, BUS_RING_MIN, BUS_OVERFLOW_BLOCK);
+	cr_assert_eq(bus_topic_get(b, "wakeblk", &t), 0);
+	h = t->rings[0].hdr;
+	cr_assert_eq(bus_consumer_open(b, "wakeblk", &co, &c), 0);
+	pid = tfork(produce_through_sleeps, sw);
+	deadline = tnow_ms() + 60000;
+	while (!atomic_load(&sw->done)) {
+		cr_assert(tnow_ms() < deadline, "the producer did not finish: %u cycles", cycles);
+		if (ld_acquire(&h->space_sleepers) == 0 || !in_futex_wait(pid))
+			continue; /* not asleep (yet) */
+		cycles++;
+		while ((n = bus_consumer_poll(c, v, 64, 0)) > 0)
+			for (int i = 0; i < n; i++)
+				cr_assert_eq(v[i].offset, seen++);
+		cr_assert_eq(n, 0);
+	}
+	cr_assert_eq(twait(pid, 10000), 0);
+	cr_assert_eq(sw->err, 0, "produce: %s", bus_strerror(sw->err));
+	cr_assert_geq(cycles, 4u);
+	cr_assert_geq(sw->st.sleeps, cycles, "%" PRIu64 " sleeps in %u cycles", sw->st.sleeps,
+		      cycles);
+	cr_assert_geq(sw->st.woken, cycles / 2,
+		      "%" PRIu64 " of %" PRIu64 " sleeps ended by a wake in %u cycles", sw->st.woken,
+		      sw->st.sleeps, cycles);
+	bus_consumer_close(c);
+	bus_topic_put(t);
+	munmap(sw, sizeof(*sw));
 }

@@ -44,6 +44,7 @@ struct bus_cpart {
 	bool disk_wait;              /* at the log's end, the ring not ready yet */
 	bool behind;                 /* the last poll filled its batch: prefetch */
 	bool disk_reseek;            /* the disk reader is not at off: seek it */
+	bool fenced;                 /* gating, without membarrier: fence to wake */
 	struct bus_seg_reader *disk; /* opened on first use */
 };
 
@@ -118,6 +119,14 @@ static void gating_publish(struct bus_cpart *cp)
 	 * spill_pos). */
 	st_release(&cp->r->hdr->gating[cp->gslot].pos,
 		   cp->on_disk ? ld_acquire(&cp->r->hdr->spill_pos) : cp->pos);
+	/* Then wake the producers blocked for the space it frees, if one
+	 * announced itself: Dekker's pattern with the producer's WR1 and
+	 * re-check (wait.c, "Space"); the store-load barrier between R6 and
+	 * this load is the producer's membarrier(), or the fence when this
+	 * process could not register (cp->fenced).  A relaxed load of the
+	 * horizon's line, which this reader holds (I1): nothing else per
+	 * publish while no producer sleeps. */
+	bus_space_wake(cp->r->hdr, cp->fenced);
 }
 
 /* ------------------------------------------------------------- disk */
@@ -1489,6 +1498,7 @@ static int gating_claim(struct bus_cpart *cp)
 		 * it is older than ours, so it only makes the producer wait. */
 		if (atomic_compare_exchange_strong(&h->gating[i].owner, &o, self)) {
 			cp->gslot = (int)i;
+			cp->fenced = !bus_wait_register_waker();
 			gating_publish(cp);
 			return 0;
 		}
@@ -1509,9 +1519,12 @@ void bus_consumer_close(struct bus_consumer *c)
 			 * parent's (the parent's cursor in it).  Release: the
 			 * reads of the ring before. */
 			uint64_t self = bus_owner_self();
-			atomic_compare_exchange_strong_explicit(&cp->r->hdr->gating[cp->gslot].owner,
-								&self, 0, memory_order_release,
-								memory_order_relaxed);
+			/* The slot given back no longer holds producers:
+			 * wake those it held (seq_cst CAS; the wake as after
+			 * R6, gating_publish()). */
+			if (atomic_compare_exchange_strong(&cp->r->hdr->gating[cp->gslot].owner,
+							   &self, 0))
+				bus_space_wake(cp->r->hdr, cp->fenced);
 		}
 		bus_seg_reader_close(cp->disk);
 	}

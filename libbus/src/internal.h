@@ -459,8 +459,27 @@ void bus_cfg_from_disk(const struct bus_topic_cfg_disk *d, struct bus_topic_conf
 
 /* --------------------------------------------------------------- wait */
 
+/* The futex protocol of wait.c, on a futex word @wseq and its announcement
+ * word @sleepers. */
+
+/* Wake every sleeper on @wseq, whether or not one announced itself. */
+void bus_futex_wake_slow(_Atomic uint32_t *wseq, _Atomic uint32_t *sleepers);
+/* Sleep on @wseq until woken, @check() returns true, @deadline_ns
+ * (monotonic; < 0: none), or @max_ns (>= 0) passed.  Announces the
+ * sleeper, then re-checks (see wait.c).  Returns 0 when @check() said
+ * ready before the sleep, 1 when woken (or a wake came first), -1 on a
+ * timeout or a signal.  Any thread. */
+int bus_futex_sleep(_Atomic uint32_t *wseq, _Atomic uint32_t *sleepers, bool (*check)(void *),
+		    void *arg, int64_t deadline_ns, int64_t max_ns);
+/* Register this process for asymmetric fences (membarrier).  Returns true
+ * when a waker may skip the fence before it loads an announcement word. */
+bool bus_wait_register_waker(void);
+
 /* Wake every consumer sleeping on topic @ts, if any announced itself. */
-void bus_wake_slow(struct bus_topic_slot *ts);
+static inline void bus_wake_slow(struct bus_topic_slot *ts)
+{
+	bus_futex_wake_slow(&ts->wake_seq, &ts->sleepers);
+}
 static inline void bus_wake(struct bus_topic_slot *ts, bool fenced)
 {
 	/* See wait.c: with membarrier registration the plain load suffices;
@@ -470,16 +489,32 @@ static inline void bus_wake(struct bus_topic_slot *ts, bool fenced)
 	if (BUS_UNLIKELY(ld_relaxed(&ts->sleepers) != 0))
 		bus_wake_slow(ts);
 }
-/* Register this process for asymmetric fences.  Returns true when the
- * producer may skip the fence in bus_wake(). */
-bool bus_wait_register_producer(void);
 /* The longest sleep of a consumer, which then looks whether its files were
  * truncated under it (wait.c). */
 #define BUS_WAIT_RECHECK_NS 1000000000ll
-/* Sleep until woken, @check() returns true, @deadline_ns (monotonic;
- * < 0: none), or BUS_WAIT_RECHECK_NS.  Announces the sleeper, then
- * re-checks (see wait.c). */
-void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
-		    int64_t deadline_ns);
+/* A consumer's sleep on topic @ts (bus_futex_sleep(), at most
+ * BUS_WAIT_RECHECK_NS). */
+static inline void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void *), void *arg,
+				  int64_t deadline_ns)
+{
+	(void)bus_futex_sleep(&ts->wake_seq, &ts->sleepers, check, arg, deadline_ns,
+			      BUS_WAIT_RECHECK_NS);
+}
+
+/* The longest sleep of a producer blocked for space, which then looks for
+ * dead gating consumers, a dead busd, a deleted topic or a truncated ring
+ * (wait.c, "Space"). */
+#define BUS_SPACE_RECHECK_NS 20000000ll
+/* Wake the producers blocked for space in ring @h, if any announced
+ * itself: after a store that may raise the low-water mark (a gating
+ * cursor, the spill cursor, floor_ok, a gating slot given back).  @fenced:
+ * this process is not registered (bus_wait_register_waker() said false). */
+static inline void bus_space_wake(struct bus_ring_hdr *h, bool fenced)
+{
+	if (BUS_UNLIKELY(fenced))
+		atomic_thread_fence(memory_order_seq_cst);
+	if (BUS_UNLIKELY(ld_relaxed(&h->space_sleepers) != 0))
+		bus_futex_wake_slow(&h->space_seq, &h->space_sleepers);
+}
 
 #endif

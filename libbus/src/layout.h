@@ -25,7 +25,7 @@
 #define BUS_CACHELINE 64
 /* 2: owners of gating slots, producer slots and the exclusive mark are
  * {pid, start time} words (BUS_OWNER), no longer bare pids. */
-#define BUS_LAYOUT_VERSION 2u
+#define BUS_LAYOUT_VERSION 3u
 /* "BUSCTL" + 0x00 0x01 read as a little-endian u64: a byte-swapped host
  * sees another value and refuses. */
 #define BUS_CTL_MAGIC 0x01004c5443535542ull
@@ -321,8 +321,17 @@ struct bus_ring_hdr {
 	 * (producer.c, excl_settle()). */
 	_Atomic uint64_t excl_start;
 	_Atomic uint64_t excl_soff;
-	/* Line 2: the write horizon (I1). */
+	/* Line 2: the write horizon (I1), and the futex of producers blocked
+	 * for space (wait.c, "Space"): they announce themselves in
+	 * `space_sleepers` and wait on `space_seq`; whoever raises the
+	 * low-water mark loads `space_sleepers` and, if set, bumps
+	 * `space_seq`, calls FUTEX_WAKE and clears it.  On the horizon's line:
+	 * gating consumers read the horizon at every record (I1), so their
+	 * load of `space_sleepers` after a publish costs no miss; the words
+	 * are written only when a producer sleeps, which is rare. */
 	alignas(BUS_CACHELINE) _Atomic uint64_t horizon;
+	_Atomic uint32_t space_seq;
+	_Atomic uint32_t space_sleepers;
 	/* Line 3: the spiller (busd): the spill cursor, a pair read and
 	 * written with a 16-byte CAS (bus_spill_read/publish, internal.h):
 	 * every frame below spill_pos is written out to the log, and the frame
@@ -364,7 +373,7 @@ static inline uint64_t bus_layout_signature(void)
 		sizeof(struct bus_topic_cfg_disk), sizeof(struct bus_ring_hdr),
 		sizeof(struct bus_frame), offsetof(struct bus_ring_hdr, tail),
 		offsetof(struct bus_ring_hdr, gating), offsetof(struct bus_ring_hdr, ckpt),
-		offsetof(struct bus_ring_hdr, horizon),
+		offsetof(struct bus_ring_hdr, horizon), offsetof(struct bus_ring_hdr, space_seq),
 		offsetof(struct bus_ring_hdr, pslot), offsetof(struct bus_ring_hdr, excl_start),
 		BUS_PRODUCERS_MAX,
 		offsetof(struct bus_topic_slot, name), offsetof(struct bus_frame, slack),

@@ -32,6 +32,7 @@ struct bus_producer {
 	struct bus_pstate *parts;
 	/* Cold, after the fields of the hot paths: */
 	uint64_t owner; /* bus_owner_self() at open: {pid, start} */
+	struct bus_producer_stats stats;
 	struct bus_claim open_claim; /* while claim_open: for bus_producer_close() */
 };
 
@@ -60,7 +61,7 @@ int bus_producer_open(struct bus *b, const char *topic, const struct bus_produce
 	}
 	p->persistent = !(p->t->cfg.flags & BUS_TOPIC_EPHEMERAL);
 	p->gated = p->persistent || p->t->cfg.overflow == BUS_OVERFLOW_BLOCK;
-	p->fenced = !bus_wait_register_producer();
+	p->fenced = !bus_wait_register_waker();
 	p->pid = getpid();
 	p->owner = bus_owner_self();
 	p->parts = calloc(p->t->cfg.partitions, sizeof(*p->parts));
@@ -370,34 +371,60 @@ static __attribute__((noinline, cold)) int produce_err(struct bus_producer *p,
 	return lost ? lost : err;
 }
 
-/* Wait until a claim ending at @end fits under the low-water mark. */
+struct space_arg {
+	struct bus_producer *p;
+	struct bus_pstate *ps;
+	uint64_t end;
+};
+
+/* A blocked producer's last look before it sleeps (bus_futex_sleep()):
+ * whether the claim fits now.  No system call (no reap): the loop of
+ * wait_space() does those when the sleep ends. */
+static bool space_ready(void *arg)
+{
+	struct space_arg *a = arg;
+	bool nodaemon;
+
+	compute_limit(a->p, a->ps, false, false, &nodaemon);
+	return a->end + BUS_FRAME_ALIGN <= a->ps->limit;
+}
+
+/* Wait until a claim ending at @end fits under the low-water mark: a
+ * hundred turns with sched_yield() (a consumer a few records behind frees
+ * space within microseconds), then asleep on the ring's space futex
+ * (wait.c, "Space"), woken by whoever raises the low-water mark, and at
+ * least every BUS_SPACE_RECHECK_NS to look for what wakes nobody. */
 static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t end)
 {
-	int64_t deadline = -1;
+	int64_t deadline = -1, t0 = 0;
 	unsigned spins = 0;
 	bool deep = false;
+	int err;
 
 	for (;;) {
 		bool nodaemon;
-		int err;
 
 		/* A truncated ring reads as zeros: a spill cursor at 0, no
 		 * floor, no spiller; nothing would end this wait. */
 		bus_ring_probe(ps->r);
 		if ((err = bus_ring_lost(p->t, ps->r)) != 0)
-			return err;
+			break;
 		compute_limit(p, ps, true, deep, &nodaemon);
 		if (end + BUS_FRAME_ALIGN <= ps->limit)
-			return 0;
+			break;
 		/* A busd that runs but has not taken this partition yet (a
 		 * topic created a moment ago, or busd starting) takes it within
 		 * milliseconds: wait for it rather than fail. */
-		if (nodaemon && bus_daemon_pid(p->t->bus) == 0)
-			return -BUS_ENODAEMON;
+		if (nodaemon && bus_daemon_pid(p->t->bus) == 0) {
+			err = -BUS_ENODAEMON;
+			break;
+		}
 		/* busd stopped spilling this partition (a frame or a log it
 		 * cannot take: its log says which): do not wait forever. */
-		if (nodaemon && p->persistent && ld_acquire(&ps->r->hdr->spiller_pid) < 0)
-			return -BUS_ECORRUPT;
+		if (nodaemon && p->persistent && ld_acquire(&ps->r->hdr->spiller_pid) < 0) {
+			err = -BUS_ECORRUPT;
+			break;
+		}
 		/* A consumer or busd that exited unreaped (a zombie), or whose
 		 * pid went to another process, still answers kill(2), so
 		 * compute_limit()'s reap keeps its slot: once a millisecond at
@@ -411,21 +438,37 @@ static int wait_space(struct bus_producer *p, struct bus_pstate *ps, uint64_t en
 			continue;
 		}
 		deep = false;
-		if (p->flags & BUS_PRODUCER_NONBLOCK)
-			return -EAGAIN;
-		if (bus_topic_check(p->t))
-			return -BUS_ESTALE;
+		if (p->flags & BUS_PRODUCER_NONBLOCK) {
+			err = -EAGAIN;
+			break;
+		}
+		if (bus_topic_check(p->t)) {
+			err = -BUS_ESTALE;
+			break;
+		}
+		if (!t0)
+			t0 = bus_mono_ns();
 		if (deadline < 0 && p->block_timeout_ns > 0)
 			deadline = bus_deadline_ns(p->block_timeout_ns);
-		if (deadline >= 0 && bus_mono_ns() > deadline)
-			return -ETIMEDOUT;
+		if (deadline >= 0 && bus_mono_ns() > deadline) {
+			err = -ETIMEDOUT;
+			break;
+		}
 		if (++spins < 100) {
 			sched_yield();
 		} else {
-			struct timespec ts = { 0, 20000 };
-			nanosleep(&ts, NULL);
+			struct space_arg a = { p, ps, end };
+			int rc = bus_futex_sleep(&ps->r->hdr->space_seq, &ps->r->hdr->space_sleepers,
+						 space_ready, &a, deadline, BUS_SPACE_RECHECK_NS);
+			p->stats.sleeps += rc != 0;
+			p->stats.woken += rc > 0;
 		}
 	}
+	if (t0) {
+		p->stats.blocked++;
+		p->stats.blocked_ns += (uint64_t)(bus_mono_ns() - t0);
+	}
+	return err;
 }
 
 /* The highest horizon this producer may raise to: a gated one's limit. */
@@ -1095,4 +1138,10 @@ int bus_producer_commit(struct bus_producer *p, struct bus_claim *c, int64_t tim
 int bus_producer_abort(struct bus_producer *p, struct bus_claim *c)
 {
 	return claim_end(p, c, BUS_FRAME_LOST, 0);
+}
+
+void bus_producer_stats(const struct bus_producer *p, struct bus_producer_stats *out)
+{
+	if (p && out)
+		*out = p->stats;
 }

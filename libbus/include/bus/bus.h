@@ -446,6 +446,24 @@ int bus_producer_commit(struct bus_producer *p, struct bus_claim *c, int64_t tim
  *  record (lost_before, stats.lost).  Returns as bus_producer_commit(). */
 int bus_producer_abort(struct bus_producer *p, struct bus_claim *c);
 
+/** Per producer, all partitions together: the time its claims spent held
+ *  back by a full ring (overflow `block`: the slowest gating consumer; a
+ *  persistent topic: busd's spill cursor).  A blocked producer yields the
+ *  CPU a hundred times, then sleeps on a futex of the ring until a gating
+ *  consumer or busd frees space (it wakes by itself at least every 20 ms,
+ *  to find a dead consumer or busd): it uses no CPU while it waits. */
+struct bus_producer_stats {
+	uint64_t blocked;    /**< claims that had to wait for space */
+	uint64_t blocked_ns; /**< time they waited, all together */
+	uint64_t sleeps;     /**< futex sleeps in those waits */
+	uint64_t woken;      /**< of those, ended by a wake (not a timeout) */
+};
+
+/** bus_producer_stats() - @p's counters so far into *@out (nothing when
+ *  either is NULL).  Reads only @p: one thread at a time, as every call on
+ *  a producer. */
+void bus_producer_stats(const struct bus_producer *p, struct bus_producer_stats *out);
+
 /* ------------------------------------------------------------ consumer */
 
 enum bus_wait {
