@@ -2186,6 +2186,11 @@ static void producer_waits_for_a_gone_busd(const char *topic, uint32_t overflow,
 	cr_assert_eq(err, -BUS_ENODAEMON, "record %d: %s after %ld ms", i, bus_strerror(err),
 		     (long)(tnow_ms() - t0));
 	cr_assert_eq(bus_daemon_pid(b), 0);
+	{
+		struct bus_partition_info pi;
+		cr_assert_eq(bus_partition_describe(b, topic, 0, &pi), 0);
+		cr_assert_eq(pi.spiller_pid, 0, "describe names spiller %d", pi.spiller_pid);
+	}
 	bus_producer_close(p);
 	bus_topic_put(t);
 	st_release(&b->ctl->daemon_owner, 0);

@@ -275,7 +275,9 @@ struct bus_partition_info {
 	uint64_t disk_first_offset; /**< earliest offset on disk */
 	uint64_t disk_next_offset;  /**< offset after the last record on disk */
 	uint64_t disk_bytes;        /**< segment and index files together */
-	/** busd's pid when a daemon spills this partition, else 0. */
+	/** busd's pid when a daemon spills this partition, else 0 (also for
+	 *  a busd that exited and was not reaped, or whose pid went to
+	 *  another process since: looked up in /proc). */
 	int32_t spiller_pid;
 };
 
