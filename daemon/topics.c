@@ -70,15 +70,84 @@ static int parse_int(const char *s, long long lo, long long hi, long long *out)
 	return 0;
 }
 
+/* The keys of topic.conf, in the order conf_write() writes them.  Every
+ * one is required: busd writes them all, so a file that lacks one was cut
+ * short (a power loss, a full disk, an edit) and would re-create another
+ * topic than the one whose logs lie there (a retention, a size, a
+ * `private = true` lost). */
+static const char *const conf_keys[] = {
+	"partitions", "ring_size", "retention_ms", "retention_bytes",
+	"overflow",   "numa_node", "private",
+};
+#define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
+/* The longest line of a topic.conf (its newline included): busd's are
+ * under 100 bytes. */
+#define CONF_LINE_MAX 1024
+
+/* Parse value @val of key number @k into @c.  Returns 0 or -EINVAL. */
+static int conf_value(size_t k, const char *val, struct bus_topic_cfg_disk *c)
+{
+	long long v = 0;
+	uint64_t u = 0;
+	int rc = 0;
+
+	switch (k) {
+	case 0: /* partitions */
+		rc = parse_int(val, 1, BUS_PARTITIONS_MAX, &v);
+		c->partitions = (uint32_t)v;
+		break;
+	case 1: /* ring_size */
+		rc = busd_parse_size(val, &u);
+		if (!rc && (u < BUS_RING_MIN || u > BUS_RING_MAX || (u & (u - 1))))
+			rc = -EINVAL;
+		c->ring_size = u;
+		break;
+	case 2: /* retention_ms */
+		rc = busd_parse_ms(val, &u);
+		c->retention_ms = u;
+		break;
+	case 3: /* retention_bytes */
+		rc = busd_parse_size(val, &u);
+		c->retention_bytes = u;
+		break;
+	case 4: /* overflow */
+		if (strcmp(val, "block") == 0)
+			c->overflow = BUS_OVERFLOW_BLOCK;
+		else if (strcmp(val, "overwrite") == 0)
+			c->overflow = BUS_OVERFLOW_OVERWRITE;
+		else
+			rc = -EINVAL;
+		break;
+	case 5: /* numa_node */
+		rc = parse_int(val, -1, 1023, &v);
+		c->numa_node = (int32_t)v;
+		break;
+	default: /* private */
+		if (strcmp(val, "true") == 0)
+			c->flags |= BUS_TOPIC_PRIVATE;
+		else if (strcmp(val, "false") != 0)
+			rc = -EINVAL;
+		break;
+	}
+	return rc ? -EINVAL : 0;
+}
+
 /*
  * conf_read() - parse topic.conf at @path into @c (a persistent topic).
+ * All or nothing: a line that is not `key = value`, an unknown key, a key
+ * given twice, a bad value, a NUL byte, a line longer than CONF_LINE_MAX,
+ * a last line without its newline or a key missing (the file cut short)
+ * refuses the whole file, rather than a topic half parsed from it.
  * Returns 0, -ENOENT (no file), or -EINVAL / -errno with a message
- * `FILE:LINE: what` in @err.
+ * `FILE:LINE: what` (or `FILE: what`) in @err.
  */
 static int conf_read(const char *path, struct bus_topic_cfg_disk *c, char *err, size_t errlen)
 {
-	char line[1024];
-	unsigned lineno = 0, have = 0;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	unsigned lineno = 0, first[CONF_NKEYS] = { 0 };
+	bool cut = false;
 	FILE *f = busd_fopen_small(path, false);
 
 	memset(c, 0, sizeof(*c));
@@ -89,13 +158,24 @@ static int conf_read(const char *path, struct bus_topic_cfg_disk *c, char *err, 
 		snprintf(err, errlen, "%s: %s", path, busd_fopen_why(e));
 		return -e;
 	}
-	while (fgets(line, sizeof(line), f)) {
+	/* getline(): its length shows NUL bytes, and a long line stays one
+	 * line (fgets() cut it, and parsed its rest as the next line).  The
+	 * file is at most BUSD_CONF_MAX bytes. */
+	while ((got = getline(&line, &cap, f)) > 0) {
 		char *s = line, *eq, *key, *val, *e;
-		long long v = 0;
-		uint64_t u = 0;
-		int rc = 0;
+		size_t n = (size_t)got, k;
 
 		lineno++;
+		if (n > CONF_LINE_MAX) {
+			snprintf(err, errlen, "%s:%u: line too long (over %d bytes)", path, lineno,
+				 CONF_LINE_MAX);
+			goto bad;
+		}
+		if (memchr(line, '\0', n)) {
+			snprintf(err, errlen, "%s:%u: a NUL byte in the line", path, lineno);
+			goto bad;
+		}
+		cut = line[n - 1] != '\n';
 		while (*s == ' ' || *s == '\t')
 			s++;
 		e = s + strlen(s);
@@ -115,55 +195,46 @@ static int conf_read(const char *path, struct bus_topic_cfg_disk *c, char *err, 
 		*e = '\0';
 		while (*val == ' ' || *val == '\t')
 			val++;
-		if (strcmp(key, "partitions") == 0) {
-			rc = parse_int(val, 1, BUS_PARTITIONS_MAX, &v);
-			c->partitions = (uint32_t)v;
-			have |= 1;
-		} else if (strcmp(key, "ring_size") == 0) {
-			rc = busd_parse_size(val, &u);
-			if (!rc && (u < BUS_RING_MIN || u > BUS_RING_MAX || (u & (u - 1))))
-				rc = -EINVAL;
-			c->ring_size = u;
-			have |= 2;
-		} else if (strcmp(key, "retention_ms") == 0) {
-			rc = busd_parse_ms(val, &u);
-			c->retention_ms = u;
-		} else if (strcmp(key, "retention_bytes") == 0) {
-			rc = busd_parse_size(val, &u);
-			c->retention_bytes = u;
-		} else if (strcmp(key, "overflow") == 0) {
-			if (strcmp(val, "block") == 0)
-				c->overflow = BUS_OVERFLOW_BLOCK;
-			else if (strcmp(val, "overwrite") == 0)
-				c->overflow = BUS_OVERFLOW_OVERWRITE;
-			else
-				rc = -EINVAL;
-		} else if (strcmp(key, "numa_node") == 0) {
-			rc = parse_int(val, -1, 1023, &v);
-			c->numa_node = (int32_t)v;
-		} else if (strcmp(key, "private") == 0) {
-			if (strcmp(val, "true") == 0)
-				c->flags |= BUS_TOPIC_PRIVATE;
-			else if (strcmp(val, "false") != 0)
-				rc = -EINVAL;
-		} else {
-			snprintf(err, errlen, "%s:%u: unknown key '%s'", path, lineno, key);
+		for (k = 0; k < CONF_NKEYS && strcmp(key, conf_keys[k]) != 0; k++)
+			;
+		if (k == CONF_NKEYS) {
+			snprintf(err, errlen, "%s:%u: unknown key '%.64s'", path, lineno, key);
 			goto bad;
 		}
-		if (rc) {
-			snprintf(err, errlen, "%s:%u: bad value for %s: '%s'", path, lineno, key,
+		if (first[k]) {
+			snprintf(err, errlen, "%s:%u: %s is set twice (first on line %u)", path,
+				 lineno, key, first[k]);
+			goto bad;
+		}
+		first[k] = lineno;
+		if (conf_value(k, val, c)) {
+			snprintf(err, errlen, "%s:%u: bad value for %s: '%.64s'", path, lineno, key,
 				 val);
 			goto bad;
 		}
 	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(EIO));
+		free(line);
+		fclose(f);
+		return -EIO;
+	}
+	free(line);
 	fclose(f);
-	if ((have & 3) != 3) {
-		snprintf(err, errlen, "%s: %s missing", path,
-			 (have & 1) ? "ring_size" : "partitions");
+	for (size_t k = 0; k < CONF_NKEYS; k++) {
+		if (!first[k]) {
+			snprintf(err, errlen, "%s: cut short: %s missing", path, conf_keys[k]);
+			return -EINVAL;
+		}
+	}
+	if (cut) {
+		snprintf(err, errlen, "%s:%u: cut short: the last line has no newline", path,
+			 lineno);
 		return -EINVAL;
 	}
 	return 0;
 bad:
+	free(line);
 	fclose(f);
 	return -EINVAL;
 }
@@ -777,7 +848,10 @@ void topics_recover(struct busd *d)
 		if (err == -ENOENT || err == -ENOTDIR)
 			continue;
 		if (err) {
-			busd_log(BUS_LOG_ERROR, "topic '%s' not recovered: %s", de->d_name, why);
+			busd_log(BUS_LOG_ERROR,
+				 "topic '%s' not recovered: %s (its logs in %s/%s are left as they "
+				 "are; mend or remove the file and restart busd)",
+				 de->d_name, why, data, de->d_name);
 			continue;
 		}
 		found++;

@@ -2168,3 +2168,100 @@ Test(busd, busd_wakes_the_producer_asleep_for_its_spill)
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 	munmap(sw, sizeof(*sw));
 }
+
+/* Write @len bytes of @text to @path (replacing it). */
+static void write_file(const char *path, const char *text, size_t len)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert(f, "%s: %s", path, strerror(errno));
+	cr_assert_eq(fwrite(text, 1, len, f), len);
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* Every file under @dir with its size, sorted, into @buf. */
+static void tree_list(const char *dir, char *buf, size_t len)
+{
+	char cmd[700];
+	size_t n;
+	FILE *f;
+
+	snprintf(cmd, sizeof cmd, "cd %s && find . -printf '%%p %%s\\n' | sort", dir);
+	f = popen(cmd, "r");
+	cr_assert(f);
+	n = fread(buf, 1, len - 1, f);
+	buf[n] = 0;
+	cr_assert_eq(pclose(f), 0, "%s", cmd);
+	cr_assert_gt(n, 0);
+}
+
+/* A topic.conf cut short, with a key given twice, a NUL byte or a line too
+ * long is refused at recovery as a whole, with an ERROR naming the file
+ * and what is wrong, and its logs stay as they are.  Each of these was
+ * half parsed into another topic than the one whose logs lie there: the
+ * keys up to the cut (retention_ms 6, not a week; a private topic
+ * re-created as shared), the last of two values, the text up to the NUL,
+ * or a long line's first 1023 bytes (retention_bytes 1).  Put back whole,
+ * the file re-creates the topic with every record. */
+Test(busd, a_damaged_topic_conf_is_refused_at_recovery_and_its_logs_kept)
+{
+	static const char whole[] = "partitions = 1\nring_size = 65536\nretention_ms = 0\n"
+				    "retention_bytes = 0\noverflow = block\nnuma_node = -1\n"
+				    "private = false\n";
+	static const char nul[] = "partitions = 1\0 and garbage\nring_size = 65536\n"
+				  "retention_ms = 0\nretention_bytes = 0\noverflow = block\n"
+				  "numa_node = -1\nprivate = false\n";
+	static char text[4096];
+	static char before[8192], after[8192];
+	struct {
+		const char *text;
+		size_t len;
+		const char *why;
+	} cases[] = {
+		{ "partitions = 1\nring_size = 65536\nretention_ms = 6", 0,
+		  "conf: cut short: retention_bytes missing" },
+		{ "partitions = 1\nring_size = 65536\nretention_ms = 0\nretention_bytes = 0\n"
+		  "overflow = block\nnuma_node = -1\n",
+		  0, "conf: cut short: private missing" },
+		{ "partitions = 1\nring_size = 65536\nretention_ms = 0\nretention_bytes = 0\n"
+		  "overflow = block\nnuma_node = -1\nprivate = false",
+		  0, "conf:7: cut short: the last line has no newline" },
+		{ text, 0, "conf:2: partitions is set twice (first on line 1)" },
+		{ nul, sizeof nul - 1, "conf:1: a NUL byte in the line" },
+		{ text + 1024, 0, "conf:1: line too long" },
+	};
+	char dir[400], conf[450], want[700];
+	struct bus_topic_info ti;
+	int err, n;
+
+	n = snprintf(text, 1024, "partitions = 1\npartitions = 2\n%s", whole + 15);
+	cr_assert_lt(n, 1024);
+	/* retention_bytes = 1 and blanks: its first 1023 bytes are a line of
+	 * their own to fgets(), the rest a comment. */
+	n = snprintf(text + 1024, 2048, "retention_bytes = 1%*s# x\n", 1100, "");
+	snprintf(text + 1024 + n, 3072 - (size_t)n, "%s", "partitions = 1\nring_size = 65536\n"
+		 "retention_ms = 0\noverflow = block\nnuma_node = -1\nprivate = false\n");
+	spill_and_reboot("dmg", 10);
+	snprintf(dir, sizeof dir, "%s/dmg", e.data_dir);
+	snprintf(conf, sizeof conf, "%s/topic.conf", dir);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		write_file(conf, cases[i].text, cases[i].len ? cases[i].len : strlen(cases[i].text));
+		tree_list(dir, before, sizeof before);
+		busd_start(); /* returns once busd published itself: after its recovery */
+		snprintf(want, sizeof want, "topic 'dmg' not recovered: %s/topic.%s", dir,
+			 cases[i].why);
+		cr_expect(log_has(want), "case %zu: no ERROR \"%s\" (see %s)", i, want, busd_log);
+		err = bus_topic_describe(tb, "dmg", &ti);
+		cr_expect_eq(err, -ENOENT, "case %zu: the topic was re-created from a bad file",
+			     i);
+		cr_assert_eq(busd_stop(SIGTERM), 0);
+		if (err == 0)
+			reboot();
+		tree_list(dir, after, sizeof after);
+		cr_assert_str_eq(after, before, "case %zu: the topic's folder changed", i);
+	}
+	write_file(conf, whole, strlen(whole));
+	busd_start();
+	consume_all("dmg", 1, 1, 10, 0);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
