@@ -422,15 +422,18 @@ void topics_sweep_deleted(struct busd *d)
 	if (!dir)
 		return;
 	while ((de = readdir(dir)) != NULL) {
-		char path[PATH_MAX], topic[BUS_NAME_MAX + 1];
+		char path[PATH_MAX], topic[BUS_NAME_MAX + 1] = "";
 		uint32_t gen = 0;
-		bool held = false;
+		bool held = false, named;
 
 		if (strncmp(de->d_name, BUS_DELETED_PREFIX, strlen(BUS_DELETED_PREFIX)) != 0)
 			continue;
 		/* The logs of a generation busd still holds (it has not yet
-		 * noticed the deletion) go once it has closed them. */
-		if (deleted_name(de->d_name, topic, sizeof(topic), &gen))
+		 * noticed the deletion) go once it has closed them.  A name
+		 * that does not parse (".deleted.junk", made by hand or by
+		 * another tool) names no topic: @topic is not to be used. */
+		named = deleted_name(de->d_name, topic, sizeof(topic), &gen);
+		if (named)
 			for (uint32_t i = 0; i < d->ntopics && !held; i++)
 				held = d->topics[i]->t && d->topics[i]->gen == gen &&
 				       strcmp(d->topics[i]->name, topic) == 0;
@@ -443,10 +446,15 @@ void topics_sweep_deleted(struct busd *d)
 		if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) || rm_err)
 			busd_log(BUS_LOG_WARN, "cannot remove %s (logs of a deleted topic): %s",
 				 path, bus_strerror(rm_err ? rm_err : -errno));
-		else
+		else if (named)
 			busd_log(BUS_LOG_INFO,
 				 "removed %s: the logs of deleted topic '%s' (%u files)", path,
 				 topic, rm_count);
+		else
+			busd_log(BUS_LOG_INFO,
+				 "removed %s (%u files): a deleted topic's logs, by the prefix "
+				 "of its name (the rest is not <topic>.<generation>.<pid>)",
+				 path, rm_count);
 	}
 	closedir(dir);
 }

@@ -2265,3 +2265,24 @@ Test(busd, a_damaged_topic_conf_is_refused_at_recovery_and_its_logs_kept)
 	consume_all("dmg", 1, 1, 10, 0);
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+/* A ".deleted.*" folder whose name does not parse as
+ * ".deleted.<topic>.<generation>.<pid>" (made by hand or by another tool)
+ * is removed like the others, and the line that says so names no topic:
+ * it named one from a buffer the parse had not filled (uninitialised). */
+Test(busd, a_deleted_folder_with_a_junk_name_is_removed_without_naming_a_topic)
+{
+	char dir[400], file[450], want[500];
+
+	snprintf(dir, sizeof dir, "%s/.deleted.junk", e.data_dir);
+	snprintf(file, sizeof file, "%s/0.log", dir);
+	cr_assert_eq(mkdir(dir, 0750), 0);
+	write_file(file, "x", 1);
+	busd_start(); /* returns once busd published itself: after its recovery */
+	cr_assert_neq(access(dir, F_OK), 0, "%s is still there (see %s)", dir, busd_log);
+	snprintf(want, sizeof want, "removed %s (1 files): a deleted topic's logs", dir);
+	cr_assert(log_has(want), "no \"%s\" (see %s)", want, busd_log);
+	snprintf(want, sizeof want, "removed %s: the logs of deleted topic", dir);
+	cr_assert(!log_has(want), "a topic named (see %s)", busd_log);
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
