@@ -902,7 +902,8 @@ int main(int argc, char **argv)
 	busd_log(BUS_LOG_DEBUG, "descriptors: soft limit %llu (five per partition spilled)",
 		 raise_fd_limit());
 
-	topics_recover(&d);
+	if (topics_recover(&d, err, sizeof(err)))
+		start_fail("%s", err);
 	atomic_init(&d.hb_ms, d.cfg.heartbeat_ms);
 	atomic_init(&d.hb_stop, false);
 	heartbeat_start(&d, &hb);

@@ -246,9 +246,16 @@ void spill_retention(struct busd *d);
 
 /* ------------------------------------------------------------ topics.c */
 
-/* Re-create the topics of <data_dir>/<topic>/topic.conf that the table
- * lacks (start-up, before spilling). */
-void topics_recover(struct busd *d);
+/*
+ * topics_recover() - at start-up, before spilling: remove the .deleted.*
+ * folders, then re-create the topics of <data_dir>/<topic>/topic.conf that
+ * the table lacks.  A topic.conf that does not read whole is refused (an
+ * ERROR naming it); an entry that is no topic's folder (no valid topic
+ * name, not a folder, no topic.conf) gets a WARN naming it; both are left
+ * as they are.  Returns 0, or -errno when the data dir cannot be read,
+ * with a message naming it in @err (busd then exits 1).
+ */
+int topics_recover(struct busd *d, char *err, size_t errlen);
 /* Scan the topic table: take new persistent topics, drop deleted ones.
  * Returns the number of topics held. */
 uint32_t topics_scan(struct busd *d);

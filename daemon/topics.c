@@ -798,8 +798,6 @@ static void recover_one(struct busd *d, const char *name, const struct bus_topic
 		 c->partitions, c->partitions == 1 ? "" : "s", offs, cfg_str(c, cs, sizeof(cs)));
 }
 
-/* Start-up recovery: remove deleted topics' logs, then re-create every
- * topic of a topic.conf that the table lacks. */
 /* Remove the temporary files (".topic.conf.<pid>") that a busd killed
  * while it wrote a topic.conf left in the folder of topic @name.  busd
  * holds the data dir's lock: no other busd is writing one now. */
@@ -825,36 +823,78 @@ static void conf_sweep_tmp(int datafd, const char *name)
 	closedir(dir);
 }
 
-void topics_recover(struct busd *d)
+/* Entries of the data dir that are no topic's and expected there: said
+ * nothing about at recovery. */
+static bool data_dir_own(const char *name)
+{
+	return strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
+	       strcmp(name, ".busd.lock") == 0 || strcmp(name, "lost+found") == 0 ||
+	       strncmp(name, BUS_DELETED_PREFIX, strlen(BUS_DELETED_PREFIX)) == 0;
+}
+
+/* Start-up recovery: remove deleted topics' logs, then re-create every
+ * topic of a topic.conf that the table lacks (busd.h). */
+int topics_recover(struct busd *d, char *why_out, size_t why_len)
 {
 	const char *data = bus_data_dir(d->b);
 	DIR *dir;
 	struct dirent *de;
 	unsigned found = 0;
+	int rd_err;
 
-	topics_sweep_deleted(d);
+	/* The data dir exists (busd made it and locked it): unreadable, busd
+	 * would recover nothing and remove no deleted topic's logs, and run
+	 * on as if there were none. */
 	dir = opendir(data);
 	if (!dir) {
-		if (errno != ENOENT)
-			busd_log(BUS_LOG_ERROR, "cannot read the data dir %s: %s", data,
-				 strerror(errno));
-		return;
+		int e = errno;
+		snprintf(why_out, why_len, "cannot read the data dir %s: %s", data, strerror(e));
+		return -e;
 	}
-	while ((de = readdir(dir)) != NULL) {
+	topics_sweep_deleted(d);
+	while ((errno = 0, de = readdir(dir)) != NULL) {
 		char path[PATH_MAX], why[PATH_MAX + 128], a[256], b[256];
 		struct bus_topic_cfg_disk c, live;
 		struct bus_topic_info ti;
+		struct stat st;
 		int err;
 
-		if (!bus_name_valid(de->d_name))
-			continue; /* ".", "..", .busd.lock, .deleted.* */
+		if (data_dir_own(de->d_name))
+			continue;
+		/* Nothing is recovered from these, nor touched: said, so that
+		 * logs put there by hand (or a topic's folder renamed) are not
+		 * passed over unseen. */
+		if (!bus_name_valid(de->d_name)) {
+			busd_log(BUS_LOG_WARN,
+				 "%s/%s: not a topic's folder (not a valid topic name): left alone",
+				 data, de->d_name);
+			continue;
+		}
+		if (fstatat(dirfd(dir), de->d_name, &st, 0) == 0 && !S_ISDIR(st.st_mode)) {
+			busd_log(BUS_LOG_WARN, "%s/%s: not a folder, so no topic's: left alone",
+				 data, de->d_name);
+			continue;
+		}
 		conf_sweep_tmp(dirfd(dir), de->d_name);
 		if (snprintf(path, sizeof(path), "%s/%s/" TOPIC_CONF, data, de->d_name) >=
 		    (int)sizeof(path))
 			continue;
 		err = conf_read(path, &c, why, sizeof(why));
-		if (err == -ENOENT || err == -ENOTDIR)
+		if (err == -ENOTDIR)
+			continue; /* not a folder after all: replaced meanwhile */
+		if (err == -ENOENT) {
+			/* A live topic's (busd stopped before it wrote the
+			 * file): the scan writes it. */
+			if (bus_topic_describe(d->b, de->d_name, &ti) == 0)
+				busd_log(BUS_LOG_DEBUG, "topic '%s': no %s yet; the scan writes it",
+					 de->d_name, path);
+			else
+				busd_log(BUS_LOG_WARN,
+					 "%s/%s has no " TOPIC_CONF ": topic '%s' is not re-created "
+					 "from it; its logs are left alone",
+					 data, de->d_name, de->d_name);
 			continue;
+		}
 		if (err) {
 			busd_log(BUS_LOG_ERROR,
 				 "topic '%s' not recovered: %s (its logs in %s/%s are left as they "
@@ -883,7 +923,14 @@ void topics_recover(struct busd *d)
 				 de->d_name, cfg_str(&live, a, sizeof(a)), path,
 				 cfg_str(&c, b, sizeof(b)));
 	}
+	rd_err = errno;
 	closedir(dir);
+	if (rd_err) {
+		snprintf(why_out, why_len, "cannot read the data dir %s: %s", data,
+			 strerror(rd_err));
+		return -rd_err;
+	}
 	busd_log(BUS_LOG_DEBUG, "recovery: %u topic.conf file%s in %s", found,
 		 found == 1 ? "" : "s", data);
+	return 0;
 }

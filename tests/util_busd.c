@@ -19,6 +19,7 @@ struct tenv e;
 struct bus *tb;
 pid_t busd = -1;
 char busd_log[300], busd_conf[300];
+void (*busd_spawn_hook)(void);
 
 void busd_setup(void)
 {
@@ -27,6 +28,7 @@ void busd_setup(void)
 	snprintf(busd_log, sizeof busd_log, "%s.busd.log", e.data_dir);
 	snprintf(busd_conf, sizeof busd_conf, "%s.busd.conf", e.data_dir);
 	busd = -1;
+	busd_spawn_hook = NULL;
 }
 
 void busd_teardown(void)
@@ -80,6 +82,8 @@ pid_t busd_spawn(void)
 			dup2(fd, 2);
 			close(fd);
 		}
+		if (busd_spawn_hook)
+			busd_spawn_hook();
 		if (access(busd_conf, R_OK) == 0)
 			execl(bin, "busd", "--foreground", "--config", busd_conf, (char *)NULL);
 		else

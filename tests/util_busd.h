@@ -33,6 +33,9 @@ void write_conf(const char *text);
  * appended to busd_log, with busd_conf when that file exists.  Returns its
  * pid at once; it dies with the test (PR_SET_PDEATHSIG). */
 pid_t busd_spawn(void);
+/* Run by busd_spawn()'s child just before it starts busd (NULL: none);
+ * busd_setup() clears it. */
+extern void (*busd_spawn_hook)(void);
 /* busd_spawn() into busd, then wait (20 s deadline) until it has published
  * itself in the control region; fails the test if it exits first. */
 void busd_start(void);
