@@ -163,6 +163,41 @@ static void cli_set(struct busd_config *cli, const char *key, const char *opt, c
 	usage_fail("bad value for %s: %s", opt, why ? why + 2 : val);
 }
 
+/* The option that getopt_long() refused, quoted as given: @arg is the
+ * argument it was working on ("--name[=value]", or a cluster of short
+ * options such as "-fx", then named too).  Into @buf. */
+static const char *bad_option(const char *arg, char *buf, size_t len)
+{
+	if (strncmp(arg, "--", 2) == 0)
+		snprintf(buf, len, "'%.*s'", (int)strcspn(arg, "="), arg);
+	else if (optopt > 0 && optopt < 0x100 && strlen(arg) > 2)
+		snprintf(buf, len, "'-%c' (in '%s')", optopt, arg);
+	else if (optopt > 0 && optopt < 0x100)
+		snprintf(buf, len, "'-%c'", optopt);
+	else
+		snprintf(buf, len, "'%s'", arg);
+	return buf;
+}
+
+/* The long options that "--@arg" abbreviates, ", "-separated, into @buf;
+ * their count. */
+static int long_matches(const struct option *opts, const char *arg, char *buf, size_t len)
+{
+	size_t n = strcspn(arg + 2, "="), used = 0;
+	int count = 0;
+
+	buf[0] = '\0';
+	for (; opts->name; opts++) {
+		if (strncmp(opts->name, arg + 2, n) != 0)
+			continue;
+		if (used < len)
+			used += (size_t)snprintf(buf + used, len - used, "%s--%s", count ? ", " : "",
+						 opts->name);
+		count++;
+	}
+	return count;
+}
+
 /* Parse the command line into @o and the keys it sets into @cli. */
 static void parse_args(int argc, char **argv, struct options *o, struct busd_config *cli)
 {
@@ -177,15 +212,21 @@ static void parse_args(int argc, char **argv, struct options *o, struct busd_con
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
+	char opt[PATH_MAX], alts[256];
+	int c, at;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":c:fh", longopts, NULL)) != -1) {
+	/* "+": no permutation, so that argv[at] is the argument getopt works
+	 * on (the current cluster of short options, or a long option) when
+	 * it refuses one.  The option in error is named from it: argv[optind
+	 * - 1] named the argument before an unknown option inside a cluster
+	 * ("busd --foreground -xf": "unknown option '--foreground'"). */
+	while ((at = optind, c = getopt_long(argc, argv, "+:c:fh", longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_BUS:
 			if (!bus_name_valid(optarg))
-				usage_fail("bad bus name '%s': use 1 to %d of [A-Za-z0-9._-], not "
-					   "starting with '.'",
+				usage_fail("bad value for --bus: '%s' (a bus name: 1 to %d of "
+					   "[A-Za-z0-9._-], not starting with '.')",
 					   optarg, BUS_NAME_MAX);
 			o->bus = optarg;
 			break;
@@ -211,9 +252,23 @@ static void parse_args(int argc, char **argv, struct options *o, struct busd_con
 			printf("busd %s (libbus %s)\n", BUS_VERSION_STRING, bus_version());
 			exit(BUSD_EXIT_OK);
 		case ':':
-			usage_fail("option '%s' needs a value", argv[optind - 1]);
+			/* The option was the last argument: getopt moved past it. */
+			usage_fail("option %s needs a value",
+				   bad_option(argv[optind - 1], opt, sizeof(opt)));
 		default:
-			usage_fail("unknown option '%s'", argv[optind - 1]);
+			if (at >= argc)
+				at = argc - 1;
+			/* A long option getopt knows (optopt: its value) given
+			 * a value it does not take; else unknown, or an
+			 * abbreviation of several. */
+			if (strncmp(argv[at], "--", 2) == 0 && optopt)
+				usage_fail("option %s takes no value",
+					   bad_option(argv[at], opt, sizeof(opt)));
+			if (strncmp(argv[at], "--", 2) == 0 &&
+			    long_matches(longopts, argv[at], alts, sizeof(alts)) > 1)
+				usage_fail("ambiguous option %s (%s)",
+					   bad_option(argv[at], opt, sizeof(opt)), alts);
+			usage_fail("unknown option %s", bad_option(argv[at], opt, sizeof(opt)));
 		}
 	}
 	if (optind < argc)
@@ -850,7 +905,8 @@ int main(int argc, char **argv)
 		usage_fail("bad bus name '%s' in BUS_NAME", env);
 	if (o.config) {
 		if (absolute(o.config, cfgpath, sizeof(cfgpath)))
-			usage_fail("path too long: %s", o.config);
+			usage_fail("bad value for --config: path too long once made absolute: %s",
+				   o.config);
 		d.config_path = cfgpath;
 		if (busd_config_load(&d.cfg, cfgpath, err, sizeof(err))) {
 			fprintf(stderr, "busd: %s\n", err);
@@ -866,12 +922,16 @@ int main(int argc, char **argv)
 		const char *want = d.cfg.data_dir[0] ? d.cfg.data_dir : env ? env : "";
 
 		if (absolute(want, dd, sizeof(dd)))
-			usage_fail("path too long: %s", want);
+			usage_fail("bad value for %s: path too long once made absolute: %s",
+				   (d.cli.set & CFG_DATA_DIR) ? "--data-dir"
+				   : d.cfg.data_dir[0]	     ? "data_dir (in the config file)"
+							     : "BUS_DATA_DIR",
+				   want);
 		memcpy(d.cfg.data_dir, dd, sizeof(dd));
 	}
 	env = getenv("BUS_SHM_DIR");
 	if (absolute(env ? env : "", shm, sizeof(shm)))
-		usage_fail("path too long: %s", env);
+		usage_fail("bad value for BUS_SHM_DIR: path too long once made absolute: %s", env);
 
 	/* From here on a stop request is noted, not fatal: start-up completes,
 	 * then the drain runs.  (Detached, the child installs them: the
@@ -890,9 +950,16 @@ int main(int argc, char **argv)
 	bo.log = busd_lib_log;
 	bo.stuck_claim_ns = d.cfg.stuck_claim_ms * (uint64_t)BUSD_MS;
 	rc = bus_open(&d.b, &bo);
-	if (rc)
-		start_fail("cannot open bus '%s': %s", o.bus ? o.bus : "(BUS_NAME)",
+	if (rc) {
+		/* The control region bus_open() tried, resolved as it does. */
+		const char *name = o.bus ? o.bus : getenv("BUS_NAME");
+
+		if (!name || !*name)
+			name = "default";
+		start_fail("cannot open bus '%s' (%s/bus.%s.ctl): %s", name,
+			   bo.shm_dir ? bo.shm_dir : bus_default_shm_dir(), name,
 			   bus_strerror(rc));
+	}
 	take_locks(&d, &shm_fd, &data_fd);
 	snprintf(d.cfg.data_dir, sizeof(d.cfg.data_dir), "%s", bus_data_dir(d.b));
 	busd_log(BUS_LOG_INFO, "busd %s starting: bus '%s', shm dir %s, data dir %s%s%s",

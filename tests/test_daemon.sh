@@ -138,4 +138,35 @@ wait "$DPID" || fail "busd did not stop cleanly"
 DPID=
 ok
 
+CHECK=usage-errors-name-the-option
+# usage ARGS WANT: busd ARGS exits 2 and says WANT.  An unknown option inside
+# a cluster was named by the argument before it ('--foreground').
+usage() {
+	local rc=0
+	# shellcheck disable=SC2086
+	timeout 10 "$BUSD" $1 2>"$TMP/usage.err" >/dev/null || rc=$?
+	[ "$rc" -eq 2 ] || fail "busd $1: exit $rc, not 2"
+	grep -qF -- "$2" "$TMP/usage.err" || fail "busd $1: '$2' not in: $(cat "$TMP/usage.err")"
+}
+usage "--foreground -xf" "unknown option '-x' (in '-xf')"
+usage "-x" "unknown option '-x'"
+usage "--bogus=1" "unknown option '--bogus'"
+usage "--foreground=1" "option '--foreground' takes no value"
+usage "--f" "ambiguous option '--f' (--foreground, --fsync)"
+usage "--foreground --bus" "option '--bus' needs a value"
+usage "-f -c" "option '-c' needs a value"
+usage "-fc" "option '-c' (in '-fc') needs a value"
+usage "--bus .x" "bad value for --bus: '.x'"
+usage "--fsync sometimes" "bad value for --fsync: 'sometimes'"
+usage "-f stray" "unexpected argument 'stray'"
+ok
+
+CHECK=bus-open-failure-names-the-path
+rc=0
+BUS_SHM_DIR=$TMP/no-such-dir "$BUSD" --foreground 2>"$TMP/open.err" || rc=$?
+[ "$rc" -eq 1 ] || fail "exit $rc, not 1"
+grep -qF "cannot open bus 'daemon-test' ($TMP/no-such-dir/bus.daemon-test.ctl): " "$TMP/open.err" ||
+	fail "the error does not name the control region: $(cat "$TMP/open.err")"
+ok
+
 echo "test_daemon: all passed"
