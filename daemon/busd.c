@@ -793,7 +793,8 @@ static bool watch_drain(const struct busd *d, int wfd)
 /* Run until SIGTERM/SIGINT. */
 static void run(struct busd *d)
 {
-	int64_t next_scan = 0, next_retention = 0, next_sig = 0;
+	int64_t next_scan = 0, last_retention = 0, next_sig = 0;
+	bool retained = false;
 	struct idler idle = { 0, 0 };
 	int wfd = watch_open(d);
 
@@ -808,9 +809,13 @@ static void run(struct busd *d)
 			topics_scan(d);
 			next_scan = now + SCAN_INTERVAL;
 		}
-		if (now >= next_retention) {
+		/* Due by the interval in force: a SIGHUP that shortens it takes
+		 * effect at once, not after the longer one elapsed. */
+		if (!retained ||
+		    now - last_retention >= (int64_t)d->cfg.retention_check_ms * BUSD_MS) {
 			spill_retention(d);
-			next_retention = now + (int64_t)d->cfg.retention_check_ms * BUSD_MS;
+			last_retention = now;
+			retained = true;
 		}
 		if (spill_pass(d, now)) {
 			idle.n = 0;

@@ -2373,3 +2373,34 @@ Test(busd, an_unreadable_data_dir_stops_busd_at_start)
 		  busd_log);
 	cr_assert(log_has("Permission denied"), "the message does not say why (see %s)", busd_log);
 }
+
+/* A SIGHUP that shortens retention_check_ms takes effect at once: the
+ * next check came only once the interval in force before (here a day)
+ * had elapsed, so that retention did not run for that long. */
+Test(busd, a_reload_that_shortens_the_retention_check_takes_effect_at_once)
+{
+	int64_t deadline;
+	struct bus_partition_info pi;
+
+	write_conf("segment_bytes = 64K\nretention_check_ms = 1d\n");
+	busd_start();
+	mk_topic("rcheck", 1, 64 * 1024, 0, 256 * 1024);
+	cr_assert_eq(produce_n("rcheck", 0, 0, 2000, 1000, 0, 0), 0); /* ~2 MiB */
+	wait_spilled("rcheck", 1);
+	cr_assert_eq(pinfo("rcheck", 0).disk_first_offset, 0, "retention ran already");
+	write_conf("segment_bytes = 64K\nretention_check_ms = 20\n");
+	cr_assert_eq(kill(busd, SIGHUP), 0);
+	wait_log("retention_check_ms 20,", 10000);
+	deadline = tnow_ms() + 20000;
+	for (;;) {
+		pi = pinfo("rcheck", 0);
+		if (pi.disk_first_offset > 0 && pi.disk_bytes < 512 * 1024)
+			break;
+		cr_assert(tnow_ms() < deadline,
+			  "retention did not run within 20 s of the reload: first on disk %" PRIu64
+			  ", %" PRIu64 " bytes (see %s)",
+			  pi.disk_first_offset, pi.disk_bytes, busd_log);
+		sleep_ms(5);
+	}
+	cr_assert_eq(busd_stop(SIGTERM), 0);
+}
