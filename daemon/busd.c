@@ -66,6 +66,10 @@
 /* Set by the signal handler only; the main loop does the work. */
 static volatile sig_atomic_t sig_stop; /* SIGTERM/SIGINT count */
 static volatile sig_atomic_t sig_hup;
+/* Bumped by every signal handled: nap() compares it, with the signals
+ * blocked, against the value its caller read before it looked at the
+ * flags above. */
+static volatile sig_atomic_t sig_seq;
 
 /* Detached: the write end of the pipe the waiting parent reads; -1 once
  * start-up is over or in the foreground. */
@@ -517,6 +521,7 @@ static unsigned long long raise_fd_limit(void)
  * works (async-signal safety). */
 static void on_signal(int sig)
 {
+	sig_seq = (sig_seq + 1) & 0x3fffffff;
 	if (sig == SIGHUP)
 		sig_hup = 1;
 	else if (sig_stop < 100)
@@ -717,14 +722,22 @@ struct idler {
  * longer.  Producers never wake busd (they make no system call): it polls,
  * and these naps bound both its idle CPU and how long a producer whose ring
  * filled during one waits for the spiller.  A signal ends a nap early, and
- * so does an event on @wfd (the shm dir watch; -1: none).  Returns true
- * when @wfd has events.
+ * so does an event on @wfd (the shm dir watch; -1: none).  @seq is sig_seq
+ * as the caller read it before it looked at the signal flags: a signal
+ * handled since then (after the caller's check, before the sleep) ends the
+ * nap at once.  The signals are blocked from that comparison until
+ * ppoll() unblocks them atomically with its sleep: one that came in
+ * between was otherwise noticed only after the whole nap (up to 1 s).
+ * Returns true when @wfd has events.
  */
-static bool nap(struct idler *id, int64_t now, int64_t deep_ns, int wfd)
+static bool nap(struct idler *id, int64_t now, int64_t deep_ns, int wfd, sig_atomic_t seq)
 {
 	unsigned n = id->n++;
 	int64_t ns = NAP_MAX_NS;
+	struct pollfd pfd = { .fd = wfd, .events = POLLIN };
 	struct timespec ts;
+	sigset_t block, old;
+	int got = 0;
 
 	if (n == 0)
 		id->since = now;
@@ -739,12 +752,15 @@ static bool nap(struct idler *id, int64_t now, int64_t deep_ns, int wfd)
 		ns = deep_ns;
 	ts.tv_sec = (time_t)(ns / 1000000000);
 	ts.tv_nsec = (long)(ns % 1000000000);
-	if (wfd >= 0) {
-		struct pollfd pfd = { .fd = wfd, .events = POLLIN };
-		return ppoll(&pfd, 1, &ts, NULL) > 0;
-	}
-	nanosleep(&ts, NULL);
-	return false;
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	if (sig_seq == seq)
+		got = ppoll(wfd >= 0 ? &pfd : NULL, wfd >= 0 ? 1 : 0, &ts, &old);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return got > 0;
 }
 
 /* Watch the shm dir: creating or deleting a topic makes or unlinks its
@@ -798,8 +814,14 @@ static void run(struct busd *d)
 	struct idler idle = { 0, 0 };
 	int wfd = watch_open(d);
 
-	while (!sig_stop && !busd_ctl_lost(d)) {
-		int64_t now = bus_mono_ns();
+	for (;;) {
+		/* Before the flags are looked at (nap()). */
+		sig_atomic_t seq = sig_seq;
+		int64_t now;
+
+		if (sig_stop || busd_ctl_lost(d))
+			break;
+		now = bus_mono_ns();
 
 		if (sig_hup) {
 			sig_hup = 0;
@@ -835,7 +857,7 @@ static void run(struct busd *d)
 		int64_t deep = (int64_t)d->cfg.idle_sleep_ms * BUSD_MS, t = bus_mono_ns();
 		if (d->next_sync_ns && d->next_sync_ns - t < deep)
 			deep = d->next_sync_ns > t ? d->next_sync_ns - t : 0;
-		if (nap(&idle, now, deep, wfd) && watch_drain(d, wfd)) {
+		if (nap(&idle, now, deep, wfd, seq) && watch_drain(d, wfd)) {
 			/* A topic is being made or deleted: poll briskly (the
 			 * signature check above catches it becoming READY). */
 			idle.n = 0;
@@ -858,6 +880,7 @@ static void drain(struct busd *d)
 		 (int)(DRAIN_TIMEOUT / 1000 / BUSD_MS));
 	spill_drain_begin(d);
 	for (;;) {
+		sig_atomic_t seq = sig_seq; /* before sig_stop is looked at */
 		int64_t now = bus_mono_ns();
 		uint64_t work = spill_pass(d, now);
 
@@ -874,7 +897,7 @@ static void drain(struct busd *d)
 		if (work)
 			idle.n = 0;
 		else
-			nap(&idle, now, 0, -1);
+			nap(&idle, now, 0, -1, seq);
 	}
 	busd_log(BUS_LOG_DEBUG, "drain took %lld ms",
 		 (long long)((bus_mono_ns() - start) / BUSD_MS));

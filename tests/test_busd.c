@@ -2404,3 +2404,52 @@ Test(busd, a_reload_that_shortens_the_retention_check_takes_effect_at_once)
 	}
 	cr_assert_eq(busd_stop(SIGTERM), 0);
 }
+
+static char nap_so[320], nap_mark[320];
+
+/* busd's child: run busd with the nap shim. */
+static void nap_shim_env(void)
+{
+	setenv("LD_PRELOAD", nap_so, 1);
+	setenv("NAP_SHIM_MARK", nap_mark, 1);
+	/* The sanitizers' runtime wants to come first; the shim only wraps. */
+	setenv("ASAN_OPTIONS", "verify_asan_link_order=0", 1);
+}
+
+/* A SIGTERM that comes after busd looked at its stop flag and before it
+ * fell asleep ends the nap at once: the signals are blocked in between and
+ * unblocked by ppoll() with its sleep.  It was handled there and noticed
+ * only after the whole nap (idle_sleep_ms, up to 1 s).  The shim
+ * (tests/preload_nap.c) widens that window to 200 ms before each deep nap
+ * and says when it is in it. */
+Test(busd, a_sigterm_just_before_a_deep_nap_ends_it_at_once)
+{
+	char cmd[1024];
+	int64_t deadline, t0, took;
+	int st;
+
+	/* In the data dir: removed with it whatever happens (busd warns
+	 * about them, and leaves them alone). */
+	snprintf(nap_so, sizeof nap_so, "%s/.nap.so", e.data_dir);
+	snprintf(nap_mark, sizeof nap_mark, "%s/.nap.mark", e.data_dir);
+	snprintf(cmd, sizeof cmd, "cc -shared -fPIC -O2 -o %s tests/preload_nap.c -ldl 2>&1", nap_so);
+	if (system(cmd) != 0)
+		cr_skip_test("cannot build the LD_PRELOAD shim (%s)", cmd);
+	write_conf("idle_sleep_ms = 1s\n");
+	busd_spawn_hook = nap_shim_env;
+	busd_start();
+	deadline = tnow_ms() + 20000;
+	while (access(nap_mark, F_OK) != 0) {
+		cr_assert(tnow_ms() < deadline, "busd never took a deep nap (see %s)", busd_log);
+		sleep_ms(1);
+	}
+	t0 = tnow_ms();
+	cr_assert_eq(kill(busd, SIGTERM), 0);
+	cr_assert_eq(twait_status(busd, 30000, &st), 0);
+	took = tnow_ms() - t0;
+	busd = -1;
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d (see %s)", st, busd_log);
+	/* The shim's 200 ms, then at once; not the 1 s nap after them. */
+	cr_assert_lt(took, 800, "busd stopped %lld ms after SIGTERM (see %s)", (long long)took,
+		     busd_log);
+}
