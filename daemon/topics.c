@@ -472,7 +472,9 @@ static void retire_stray(struct busd *d, struct dtopic *dt)
 	if (snprintf(to, sizeof(to), "%s/" BUS_DELETED_PREFIX "%s.%u.%d", bus_data_dir(d->b),
 		     dt->name, dt->gen, (int)d->pid) >= (int)sizeof(to))
 		return;
-	if (rename(dir, to))
+	/* ENOENT: gone since the stat(), renamed away by bus_topic_delete()
+	 * (or by hand): nothing stays, nothing to say. */
+	if (rename(dir, to) && errno != ENOENT)
 		busd_log(BUS_LOG_WARN, "topic '%s' was deleted, but its logs in %s stay: %s",
 			 dt->name, dir, strerror(errno));
 }
