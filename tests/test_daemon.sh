@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_daemon.sh - busd as a user runs it, with the `bus` command: in the
 # foreground and detached, a persistent topic spilled and replayed from
-# disk, SIGHUP, a second daemon refused, SIGTERM.  Run by `make test` in
+# disk, SIGHUP, a second daemon refused, SIGTERM, usage errors that name
+# the option, a bus that cannot be opened named.  Run by `make test` in
 # every build, so also with the sanitizers' busd (`make tsan test` checks
 # its two threads: the spill loop and the heartbeat).
 set -eu
