@@ -2095,10 +2095,12 @@ Test(busd, a_failed_idle_sync_is_retried_before_spilling_is_said_to_resume)
 /* busd wakes the producers asleep for the space its spill frees (spill.c,
  * after each spill publish; wait.c, "Space"): without that wake every
  * such sleep ran to the producer's own recheck timeout (20 ms), since no
- * consumer gates this topic.  busd is stopped (SIGSTOP) until the
- * producer sleeps in FUTEX_WAIT, then let go, three times over. */
+ * consumer gates this topic.  Three times over: busd is stopped (SIGSTOP)
+ * until the producer is seen asleep in FUTEX_WAIT, then let go until the
+ * producer has gone on; then the producer is told to finish. */
 struct spillwake {
-	_Atomic int done;
+	_Atomic int quit, done;
+	_Atomic uint64_t produced;
 	int err;
 	struct bus_producer_stats st;
 };
@@ -2112,10 +2114,11 @@ static int produce_behind_the_spill(void *arg)
 	int err;
 
 	if ((err = bus_producer_open(tb, "spillwake", &po, &p)) == 0) {
-		for (uint64_t i = 0; i < 6 * 64 && !err; i++) {
+		for (uint64_t i = 0; !atomic_load(&sw->quit) && !err; i++) {
 			struct bus_record r = { .value = v, .value_len = sizeof(v) };
 			fill(v, sizeof(v), 0, i);
-			err = bus_produce(p, 0, &r, NULL, NULL);
+			if ((err = bus_produce(p, 0, &r, NULL, NULL)) == 0)
+				atomic_fetch_add(&sw->produced, 1);
 		}
 		bus_producer_stats(p, &sw->st);
 		bus_producer_close(p);
@@ -2144,7 +2147,7 @@ Test(busd, busd_wakes_the_producer_asleep_for_its_spill)
 {
 	struct spillwake *sw;
 	int64_t deadline;
-	int stops = 0;
+	uint64_t before;
 	pid_t pid;
 
 	sw = mmap(NULL, sizeof(*sw), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -2156,20 +2159,22 @@ Test(busd, busd_wakes_the_producer_asleep_for_its_spill)
 	wait_spilled("spillwake", 1); /* busd took the ring: its floor is down */
 	pid = tfork(produce_behind_the_spill, sw);
 	deadline = tnow_ms() + 60000;
-	while (!atomic_load(&sw->done)) {
-		cr_assert(tnow_ms() < deadline, "the producer did not finish (%d stops)", stops);
-		if (stops >= 3)
-			continue;
+	for (int stop = 0; stop < 3; stop++) {
 		cr_assert_eq(kill(busd, SIGSTOP), 0);
 		/* busd stopped: the producer fills the ring and goes to sleep. */
-		while (!atomic_load(&sw->done) && !in_futex_wait(pid))
-			cr_assert(tnow_ms() < deadline, "the producer never slept");
-		stops++;
+		while (!in_futex_wait(pid)) {
+			cr_assert(!atomic_load(&sw->done), "the producer ended: %s",
+				  bus_strerror(sw->err));
+			cr_assert(tnow_ms() < deadline, "the producer never slept (stop %d)", stop);
+		}
+		before = atomic_load(&sw->produced);
 		cr_assert_eq(kill(busd, SIGCONT), 0);
+		while (atomic_load(&sw->produced) == before)
+			cr_assert(tnow_ms() < deadline, "the producer never went on (stop %d)", stop);
 	}
-	cr_assert_eq(twait(pid, 10000), 0);
+	atomic_store(&sw->quit, 1);
+	cr_assert_eq(twait(pid, 40000), 0);
 	cr_assert_eq(sw->err, 0, "produce: %s", bus_strerror(sw->err));
-	cr_assert_eq(stops, 3);
 	cr_assert_geq(sw->st.woken, 1u, "%" PRIu64 " sleeps, none ended by busd's wake",
 		      sw->st.sleeps);
 	wait_spilled("spillwake", 1);
