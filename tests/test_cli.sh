@@ -275,6 +275,54 @@ else
 fi
 ok
 
+# The JSON string writer of --json (tools/parse.c), on bytes that bus and
+# topic names cannot hold today (they are [A-Za-z0-9._-]), built on its own
+# by tests/cli_json.c: every output must parse with a strict parser (valid
+# UTF-8, no raw control character) to what Python's (and Java's, so
+# Kafka's) UTF-8 decoder makes of the bytes, one U+FFFD per maximal
+# subpart of an ill-formed sequence.  It used to copy bytes >= 0x80 as they
+# were: invalid UTF-8 made the whole document unreadable.
+CHECK="json-escaping"
+if [ "$HAVE_PY" -eq 0 ] || ! command -v "${CC:-cc}" >/dev/null 2>&1; then
+	echo "skip $CHECK: needs python3 and a C compiler (${CC:-cc})"
+else
+	"${CC:-cc}" -std=gnu11 -Itools -Ilibbus/include -o "$TMP/cli_json" tests/cli_json.c tools/parse.c 2>"$TMP/err" ||
+		fail "cannot build tests/cli_json.c"
+	python3 - "$TMP/cli_json" >"$TMP/why" 2>&1 <<'PY' || fail "$(tail -n 3 "$TMP/why")"
+import json, random, subprocess, sys
+def check(raw, want_text=None):
+    out = subprocess.run([sys.argv[1]], input=raw, stdout=subprocess.PIPE, check=True).stdout
+    assert out.endswith(b"\n") and out.count(b"\n") == 1, "not one line: %r" % out[:80]
+    got = json.loads(out.decode("utf-8"))  # strict: bad UTF-8 or a raw control byte raises
+    want = raw.decode("utf-8", "replace")
+    assert got == want, "%r gave %r, expected %r" % (raw[:40], got[:40], want[:40])
+    if want_text is not None:
+        assert out[:-1] == want_text, "%r written as %r, expected %r" % (raw, out[:-1], want_text)
+cases = [
+    (b"plain", b'"plain"'),
+    (b"\xff", b'"\\ufffd"'),                      # never a lead byte
+    (b"a\x80b", b'"a\\ufffdb"'),                  # a stray continuation byte
+    (b"\xc0\xaf", b'"\\ufffd\\ufffd"'),          # overlong '/'
+    (b"\xe2\x82", b'"\\ufffd"'),                 # cut at the end: one maximal subpart
+    (b"\xe2\x82A", b'"\\ufffdA"'),
+    (b"\xed\xa0\x80", b'"\\ufffd\\ufffd\\ufffd"'),  # a surrogate
+    (b"\xf4\x90\x80\x80", b'"\\ufffd\\ufffd\\ufffd\\ufffd"'),  # above U+10FFFF
+    (b"\x00\x01\x1f\x7f", b'"\\u0000\\u0001\\u001f\\u007f"'),
+    (b"\"\\\b\f\n\r\t", b'"\\"\\\\\\b\\f\\n\\r\\t"'),
+    ("\u2028\u2029".encode(), b'"\\u2028\\u2029"'),
+    ("é€😀\U0010ffff".encode(), ('"' + "é€😀\U0010ffff" + '"').encode()),
+]
+for raw, text in cases:
+    check(raw, text)
+rnd = random.Random(8259)
+pool = [0x00, 0x0a, 0x1f, 0x22, 0x5c, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2,
+        0xdf, 0xe0, 0xe2, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff, 0x41]
+for _ in range(20):
+    check(bytes(rnd.choice(pool) if rnd.random() < 0.7 else rnd.randrange(256) for _ in range(4096)))
+PY
+	ok
+fi
+
 # --------------------------------------------------- produce/consume
 N=300
 CHECK="produce-keys"

@@ -279,18 +279,64 @@ const char *fmt_duration(uint64_t ms, char *buf, size_t len)
 	return buf;
 }
 
-void json_str(FILE *f, const char *s)
+/* The length of the well-formed UTF-8 sequence at @p (of @n bytes, n >= 1;
+ * Unicode table 3-7: no overlong forms, no surrogates, nothing above
+ * U+10FFFF), or minus the length of its maximal subpart when it is not one:
+ * the longest prefix that could start a well-formed sequence, at least 1
+ * byte.  Each maximal subpart becomes one U+FFFD, as in Unicode's
+ * "substitution of maximal subparts" (Python's and Java's decoders, and so
+ * Kafka's StringDeserializer, do the same). */
+static int utf8_seq(const unsigned char *p, size_t n)
 {
-	const unsigned char *p;
+	unsigned char lo = 0x80, hi = 0xbf;
+	int len, i;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
+	else
+		return -1; /* a continuation byte, C0, C1, F5..FF */
+	if (p[0] == 0xe0)
+		lo = 0xa0; /* overlong */
+	else if (p[0] == 0xed)
+		hi = 0x9f; /* surrogates */
+	else if (p[0] == 0xf0)
+		lo = 0x90; /* overlong */
+	else if (p[0] == 0xf4)
+		hi = 0x8f; /* above U+10FFFF */
+	for (i = 1; i < len; i++) {
+		if ((size_t)i >= n || p[i] < lo || p[i] > hi)
+			return -i;
+		lo = 0x80;
+		hi = 0xbf;
+	}
+	return len;
+}
+
+void json_strn(FILE *f, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	int n;
 
 	fputc('"', f);
-	for (p = (const unsigned char *)s; *p; p++) {
+	while (p < end) {
 		switch (*p) {
 		case '"':
 			fputs("\\\"", f);
 			break;
 		case '\\':
 			fputs("\\\\", f);
+			break;
+		case '\b':
+			fputs("\\b", f);
+			break;
+		case '\f':
+			fputs("\\f", f);
 			break;
 		case '\n':
 			fputs("\\n", f);
@@ -302,14 +348,35 @@ void json_str(FILE *f, const char *s)
 			fputs("\\t", f);
 			break;
 		default:
-			if (*p < 0x20 || *p == 0x7f)
+			if (*p < 0x20 || *p == 0x7f) {
 				fprintf(f, "\\u%04x", *p);
-			else
-				fputc(*p, f);
-			break;
+				break;
+			}
+			n = utf8_seq(p, (size_t)(end - p));
+			if (n < 0) {
+				fputs("\\ufffd", f);
+				p += -n;
+				continue;
+			}
+			/* U+2028 and U+2029 are valid JSON but end a line in
+			 * JavaScript before ES2019: escaped, so that the
+			 * output may be pasted into a script as it is. */
+			if (n == 3 && p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+				fprintf(f, "\\u%04x", 0x2000 | (p[2] - 0x80));
+			} else {
+				fwrite(p, 1, (size_t)n, f);
+			}
+			p += n;
+			continue;
 		}
+		p++;
 	}
 	fputc('"', f);
+}
+
+void json_str(FILE *f, const char *s)
+{
+	json_strn(f, s, strlen(s));
 }
 
 /* See parse.h.  Before anything else is opened: open() takes the lowest

@@ -41,7 +41,21 @@ const char *fmt_size(uint64_t v, char *buf, size_t len);
 /** fmt_duration() - @ms as parse_duration_ms() reads it, exact: "7d". */
 const char *fmt_duration(uint64_t ms, char *buf, size_t len);
 
-/** json_str() - @s as a JSON string literal, quotes included. */
+/**
+ * json_strn() - the @len bytes at @s as a JSON string literal (RFC 8259),
+ * quotes included, that a strict parser accepts whatever the bytes: '"'
+ * and '\\' escaped, U+0000..U+001F and U+007F as \b \f \n \r \t or
+ * \u00XX, U+2028 and U+2029 as \u2028 and \u2029, well-formed UTF-8
+ * as it is, and each maximal subpart of ill-formed UTF-8 (a stray byte, a
+ * cut or overlong sequence, a surrogate, a code point above U+10FFFF) as
+ * one \ufffd, U+FFFD REPLACEMENT CHARACTER: what Python's, Java's (so
+ * Kafka's StringDeserializer) and WHATWG decoders make of such bytes.
+ * Not \u00XX per bad byte: a parser reads that as the Latin-1 character
+ * U+00XX, which is another, valid, string.
+ */
+void json_strn(FILE *f, const char *s, size_t len);
+
+/** json_str() - json_strn() of the NUL-terminated @s. */
 void json_str(FILE *f, const char *s);
 
 /** reopen_closed_std_fds() - open each of descriptors 0-2 that the caller
