@@ -136,6 +136,14 @@ for at in @2026-11-24T10:00:00+01: @2026-11-24T10:00:00+01:0 @2026-11-24T10:00:0
 	usage_error "--from" "$BUS" consume t1 --from "$at"
 done
 usage_error "-c" "$BUS" consume t1 -c 0
+# A count beyond 2^64 - 1 says so, naming the value (it said "expected a
+# count of at least 1").
+for v in 18446744073709551616 99999999999999999999 123456789012345678901234567890; do
+	usage_error "-c '$v': too large: a count goes up to 18446744073709551615" "$BUS" consume t1 -c "$v"
+	usage_error "-c '$v': too large" "$BUS" consume t1 --count="$v"
+done
+usage_error "--numa-node '99999999999999999999': expected a node number from 0 to 2147483647" \
+	"$BUS" topic create t1 --partitions 1 --numa-node 99999999999999999999
 usage_error "unknown field" "$BUS" consume t1 -f '%x'
 usage_error "consumer groups are not implemented yet" "$BUS" consume t1 -g g1
 usage_error "standby" "$BUS" produce t1 --acks all

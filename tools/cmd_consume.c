@@ -282,7 +282,11 @@ int cmd_consume(int argc, char **argv)
 			}
 			break;
 		case 'c':
-			if (parse_u64(optarg, &v) || v == 0)
+			r = parse_u64(optarg, &v);
+			if (r == -ERANGE)
+				return cli_usage("-c '%s': too large: a count goes up to %" PRIu64, optarg,
+						 UINT64_MAX);
+			if (r < 0 || v == 0)
 				return cli_usage("-c '%s': expected a count of at least 1", optarg);
 			max_count = v;
 			break;

@@ -251,7 +251,8 @@ static int topic_create(int argc, char **argv)
 			break;
 		case OPT_NUMA_NODE:
 			if (parse_u64(optarg, &v) || v > INT32_MAX)
-				return cli_usage("--numa-node '%s': expected a node number", optarg);
+				return cli_usage("--numa-node '%s': expected a node number from 0 to %" PRId32,
+						 optarg, INT32_MAX);
 			cfg.numa_node = (int32_t)v;
 			break;
 		case OPT_PRIVATE:
