@@ -249,6 +249,36 @@ grep -q 'FIRST-ON-DISK *FIRST-IN-RING *NEXT *SPILLED *REPLICATED *BYTES-ON-DISK'
 grep -q '^access  *shared' "$TMP/out" || fail "describe does not say shared"
 ok
 
+# --retention 0 keeps records forever, as no --retention does (the same
+# config: the create is idempotent), and says so in the help and describe.
+CHECK="retention-zero-forever"
+expect 0 "$BUS" topic create --help
+grep -qF -- '--retention DURATION    keep records this long on disk; 0 (the default)' "$TMP/out" ||
+	fail "topic create --help does not say what --retention 0 means"
+grep -qF 'keeps them forever' "$TMP/out" || fail "topic create --help does not say that 0 keeps records forever"
+grep -qF '0 (the default): no limit' "$TMP/out" || fail "topic create --help does not say what --retention-bytes 0 means"
+expect 0 "$BUS" topic describe --help
+grep -qF '"forever"' "$TMP/out" || fail "topic describe --help does not say how retention 0 shows"
+expect 0 "$BUS" topic create keep --partitions 1 --ring-size 64K --retention 0 --retention-bytes 0
+for r in "" "--retention 0s" "--retention 0ms --retention-bytes 0K"; do
+	# shellcheck disable=SC2086
+	expect 0 "$BUS" topic create keep --partitions 1 --ring-size 64K $r
+done
+expect 1 "$BUS" topic create keep --partitions 1 --ring-size 64K --retention 7d
+one_error_line "retention forever (asked 7d)"
+expect 1 "$BUS" topic create keep --partitions 1 --ring-size 64K --retention-bytes 1G
+one_error_line "retention-bytes none (asked 1G)"
+expect 0 "$BUS" topic describe keep
+grep -q '^retention  *forever$' "$TMP/out" || fail "describe does not say retention forever"
+grep -q '^retention-bytes  *none$' "$TMP/out" || fail "describe does not say retention-bytes none"
+expect 0 "$BUS" topic list --long
+grep -q '^keep .* forever  *none$' "$TMP/out" || fail "list --long does not say forever/none"
+expect 0 "$BUS" topic describe keep --json
+json_ok
+grep -qF '"retention_ms":0,"retention_bytes":0,' "$TMP/out" || fail "describe --json does not give retention 0"
+expect 0 "$BUS" topic delete keep
+ok
+
 CHECK="private"
 expect 0 "$BUS" topic create secret --partitions 1 --ring-size 64K --ephemeral --private
 expect 0 "$BUS" topic describe secret

@@ -32,9 +32,13 @@ static const char usage_create[] =
 	"  --ring-size SIZE        bytes per partition ring, a power of two from\n"
 	"                          64K to 1G (default 4M); SIZE takes K, M, G\n"
 	"  --ephemeral             never spilled to disk (default: persistent)\n"
-	"  --retention DURATION    keep records this long on disk (default: forever);\n"
+	"  --retention DURATION    keep records this long on disk; 0 (the default)\n"
+	"                          keeps them forever (describe says \"forever\");\n"
 	"                          DURATION is NUNIT..., UNIT one of ms s m h d\n"
-	"  --retention-bytes SIZE  keep at most this much per partition on disk\n"
+	"                          (e.g. 7d, 1h30m)\n"
+	"  --retention-bytes SIZE  keep at most this much per partition on disk;\n"
+	"                          0 (the default): no limit (describe: \"none\")\n"
+	"                          Retention applies to persistent topics only.\n"
 	"  --overflow block|overwrite\n"
 	"                          when the ring is full: producers wait for the\n"
 	"                          slowest gating reader (default), or overwrite\n"
@@ -61,7 +65,9 @@ static const char usage_describe[] =
 	"Print the topic's config and, per partition: the first offset on disk,\n"
 	"the first offset still in the ring, the next offset, the spilled and\n"
 	"replicated offsets (everything below them is on disk / on the standby),\n"
-	"and the bytes on disk.\n"
+	"and the bytes on disk.  A retention of 0 (keep forever) prints as\n"
+	"\"forever\", a retention in bytes of 0 (no limit) as \"none\"; --json\n"
+	"gives both as 0 (retention_ms, retention_bytes).\n"
 	"\n"
 	"Options:\n"
 	"  --json        print one JSON document instead\n"
@@ -105,6 +111,18 @@ static const char *numa_name(int32_t node, char *buf, size_t len)
 	return buf;
 }
 
+/* A retention as describe prints it: 0 keeps records forever. */
+static const char *retention_name(uint64_t ms, char *buf, size_t len)
+{
+	return ms ? fmt_duration(ms, buf, len) : "forever";
+}
+
+/* A retention in bytes as describe prints it: 0 is no limit. */
+static const char *retention_bytes_name(uint64_t v, char *buf, size_t len)
+{
+	return v ? fmt_size(v, buf, len) : "none";
+}
+
 /* The differences between two configs, as "partitions 3 (asked 4), ...". */
 static void config_diff(const struct bus_topic_config *have, const struct bus_topic_config *want,
 			char *buf, size_t len)
@@ -133,11 +151,11 @@ static void config_diff(const struct bus_topic_config *have, const struct bus_to
 		DIFF("%s (asked %s)", have->flags & BUS_TOPIC_PRIVATE ? "private" : "shared",
 		     want->flags & BUS_TOPIC_PRIVATE ? "private" : "shared");
 	if (have->retention_ms != want->retention_ms)
-		DIFF("retention %s (asked %s)", fmt_duration(have->retention_ms, a, sizeof a),
-		     fmt_duration(want->retention_ms, b, sizeof b));
+		DIFF("retention %s (asked %s)", retention_name(have->retention_ms, a, sizeof a),
+		     retention_name(want->retention_ms, b, sizeof b));
 	if (have->retention_bytes != want->retention_bytes)
-		DIFF("retention-bytes %s (asked %s)", fmt_size(have->retention_bytes, a, sizeof a),
-		     fmt_size(want->retention_bytes, b, sizeof b));
+		DIFF("retention-bytes %s (asked %s)", retention_bytes_name(have->retention_bytes, a, sizeof a),
+		     retention_bytes_name(want->retention_bytes, b, sizeof b));
 	if (have->overflow != want->overflow)
 		DIFF("overflow %s (asked %s)", overflow_name(have->overflow), overflow_name(want->overflow));
 	if (have->numa_node != want->numa_node)
@@ -341,8 +359,8 @@ static int list_one(void *ctx, const struct bus_topic_info *ti)
 		printf("%-24s %10" PRIu32 " %9s %-10s %-9s %9s %15s\n", ti->name, c->partitions,
 		       fmt_size(c->ring_size, sz, sizeof sz),
 		       c->flags & BUS_TOPIC_EPHEMERAL ? "ephemeral" : "persistent", overflow_name(c->overflow),
-		       c->retention_ms ? fmt_duration(c->retention_ms, ret, sizeof ret) : "forever",
-		       c->retention_bytes ? fmt_size(c->retention_bytes, rb, sizeof rb) : "none");
+		       retention_name(c->retention_ms, ret, sizeof ret),
+		       retention_bytes_name(c->retention_bytes, rb, sizeof rb));
 	} else {
 		puts(ti->name);
 	}
@@ -494,10 +512,8 @@ static int topic_describe(int argc, char **argv)
 		printf("kind             %s\n", cfg->flags & BUS_TOPIC_EPHEMERAL ? "ephemeral" : "persistent");
 		printf("access           %s\n",
 		       cfg->flags & BUS_TOPIC_PRIVATE ? "private (owner only)" : "shared (owner and group)");
-		printf("retention        %s\n",
-		       cfg->retention_ms ? fmt_duration(cfg->retention_ms, a, sizeof a) : "forever");
-		printf("retention-bytes  %s\n",
-		       cfg->retention_bytes ? fmt_size(cfg->retention_bytes, a, sizeof a) : "none");
+		printf("retention        %s\n", retention_name(cfg->retention_ms, a, sizeof a));
+		printf("retention-bytes  %s\n", retention_bytes_name(cfg->retention_bytes, a, sizeof a));
 		printf("overflow         %s\n", overflow_name(cfg->overflow));
 		if (cfg->numa_node >= 0)
 			printf("numa-node        %" PRId32 "\n", cfg->numa_node);
