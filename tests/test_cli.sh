@@ -539,13 +539,54 @@ case "$BUS" in
 esac
 ok
 
+# Creating a persistent topic while no busd runs succeeds, with one warning
+# line on stderr (it said nothing: producers met -BUS_ENODAEMON only once
+# the ring was full); an ephemeral topic gets none.
 CHECK="persistent-without-daemon"
 expect 0 "$BUS" topic create persist --partitions 1 --ring-size 64K
+[ ! -s "$TMP/out" ] || fail "create printed on stdout"
+[ "$(grep -c '^bus: warning: ' "$TMP/err")" -eq 1 ] || fail "no single warning line on stderr"
+grep -qF "bus: warning: topic 'persist' is persistent but no busd runs for bus 'cli-test': its records are not spilled to disk until one starts (busd --bus cli-test)" "$TMP/err" ||
+	fail "the warning does not say that no busd runs and nothing is spilled"
+[ "$(wc -l <"$TMP/err")" -eq 2 ] || fail "create printed $(wc -l <"$TMP/err") lines on stderr, expected the memory line and the warning"
+expect 0 "$BUS" topic create persist --partitions 1 --ring-size 64K
+grep -q '^bus: warning: .*no busd runs' "$TMP/err" || fail "an idempotent create does not warn"
+expect 0 "$BUS" topic create volatile --partitions 1 --ring-size 64K --ephemeral
+! grep -q warning "$TMP/err" || fail "an ephemeral create warned: $(cat "$TMP/err")"
+expect 0 "$BUS" topic delete volatile
 awk 'BEGIN { for (i = 0; i < 200; i++) printf "%01000d\n", i }' >"$TMP/in"
 expect 1 "$BUS" produce persist <"$TMP/in"
 one_error_line "busd"
 grep -q ' records written$' "$TMP/err" || fail "the error does not say how many records were written"
 ok
+
+# With a busd running, creating a persistent topic warns of nothing.
+CHECK="persistent-with-daemon"
+BUSD=${BUILD:-build}/bin/busd
+if [ ! -x "$BUSD" ]; then
+	echo "skip $CHECK: $BUSD is not built"
+else
+	echo "log_level = info" >"$TMP/busd.conf"
+	"$BUSD" --foreground --config "$TMP/busd.conf" 2>"$TMP/busd.log" &
+	BGPID=$!
+	for _ in $(seq 200); do
+		grep -q ready "$TMP/busd.log" && break
+		kill -0 "$BGPID" 2>/dev/null || fail "busd exited: $(tail -n 3 "$TMP/busd.log")"
+		sleep 0.05
+	done
+	grep -q ready "$TMP/busd.log" || fail "busd did not get ready within 10 s"
+	expect 0 "$BUS" topic create spilled --partitions 1 --ring-size 64K
+	! grep -q warning "$TMP/err" || fail "a create with busd running warned: $(cat "$TMP/err")"
+	kill -TERM "$BGPID"
+	set +e
+	wait "$BGPID"
+	RC=$?
+	set -e
+	BGPID=
+	[ "$RC" -eq 0 ] || fail "busd exited $RC at SIGTERM: $(tail -n 3 "$TMP/busd.log")"
+	expect 0 "$BUS" topic delete spilled
+	ok
+fi
 
 CHECK="consume-live-sigterm"
 # From the earliest: the records count whether the consumer is attached

@@ -25,7 +25,9 @@ static const char usage_create[] =
 	"\n"
 	"Create topic NAME.  Creating a topic that exists with the same config\n"
 	"succeeds and changes nothing; with another config it fails (exit 1).\n"
-	"Prints on stderr which memory backs the rings.\n"
+	"Prints on stderr which memory backs the rings, and a warning when the\n"
+	"topic is persistent and no busd runs for the bus (the exit status is\n"
+	"unchanged).\n"
 	"\n"
 	"Options:\n"
 	"  --partitions N          number of partitions, 1..256 (required)\n"
@@ -315,6 +317,15 @@ static int topic_create(int argc, char **argv)
 		if (existed && cli.verbose)
 			fprintf(stderr, "bus: topic '%s' already exists with this config\n", name);
 		print_memory_line(b, name, &cfg);
+		/* Not an error: busd may be started later.  But until then
+		 * nothing frees the rings, and producers fail once one is
+		 * full (-BUS_ENODAEMON), which a user would meet far from
+		 * here. */
+		if (!(cfg.flags & BUS_TOPIC_EPHEMERAL) && bus_daemon_pid(b) == 0)
+			cli_warn("topic '%s' is persistent but no busd runs for bus '%s': its records are "
+				 "not spilled to disk until one starts (busd --bus %s), and producers fail "
+				 "once a partition's ring is full",
+				 name, bus_name(b), bus_name(b));
 		rc = CLI_OK;
 	}
 	bus_close(b);
