@@ -162,6 +162,21 @@ usage_error "too large" "$BUS" topic create t1 --partitions 1 --retention-bytes 
 usage_error "missing TOPIC" "$BUS" produce
 ok
 
+# An argument quoted in an error cannot split its one line or drive the
+# terminal: control characters are escaped (a newline in a name made two
+# lines, an ESC reached the terminal as it was).
+CHECK="errors-escape-controls"
+usage_error "topic name 'a\\nb' has a character outside" "$BUS" topic create $'a\nb' --partitions 1
+usage_error "unknown command 'frob\\x1b[31mred\\r'" "$BUS" $'frob\e[31mred\r'
+usage_error "-p '1\\n2'" "$BUS" consume t1 -p $'1\n2'
+usage_error "unknown option '--bogus\\tx'" "$BUS" consume t1 $'--bogus\tx'
+usage_error "unknown field '%\\n'" "$BUS" consume t1 -f $'%\n'
+usage_error "BUS_NAME: bus name 'a\\x7fb'" env BUS_NAME=$'a\x7fb' "$BUS" topic list
+expect 1 env BUS_SHM_DIR=$'/nonexistent\n/x' "$BUS" topic list
+one_error_line "/nonexistent\\n/x does not exist"
+! grep -q $'[\x01-\x09\x0b-\x1f\x7f]' "$TMP/err" || fail "a control character reached stderr"
+ok
+
 # Numbers: no sign, no exponent, no suffix, not empty, no overflow.
 CHECK="bad-numbers"
 for v in -1 +1 1e3 "" 1x " 1" 0x10 99999999999999999999999; do

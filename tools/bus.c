@@ -44,6 +44,39 @@ static const char usage_main[] =
 	"\n"
 	"Exit status: 0 success, 1 runtime error, 2 usage error.\n";
 
+/* @s on stderr with the bytes that would split a one-line message or
+ * drive the terminal (C0 controls and DEL, from an argument, a name or an
+ * environment variable quoted in it) escaped: \n, \r, \t, else \xNN. */
+static void put_escaped(const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '\n')
+			fputs("\\n", stderr);
+		else if (c == '\r')
+			fputs("\\r", stderr);
+		else if (c == '\t')
+			fputs("\\t", stderr);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(stderr, "\\x%02x", c);
+		else
+			fputc(c, stderr);
+	}
+}
+
+static void __attribute__((format(printf, 1, 0))) vput_escaped(const char *fmt, va_list ap)
+{
+	char *s;
+
+	if (vasprintf(&s, fmt, ap) < 0) {
+		fputs("(out of memory for the message)", stderr);
+		return;
+	}
+	put_escaped(s);
+	free(s);
+}
+
 int cli_usage(const char *fmt, ...)
 {
 	va_list ap;
@@ -53,7 +86,7 @@ int cli_usage(const char *fmt, ...)
 	if (cli.cmd)
 		fprintf(stderr, "%s: ", cli.cmd);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vput_escaped(fmt, ap);
 	va_end(ap);
 	if (cli.cmd)
 		fprintf(stderr, " (see 'bus %s --help')\n", cli.cmd);
@@ -69,7 +102,7 @@ vline(const char *prefix, const char *fmt, va_list ap)
 {
 	fflush(stdout);
 	fputs(prefix, stderr);
-	vfprintf(stderr, fmt, ap);
+	vput_escaped(fmt, ap);
 	fputc('\n', stderr);
 }
 
@@ -89,6 +122,15 @@ void cli_warn(const char *fmt, ...)
 
 	va_start(ap, fmt);
 	vline("bus: warning: ", fmt, ap);
+	va_end(ap);
+}
+
+void cli_note(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vline("bus: ", fmt, ap);
 	va_end(ap);
 }
 
@@ -174,9 +216,11 @@ int cli_fail(const struct bus *b, int err, const char *fmt, ...)
 	fflush(stdout);
 	fputs("bus: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vput_escaped(fmt, ap);
 	va_end(ap);
-	fprintf(stderr, ": %s\n", cli_why(b, err, why, sizeof why));
+	fputs(": ", stderr);
+	put_escaped(cli_why(b, err, why, sizeof why));
+	fputc('\n', stderr);
 	return CLI_FAIL;
 }
 
@@ -194,19 +238,19 @@ static void cli_log(void *ctx, enum bus_log_level level, const char *msg)
 	}
 	switch (level) {
 	case BUS_LOG_ERROR:
-		fprintf(stderr, "bus: error: %s\n", msg);
+		cli_note("error: %s", msg);
 		break;
 	case BUS_LOG_WARN:
-		fprintf(stderr, "bus: warning: %s\n", msg);
+		cli_warn("%s", msg);
 		break;
 	case BUS_LOG_INFO:
 		if (cli.verbose >= 1)
-			fprintf(stderr, "bus: %s\n", msg);
+			cli_note("%s", msg);
 		break;
 	case BUS_LOG_DEBUG:
 	default:
 		if (cli.verbose >= 2)
-			fprintf(stderr, "bus: debug: %s\n", msg);
+			cli_note("debug: %s", msg);
 		break;
 	}
 }

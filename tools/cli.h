@@ -7,7 +7,10 @@
  *   Every command is `int cmd_x(int argc, char **argv)`, with argv[0] the
  *   command's own name, and returns an exit status: CLI_OK, CLI_FAIL (a
  *   runtime error) or CLI_USAGE (a usage error).  Errors are printed as one
- *   line on stderr, `bus: <what failed>: <why>`, before returning.
+ *   line on stderr, `bus: <what failed>: <why>`, before returning.  The
+ *   printers below (cli_usage() to cli_note()) escape C0 controls and DEL
+ *   in the message (\n, \r, \t, \xNN): a quoted argument cannot split the
+ *   line or send escape sequences to the terminal.
  *   The tool is single-threaded; `cli` below is its only global state.
  */
 #ifndef BUS_TOOLS_CLI_H
@@ -81,6 +84,9 @@ int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /** cli_warn() - print `bus: warning: <msg>`. */
 void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/** cli_note() - print `bus: <msg>`, an informational line. */
+void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /**
  * cli_fail() - print `bus: <what>: <why>` where <why> explains libbus error

@@ -176,16 +176,16 @@ static void print_memory_line(struct bus *b, const char *name, const struct bus_
 
 	if (cli.mem_line[0]) {
 		if (strncmp(cli.mem_line, "topic '", 7) == 0)
-			fprintf(stderr, "bus: %s\n", cli.mem_line);
+			cli_note("%s", cli.mem_line);
 		else
-			fprintf(stderr, "bus: topic '%s': %s\n", name, cli.mem_line);
+			cli_note("topic '%s': %s", name, cli.mem_line);
 		return;
 	}
 	if (bus_partition_describe(b, name, 0, &pi) != 0)
 		return;
-	fprintf(stderr, "bus: topic '%s': rings on %s (%" PRIu32 " x %s in %s)\n", name,
-		pi.hugepages ? "huge pages" : page == 4096 ? "normal 4 KiB pages" : "normal pages",
-		cfg->partitions, fmt_size(cfg->ring_size, sz, sizeof sz), bus_shm_dir(b));
+	cli_note("topic '%s': rings on %s (%" PRIu32 " x %s in %s)", name,
+		 pi.hugepages ? "huge pages" : page == 4096 ? "normal 4 KiB pages" : "normal pages",
+		 cfg->partitions, fmt_size(cfg->ring_size, sz, sizeof sz), bus_shm_dir(b));
 }
 
 /* The one positional argument of a topic subcommand: a valid topic name. */
