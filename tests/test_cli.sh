@@ -177,6 +177,20 @@ one_error_line "/nonexistent\\n/x does not exist"
 ! grep -q $'[\x01-\x09\x0b-\x1f\x7f]' "$TMP/err" || fail "a control character reached stderr"
 ok
 
+# A bad short option inside a cluster is named, not the argument before
+# it: "--json -xl" said "bad option '--json'".
+CHECK="option-errors-name-the-option"
+usage_error "unknown option '-x'" "$BUS" topic list --json -xl
+! grep -q -- '--json' "$TMP/err" || fail "the error names --json, which was fine"
+usage_error "unknown option '-x'" "$BUS" consume t1 --exit -xe
+usage_error "unknown option '-R'" "$BUS" consume t1 --offset-reset=none -Rx
+usage_error "option '-f' needs a value" "$BUS" consume t1 --exit -ef
+usage_error "option '--json' takes no value" "$BUS" topic list --json=1
+usage_error "option '--from' needs a value" "$BUS" consume t1 --from
+usage_error "ambiguous option '--f': --from, --format" "$BUS" consume t1 --f x
+usage_error "unknown option byte 0xc3" "$BUS" topic list -é
+ok
+
 # Numbers: no sign, no exponent, no suffix, not empty, no overflow.
 CHECK="bad-numbers"
 for v in -1 +1 1e3 "" 1x " 1" 0x10 99999999999999999999999; do

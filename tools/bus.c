@@ -373,31 +373,46 @@ int cli_interruptible_stdout(void)
 	return CLI_OK;
 }
 
-/* An option getopt_long() did not accept, as one usage line. */
+/* An option getopt_long() did not accept, as one usage line.
+ *
+ * Which argument it was: a long option, and a short one at the end of its
+ * cluster, leave optind past it; a short one inside a cluster ("-xl")
+ * leaves optind on the cluster, so that argv[optind - 1] is then the
+ * argument before, which may be a long option that was fine.  A long
+ * option's error sets optopt to 0 (unknown, ambiguous) or to the option's
+ * val with a value it takes none of or a missing one; anything else is a
+ * short option's, named by optopt alone. */
 static int bad_option(int c, int argc, char **argv, const struct option *longopts)
 {
 	const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
-	size_t n, matches = 0;
+	size_t n = 0, matches = 0;
 	const struct option *o, *match = NULL;
+	int is_long = 0;
 
-	if (strncmp(arg, "--", 2) != 0) {
+	if (strncmp(arg, "--", 2) == 0 && arg[2]) {
+		n = strcspn(arg + 2, "=");
+		for (o = longopts; o->name; o++) {
+			if (strncmp(o->name, arg + 2, n) != 0)
+				continue;
+			if (o->name[n] == '\0') { /* exact */
+				match = o;
+				matches = 1;
+				break;
+			}
+			match = o;
+			matches++;
+		}
+		is_long = optopt == 0 ||
+			  (matches == 1 && match->val == optopt &&
+			   (c == ':' ? match->has_arg == required_argument
+				     : match->has_arg == no_argument && arg[2 + n] == '='));
+	}
+	if (!is_long) {
+		if (optopt <= ' ' || optopt >= 127)
+			return cli_usage("unknown option byte 0x%02x", (unsigned)optopt & 0xff);
 		if (c == ':')
 			return cli_usage("option '-%c' needs a value", optopt);
-		if (optopt > ' ' && optopt < 127)
-			return cli_usage("unknown option '-%c'", optopt);
-		return cli_usage("unknown option '%s'", arg);
-	}
-	n = strcspn(arg + 2, "=");
-	for (o = longopts; o->name; o++) {
-		if (strncmp(o->name, arg + 2, n) != 0)
-			continue;
-		if (o->name[n] == '\0') { /* exact */
-			match = o;
-			matches = 1;
-			break;
-		}
-		match = o;
-		matches++;
+		return cli_usage("unknown option '-%c'", optopt);
 	}
 	if (matches > 1) {
 		char cand[256];
@@ -413,9 +428,7 @@ static int bad_option(int c, int argc, char **argv, const struct option *longopt
 		return cli_usage("unknown option '%.*s'", (int)(n + 2), arg);
 	if (c == ':')
 		return cli_usage("option '--%s' needs a value", match->name);
-	if (arg[2 + n] == '=')
-		return cli_usage("option '--%s' takes no value", match->name);
-	return cli_usage("bad option '%s'", arg);
+	return cli_usage("option '--%s' takes no value", match->name);
 }
 
 int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts)
