@@ -106,6 +106,9 @@ for c in "" "topic" "topic create" "topic list" "topic describe" "topic delete" 
 done
 expect 0 "$BUS" help consume
 grep -q '^usage: bus consume' "$TMP/out" || fail "'bus help consume' prints no usage"
+# help is listed among the commands: `bus help help` said "unknown command".
+expect 0 "$BUS" help help
+grep -q '^usage: bus ' "$TMP/out" || fail "'bus help help' prints no usage"
 ok
 
 # Output that could not be written is an error, for the top-level --help

@@ -524,6 +524,10 @@ static int run_help(int argc, char **argv)
 	}
 	if (argc > 3)
 		return cli_usage("help takes at most a command and a subcommand");
+	if (argc == 2 && strcmp(argv[1], "help") == 0) { /* listed as a command */
+		print_main_help(stdout);
+		return CLI_OK;
+	}
 	for (i = 1; i < argc; i++)
 		args[n++] = argv[i];
 	args[n++] = help;
