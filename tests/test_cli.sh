@@ -571,6 +571,19 @@ case "$BUS" in
 esac
 ok
 
+# Retention on an ephemeral topic does nothing (never on disk): a warning
+# says so (it was taken in silence and shown by describe as if it held).
+CHECK="ephemeral-retention"
+for r in "--retention 1h" "--retention-bytes 1G" "--retention 1h --retention-bytes 1G"; do
+	# shellcheck disable=SC2086
+	expect 0 "$BUS" topic create volatile --partitions 1 --ring-size 64K --ephemeral $r
+	[ "$(grep -c '^bus: warning: ' "$TMP/err")" -eq 1 ] || fail "$r on an ephemeral topic: no single warning"
+	grep -qF "bus: warning: topic 'volatile' is ephemeral: --retention and --retention-bytes have no effect" "$TMP/err" ||
+		fail "$r on an ephemeral topic: the warning does not say it has no effect"
+	expect 0 "$BUS" topic delete volatile
+done
+ok
+
 # Creating a persistent topic while no busd runs succeeds, with one warning
 # line on stderr (it said nothing: producers met -BUS_ENODAEMON only once
 # the ring was full); an ephemeral topic gets none.

@@ -40,7 +40,8 @@ static const char usage_create[] =
 	"                          (e.g. 7d, 1h30m)\n"
 	"  --retention-bytes SIZE  keep at most this much per partition on disk;\n"
 	"                          0 (the default): no limit (describe: \"none\")\n"
-	"                          Retention applies to persistent topics only.\n"
+	"                          Retention applies to persistent topics only\n"
+	"                          (with --ephemeral: a warning, no effect).\n"
 	"  --overflow block|overwrite\n"
 	"                          when the ring is full: producers wait for the\n"
 	"                          slowest gating reader (default), or overwrite\n"
@@ -218,6 +219,7 @@ static int topic_create(int argc, char **argv)
 	struct bus *b;
 	const char *name;
 	uint64_t v;
+	char sz[32];
 	int c, r, rc, have_partitions = 0, existed;
 
 	bus_topic_config_init(&cfg);
@@ -321,6 +323,11 @@ static int topic_create(int argc, char **argv)
 		 * nothing frees the rings, and producers fail once one is
 		 * full (-BUS_ENODAEMON), which a user would meet far from
 		 * here. */
+		if ((cfg.flags & BUS_TOPIC_EPHEMERAL) && (cfg.retention_ms || cfg.retention_bytes))
+			cli_warn("topic '%s' is ephemeral: --retention and --retention-bytes have no "
+				 "effect (its records are never on disk; the ring keeps the latest %s "
+				 "per partition)",
+				 name, fmt_size(cfg.ring_size, sz, sizeof sz));
 		if (!(cfg.flags & BUS_TOPIC_EPHEMERAL) && bus_daemon_pid(b) == 0)
 			cli_warn("topic '%s' is persistent but no busd runs for bus '%s': its records are "
 				 "not spilled to disk until one starts (busd --bus %s), and producers fail "
