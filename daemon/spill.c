@@ -250,6 +250,9 @@ static void part_halt(struct dpart *dp)
 	dp->stopped = true;
 	/* Release: pairs with the acquire load in wait_space(). */
 	st_release(&dp->r->hdr->spiller_pid, -(int32_t)getpid());
+	/* Producers asleep for this spill learn it now, not at their next
+	 * recheck (wait.c, "Space"). */
+	bus_space_wake(dp->r->hdr, true);
 }
 
 /* Stop @dp for good after a frame that does not parse: one ERROR, no
@@ -1039,7 +1042,8 @@ void spill_part_close(struct busd *d, struct dpart *dp)
 		dp->w = NULL;
 	}
 	/* RS3: let go of the partition (a later busd takes it). */
-	atomic_compare_exchange_strong(&dp->r->hdr->spiller_pid, &self, 0);
+	if (atomic_compare_exchange_strong(&dp->r->hdr->spiller_pid, &self, 0))
+		bus_space_wake(dp->r->hdr, true); /* as part_halt() */
 }
 
 /* True when @dp spilled everything below its drain target, or cannot go

@@ -2166,11 +2166,14 @@ Test(busd, busd_wakes_the_producer_asleep_for_its_spill)
 			cr_assert(!atomic_load(&sw->done), "the producer ended: %s",
 				  bus_strerror(sw->err));
 			cr_assert(tnow_ms() < deadline, "the producer never slept (stop %d)", stop);
+			usleep(100);
 		}
 		before = atomic_load(&sw->produced);
 		cr_assert_eq(kill(busd, SIGCONT), 0);
-		while (atomic_load(&sw->produced) == before)
+		while (atomic_load(&sw->produced) == before) {
 			cr_assert(tnow_ms() < deadline, "the producer never went on (stop %d)", stop);
+			usleep(100);
+		}
 	}
 	atomic_store(&sw->quit, 1);
 	cr_assert_eq(twait(pid, 40000), 0);

@@ -208,6 +208,16 @@ bool bus_owner_gone(uint64_t owner)
 	return nt && sscanf(nt, "%lu", &threads) == 1 && threads <= 1;
 }
 
+bool bus_spiller_gone(struct bus *b, int32_t pid)
+{
+	uint64_t o;
+
+	if (pid <= 0)
+		return true;
+	o = ld_acquire(&b->ctl->daemon_owner);
+	return BUS_OWNER_PID(o) == pid ? bus_owner_gone(o) : bus_pid_gone(pid);
+}
+
 bool bus_pid_gone(int32_t pid)
 {
 	return bus_owner_gone(BUS_OWNER(pid, 0));

@@ -45,6 +45,7 @@ struct bus_cpart {
 	bool behind;                 /* the last poll filled its batch: prefetch */
 	bool disk_reseek;            /* the disk reader is not at off: seek it */
 	bool fenced;                 /* gating, without membarrier: fence to wake */
+	uint64_t gpub;               /* gating: the cursor last published */
 	struct bus_seg_reader *disk; /* opened on first use */
 };
 
@@ -110,23 +111,33 @@ static inline uint64_t horizon(const struct bus_ring *r)
 
 static void gating_publish(struct bus_cpart *cp)
 {
+	uint64_t pos;
+
 	if (cp->gslot < 0)
 		return;
+	/* A consumer reading the disk needs nothing of the ring that is
+	 * spilled: it holds producers back no more than the spiller does (the
+	 * acquire pairs with busd's release of spill_pos). */
+	pos = cp->on_disk ? ld_acquire(&cp->r->hdr->spill_pos) : cp->pos;
 	/* R6: everything below pos is released to producers; pairs with the
-	 * acquire load in bus_ring_low_water().  A consumer reading the disk
-	 * needs nothing of the ring that is spilled: it holds producers back no
-	 * more than the spiller does (the acquire pairs with busd's release of
-	 * spill_pos). */
-	st_release(&cp->r->hdr->gating[cp->gslot].pos,
-		   cp->on_disk ? ld_acquire(&cp->r->hdr->spill_pos) : cp->pos);
-	/* Then wake the producers blocked for the space it frees, if one
-	 * announced itself: Dekker's pattern with the producer's WR1 and
-	 * re-check (wait.c, "Space"); the store-load barrier between R6 and
-	 * this load is the producer's membarrier(), or the fence when this
-	 * process could not register (cp->fenced).  A relaxed load of the
-	 * horizon's line, which this reader holds (I1): nothing else per
-	 * publish while no producer sleeps. */
-	bus_space_wake(cp->r->hdr, cp->fenced);
+	 * acquire load in bus_ring_low_water(). */
+	st_release(&cp->r->hdr->gating[cp->gslot].pos, pos);
+	/* Then, if the cursor moved, wake the producers blocked for the
+	 * space it frees, if one announced itself: Dekker's pattern with the
+	 * producer's WR1 and re-check (wait.c, "Space"); the store-load
+	 * barrier between R6 and this load is the producer's membarrier(),
+	 * or the fence when this process could not register (cp->fenced).  A
+	 * relaxed load of the horizon's line, which this reader holds (I1):
+	 * nothing else per publish while no producer sleeps.  An unchanged
+	 * cursor (a poll that found nothing, a reader on disk behind busd)
+	 * frees nothing: a producer that announced itself after the last
+	 * store saw it in its re-check, and waking it would only make it
+	 * announce again, a membarrier and a FUTEX_WAKE per poll of a
+	 * consumer that keeps up while another holds the producer back. */
+	if (pos != cp->gpub) {
+		cp->gpub = pos;
+		bus_space_wake(cp->r->hdr, cp->fenced);
+	}
 }
 
 /* ------------------------------------------------------------- disk */
@@ -1427,6 +1438,7 @@ static int seek_one(struct bus_consumer *c, struct bus_cpart *cp, enum bus_seek 
 		struct bus_seg_reader *disk = cp->disk; /* opened by the seek, maybe */
 		*cp = saved;
 		cp->disk = disk;
+		cp->gpub = UINT64_MAX; /* the seek may have published another */
 		if (cp->on_disk)
 			cp->disk_reseek = true;
 		gating_publish(cp);
@@ -1499,6 +1511,7 @@ static int gating_claim(struct bus_cpart *cp)
 		if (atomic_compare_exchange_strong(&h->gating[i].owner, &o, self)) {
 			cp->gslot = (int)i;
 			cp->fenced = !bus_wait_register_waker();
+			cp->gpub = UINT64_MAX; /* nothing published yet */
 			gating_publish(cp);
 			return 0;
 		}

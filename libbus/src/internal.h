@@ -251,6 +251,13 @@ uint32_t bus_pid_start(int32_t pid);
  * A start of 0 (unknown) is not compared.  Costs as bus_pid_gone(): one
  * kill(2), and for a live pid one read of /proc/<pid>/stat.  Thread-safe. */
 bool bus_owner_gone(uint64_t owner);
+/* Whether @pid, read from a ring's spiller_pid, names no live busd: <= 0
+ * (none, or a halted partition), or bus_pid_gone(), or, when busd's owner
+ * word in @b's control region names that pid, bus_owner_gone() of it (its
+ * pid went to another process since).  Costs as bus_owner_gone(): for
+ * paths that look because a spill holds someone back, or describe.
+ * Thread-safe. */
+bool bus_spiller_gone(struct bus *b, int32_t pid);
 /* This process's BUS_OWNER word: its pid and bus_pid_start() (cached after
  * the first call; a fork child computes its own).  Thread-safe. */
 uint64_t bus_owner_self(void);
@@ -486,6 +493,10 @@ static inline void bus_wake(struct bus_topic_slot *ts, bool fenced)
 	 * without, a full fence orders the commit store before it. */
 	if (BUS_UNLIKELY(fenced))
 		atomic_thread_fence(memory_order_seq_cst);
+	/* Registered: membarrier() makes the CPU's barrier, but the compiler
+	 * may still hoist this relaxed load above the release store before
+	 * it (C11 lets it): keep it below (no instruction). */
+	atomic_signal_fence(memory_order_seq_cst);
 	if (BUS_UNLIKELY(ld_relaxed(&ts->sleepers) != 0))
 		bus_wake_slow(ts);
 }
@@ -506,13 +517,15 @@ static inline void bus_wait_sleep(struct bus_topic_slot *ts, bool (*check)(void 
  * (wait.c, "Space"). */
 #define BUS_SPACE_RECHECK_NS 20000000ll
 /* Wake the producers blocked for space in ring @h, if any announced
- * itself: after a store that may raise the low-water mark (a gating
- * cursor, the spill cursor, floor_ok, a gating slot given back).  @fenced:
+ * itself: after a store that may raise the low-water mark or end their
+ * wait (a gating cursor that moved, the spill cursor, floor_ok, a gating
+ * slot given back or reaped, busd's spiller_pid halted or cleared).  @fenced:
  * this process is not registered (bus_wait_register_waker() said false). */
 static inline void bus_space_wake(struct bus_ring_hdr *h, bool fenced)
 {
 	if (BUS_UNLIKELY(fenced))
 		atomic_thread_fence(memory_order_seq_cst);
+	atomic_signal_fence(memory_order_seq_cst); /* as in bus_wake() */
 	if (BUS_UNLIKELY(ld_relaxed(&h->space_sleepers) != 0))
 		bus_futex_wake_slow(&h->space_seq, &h->space_sleepers);
 }

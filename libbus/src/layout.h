@@ -356,6 +356,9 @@ struct bus_ring_hdr {
 _Static_assert(offsetof(struct bus_ring_hdr, tail) == BUS_CACHELINE, "tail line");
 _Static_assert(offsetof(struct bus_ring_hdr, tail) % 16 == 0, "16-byte CAS alignment");
 _Static_assert(offsetof(struct bus_ring_hdr, horizon) == 2 * BUS_CACHELINE, "horizon line");
+_Static_assert(offsetof(struct bus_ring_hdr, space_sleepers) ==
+		       offsetof(struct bus_ring_hdr, space_seq) + 4,
+	       "space futex words (the signature names space_seq)");
 _Static_assert(offsetof(struct bus_ring_hdr, spill_pos) == 3 * BUS_CACHELINE, "spill line");
 /* {spill_pos, spill_off} is read and written as one pair (16-byte CAS). */
 _Static_assert(offsetof(struct bus_ring_hdr, spill_off) ==

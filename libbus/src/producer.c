@@ -297,14 +297,10 @@ static int pslot_take(struct bus_producer *p, struct bus_pstate *ps)
 static bool spiller_gone(struct bus_producer *p, struct bus_pstate *ps, bool deep)
 {
 	int32_t pid = ld_acquire(&ps->r->hdr->spiller_pid);
-	uint64_t o;
 
 	if (!bus_pid_alive(pid))
 		return true;
-	if (!deep)
-		return false;
-	o = ld_acquire(&p->b->ctl->daemon_owner);
-	return BUS_OWNER_PID(o) == pid ? bus_owner_gone(o) : bus_pid_gone(pid);
+	return deep && bus_spiller_gone(p->b, pid);
 }
 
 /* A gated producer's limit from the gating cursors as they are now: claims

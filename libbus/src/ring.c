@@ -182,7 +182,10 @@ uint64_t bus_ring_low_water(struct bus_ring *r, bool persistent, bool reap, bool
 		if (reap && !bus_pid_alive(BUS_OWNER_PID(o))) {
 			/* A dead gating consumer must not hold producers back
 			 * (zombies and reused pids: bus_ring_reap_gating()). */
-			atomic_compare_exchange_strong(&h->gating[i].owner, &o, 0);
+			/* Other producers asleep on this ring gain from it
+			 * too: wake them (wait.c, "Space"). */
+			if (atomic_compare_exchange_strong(&h->gating[i].owner, &o, 0))
+				bus_space_wake(h, true);
 			continue;
 		}
 		pos = ld_acquire(&h->gating[i].pos);
@@ -209,8 +212,9 @@ void bus_ring_reap_gating(struct bus_ring *r)
 		/* The CAS frees the slot only if it still names that owner:
 		 * a consumer that took it meanwhile keeps it (its word holds
 		 * its own start time, even under a reused pid). */
-		if (o && bus_owner_gone(o))
-			atomic_compare_exchange_strong(&h->gating[i].owner, &o, 0);
+		if (o && bus_owner_gone(o) &&
+		    atomic_compare_exchange_strong(&h->gating[i].owner, &o, 0))
+			bus_space_wake(h, true); /* as in bus_ring_low_water() */
 	}
 }
 

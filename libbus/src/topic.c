@@ -953,10 +953,7 @@ int bus_partition_describe(struct bus *b, const char *topic, uint32_t partition,
 		 * (busd's owner word in the control region says), spills
 		 * nothing: 0, not a pid that kill(2) still answers for. */
 		int32_t pid = ld_acquire(&h->spiller_pid);
-		uint64_t o = ld_acquire(&b->ctl->daemon_owner);
-		bool gone = pid <= 0 ||
-			    (BUS_OWNER_PID(o) == pid ? bus_owner_gone(o) : bus_pid_gone(pid));
-		out->spiller_pid = gone ? 0 : pid;
+		out->spiller_pid = bus_spiller_gone(b, pid) ? 0 : pid;
 	}
 	if (!err && !(t->cfg.flags & BUS_TOPIC_EPHEMERAL)) {
 		char dir[4200];

@@ -48,6 +48,12 @@
  * after it (s >= s' + 1: its tag differs from v, so WC2 fails and the
  * announcement stays; two tags of values less than 2^31 bumps apart never
  * agree).
+ * The same holds for a producer asleep for space, with "a store that may
+ * raise its limit, then the load of space_sleepers" in place of "the next
+ * record committed": every such store is followed by that load
+ * (bus_space_wake()), unless it left the value as it was (consumer.c,
+ * gating_publish()), which then frees nothing the sleeper's re-check
+ * did not already see.
  *
  * Why not a count of sleepers: a consumer killed in its sleep (SIGKILL, a
  * crash) never takes its count back, and every record of the topic would

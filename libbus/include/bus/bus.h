@@ -452,13 +452,19 @@ int bus_producer_abort(struct bus_producer *p, struct bus_claim *c);
  *  back by a full ring (overflow `block`: the slowest gating consumer; a
  *  persistent topic: busd's spill cursor).  A blocked producer yields the
  *  CPU a hundred times, then sleeps on a futex of the ring until a gating
- *  consumer or busd frees space (it wakes by itself at least every 20 ms,
- *  to find a dead consumer or busd): it uses no CPU while it waits. */
+ *  consumer or busd frees space; its sleeps are at most 20 ms long (10 ms
+ *  where membarrier(2) is missing), so that it finds a dead consumer or
+ *  busd by itself: it uses next to no CPU while it waits.  Fields are only
+ *  ever added at the end, with a new library version. */
 struct bus_producer_stats {
 	uint64_t blocked;    /**< claims that had to wait for space */
 	uint64_t blocked_ns; /**< time they waited, all together */
-	uint64_t sleeps;     /**< futex sleeps in those waits */
-	uint64_t woken;      /**< of those, ended by a wake (not a timeout) */
+	uint64_t sleeps;     /**< futex sleeps in those waits (and wakes that
+				  came between the announcement and the sleep) */
+	uint64_t woken;      /**< of those, ended by a wake or a wake that came
+				  first (not the 20 ms bound or a signal); a wake
+				  may have freed too little, and the claim sleeps
+				  again */
 };
 
 /** bus_producer_stats() - @p's counters so far into *@out (nothing when
