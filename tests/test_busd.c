@@ -2128,21 +2128,6 @@ static int produce_behind_the_spill(void *arg)
 	return 0;
 }
 
-static bool in_futex_wait(pid_t pid)
-{
-	char path[64], buf[64] = { 0 };
-	FILE *f;
-	bool in = false;
-
-	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
-	f = fopen(path, "r");
-	if (f) {
-		in = fgets(buf, sizeof(buf), f) && strtol(buf, NULL, 10) == SYS_futex;
-		fclose(f);
-	}
-	return in;
-}
-
 Test(busd, busd_wakes_the_producer_asleep_for_its_spill)
 {
 	struct spillwake *sw;
@@ -2162,7 +2147,7 @@ Test(busd, busd_wakes_the_producer_asleep_for_its_spill)
 	for (int stop = 0; stop < 3; stop++) {
 		cr_assert_eq(kill(busd, SIGSTOP), 0);
 		/* busd stopped: the producer fills the ring and goes to sleep. */
-		while (!in_futex_wait(pid)) {
+		while (!tin_futex_wait(pid)) {
 			cr_assert(!atomic_load(&sw->done), "the producer ended: %s",
 				  bus_strerror(sw->err));
 			cr_assert(tnow_ms() < deadline, "the producer never slept (stop %d)", stop);

@@ -2310,21 +2310,6 @@ Test(ring, a_blocked_producer_sleeps_without_using_the_cpu)
  * asleep in FUTEX_WAIT with its announcement up, so all the space it gets
  * comes through a wake; with the wake left out every sleep ran to its
  * timeout (woken 0). */
-static bool in_futex_wait(pid_t pid)
-{
-	char path[64], buf[64] = { 0 };
-	FILE *f;
-	bool in = false;
-
-	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
-	f = fopen(path, "r");
-	if (f) {
-		in = fgets(buf, sizeof(buf), f) && strtol(buf, NULL, 10) == SYS_futex;
-		fclose(f);
-	}
-	return in;
-}
-
 struct spacewake {
 	_Atomic int done;
 	int err;
@@ -2378,7 +2363,7 @@ Test(ring, a_gating_consumer_wakes_the_producer_asleep_for_space)
 		uint64_t tail;
 
 		cr_assert(tnow_ms() < deadline, "the producer did not finish: %u cycles", cycles);
-		if (ld_acquire(&h->space_sleepers) == 0 || !in_futex_wait(pid)) {
+		if (ld_acquire(&h->space_sleepers) == 0 || !tin_futex_wait(pid)) {
 			usleep(50); /* not asleep (yet) */
 			continue;
 		}

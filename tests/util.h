@@ -41,6 +41,9 @@ int twait_status(pid_t pid, int timeout_ms, int *status);
 /* Wait with a deadline until child @pid has exited, without reaping it:
  * it stays a zombie until twait().  0, or -1 when the deadline passed. */
 int tzombie(pid_t pid, int timeout_ms);
+/* Whether process @pid sits in a futex(2) call now (/proc/<pid>/syscall):
+ * for tests that wait until a process is asleep on a futex. */
+bool tin_futex_wait(pid_t pid);
 /* Monotonic milliseconds. */
 int64_t tnow_ms(void);
 /* A cheap checksum for payload checks. */

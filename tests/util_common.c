@@ -1,7 +1,9 @@
 /* util_common.c - test helpers without Criterion (thr_* programs use them
  * under ThreadSanitizer, where Criterion cannot run). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 
 #include "util.h"
@@ -28,4 +30,20 @@ bool tstress(void)
 {
 	const char *s = getenv("BUS_STRESS");
 	return s && *s && strcmp(s, "0") != 0;
+}
+
+bool tin_futex_wait(pid_t pid)
+{
+	char path[64], buf[64] = { 0 };
+	FILE *f;
+	bool in = false;
+
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		/* The first field: the number of the system call it is in. */
+		in = fgets(buf, sizeof(buf), f) && strtol(buf, NULL, 10) == SYS_futex;
+		fclose(f);
+	}
+	return in;
 }
